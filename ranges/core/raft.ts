@@ -1,0 +1,1082 @@
+// The Harpoon consensus core: Raft with PreVote, follower-granted leader leases, and
+// abdication without a quorum of grants. Pure and synchronous: time is ticks plus an
+// injected monotonic clock, randomness an injected seeded source, and I/O is the caller's.
+//
+// The role switch is not here: the range machine (ranges/replica/machine.ts) owns which
+// role is live. Every handler below belongs to one role and returns the role change it
+// wants (or undefined); only the machine calls the become* functions.
+//
+// Output: see ready.ts. Messages that depend on durable state (vote and append
+// acknowledgements, vote requests) are held inside the core until the write they depend
+// on is reported persisted, so a caller cannot send them early.
+
+import { assert } from './assert.ts';
+import { entryBytes, RaftLog } from './log.ts';
+import {
+  becomeProbe,
+  becomeReplicate,
+  isPaused,
+  newProgress,
+  type Progress,
+  updateMatch,
+} from './progress.ts';
+import { allMembers, allVoters, isVoter, quorumValue, voteOutcome } from './quorum.ts';
+import type { Ready, StorageWrite } from './ready.ts';
+import type {
+  Append,
+  AppendResponse,
+  Configuration,
+  ConsensusOptions,
+  CoreEnvironment,
+  Entry,
+  Heartbeat,
+  LogIndex,
+  Message,
+  PersistedState,
+  ProposeError,
+  ReadState,
+  ReplicaId,
+  Role,
+  SnapshotChunk,
+  SnapshotMeta,
+  SnapshotResponse,
+  Term,
+  VoteRequest,
+} from './types.ts';
+import { none } from './types.ts';
+
+export type RoleChange =
+  | { readonly type: 'BECOME_FOLLOWER'; readonly term: Term; readonly leader: ReplicaId }
+  | { readonly type: 'BECOME_PRECANDIDATE' }
+  | { readonly type: 'BECOME_CANDIDATE'; readonly transfer: boolean }
+  | { readonly type: 'BECOME_LEADER' };
+
+/** Result of stepping a batch of messages: a role change and the messages left after it. */
+export interface StepResult {
+  readonly change: RoleChange;
+  readonly rest: readonly Message[];
+}
+
+interface PendingRead {
+  readonly id: number;
+  readonly index: LogIndex;
+  /** The lease round whose quorum confirms leadership; 0 until a round is started. */
+  seq: number;
+}
+
+interface Receiving {
+  readonly meta: SnapshotMeta;
+  readonly chunks: Uint8Array[];
+  received: number;
+}
+
+interface InFlightWrite {
+  readonly id: number;
+  readonly lastIndex: LogIndex;
+  readonly lastTerm: Term;
+  readonly snapshotIndex: LogIndex | undefined;
+  held: Message[];
+}
+
+const isLeaderMessage = (m: Message): boolean =>
+  m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow';
+
+export class RaftCore {
+  readonly id: ReplicaId;
+  readonly options: ConsensusOptions;
+  private readonly env: CoreEnvironment;
+
+  config: Configuration;
+  term: Term;
+  vote: ReplicaId;
+  leader: ReplicaId = none;
+  /** Mirror of the machine's role, written only by the become* functions. */
+  role: Role = 'follower';
+  readonly log: RaftLog;
+
+  private electionElapsedTicks = 0;
+  private heartbeatElapsedTicks = 0;
+  private randomizedElectionTicks: number;
+  private votes = new Map<ReplicaId, boolean>();
+  private progress = new Map<ReplicaId, Progress>();
+
+  // Leader lease (harpoon): every leader message carries `seq`; seqSentAtMs maps each
+  // round to the time it was first sent (earliest send, so lease accounting is
+  // conservative). A round is opened each heartbeat and for ReadIndex.
+  private seq = 0;
+  private readonly seqSentAtMs = new Map<number, number>();
+  private becameLeaderAtMs = 0;
+  /** Index of the leader's first entry of its term; reads wait until it commits. */
+  private leaderStartIndex: LogIndex = 0;
+  /** Set for the rest of a term once a transfer started: that term serves no lease reads. */
+  private leaseReadsDisabled = false;
+  private transferee: ReplicaId = none;
+  private transferElapsedTicks = 0;
+  private uncommittedBytes = 0;
+
+  // Follower side of leases.
+  private grantedUntilMs = Number.NEGATIVE_INFINITY;
+  private grantedTo: ReplicaId = none;
+  /** After a restart this replica may have forgotten a grant: it votes for no one until then. */
+  private voteBlackoutUntilMs = Number.NEGATIVE_INFINITY;
+
+  private pendingReads: PendingRead[] = [];
+  private readStates: ReadState[] = [];
+  private droppedReads: number[] = [];
+  private receiving: Receiving | undefined;
+
+  // Output bookkeeping.
+  private outbox: Message[] = [];
+  private heldForNextWrite: Message[] = [];
+  private inFlightWrites: InFlightWrite[] = [];
+  private nextWriteId = 1;
+  private dirtyFrom: LogIndex = Number.POSITIVE_INFINITY;
+  private pendingSnapshotWrite: { meta: SnapshotMeta; data: Uint8Array } | undefined;
+  private writtenTerm: Term;
+  private writtenVote: ReplicaId;
+  private broadcastPending = false;
+
+  /** Counters for benchmarks and the simulator. */
+  readonly stats = { messagesSent: 0, writes: 0, leaseReads: 0, readIndexReads: 0 };
+
+  constructor(
+    id: ReplicaId,
+    state: PersistedState,
+    options: ConsensusOptions,
+    env: CoreEnvironment,
+  ) {
+    assert(id !== none, 'replica ids are non-zero');
+    assert(options.heartbeatTicks < options.electionTicks, 'heartbeat is shorter than election');
+    this.id = id;
+    this.options = options;
+    this.env = env;
+    this.config = state.snapshot.config;
+    this.term = state.hardState.term;
+    this.vote = state.hardState.vote;
+    this.writtenTerm = this.term;
+    this.writtenVote = this.vote;
+    this.log = new RaftLog(state.snapshot, state.entries, state.hardState.commit);
+    assert(state.applied >= state.snapshot.index, 'applied is at or after the snapshot');
+    this.log.applying = Math.min(state.applied, this.log.lastIndex());
+    this.log.committed = Math.max(this.log.committed, this.log.applying);
+    this.randomizedElectionTicks = this.randomElectionTicks();
+    if (options.mode === 'harpoon' && this.term > 0) {
+      // It may have granted a lease before the restart and forgotten it.
+      this.voteBlackoutUntilMs = env.nowMs() + options.leaseDurationMs;
+    }
+  }
+
+  // ---------------------------------------------------------------- queries
+
+  isPromotable(): boolean {
+    return isVoter(this.config, this.id);
+  }
+
+  /** Whether a lease read may be served now. */
+  hasValidLease(): boolean {
+    if (this.options.mode !== 'harpoon' || this.role !== 'leader') return false;
+    if (this.leaseReadsDisabled || !this.ownTermCommitted()) return false;
+    return this.env.nowMs() < this.leaseExpiryMs();
+  }
+
+  /** When the leader's quorum lease ends, on its own clock (with the drift margin). */
+  leaseExpiryMs(): number {
+    const o = this.options;
+    return this.leaseStartMs() + o.leaseDurationMs - o.leaseDurationMs * o.maxDriftRate;
+  }
+
+  /** Send time of the latest lease round a quorum has answered (the leader counts as now). */
+  private leaseStartMs(): number {
+    const now = this.env.nowMs();
+    return quorumValue(
+      this.config,
+      (id) => {
+        if (id === this.id) return now;
+        const pr = this.progress.get(id);
+        return pr === undefined ? undefined : this.seqSentAtMs.get(pr.ackedSeq);
+      },
+      Number.NEGATIVE_INFINITY,
+    );
+  }
+
+  /** Voters other than this replica: whom a campaign asks. */
+  private peerVoters(): ReplicaId[] {
+    return allVoters(this.config).filter((id) => id !== this.id);
+  }
+
+  private ownTermCommitted(): boolean {
+    return this.role === 'leader' && this.log.committed >= this.leaderStartIndex;
+  }
+
+  status() {
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      leader: this.leader,
+      commit: this.log.committed,
+      applied: this.log.applying,
+      lastIndex: this.log.lastIndex(),
+      lease: this.hasValidLease(),
+    };
+  }
+
+  // ---------------------------------------------------------------- role entry (machine only)
+
+  becomeFollower(term: Term, leader: ReplicaId): RoleChange | undefined {
+    assert(term >= this.term, 'terms never go backwards');
+    if (term > this.term) {
+      this.term = term;
+      this.vote = none;
+    }
+    this.resetRoleState();
+    this.role = 'follower';
+    this.leader = leader;
+    return undefined;
+  }
+
+  becomePreCandidate(): RoleChange | undefined {
+    assert(this.isPromotable(), 'only voters campaign');
+    this.resetRoleState();
+    this.role = 'preCandidate';
+    this.leader = none;
+    this.votes.set(this.id, true);
+    for (const to of this.peerVoters()) {
+      this.send({
+        type: 'prevote',
+        from: this.id,
+        to,
+        term: this.term + 1,
+        lastIndex: this.log.lastIndex(),
+        lastTerm: this.log.lastTerm(),
+        transfer: false,
+      });
+    }
+    return this.tallyPreVotes();
+  }
+
+  becomeCandidate(transfer: boolean): RoleChange | undefined {
+    assert(this.isPromotable(), 'only voters campaign');
+    this.resetRoleState();
+    this.role = 'candidate';
+    this.term += 1;
+    this.vote = this.id;
+    this.leader = none;
+    this.votes.set(this.id, true);
+    for (const to of this.peerVoters()) {
+      // Held until term and vote are durable.
+      this.hold({
+        type: 'vote',
+        from: this.id,
+        to,
+        term: this.term,
+        lastIndex: this.log.lastIndex(),
+        lastTerm: this.log.lastTerm(),
+        transfer,
+      });
+    }
+    return this.tallyVotes();
+  }
+
+  becomeLeader(): RoleChange | undefined {
+    assert(this.role === 'candidate', 'only a candidate becomes leader');
+    this.resetRoleState();
+    this.role = 'leader';
+    this.leader = this.id;
+    this.becameLeaderAtMs = this.env.nowMs();
+    this.leaseReadsDisabled = false;
+    for (const id of allMembers(this.config)) {
+      if (id === this.id) continue;
+      this.progress.set(id, newProgress(this.log.lastIndex() + 1));
+    }
+    this.openLeaseRound();
+    // An entry of its own term: reads and commits of older entries wait until it commits.
+    const noop: Entry = {
+      index: this.log.lastIndex() + 1,
+      term: this.term,
+      kind: 'noop',
+      data: new Uint8Array(0),
+    };
+    this.leaderStartIndex = noop.index;
+    this.uncommittedBytes = 0;
+    this.appendOwn([noop]);
+    this.maybeCommit(); // a single voter commits once its write is durable
+    return undefined;
+  }
+
+  private resetRoleState(): void {
+    this.electionElapsedTicks = 0;
+    this.heartbeatElapsedTicks = 0;
+    this.randomizedElectionTicks = this.randomElectionTicks();
+    this.votes.clear();
+    this.progress.clear();
+    this.transferee = none;
+    this.transferElapsedTicks = 0;
+    this.receiving = undefined;
+    this.leaseReadsDisabled = true;
+    for (const r of this.pendingReads) this.droppedReads.push(r.id);
+    this.pendingReads = [];
+    this.seqSentAtMs.clear();
+  }
+
+  private randomElectionTicks(): number {
+    const e = this.options.electionTicks;
+    return e + Math.floor(this.env.random() * e);
+  }
+
+  // ---------------------------------------------------------------- ticks
+
+  tickFollower(): RoleChange | undefined {
+    this.electionElapsedTicks++;
+    if (!this.isPromotable() || this.electionElapsedTicks < this.randomizedElectionTicks) {
+      return undefined;
+    }
+    return this.campaignChange();
+  }
+
+  /** Pre-candidates and candidates whose election timed out start over. */
+  tickCampaign(): RoleChange | undefined {
+    this.electionElapsedTicks++;
+    if (this.electionElapsedTicks < this.randomizedElectionTicks) return undefined;
+    return this.campaignChange();
+  }
+
+  private campaignChange(): RoleChange | undefined {
+    const mode = this.options.mode;
+    if (mode === 'raft') return { type: 'BECOME_CANDIDATE', transfer: false };
+    if (mode === 'harpoon') {
+      const now = this.env.nowMs();
+      // Its own vote is a vote: not while a grant it gave (or may have given) is live.
+      if (now < this.grantedUntilMs || now < this.voteBlackoutUntilMs) return undefined;
+    }
+    return { type: 'BECOME_PRECANDIDATE' };
+  }
+
+  tickLeader(): RoleChange | undefined {
+    const o = this.options;
+    this.heartbeatElapsedTicks++;
+    this.electionElapsedTicks++;
+    if (this.transferee !== none && ++this.transferElapsedTicks >= o.electionTicks) {
+      this.transferee = none; // abort; lease reads stay off for this term
+    }
+    for (const pr of this.progress.values()) if (pr.sending) pr.sending.idleTicks++;
+    if (o.mode === 'harpoon') {
+      const now = this.env.nowMs();
+      const since = Math.max(this.leaseStartMs(), this.becameLeaderAtMs);
+      if (now - since >= o.leaseDurationMs) {
+        return { type: 'BECOME_FOLLOWER', term: this.term, leader: none }; // abdicate
+      }
+    }
+    if (o.mode === 'etcd' && this.electionElapsedTicks >= o.electionTicks) {
+      this.electionElapsedTicks = 0;
+      const active = quorumValue(
+        this.config,
+        (id) => (id === this.id || this.progress.get(id)?.recentActive ? 1 : 0),
+        0,
+      );
+      for (const pr of this.progress.values()) pr.recentActive = false;
+      if (active < 1) return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
+    }
+    if (this.heartbeatElapsedTicks >= o.heartbeatTicks) {
+      this.heartbeatElapsedTicks = 0;
+      this.openLeaseRound();
+      this.broadcastHeartbeat();
+    }
+    return undefined;
+  }
+
+  private openLeaseRound(): void {
+    this.seq++;
+    const now = this.env.nowMs();
+    this.seqSentAtMs.set(this.seq, now);
+    // Rounds older than two lease periods can no longer support a lease: forget them.
+    const horizon = now - 2 * this.options.leaseDurationMs;
+    for (const [s, at] of this.seqSentAtMs) {
+      if (at >= horizon || this.seqSentAtMs.size <= 2) break;
+      this.seqSentAtMs.delete(s);
+    }
+  }
+
+  private broadcastHeartbeat(): void {
+    for (const [to, pr] of this.progress) {
+      const commit = Math.min(pr.match, this.log.committed);
+      const hb: Heartbeat = {
+        type: 'heartbeat',
+        from: this.id,
+        to,
+        term: this.term,
+        commit,
+        seq: this.seq,
+      };
+      this.send(hb);
+    }
+  }
+
+  // ---------------------------------------------------------------- stepping messages
+
+  /**
+   * Checks a message's term against ours. Returns the message to handle in the current
+   * role, or a role change (handle the message again in the new role), or undefined when
+   * the message is fully handled here.
+   */
+  private checkTerm(m: Message): Message | RoleChange | undefined {
+    if (m.type === 'prevote' || m.type === 'vote') {
+      if (this.refusesVote(m)) {
+        // A refused request never changes our term.
+        this.hold({
+          type: m.type === 'vote' ? 'voteResponse' : 'prevoteResponse',
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          reject: true,
+        });
+        return undefined;
+      }
+      if (m.type === 'vote' && m.term > this.term) {
+        return { type: 'BECOME_FOLLOWER', term: m.term, leader: none };
+      }
+      if (m.term < this.term) {
+        this.hold({
+          type: m.type === 'vote' ? 'voteResponse' : 'prevoteResponse',
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          reject: true,
+        });
+        return undefined;
+      }
+      return m;
+    }
+    if (m.type === 'prevoteResponse' && !m.reject && m.term === this.term + 1) return m;
+    if (m.term > this.term) {
+      return { type: 'BECOME_FOLLOWER', term: m.term, leader: isLeaderMessage(m) ? m.from : none };
+    }
+    if (m.term < this.term) {
+      if (m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot') {
+        // A stale leader: tell it our term so it steps down.
+        this.hold({
+          type: 'appendResponse',
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          reject: true,
+          index: 0,
+          hint: 0,
+          seq: 0,
+        });
+      }
+      return undefined;
+    }
+    return m;
+  }
+
+  /** Leader stickiness: whether a (pre)vote request is refused whatever its log says. */
+  private refusesVote(m: VoteRequest): boolean {
+    const mode = this.options.mode;
+    if (mode === 'raft') return false;
+    if (mode === 'etcd') {
+      // CheckQuorum's in-lease rule: heard from a leader within the election timeout.
+      return (
+        !m.transfer &&
+        this.leader !== none &&
+        this.electionElapsedTicks < this.options.electionTicks
+      );
+    }
+    const now = this.env.nowMs();
+    if (now < this.voteBlackoutUntilMs) return true;
+    if (m.transfer) {
+      // The old leader stopped lease reads before it sent TimeoutNow; its leases yield.
+      return this.role === 'leader' && m.from !== this.transferee;
+    }
+    if (this.role === 'leader') return true;
+    return now < this.grantedUntilMs && this.grantedTo !== m.from;
+  }
+
+  private handleVoteRequest(m: VoteRequest): void {
+    const canVote =
+      this.vote === m.from ||
+      (this.vote === none && this.leader === none) ||
+      (m.type === 'prevote' && m.term > this.term);
+    const grant = canVote && this.log.isUpToDate(m.lastIndex, m.lastTerm);
+    if (grant && m.type === 'vote') {
+      this.electionElapsedTicks = 0;
+      this.vote = m.from;
+    }
+    this.hold({
+      type: m.type === 'vote' ? 'voteResponse' : 'prevoteResponse',
+      from: this.id,
+      to: m.from,
+      // A granted pre-vote answers for the proposed term, so the candidate can count it.
+      term: grant ? m.term : this.term,
+      reject: !grant,
+    });
+  }
+
+  /** Runs `handle` on each message in order until one asks for a role change. */
+  private stepEach(
+    messages: readonly Message[],
+    handle: (m: Message) => RoleChange | undefined,
+  ): StepResult | undefined {
+    for (let i = 0; i < messages.length; i++) {
+      const checked = this.checkTerm(messages[i]!);
+      if (checked === undefined) continue;
+      if ('from' in checked) {
+        const change = handle(checked);
+        if (change) return { change, rest: messages.slice(i + 1) };
+      } else {
+        // Re-handle this message under the new role.
+        return { change: checked, rest: messages.slice(i) };
+      }
+    }
+    return undefined;
+  }
+
+  stepFollower(messages: readonly Message[]): StepResult | undefined {
+    return this.stepEach(messages, (m) => {
+      switch (m.type) {
+        case 'prevote':
+        case 'vote':
+          this.handleVoteRequest(m);
+          return undefined;
+        case 'append':
+          this.heardFromLeader(m.from);
+          this.handleAppend(m);
+          return undefined;
+        case 'heartbeat':
+          this.heardFromLeader(m.from);
+          this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+          this.hold({
+            type: 'heartbeatResponse',
+            from: this.id,
+            to: m.from,
+            term: this.term,
+            seq: m.seq,
+          });
+          return undefined;
+        case 'snapshot':
+          this.heardFromLeader(m.from);
+          this.handleSnapshotChunk(m);
+          return undefined;
+        case 'timeoutNow':
+          if (!this.isPromotable()) return undefined;
+          return { type: 'BECOME_CANDIDATE', transfer: true };
+        default:
+          return undefined; // stale responses
+      }
+    });
+  }
+
+  stepPreCandidate(messages: readonly Message[]): StepResult | undefined {
+    return this.stepEach(messages, (m) => {
+      switch (m.type) {
+        case 'prevote':
+        case 'vote':
+          this.handleVoteRequest(m);
+          return undefined;
+        case 'append':
+        case 'heartbeat':
+        case 'snapshot':
+          return { type: 'BECOME_FOLLOWER', term: m.term, leader: m.from };
+        case 'prevoteResponse':
+          this.votes.set(m.from, !m.reject);
+          return this.tallyPreVotes();
+        default:
+          return undefined;
+      }
+    });
+  }
+
+  stepCandidate(messages: readonly Message[]): StepResult | undefined {
+    return this.stepEach(messages, (m) => {
+      switch (m.type) {
+        case 'prevote':
+        case 'vote':
+          this.handleVoteRequest(m);
+          return undefined;
+        case 'append':
+        case 'heartbeat':
+        case 'snapshot':
+          return { type: 'BECOME_FOLLOWER', term: m.term, leader: m.from };
+        case 'voteResponse':
+          this.votes.set(m.from, !m.reject);
+          return this.tallyVotes();
+        default:
+          return undefined;
+      }
+    });
+  }
+
+  stepLeader(messages: readonly Message[]): StepResult | undefined {
+    return this.stepEach(messages, (m) => {
+      switch (m.type) {
+        case 'prevote':
+        case 'vote':
+          this.handleVoteRequest(m);
+          return undefined;
+        case 'append':
+        case 'heartbeat':
+        case 'snapshot':
+          assert(false, 'two leaders in one term');
+          return undefined;
+        case 'appendResponse':
+          this.handleAppendResponse(m);
+          return undefined;
+        case 'heartbeatResponse': {
+          const pr = this.acked(m.from, m.seq);
+          if (pr) this.handleHeartbeatResponse(m.from, pr);
+          return undefined;
+        }
+        case 'snapshotResponse':
+          this.handleSnapshotResponse(m);
+          return undefined;
+        default:
+          return undefined;
+      }
+    });
+  }
+
+  private tallyPreVotes(): RoleChange | undefined {
+    const outcome = voteOutcome(this.config, this.votes);
+    if (outcome === 'won') return { type: 'BECOME_CANDIDATE', transfer: false };
+    if (outcome === 'lost') return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
+    return undefined;
+  }
+
+  private tallyVotes(): RoleChange | undefined {
+    const outcome = voteOutcome(this.config, this.votes);
+    if (outcome === 'won') return { type: 'BECOME_LEADER' };
+    if (outcome === 'lost') return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
+    return undefined;
+  }
+
+  /** A follower heard from the leader of its term: reset the timer and grant a lease. */
+  private heardFromLeader(leader: ReplicaId): void {
+    this.leader = leader;
+    this.electionElapsedTicks = 0;
+    if (this.options.mode === 'harpoon') {
+      this.grantedUntilMs = this.env.nowMs() + this.options.leaseDurationMs;
+      this.grantedTo = leader;
+    }
+  }
+
+  private handleAppend(m: Append): void {
+    const respond = (reject: boolean, index: LogIndex, hint: LogIndex) =>
+      this.hold({
+        type: 'appendResponse',
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        reject,
+        index,
+        hint,
+        seq: m.seq,
+      });
+    if (m.prevIndex < this.log.committed) {
+      respond(false, this.log.committed, 0);
+      return;
+    }
+    if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
+      const from = this.log.appendAfterMatch(m.entries);
+      if (from !== undefined) this.dirtyFrom = Math.min(this.dirtyFrom, from);
+      const lastNew = m.prevIndex + m.entries.length;
+      this.log.commitTo(Math.min(m.commit, lastNew));
+      respond(false, lastNew, 0);
+      return;
+    }
+    // Skip back over entries of terms newer than the leader's prevTerm.
+    let hint = Math.min(m.prevIndex - 1, this.log.lastIndex());
+    while (hint > this.log.committed && (this.log.term(hint) ?? 0) > m.prevTerm) hint--;
+    respond(true, m.prevIndex, hint);
+  }
+
+  private handleSnapshotChunk(m: SnapshotChunk): void {
+    const respond = (offset: number, done: boolean, reject: boolean) =>
+      this.hold({
+        type: 'snapshotResponse',
+        from: this.id,
+        to: m.from,
+        term: this.term,
+        index: m.meta.index,
+        offset,
+        done,
+        reject,
+        seq: m.seq,
+      });
+    if (m.meta.index <= this.log.committed) {
+      this.receiving = undefined;
+      respond(0, true, false);
+      return;
+    }
+    let r = this.receiving;
+    if (r === undefined || r.meta.index !== m.meta.index || r.meta.term !== m.meta.term) {
+      if (m.offset !== 0) {
+        respond(0, false, true);
+        return;
+      }
+      r = this.receiving = { meta: m.meta, chunks: [], received: 0 };
+    }
+    if (m.offset !== r.received) {
+      respond(r.received, false, false);
+      return;
+    }
+    r.chunks.push(m.data);
+    r.received += m.data.length;
+    if (!m.done) {
+      respond(r.received, false, false);
+      return;
+    }
+    const data = new Uint8Array(r.received);
+    let at = 0;
+    for (const c of r.chunks) {
+      data.set(c, at);
+      at += c.length;
+    }
+    this.receiving = undefined;
+    this.log.restore(m.meta);
+    this.config = m.meta.config;
+    this.dirtyFrom = Number.POSITIVE_INFINITY;
+    this.pendingSnapshotWrite = { meta: m.meta, data };
+    respond(r.received, true, false);
+  }
+
+  /** Records a lease grant; returns the follower's progress when the sender is known. */
+  private acked(from: ReplicaId, seq: number): Progress | undefined {
+    const pr = this.progress.get(from);
+    if (pr === undefined) return undefined;
+    pr.recentActive = true;
+    if (seq > pr.ackedSeq && seq <= this.seq) pr.ackedSeq = seq;
+    if (this.pendingReads.length > 0) this.releaseConfirmedReads();
+    return pr;
+  }
+
+  private handleAppendResponse(m: AppendResponse): void {
+    const pr = this.acked(m.from, m.seq);
+    if (pr === undefined) return;
+    if (m.reject) {
+      if (pr.state === 'replicate') {
+        if (m.index <= pr.match) return; // stale
+        becomeProbe(pr);
+        pr.next = Math.max(pr.match + 1, Math.min(m.index, m.hint + 1));
+      } else if (pr.state === 'probe') {
+        if (m.index !== pr.next - 1) return; // stale
+        pr.next = Math.max(pr.match + 1, Math.min(m.index, m.hint + 1));
+        pr.probeSent = false;
+      } else {
+        return;
+      }
+      this.sendAppend(m.from, pr, true);
+      return;
+    }
+    const moved = updateMatch(pr, m.index);
+    if (pr.state === 'probe' && moved) becomeReplicate(pr);
+    else if (pr.state === 'probe') pr.probeSent = false;
+    if (moved) {
+      this.maybeCommit();
+      if (this.transferee === m.from && pr.match === this.log.lastIndex()) {
+        this.send({ type: 'timeoutNow', from: this.id, to: m.from, term: this.term });
+      }
+    }
+    this.sendAppend(m.from, pr, false);
+  }
+
+  private handleHeartbeatResponse(from: ReplicaId, pr: Progress): void {
+    if (pr.state === 'replicate' && pr.match < this.log.lastIndex()) {
+      // No progress over a whole heartbeat round: appends were lost; probe again.
+      if (pr.match === pr.matchAtLastHeartbeat) becomeProbe(pr);
+    }
+    pr.matchAtLastHeartbeat = pr.match;
+    if (pr.state === 'probe') pr.probeSent = false;
+    if (
+      pr.state === 'snapshot' &&
+      pr.sending &&
+      pr.sending.idleTicks >= this.options.heartbeatTicks
+    ) {
+      this.sendSnapshotChunk(from, pr);
+      return;
+    }
+    if (pr.match < this.log.lastIndex()) this.sendAppend(from, pr, false);
+  }
+
+  private handleSnapshotResponse(m: SnapshotResponse): void {
+    const pr = this.acked(m.from, m.seq);
+    if (pr === undefined || pr.state !== 'snapshot' || pr.sending === undefined) return;
+    if (m.index !== pr.sending.snapshot.meta.index) return;
+    if (m.done) {
+      updateMatch(pr, m.index);
+      becomeProbe(pr);
+      this.maybeCommit();
+      this.sendAppend(m.from, pr, false);
+      return;
+    }
+    pr.sending.offset = m.reject ? 0 : m.offset;
+    this.sendSnapshotChunk(m.from, pr);
+  }
+
+  // ---------------------------------------------------------------- replication (leader)
+
+  private sendAppend(to: ReplicaId, pr: Progress, sendIfEmpty: boolean): void {
+    if (isPaused(pr, this.options.inflightAppendsMax)) return;
+    if (pr.next < this.log.firstIndex()) {
+      pr.state = 'snapshot';
+      pr.probeSent = false;
+      pr.inflight = [];
+      pr.sending = { snapshot: this.env.takeSnapshot(), offset: 0, idleTicks: 0 };
+      assert(
+        pr.sending.snapshot.meta.index >= this.log.snapshot.index,
+        'a snapshot to send covers the compacted log',
+      );
+      this.sendSnapshotChunk(to, pr);
+      return;
+    }
+    const last = this.log.lastIndex();
+    const hasEntries = pr.next <= last;
+    const probing = pr.state === 'probe' && pr.match < last;
+    if (!hasEntries && !sendIfEmpty && !probing && pr.commitSent >= this.log.committed) return;
+    const prevIndex = pr.next - 1;
+    const prevTerm = this.log.term(prevIndex);
+    assert(prevTerm !== undefined, 'prevIndex is within the log');
+    const entries = hasEntries ? this.log.slice(pr.next, last, this.options.appendBytesMax) : [];
+    const commit = this.log.committed;
+    this.send({
+      type: 'append',
+      from: this.id,
+      to,
+      term: this.term,
+      prevIndex,
+      prevTerm,
+      entries,
+      commit,
+      seq: this.seq,
+    });
+    pr.commitSent = commit;
+    if (pr.state === 'replicate') {
+      if (entries.length > 0) {
+        pr.next = entries[entries.length - 1]!.index + 1;
+        pr.inflight.push(pr.next - 1);
+      }
+    } else {
+      pr.probeSent = true;
+    }
+  }
+
+  private sendSnapshotChunk(to: ReplicaId, pr: Progress): void {
+    const s = pr.sending!;
+    const data = s.snapshot.data;
+    const end = Math.min(data.length, s.offset + this.options.snapshotChunkBytesMax);
+    s.idleTicks = 0;
+    this.send({
+      type: 'snapshot',
+      from: this.id,
+      to,
+      term: this.term,
+      meta: s.snapshot.meta,
+      offset: s.offset,
+      data: data.subarray(s.offset, end),
+      done: end === data.length,
+      seq: this.seq,
+    });
+  }
+
+  private maybeCommit(): void {
+    const index = quorumValue(
+      this.config,
+      (id) => (id === this.id ? this.log.stable : this.progress.get(id)?.match),
+      0,
+    );
+    // Raft's commit rule: only an entry of the current term commits by counting.
+    if (index <= this.log.committed || this.log.term(index) !== this.term) return;
+    let freed = 0;
+    for (let i = this.log.committed + 1; i <= index; i++) freed += entryBytes(this.log.entry(i)!);
+    this.uncommittedBytes = Math.max(0, this.uncommittedBytes - freed);
+    this.log.commitTo(index);
+    this.broadcastPending = true;
+    if (this.pendingReads.length > 0) this.releaseConfirmedReads();
+  }
+
+  private appendOwn(entries: Entry[]): void {
+    this.log.appendOwn(entries);
+    this.dirtyFrom = Math.min(this.dirtyFrom, entries[0]!.index);
+    for (const e of entries) this.uncommittedBytes += entryBytes(e);
+    this.broadcastPending = true;
+  }
+
+  /** Appends proposals of one turn as one batch. Leader only (the machine checks). */
+  propose(datas: readonly Uint8Array[]): { index: LogIndex; term: Term } | ProposeError {
+    assert(this.role === 'leader', 'proposals reach the leader only');
+    if (this.transferee !== none) return { code: 'transferring' };
+    if (this.uncommittedBytes > this.options.uncommittedBytesMax) {
+      return { code: 'overloaded', uncommittedBytes: this.uncommittedBytes };
+    }
+    const first = this.log.lastIndex() + 1;
+    const entries = datas.map(
+      (data, i): Entry => ({ index: first + i, term: this.term, kind: 'normal', data }),
+    );
+    this.appendOwn(entries);
+    return { index: first, term: this.term };
+  }
+
+  /** A linearizable read: by lease when one is held, else by ReadIndex. Leader only. */
+  read(id: number): void {
+    assert(this.role === 'leader', 'reads reach the leader only');
+    if (this.ownTermCommitted() && this.hasValidLease()) {
+      this.stats.leaseReads++;
+      this.readStates.push({ id, index: this.log.committed, via: 'lease' });
+      return;
+    }
+    // ReadIndex: the index is fixed when our own term's entry has committed (below).
+    this.pendingReads.push({ id, index: -1, seq: 0 });
+    this.releaseConfirmedReads();
+  }
+
+  /** Moves ReadIndex reads forward: fix their index, start a round, release confirmed ones. */
+  private releaseConfirmedReads(): void {
+    if (!this.ownTermCommitted()) return;
+    const confirmedSeq = quorumValue(
+      this.config,
+      (id) => (id === this.id ? Number.POSITIVE_INFINITY : this.progress.get(id)?.ackedSeq),
+      0,
+    );
+    let needRound = false;
+    const keep: PendingRead[] = [];
+    for (const r of this.pendingReads) {
+      const read = r.index < 0 ? { id: r.id, index: this.log.committed, seq: 0 } : r;
+      if (read.seq === 0) needRound = true;
+      else if (read.seq <= confirmedSeq) {
+        this.stats.readIndexReads++;
+        this.readStates.push({ id: read.id, index: read.index, via: 'readIndex' });
+        continue;
+      }
+      keep.push(read);
+    }
+    this.pendingReads = keep;
+    if (needRound) this.broadcastPending = true; // the round opens once per turn, in ready()
+  }
+
+  private startReadRound(): void {
+    if (!this.pendingReads.some((r) => r.seq === 0)) return;
+    this.openLeaseRound();
+    for (const r of this.pendingReads) if (r.seq === 0) r.seq = this.seq;
+    this.broadcastHeartbeat();
+    this.releaseConfirmedReads(); // a single voter confirms at once
+  }
+
+  transferLeadership(target: ReplicaId): { code: 'invalidTarget' } | undefined {
+    assert(this.role === 'leader', 'only a leader transfers');
+    const pr = this.progress.get(target);
+    if (target === this.id || pr === undefined || !isVoter(this.config, target)) {
+      return { code: 'invalidTarget' };
+    }
+    // Stop lease reads first: the target's campaign overrides the grants we hold.
+    this.leaseReadsDisabled = true;
+    this.transferee = target;
+    this.transferElapsedTicks = 0;
+    if (pr.match === this.log.lastIndex()) {
+      this.send({ type: 'timeoutNow', from: this.id, to: target, term: this.term });
+    } else {
+      this.sendAppend(target, pr, false);
+    }
+    return undefined;
+  }
+
+  /** The state machine applied durably up to `index`; entries up to there may be dropped. */
+  compact(index: LogIndex): void {
+    const term = this.log.term(index);
+    assert(term !== undefined, 'compact to an index in the log');
+    this.log.compact(index, { index, term, config: this.config });
+  }
+
+  // ---------------------------------------------------------------- output
+
+  private send(m: Message): void {
+    this.outbox.push(m);
+  }
+
+  /** Messages that may leave only after every write issued so far is durable. */
+  private hold(m: Message): void {
+    this.heldForNextWrite.push(m);
+  }
+
+  hasReady(): boolean {
+    return (
+      this.outbox.length > 0 ||
+      this.heldForNextWrite.length > 0 ||
+      this.broadcastPending ||
+      this.dirtyFrom !== Number.POSITIVE_INFINITY ||
+      this.pendingSnapshotWrite !== undefined ||
+      this.term !== this.writtenTerm ||
+      this.vote !== this.writtenVote ||
+      this.readStates.length > 0 ||
+      this.droppedReads.length > 0 ||
+      Math.min(this.log.committed, this.log.stable) > this.log.applying
+    );
+  }
+
+  /** Collects this turn's output. See ready.ts for what the caller must do with it. */
+  ready(): Ready {
+    if (this.role === 'leader') {
+      this.startReadRound();
+      if (this.broadcastPending) {
+        for (const [to, pr] of this.progress) this.sendAppend(to, pr, false);
+      }
+    }
+    this.broadcastPending = false;
+
+    let write: StorageWrite | null = null;
+    const hardChanged = this.term !== this.writtenTerm || this.vote !== this.writtenVote;
+    const entriesDirty = this.dirtyFrom !== Number.POSITIVE_INFINITY;
+    if (hardChanged || entriesDirty || this.pendingSnapshotWrite !== undefined) {
+      const id = this.nextWriteId++;
+      const entries = entriesDirty
+        ? this.log.slice(this.dirtyFrom, this.log.lastIndex(), Number.POSITIVE_INFINITY)
+        : [];
+      write = {
+        id,
+        hardState: { term: this.term, vote: this.vote, commit: this.log.committed },
+        entries,
+        snapshot: this.pendingSnapshotWrite ?? null,
+      };
+      this.inFlightWrites.push({
+        id,
+        lastIndex: this.log.lastIndex(),
+        lastTerm: this.log.lastTerm(),
+        snapshotIndex: this.pendingSnapshotWrite?.meta.index,
+        held: this.heldForNextWrite,
+      });
+      this.writtenTerm = this.term;
+      this.writtenVote = this.vote;
+      this.dirtyFrom = Number.POSITIVE_INFINITY;
+      this.pendingSnapshotWrite = undefined;
+      this.stats.writes++;
+    } else if (this.heldForNextWrite.length > 0) {
+      const last = this.inFlightWrites[this.inFlightWrites.length - 1];
+      if (last) last.held.push(...this.heldForNextWrite);
+      else this.outbox.push(...this.heldForNextWrite);
+    }
+    this.heldForNextWrite = [];
+
+    const messages = this.outbox;
+    this.outbox = [];
+    this.stats.messagesSent += messages.length;
+    const readStates = this.readStates;
+    this.readStates = [];
+    const droppedReads = this.droppedReads;
+    this.droppedReads = [];
+    return { messages, write, committed: this.log.nextToApply(), readStates, droppedReads };
+  }
+
+  /** The caller made writes up to `writeId` durable, in order. */
+  persisted(writeId: number): void {
+    while (this.inFlightWrites.length > 0 && this.inFlightWrites[0]!.id <= writeId) {
+      const w = this.inFlightWrites.shift()!;
+      if (w.snapshotIndex !== undefined && this.log.snapshot.index === w.snapshotIndex) {
+        this.log.stable = Math.max(this.log.stable, w.snapshotIndex);
+      }
+      // Entries a later conflict replaced are not what this write made durable.
+      if (this.log.term(w.lastIndex) === w.lastTerm) {
+        this.log.stable = Math.max(this.log.stable, w.lastIndex);
+      }
+      this.outbox.push(...w.held);
+    }
+    if (this.role === 'leader') this.maybeCommit();
+  }
+}

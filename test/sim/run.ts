@@ -1,0 +1,130 @@
+// Simulator configurations and the per-seed runner shared by the CLI and the tests.
+
+import {
+  type ConsensusMode,
+  type ConsensusOptions,
+  defaultOptions,
+} from '../../ranges/core/types.ts';
+import { checkLinearizable } from './linearizability.ts';
+import { type SimConfig, type Violation, World } from './world.ts';
+
+/** Simulated timing: 10 ms ticks, 100-200 ms election timeouts, 90 ms leases. */
+export function simOptions(mode: ConsensusMode): ConsensusOptions {
+  return {
+    ...defaultOptions,
+    mode,
+    electionTicks: 10,
+    heartbeatTicks: 2,
+    leaseDurationMs: 90,
+    maxDriftRate: 0.02,
+    inflightAppendsMax: 8,
+    appendBytesMax: 4096,
+    snapshotChunkBytesMax: 512,
+  };
+}
+
+const baseFaults = {
+  dropRate: 0.02,
+  duplicateRate: 0.01,
+  delayMsMax: 3,
+  delaySpikeRate: 0.01,
+  partitions: true,
+  crashes: true,
+  transfers: false,
+  faultIntervalMs: 600,
+};
+
+function config(name: string, mode: ConsensusMode, over: Partial<SimConfig>): SimConfig {
+  return {
+    name,
+    nodes: 3,
+    groups: 1,
+    options: simOptions(mode),
+    tickMs: 10,
+    durationMs: 6_000,
+    settleMs: 1_500,
+    faults: baseFaults,
+    compactEntries: 40,
+    clients: 4,
+    opsPerClient: 60,
+    keys: 6,
+    ...over,
+  };
+}
+
+/** The configurations a seed run cycles through: seed s runs configurations[s % length]. */
+export const configurations: readonly SimConfig[] = [
+  config('harpoon-3', 'harpoon', {}),
+  config('harpoon-5', 'harpoon', { nodes: 5 }),
+  config('harpoon-3-transfer', 'harpoon', { faults: { ...baseFaults, transfers: true } }),
+  config('harpoon-3x2-lossy', 'harpoon', {
+    groups: 2,
+    keys: 8,
+    compactEntries: 15,
+    faults: {
+      ...baseFaults,
+      dropRate: 0.1,
+      duplicateRate: 0.05,
+      delayMsMax: 8,
+      delaySpikeRate: 0.05,
+    },
+  }),
+  config('etcd-3', 'etcd', { faults: { ...baseFaults, transfers: true } }),
+  config('raft-3', 'raft', {}),
+];
+
+export interface SeedResult {
+  readonly seed: number;
+  readonly config: SimConfig;
+  readonly simulatedMs: number;
+  readonly messages: number;
+  readonly faults: number;
+  readonly crashes: number;
+  readonly operations: number;
+  readonly violations: readonly Violation[];
+  readonly trace: readonly string[];
+}
+
+export function runSeed(seed: number, cfg?: SimConfig, traceLive = false): SeedResult {
+  const c = cfg ?? configurations[seed % configurations.length]!;
+  const world = new World(c, seed);
+  world.traceLive = traceLive;
+  const violations: Violation[] = [];
+  try {
+    world.run();
+  } catch (err) {
+    // A broken invariant inside a replica stops the run: report it with the trace.
+    violations.push({
+      checker: 'invariant',
+      message: String((err as Error).stack ?? err),
+      atMs: world.nowMs,
+    });
+  }
+  violations.push(...world.violations);
+  const lin = checkLinearizable(world.history);
+  for (const v of lin.violations) {
+    violations.push({
+      checker: 'linearizable',
+      message: `${v.key}: ${v.message}`,
+      atMs: world.nowMs,
+    });
+  }
+  for (const key of lin.inconclusive) {
+    violations.push({
+      checker: 'linearizable',
+      message: `${key}: search budget ran out`,
+      atMs: world.nowMs,
+    });
+  }
+  return {
+    seed,
+    config: c,
+    simulatedMs: world.stats.simulatedMs,
+    messages: world.stats.messages,
+    faults: world.stats.faults,
+    crashes: world.stats.crashes,
+    operations: world.history.length,
+    violations,
+    trace: world.trace,
+  };
+}

@@ -1,0 +1,893 @@
+// The deterministic simulator: N nodes, each hosting one replica of each of G groups,
+// with simulated time and clocks (bounded drift), a network that drops, delays,
+// duplicates and reorders messages and can be partitioned (symmetric, one-way, partial),
+// storage that loses whatever was not synced when a node crashes, and clients doing
+// set/get/cas/del. Everything is chosen from one seed, so a run replays exactly.
+//
+// Checkers run after every event (one leader per term, no overlapping leases, committed
+// entries never change, log matching, the machine's role equals the core's) and at the
+// end (linearizability of every client history, no acknowledged write lost, replicas
+// converge).
+
+import type { StorageWrite } from '../../ranges/core/ready.ts';
+import type {
+  ConsensusOptions,
+  Entry,
+  HardState,
+  Message,
+  PersistedState,
+  SnapshotMeta,
+} from '../../ranges/core/types.ts';
+import { RangeReplica } from '../../ranges/replica/replica.ts';
+import { Prng } from '../../src/lib/prng.ts';
+import type { HistoryOp } from './history.ts';
+import {
+  type Command,
+  type CommandResult,
+  decodeCommand,
+  encodeCommand,
+  KvStateMachine,
+} from './kv.ts';
+
+export interface SimConfig {
+  readonly name: string;
+  readonly nodes: number;
+  readonly groups: number;
+  readonly options: ConsensusOptions;
+  readonly tickMs: number;
+  /** Simulated time with clients and faults running. */
+  readonly durationMs: number;
+  /** Healed, fault-free time at the end before the final reads and convergence checks. */
+  readonly settleMs: number;
+  readonly faults: {
+    readonly dropRate: number;
+    readonly duplicateRate: number;
+    readonly delayMsMax: number;
+    /** Chance that a message is delayed up to 10x delayMsMax (a slow path). */
+    readonly delaySpikeRate: number;
+    readonly partitions: boolean;
+    readonly crashes: boolean;
+    readonly transfers: boolean;
+    /** Mean time between fault events. */
+    readonly faultIntervalMs: number;
+  };
+  /** Entries after the snapshot point that trigger log truncation. */
+  readonly compactEntries: number;
+  readonly clients: number;
+  readonly opsPerClient: number;
+  readonly keys: number;
+}
+
+export interface Violation {
+  readonly checker: string;
+  readonly message: string;
+  readonly atMs: number;
+}
+
+interface Durable {
+  hardState: HardState;
+  snapshot: SnapshotMeta;
+  entries: Entry[];
+  kv: KvStateMachine;
+}
+
+type StorageOp =
+  | { readonly kind: 'write'; readonly write: StorageWrite }
+  | { readonly kind: 'apply'; readonly entries: readonly Entry[] }
+  | { readonly kind: 'compact'; readonly meta: SnapshotMeta };
+
+interface PendingProposal {
+  readonly term: number;
+  readonly reply: (r: Reply) => void;
+}
+
+interface GroupHost {
+  readonly group: number;
+  replica: RangeReplica;
+  kv: KvStateMachine;
+  durable: Durable;
+  ops: StorageOp[];
+  maxWriteId: number;
+  proposals: Map<number, PendingProposal>;
+  reads: Map<number, (r: Reply) => void>;
+  /** Reads whose read state arrived before the entries they wait for were applied. */
+  readsWaiting: { index: number; id: number }[];
+  lastRole: string;
+  lastTerm: number;
+}
+
+interface SimNode {
+  readonly id: number;
+  up: boolean;
+  epoch: number;
+  bootAtMs: number;
+  clockOffsetMs: number;
+  readonly clockRate: number;
+  syncScheduled: boolean;
+  groups: GroupHost[];
+}
+
+type Reply =
+  | { readonly kind: 'ok'; readonly value: string | null; readonly result?: CommandResult }
+  | { readonly kind: 'notLeader'; readonly hint: number }
+  | { readonly kind: 'retry' };
+
+interface Request {
+  readonly f: 'get' | 'set' | 'cas' | 'del';
+  readonly key: string;
+  readonly value: string | null;
+  readonly expect: string | null;
+  readonly requestId: string;
+}
+
+interface QueuedEvent {
+  readonly at: number;
+  readonly seq: number;
+  readonly fn: () => void;
+}
+
+/** A binary heap of events by (time, insertion order): the simulator's only scheduler. */
+class EventQueue {
+  private heap: QueuedEvent[] = [];
+  private seq = 0;
+
+  push(at: number, fn: () => void): void {
+    const e = { at, seq: this.seq++, fn };
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (before(h[p]!, e)) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = e;
+  }
+
+  pop(): QueuedEvent | undefined {
+    const h = this.heap;
+    const top = h[0];
+    const last = h.pop();
+    if (top === undefined || last === undefined || h.length === 0) return top;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= h.length) break;
+      const r = l + 1;
+      const c = r < h.length && before(h[r]!, h[l]!) ? r : l;
+      if (before(last, h[c]!)) break;
+      h[i] = h[c]!;
+      i = c;
+    }
+    h[i] = last;
+    return top;
+  }
+
+  get size(): number {
+    return this.heap.length;
+  }
+}
+
+function before(a: QueuedEvent, b: QueuedEvent): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+}
+
+const emptyConfig = (n: number) => ({
+  voters: Array.from({ length: n }, (_, i) => i + 1),
+  outgoing: [],
+  learners: [],
+});
+
+export interface RunStats {
+  simulatedMs: number;
+  messages: number;
+  faults: number;
+  crashes: number;
+  operations: number;
+  leaderChanges: number;
+  /** Per group: committed normal entries per simulated second bucket. */
+  commitsPerSecond: number[];
+}
+
+export class World {
+  readonly config: SimConfig;
+  readonly seed: number;
+  readonly violations: Violation[] = [];
+  readonly history: HistoryOp[] = [];
+  readonly stats: RunStats = {
+    simulatedMs: 0,
+    messages: 0,
+    faults: 0,
+    crashes: 0,
+    operations: 0,
+    leaderChanges: 0,
+    commitsPerSecond: [],
+  };
+  /** Readable trace; printed whole with --trace, the tail on a failure. */
+  readonly trace: string[] = [];
+  traceLive = false;
+
+  nowMs = 0;
+  private readonly queue = new EventQueue();
+  private readonly prng: Prng;
+  readonly nodes: SimNode[] = [];
+  /** blocked[a][b]: messages from node a to node b are dropped. */
+  private blocked: boolean[][];
+  private faultsOn = true;
+  /** Per group: index -> term and command bytes of every committed entry seen. */
+  private readonly committed: Map<number, { term: number; data: string }>[] = [];
+  /** Per group: (index, term) -> command bytes of every entry written to a log. */
+  private readonly written: Map<string, string>[] = [];
+  /** Per group: term -> the replica that led it. */
+  private readonly leaders: Map<number, number>[] = [];
+  private lastLeader: string[] = [];
+  private clientsActive = 0;
+
+  constructor(config: SimConfig, seed: number) {
+    this.config = config;
+    this.seed = seed;
+    this.prng = new Prng(seed);
+    this.blocked = Array.from({ length: config.nodes + 1 }, () =>
+      new Array<boolean>(config.nodes + 1).fill(false),
+    );
+    for (let g = 0; g < config.groups; g++) {
+      this.committed.push(new Map());
+      this.written.push(new Map());
+      this.leaders.push(new Map());
+      this.lastLeader.push('');
+    }
+    const driftMax = config.options.maxDriftRate * 0.45; // any two clocks differ by < maxDriftRate
+    for (let id = 1; id <= config.nodes; id++) {
+      const node: SimNode = {
+        id,
+        up: false,
+        epoch: 0,
+        bootAtMs: 0,
+        clockOffsetMs: 0,
+        clockRate: 1 + this.prng.range(-driftMax, driftMax),
+        syncScheduled: false,
+        groups: [],
+      };
+      for (let g = 0; g < config.groups; g++) {
+        const durable: Durable = {
+          hardState: { term: 0, vote: 0, commit: 0 },
+          snapshot: { index: 0, term: 0, config: emptyConfig(config.nodes) },
+          entries: [],
+          kv: new KvStateMachine(),
+        };
+        node.groups.push(this.newGroupHost(node, g, durable));
+      }
+      this.nodes.push(node);
+    }
+  }
+
+  log(line: string): void {
+    const l = `${this.nowMs.toFixed(3).padStart(10)} ${line}`;
+    if (this.traceLive) console.log(l);
+    this.trace.push(l);
+    if (!this.traceLive && this.trace.length > 4000) this.trace.splice(0, 2000);
+  }
+
+  private violation(checker: string, message: string): void {
+    if (this.violations.length < 20) {
+      this.violations.push({ checker, message, atMs: this.nowMs });
+      this.log(`VIOLATION ${checker}: ${message}`);
+    }
+  }
+
+  // ------------------------------------------------------------------ nodes
+
+  private localNowMs(node: SimNode): number {
+    return node.clockOffsetMs + (this.nowMs - node.bootAtMs) * node.clockRate;
+  }
+
+  private newGroupHost(node: SimNode, group: number, durable: Durable): GroupHost {
+    const kv = durable.kv.clone();
+    const state: PersistedState = {
+      hardState: durable.hardState,
+      snapshot: durable.snapshot,
+      entries: durable.entries,
+      applied: kv.appliedIndex,
+    };
+    const random = this.prng.fork();
+    const host: GroupHost = {
+      group,
+      kv,
+      durable,
+      ops: [],
+      maxWriteId: 0,
+      proposals: new Map(),
+      reads: new Map(),
+      readsWaiting: [],
+      lastRole: 'follower',
+      lastTerm: durable.hardState.term,
+      replica: undefined as unknown as RangeReplica,
+    };
+    host.replica = new RangeReplica(node.id, state, this.config.options, {
+      nowMs: () => this.localNowMs(node),
+      random: () => random.next(),
+      takeSnapshot: () => {
+        const core = host.replica.core;
+        const index = host.kv.appliedIndex;
+        return {
+          meta: { index, term: core.log.term(index)!, config: core.config },
+          data: host.kv.encode(),
+        };
+      },
+    });
+    return host;
+  }
+
+  private boot(node: SimNode): void {
+    node.up = true;
+    node.epoch++;
+    node.bootAtMs = this.nowMs;
+    node.clockOffsetMs = this.prng.range(0, 1e6); // a new process's monotonic clock
+    node.groups = node.groups.map((h) => this.newGroupHost(node, h.group, h.durable));
+    this.scheduleTick(node, node.epoch);
+  }
+
+  private crash(node: SimNode): void {
+    node.up = false;
+    node.epoch++;
+    node.syncScheduled = false;
+    for (const h of node.groups) h.ops = []; // not synced: lost
+    this.stats.crashes++;
+    this.log(`n${node.id} CRASH`);
+  }
+
+  private scheduleTick(node: SimNode, epoch: number): void {
+    const realMs = this.config.tickMs / node.clockRate;
+    this.queue.push(this.nowMs + realMs, () => {
+      if (!node.up || node.epoch !== epoch) return;
+      for (const h of node.groups) {
+        h.replica.tick();
+        this.process(node, h);
+      }
+      this.scheduleTick(node, epoch);
+    });
+  }
+
+  private scheduleSync(node: SimNode): void {
+    if (node.syncScheduled) return;
+    node.syncScheduled = true;
+    const epoch = node.epoch;
+    this.queue.push(this.nowMs + this.prng.range(0.1, 1.5), () => {
+      if (!node.up || node.epoch !== epoch) return;
+      node.syncScheduled = false;
+      for (const h of node.groups) {
+        const ops = h.ops;
+        h.ops = [];
+        let maxWrite = 0;
+        for (const op of ops) {
+          this.applyDurable(h.durable, op);
+          if (op.kind === 'write') maxWrite = op.write.id;
+        }
+        if (maxWrite > 0) h.replica.persisted(maxWrite);
+        this.process(node, h);
+      }
+    });
+  }
+
+  private applyDurable(d: Durable, op: StorageOp): void {
+    switch (op.kind) {
+      case 'write': {
+        const w = op.write;
+        d.hardState = w.hardState;
+        if (w.snapshot) {
+          d.snapshot = w.snapshot.meta;
+          d.entries = [];
+          d.kv = KvStateMachine.decode(w.snapshot.data);
+        }
+        if (w.entries.length > 0) {
+          const from = w.entries[0]!.index;
+          d.entries.length = Math.max(0, from - d.snapshot.index - 1);
+          d.entries.push(...w.entries);
+        }
+        return;
+      }
+      case 'apply':
+        for (const e of op.entries) {
+          if (e.kind === 'normal') d.kv.apply(e.index, decodeCommand(e.data));
+          else d.kv.appliedIndex = e.index;
+        }
+        return;
+      case 'compact': {
+        const drop = op.meta.index - d.snapshot.index;
+        if (drop > 0) {
+          d.entries = d.entries.slice(drop);
+          d.snapshot = op.meta;
+        }
+        return;
+      }
+    }
+  }
+
+  /** One host turn: collect ready output, send, persist, apply, serve reads. */
+  private process(node: SimNode, h: GroupHost): void {
+    const r = h.replica;
+    for (let turns = 0; turns < 8 && r.hasReady(); turns++) {
+      const rd = r.ready();
+      for (const m of rd.messages) this.sendMessage(node.id, h.group, m);
+      if (rd.write) {
+        this.checkWrittenEntries(h.group, rd.write.entries);
+        if (rd.write.snapshot) {
+          h.kv = KvStateMachine.decode(rd.write.snapshot.data);
+          this.log(`n${node.id} g${h.group} install snapshot @${rd.write.snapshot.meta.index}`);
+        }
+        h.ops.push({ kind: 'write', write: rd.write });
+        this.scheduleSync(node);
+      }
+      if (rd.committed.length > 0) {
+        for (const e of rd.committed) this.applyEntry(node, h, e);
+        h.ops.push({ kind: 'apply', entries: rd.committed });
+        this.scheduleSync(node);
+      }
+      for (const rs of rd.readStates) h.readsWaiting.push({ index: rs.index, id: rs.id });
+      for (const id of rd.droppedReads) {
+        const reply = h.reads.get(id);
+        h.reads.delete(id);
+        reply?.({ kind: 'notLeader', hint: 0 });
+      }
+    }
+    if (h.readsWaiting.length > 0) this.serveReads(h);
+    this.maybeCompact(node, h);
+    this.observe(node, h);
+  }
+
+  private serveReads(h: GroupHost): void {
+    const keep: { index: number; id: number }[] = [];
+    for (const w of h.readsWaiting) {
+      if (h.kv.appliedIndex < w.index) {
+        keep.push(w);
+        continue;
+      }
+      const reply = h.reads.get(w.id);
+      h.reads.delete(w.id);
+      reply?.({ kind: 'ok', value: null }); // the reply closure reads the key itself
+    }
+    h.readsWaiting = keep;
+  }
+
+  private maybeCompact(_node: SimNode, h: GroupHost): void {
+    const core = h.replica.core;
+    const applied = h.kv.appliedIndex;
+    if (applied - core.log.snapshot.index < this.config.compactEntries) return;
+    if (applied > core.log.stable) return;
+    core.compact(applied);
+    h.ops.push({ kind: 'compact', meta: core.log.snapshot });
+  }
+
+  private applyEntry(node: SimNode, h: GroupHost, e: Entry): void {
+    const data = e.kind === 'normal' ? new TextDecoder().decode(e.data) : e.kind;
+    const seen = this.committed[h.group]!.get(e.index);
+    if (seen === undefined) {
+      this.committed[h.group]!.set(e.index, { term: e.term, data });
+      if (e.kind === 'normal') {
+        const second = Math.floor(this.nowMs / 1000);
+        this.stats.commitsPerSecond[second] = (this.stats.commitsPerSecond[second] ?? 0) + 1;
+      }
+    } else if (seen.term !== e.term || seen.data !== data) {
+      this.violation(
+        'committed-entries-never-change',
+        `g${h.group} n${node.id} applied index ${e.index} term ${e.term} but term ${seen.term} was committed there`,
+      );
+    }
+    let result: CommandResult | undefined;
+    if (e.kind === 'normal') result = h.kv.apply(e.index, decodeCommand(e.data));
+    else h.kv.appliedIndex = e.index;
+    const p = h.proposals.get(e.index);
+    if (p) {
+      h.proposals.delete(e.index);
+      if (p.term === e.term && result) p.reply({ kind: 'ok', value: null, result });
+      else p.reply({ kind: 'retry' }); // our entry was overwritten: that attempt failed
+    }
+  }
+
+  private checkWrittenEntries(group: number, entries: readonly Entry[]): void {
+    const w = this.written[group]!;
+    for (const e of entries) {
+      const key = `${e.index}/${e.term}`;
+      const data = e.kind === 'normal' ? new TextDecoder().decode(e.data) : e.kind;
+      const seen = w.get(key);
+      if (seen === undefined) w.set(key, data);
+      else if (seen !== data) {
+        this.violation(
+          'log-matching',
+          `g${group} two different entries at index ${e.index} term ${e.term}`,
+        );
+      }
+    }
+  }
+
+  /** Per-event checks of one replica: role mirror, leader per term, role-change trace. */
+  private observe(node: SimNode, h: GroupHost): void {
+    const core = h.replica.core;
+    const role = h.replica.role();
+    if (role !== core.role) {
+      this.violation('machine-owns-role', `n${node.id} machine is ${role}, core is ${core.role}`);
+    }
+    if (role !== h.lastRole || core.term !== h.lastTerm) {
+      this.log(`n${node.id} g${h.group} ${h.lastRole}@${h.lastTerm} -> ${role}@${core.term}`);
+      h.lastRole = role;
+      h.lastTerm = core.term;
+    }
+    if (role === 'leader') {
+      const leaders = this.leaders[h.group]!;
+      const other = leaders.get(core.term);
+      if (other === undefined) {
+        leaders.set(core.term, node.id);
+      } else if (other !== node.id) {
+        this.violation(
+          'one-leader-per-term',
+          `g${h.group} term ${core.term}: n${other} and n${node.id}`,
+        );
+      }
+      const tag = `${core.term}/${node.id}`;
+      if (this.lastLeader[h.group] !== tag) {
+        if (this.lastLeader[h.group] !== '') this.stats.leaderChanges++;
+        this.lastLeader[h.group] = tag;
+      }
+    }
+  }
+
+  /** At most one replica of a group may hold a valid lease at any instant. */
+  private checkLeases(): void {
+    for (let g = 0; g < this.config.groups; g++) {
+      let holder = 0;
+      for (const node of this.nodes) {
+        if (!node.up) continue;
+        if (!node.groups[g]!.replica.core.hasValidLease()) continue;
+        if (holder !== 0) {
+          this.violation(
+            'no-overlapping-leases',
+            `g${g} n${holder} and n${node.id} both hold a lease`,
+          );
+        }
+        holder = node.id;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ network
+
+  private sendMessage(from: number, group: number, m: Message): void {
+    this.stats.messages++;
+    const f = this.config.faults;
+    const to = m.to;
+    if (this.blocked[from]![to]) return;
+    if (this.faultsOn && this.prng.chance(f.dropRate)) return;
+    const copies = this.faultsOn && this.prng.chance(f.duplicateRate) ? 2 : 1;
+    for (let i = 0; i < copies; i++) {
+      let delay = this.prng.range(0.05, f.delayMsMax);
+      if (this.faultsOn && this.prng.chance(f.delaySpikeRate)) delay *= 10;
+      this.queue.push(this.nowMs + delay, () => {
+        const node = this.nodes[to - 1]!;
+        if (!node.up || this.blocked[from]![to]) return;
+        const h = node.groups[group]!;
+        h.replica.step([m]);
+        this.process(node, h);
+      });
+    }
+  }
+
+  private heal(): void {
+    for (const row of this.blocked) row.fill(false);
+  }
+
+  // ------------------------------------------------------------------ faults
+
+  private scheduleFault(): void {
+    const f = this.config.faults;
+    this.queue.push(this.nowMs + this.prng.range(0.2, 1.8) * f.faultIntervalMs, () => {
+      if (!this.faultsOn) return;
+      this.injectFault();
+      this.scheduleFault();
+    });
+  }
+
+  private injectFault(): void {
+    const f = this.config.faults;
+    const n = this.config.nodes;
+    const kinds: string[] = ['heal'];
+    if (f.partitions) kinds.push('split', 'isolate', 'oneway', 'bridge');
+    if (f.crashes) kinds.push('crash', 'crash');
+    if (f.transfers) kinds.push('transfer');
+    const kind = this.prng.pick(kinds);
+    this.stats.faults++;
+    switch (kind) {
+      case 'heal':
+        this.heal();
+        this.log('FAULT heal');
+        return;
+      case 'split': {
+        this.heal();
+        const side = this.nodes.map(() => this.prng.chance(0.5));
+        for (let a = 1; a <= n; a++) {
+          for (let b = 1; b <= n; b++) if (side[a - 1] !== side[b - 1]) this.blocked[a]![b] = true;
+        }
+        this.log(`FAULT split ${side.map((s, i) => `n${i + 1}:${s ? 'A' : 'B'}`).join(' ')}`);
+        return;
+      }
+      case 'isolate': {
+        const a = 1 + this.prng.int(n);
+        for (let b = 1; b <= n; b++) {
+          this.blocked[a]![b] = true;
+          this.blocked[b]![a] = true;
+        }
+        this.blocked[a]![a] = false;
+        this.log(`FAULT isolate n${a}`);
+        return;
+      }
+      case 'oneway': {
+        const a = 1 + this.prng.int(n);
+        const b = 1 + ((a + this.prng.int(n - 1)) % n);
+        this.blocked[a]![b] = true;
+        this.log(`FAULT one-way cut n${a} -> n${b}`);
+        return;
+      }
+      case 'bridge': {
+        // A partial partition: two nodes cannot talk to each other, the rest is intact.
+        const a = 1 + this.prng.int(n);
+        const b = 1 + ((a + this.prng.int(n - 1)) % n);
+        this.blocked[a]![b] = true;
+        this.blocked[b]![a] = true;
+        this.log(`FAULT cut n${a} <-> n${b}`);
+        return;
+      }
+      case 'crash': {
+        const down = this.nodes.filter((x) => !x.up).length;
+        const up = this.nodes.filter((x) => x.up);
+        if (down >= Math.floor((n - 1) / 2) || up.length === 0) return;
+        const node = this.prng.pick(up);
+        this.crash(node);
+        this.queue.push(this.nowMs + this.prng.range(20, 1500), () => {
+          if (node.up) return;
+          this.log(`n${node.id} RESTART`);
+          this.boot(node);
+        });
+        return;
+      }
+      case 'transfer': {
+        for (const node of this.nodes) {
+          if (!node.up) continue;
+          for (const h of node.groups) {
+            if (h.replica.role() !== 'leader') continue;
+            const target = 1 + ((node.id + this.prng.int(n - 1)) % n);
+            this.log(`FAULT transfer g${h.group} n${node.id} -> n${target}`);
+            h.replica.transferLeadership(target);
+            this.process(node, h);
+          }
+        }
+        return;
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ clients
+
+  private groupOf(key: string): number {
+    let hash = 0;
+    for (let i = 0; i < key.length; i++) hash = (hash * 31 + key.charCodeAt(i)) >>> 0;
+    return hash % this.config.groups;
+  }
+
+  /** Delivers a client request to a node (no loss on client links, only delay). */
+  private request(nodeId: number, req: Request, reply: (r: Reply) => void): void {
+    const deliver = (r: Reply) =>
+      this.queue.push(this.nowMs + this.prng.range(0.05, 1), () => reply(r));
+    this.queue.push(this.nowMs + this.prng.range(0.05, 1), () => {
+      const node = this.nodes[nodeId - 1]!;
+      if (!node.up) return; // the client times out
+      const h = node.groups[this.groupOf(req.key)]!;
+      if (req.f === 'get') {
+        const readId = this.nextReadId++;
+        const err = h.replica.read(readId);
+        if (err) {
+          deliver({ kind: 'notLeader', hint: err.leaderHint });
+        } else {
+          const epoch = node.epoch;
+          h.reads.set(readId, (r) => {
+            if (r.kind === 'ok' && node.epoch === epoch) {
+              deliver({ kind: 'ok', value: h.kv.data.get(req.key) ?? null });
+            } else deliver(r);
+          });
+        }
+      } else {
+        const cmd: Command =
+          req.f === 'set'
+            ? { op: 'set', key: req.key, value: req.value!, requestId: req.requestId }
+            : req.f === 'cas'
+              ? {
+                  op: 'cas',
+                  key: req.key,
+                  expect: req.expect,
+                  value: req.value!,
+                  requestId: req.requestId,
+                }
+              : { op: 'del', key: req.key, requestId: req.requestId };
+        const res = h.replica.propose([encodeCommand(cmd)]);
+        if ('code' in res) {
+          deliver(
+            res.code === 'notLeader'
+              ? { kind: 'notLeader', hint: res.leaderHint }
+              : { kind: 'retry' },
+          );
+        } else {
+          h.proposals.set(res.index, { term: res.term, reply: deliver });
+        }
+      }
+      this.process(node, h);
+    });
+  }
+
+  private nextReadId = 1;
+
+  private runClient(process: number, ops: number, final: string[] | null): void {
+    const prng = this.prng.fork();
+    const keys = Array.from({ length: this.config.keys }, (_, i) => `k${i}`);
+    let leaderGuess = 1 + prng.int(this.config.nodes);
+    let opNo = 0;
+    const attemptMs = 250;
+    const opDeadlineMs = final ? 20_000 : 2_000;
+    // Spread each client's operations over the whole run.
+    const thinkMsMax = final ? 1 : (2 * this.config.durationMs) / Math.max(1, ops);
+    this.clientsActive++;
+    const nextOp = () => {
+      if (opNo >= ops || (!final && this.nowMs >= this.config.durationMs)) {
+        this.clientsActive--;
+        return;
+      }
+      opNo++;
+      const key = final ? final[opNo - 1]! : prng.pick(keys);
+      const roll = prng.next();
+      const f: Request['f'] = final
+        ? 'get'
+        : roll < 0.35
+          ? 'get'
+          : roll < 0.65
+            ? 'set'
+            : roll < 0.9
+              ? 'cas'
+              : 'del';
+      const value = f === 'set' || f === 'cas' ? `${process}.${opNo}` : null;
+      const expect =
+        f === 'cas' ? (prng.chance(0.2) ? null : (this.lastValues.get(key) ?? null)) : null;
+      const req: Request = { f, key, value, expect, requestId: `${process}-${opNo}` };
+      const invoke = this.nowMs;
+      let attempt = 0;
+      let proposed = false;
+      let done = false;
+      const finish = (type: HistoryOp['type'], r?: Reply) => {
+        done = true;
+        let v: string | null = req.value;
+        let ok: boolean | null = null;
+        if (r?.kind === 'ok') {
+          if (f === 'get') v = r.value;
+          if (r.result?.op === 'del') v = r.result.value;
+          if (r.result?.op === 'cas') ok = r.result.success;
+          if (f === 'set' || (f === 'cas' && ok)) this.lastValues.set(key, req.value!);
+        }
+        if (f === 'del' && type !== 'ok') v = null;
+        this.history.push({
+          process,
+          f,
+          key,
+          value: v,
+          expect: req.expect,
+          ok: f === 'cas' ? ok : null,
+          type,
+          invoke: Math.round(invoke * 1e6),
+          complete: Math.round(this.nowMs * 1e6),
+        });
+        this.stats.operations++;
+        this.log(
+          `client ${process} ${f} ${key} ${type} ${JSON.stringify(v)}${ok === null ? '' : ` ok=${ok}`}`,
+        );
+        this.queue.push(this.nowMs + prng.range(0, thinkMsMax), nextOp);
+      };
+      const tryOnce = () => {
+        if (done) return;
+        if (this.nowMs - invoke > opDeadlineMs) {
+          finish(proposed && f !== 'get' ? 'info' : 'fail');
+          return;
+        }
+        const mine = ++attempt;
+        if (f !== 'get') proposed = true; // a request in flight may be proposed
+        const target = leaderGuess;
+        this.request(target, req, (r) => {
+          if (done || mine !== attempt) return;
+          if (r.kind === 'ok') finish('ok', r);
+          else {
+            leaderGuess =
+              r.kind === 'notLeader' && r.hint !== 0 ? r.hint : 1 + prng.int(this.config.nodes);
+            attempt++;
+            this.queue.push(this.nowMs + prng.range(1, 10), tryOnce);
+          }
+        });
+        this.queue.push(this.nowMs + attemptMs, () => {
+          if (done || mine !== attempt) return;
+          leaderGuess = 1 + prng.int(this.config.nodes);
+          tryOnce();
+        });
+      };
+      tryOnce();
+    };
+    this.queue.push(this.nowMs + prng.range(0, 20), nextOp);
+  }
+
+  private readonly lastValues = new Map<string, string>();
+
+  // ------------------------------------------------------------------ run
+
+  /** Runs the whole scenario; returns when the final checks are done. */
+  run(): void {
+    for (const node of this.nodes) this.boot(node);
+    this.scheduleFault();
+    for (let c = 1; c <= this.config.clients; c++)
+      this.runClient(c, this.config.opsPerClient, null);
+    this.runUntil(this.config.durationMs);
+    // Heal everything and let the cluster settle.
+    this.faultsOn = false;
+    this.heal();
+    for (const node of this.nodes) {
+      if (!node.up) {
+        this.log(`n${node.id} RESTART (settle)`);
+        this.boot(node);
+      }
+    }
+    this.log('SETTLE');
+    this.runUntil(this.nowMs + this.config.settleMs);
+    // Final reads of every key, so a lost write shows up in the history.
+    const keys = Array.from({ length: this.config.keys }, (_, i) => `k${i}`);
+    this.runClient(0, keys.length, keys);
+    const end = this.nowMs + 30_000;
+    while (this.clientsActive > 0 && this.nowMs < end && this.step()) {}
+    this.runUntil(this.nowMs + this.config.settleMs);
+    this.checkConvergence();
+    this.stats.simulatedMs = this.nowMs;
+  }
+
+  private step(): boolean {
+    const e = this.queue.pop();
+    if (e === undefined) return false;
+    this.nowMs = e.at;
+    e.fn();
+    this.checkLeases();
+    return true;
+  }
+
+  runUntil(untilMs: number): void {
+    // Bounded: events are finite per simulated ms (ticks, messages, clients).
+    for (;;) {
+      const e = this.queue.pop();
+      if (e === undefined) break;
+      if (e.at > untilMs) {
+        this.queue.push(e.at, e.fn);
+        break;
+      }
+      this.nowMs = e.at;
+      e.fn();
+      this.checkLeases();
+    }
+    this.nowMs = Math.max(this.nowMs, untilMs);
+  }
+
+  private checkConvergence(): void {
+    for (let g = 0; g < this.config.groups; g++) {
+      const hosts = this.nodes.map((n) => n.groups[g]!);
+      const maxApplied = Math.max(...hosts.map((h) => h.kv.appliedIndex));
+      const digests = new Set(hosts.map((h) => h.kv.digest()));
+      const lagging = hosts.filter((h) => h.kv.appliedIndex !== maxApplied);
+      if (lagging.length > 0) {
+        this.violation(
+          'replicas-converge',
+          `g${g}: applied ${hosts.map((h) => h.kv.appliedIndex).join(',')} after settling`,
+        );
+      } else if (digests.size > 1) {
+        this.violation('state-machines-agree', `g${g}: replicas at ${maxApplied} differ`);
+      }
+    }
+  }
+}
