@@ -707,6 +707,14 @@ export class RaftCore {
       respond(0, true, false);
       return;
     }
+    if (this.log.matchTerm(m.meta.index, m.meta.term)) {
+      // Our log already holds the snapshot's last entry: keep the log (and any entries we
+      // acknowledged after it), just learn the commit.
+      this.receiving = undefined;
+      this.log.commitTo(m.meta.index);
+      respond(0, true, false);
+      return;
+    }
     let r = this.receiving;
     if (r === undefined || r.meta.index !== m.meta.index || r.meta.term !== m.meta.term) {
       if (m.offset !== 0) {

@@ -821,12 +821,42 @@ export class World {
 
   // ------------------------------------------------------------------ run
 
-  /** Runs the whole scenario; returns when the final checks are done. */
-  run(): void {
+  /** Boots every node; with faults, the fault schedule starts too. */
+  start(withFaults: boolean): void {
     for (const node of this.nodes) this.boot(node);
-    this.scheduleFault();
-    for (let c = 1; c <= this.config.clients; c++)
-      this.runClient(c, this.config.opsPerClient, null);
+    this.faultsOn = withFaults;
+    if (withFaults) this.scheduleFault();
+  }
+
+  /** Starts `count` clients of `ops` operations each (process ids from 1). */
+  startClients(count: number, ops: number): void {
+    for (let c = 1; c <= count; c++) this.runClient(c, ops, null);
+  }
+
+  /** The node currently leading group g with the highest term, or 0. */
+  leaderOf(group: number): number {
+    let best = 0;
+    let bestTerm = -1;
+    for (const node of this.nodes) {
+      const core = node.groups[group]!.replica.core;
+      if (node.up && core.role === 'leader' && core.term > bestTerm) {
+        best = node.id;
+        bestTerm = core.term;
+      }
+    }
+    return best;
+  }
+
+  /** Drops every message from node a to node b from now on. */
+  block(a: number, b: number): void {
+    this.blocked[a]![b] = true;
+    this.log(`FAULT block n${a} -> n${b}`);
+  }
+
+  /** Runs the whole randomized run; returns when the final checks are done. */
+  run(): void {
+    this.start(true);
+    this.startClients(this.config.clients, this.config.opsPerClient);
     this.runUntil(this.config.durationMs);
     // Heal everything and let the cluster settle.
     this.faultsOn = false;

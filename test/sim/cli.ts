@@ -1,0 +1,191 @@
+// npm run sim -- --seeds N [--from S] [--config NAME] [--trace] [--json]
+// npm run sim -- --scenario partial-partition [--minutes M] [--json]
+//
+// Seed s runs configuration s % (number of configurations), unless --config picks one.
+// One summary line per configuration; a failing seed prints its violations, the tail of
+// its trace and the command that replays it. --trace prints the whole trace live.
+
+import { parseArgs } from 'node:util';
+import { configurations, runSeed, type SeedResult } from './run.ts';
+import { modes, partitions, runPartialPartition, type ScenarioRow } from './scenario.ts';
+
+const { values } = parseArgs({
+  options: {
+    seeds: { type: 'string', default: '100' },
+    from: { type: 'string', default: '0' },
+    config: { type: 'string' },
+    trace: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    scenario: { type: 'string' },
+    minutes: { type: 'string', default: '10' },
+  },
+  strict: true,
+});
+
+function positiveInt(name: string, raw: string | undefined, min: number): number {
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min) {
+    console.error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+function runScenario(): void {
+  if (values.scenario !== 'partial-partition') {
+    console.error(`unknown --scenario ${values.scenario}; known: partial-partition`);
+    process.exit(2);
+  }
+  const minutes = Number(values.minutes);
+  if (!(minutes > 0 && minutes <= 60)) {
+    console.error('--minutes must be in (0, 60]');
+    process.exit(2);
+  }
+  const rows: ScenarioRow[] = [];
+  if (!values.json) {
+    console.log(`partial partition, ${minutes} simulated minutes per row, no other faults`);
+    console.log(
+      `${'partition'.padEnd(10)}${'mode'.padEnd(10)}${'leader changes'.padStart(16)}` +
+        `${'unavailable s'.padStart(16)}${'writes'.padStart(10)}`,
+    );
+  }
+  for (const partition of partitions) {
+    for (const mode of modes) {
+      const row = runPartialPartition(mode, partition, minutes, 1);
+      rows.push(row);
+      if (values.json) {
+        console.log(
+          JSON.stringify({
+            mode: row.mode,
+            partition: row.partition,
+            leader_changes: row.leader_changes,
+            unavailable_s: row.unavailable_s,
+            writes_committed: row.writes_committed,
+            simulated_s: row.simulated_s,
+          }),
+        );
+      } else {
+        console.log(
+          `${partition.padEnd(10)}${mode.padEnd(10)}${String(row.leader_changes).padStart(16)}` +
+            `${String(row.unavailable_s).padStart(16)}${String(row.writes_committed).padStart(10)}`,
+        );
+      }
+    }
+  }
+  const harpoonBounced = rows.some((r) => r.mode === 'harpoon' && r.leader_changes > 0);
+  if (harpoonBounced) {
+    console.error('FAIL: Harpoon changed leader under a partial partition');
+    process.exit(1);
+  }
+}
+
+interface Summary {
+  seeds: number;
+  simulatedMs: number;
+  messages: number;
+  faults: number;
+  crashes: number;
+  operations: number;
+  violations: number;
+}
+
+function runSeeds(): void {
+  const seeds = positiveInt('seeds', values.seeds, 1);
+  const from = positiveInt('from', values.from, 0);
+  const fixed = values.config ? configurations.find((c) => c.name === values.config) : undefined;
+  if (values.config && !fixed) {
+    console.error(
+      `unknown --config ${values.config}; known: ${configurations.map((c) => c.name).join(', ')}`,
+    );
+    process.exit(2);
+  }
+  const summaries = new Map<string, Summary>();
+  const failures: SeedResult[] = [];
+  const started = Date.now();
+  let lastProgress = started;
+  for (let seed = from; seed < from + seeds; seed++) {
+    const r = runSeed(seed, fixed, values.trace);
+    const name = r.config.name;
+    const s = summaries.get(name) ?? {
+      seeds: 0,
+      simulatedMs: 0,
+      messages: 0,
+      faults: 0,
+      crashes: 0,
+      operations: 0,
+      violations: 0,
+    };
+    s.seeds++;
+    s.simulatedMs += r.simulatedMs;
+    s.messages += r.messages;
+    s.faults += r.faults;
+    s.crashes += r.crashes;
+    s.operations += r.operations;
+    s.violations += r.violations.length;
+    summaries.set(name, s);
+    if (r.violations.length > 0) {
+      failures.push(r);
+      reportFailure(r);
+    }
+    if (!values.json && Date.now() - lastProgress > 10_000) {
+      lastProgress = Date.now();
+      console.error(`... ${seed - from + 1}/${seeds} seeds, ${failures.length} failing`);
+    }
+  }
+  let total: Summary = {
+    seeds: 0,
+    simulatedMs: 0,
+    messages: 0,
+    faults: 0,
+    crashes: 0,
+    operations: 0,
+    violations: 0,
+  };
+  for (const [name, s] of summaries) {
+    if (!values.json) {
+      console.log(
+        `${name.padEnd(20)} seeds=${s.seeds} simulated_s=${(s.simulatedMs / 1000).toFixed(0)} ` +
+          `messages=${s.messages} faults=${s.faults} crashes=${s.crashes} ` +
+          `operations_checked=${s.operations} violations=${s.violations}`,
+      );
+    }
+    total = {
+      seeds: total.seeds + s.seeds,
+      simulatedMs: total.simulatedMs + s.simulatedMs,
+      messages: total.messages + s.messages,
+      faults: total.faults + s.faults,
+      crashes: total.crashes + s.crashes,
+      operations: total.operations + s.operations,
+      violations: total.violations + s.violations,
+    };
+  }
+  if (values.json) {
+    console.log(
+      JSON.stringify({
+        seeds: total.seeds,
+        operations: total.operations,
+        violations: total.violations,
+      }),
+    );
+  } else {
+    console.log(
+      `total: ${total.seeds} seeds, ${total.operations} operations checked, ` +
+        `${total.violations} violations, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+    );
+  }
+  if (failures.length > 0) process.exit(1);
+}
+
+function reportFailure(r: SeedResult): void {
+  const out = values.json ? console.error : console.log;
+  out(`\nFAIL seed ${r.seed} (${r.config.name}):`);
+  for (const v of r.violations) out(`  [${v.checker}] at ${v.atMs.toFixed(3)} ms: ${v.message}`);
+  if (!values.trace) {
+    out('  last trace lines:');
+    for (const line of r.trace.slice(-40)) out(`    ${line}`);
+  }
+  out(`  replay: npm run sim -- --seeds 1 --from ${r.seed} --trace\n`);
+}
+
+if (values.scenario) runScenario();
+else runSeeds();
