@@ -179,6 +179,11 @@ export class RaftCore {
     return this.env.nowMs() < this.leaseExpiryMs();
   }
 
+  /** A leader that started a leadership transfer serves no lease read for the rest of its term. */
+  leaseYielded(): boolean {
+    return this.role === 'leader' && this.leaseReadsDisabled;
+  }
+
   /** When the leader's quorum lease ends, on its own clock (with the drift margin). */
   leaseExpiryMs(): number {
     const o = this.options;

@@ -49,6 +49,7 @@ export function runPartialPartition(
       faultIntervalMs: 1e12,
     },
     compactEntries: 200,
+    syncMsMax: 1,
     clients: 4,
     // About 20 operations per second in all, for the whole run.
     opsPerClient: Math.ceil((durationMs / 1000) * 5),

@@ -51,6 +51,10 @@ export interface SimConfig {
     /** Mean time between fault events. */
     readonly faultIntervalMs: number;
   };
+  /** Override of each clock's rate error (|rate - 1|); only to show that leases then break. */
+  readonly clockDriftMax?: number;
+  /** Storage sync (fsync) latency is uniform in [0.1, syncMsMax]. */
+  readonly syncMsMax: number;
   /** Entries after the snapshot point that trigger log truncation. */
   readonly compactEntries: number;
   readonly clients: number;
@@ -222,6 +226,10 @@ export class World {
   /** Per group: term -> the replica that led it. */
   private readonly leaders: Map<number, number>[] = [];
   private lastLeader: string[] = [];
+  /** Per group: term -> the latest real time a leader of that term believed its lease ran to. */
+  private readonly leaseUntil: Map<number, number>[] = [];
+  /** Per group: term -> when a leader of that term first advanced its commit index. */
+  private readonly firstCommitAt: Map<number, number>[] = [];
   private clientsActive = 0;
 
   constructor(config: SimConfig, seed: number) {
@@ -236,8 +244,11 @@ export class World {
       this.written.push(new Map());
       this.leaders.push(new Map());
       this.lastLeader.push('');
+      this.leaseUntil.push(new Map());
+      this.firstCommitAt.push(new Map());
     }
-    const driftMax = config.options.maxDriftRate * 0.45; // any two clocks differ by < maxDriftRate
+    // Any two clocks differ in rate by less than maxDriftRate, unless a run breaks the bound.
+    const driftMax = config.clockDriftMax ?? config.options.maxDriftRate * 0.45;
     for (let id = 1; id <= config.nodes; id++) {
       const node: SimNode = {
         id,
@@ -337,6 +348,22 @@ export class World {
     this.log(`n${node.id} CRASH`);
   }
 
+  /** Crashes a node within half a millisecond and restarts it later, keeping a quorum up. */
+  private crashSoon(node: SimNode): void {
+    const n = this.config.nodes;
+    const epoch = node.epoch;
+    this.queue.push(this.nowMs + this.prng.range(0, 0.5), () => {
+      const down = this.nodes.filter((x) => !x.up).length;
+      if (!node.up || node.epoch !== epoch || down >= Math.floor((n - 1) / 2)) return;
+      this.crash(node);
+      this.queue.push(this.nowMs + this.prng.range(20, 1500), () => {
+        if (node.up) return;
+        this.log(`n${node.id} RESTART`);
+        this.boot(node);
+      });
+    });
+  }
+
   private scheduleTick(node: SimNode, epoch: number): void {
     const realMs = this.config.tickMs / node.clockRate;
     this.queue.push(this.nowMs + realMs, () => {
@@ -353,7 +380,7 @@ export class World {
     if (node.syncScheduled) return;
     node.syncScheduled = true;
     const epoch = node.epoch;
-    this.queue.push(this.nowMs + this.prng.range(0.1, 1.5), () => {
+    this.queue.push(this.nowMs + this.prng.range(0.1, this.config.syncMsMax), () => {
       if (!node.up || node.epoch !== epoch) return;
       node.syncScheduled = false;
       for (const h of node.groups) {
@@ -514,6 +541,9 @@ export class World {
       h.lastTerm = core.term;
     }
     if (role === 'leader') {
+      if (core.log.committed > 0 && core.log.term(core.log.committed) === core.term) {
+        this.observeCommit(h.group, core.term);
+      }
       const leaders = this.leaders[h.group]!;
       const other = leaders.get(core.term);
       if (other === undefined) {
@@ -532,13 +562,26 @@ export class World {
     }
   }
 
-  /** At most one replica of a group may hold a valid lease at any instant. */
+  /**
+   * Lease checks, after every event:
+   * - at most one replica of a group holds a valid lease at any instant;
+   * - the lease invariant itself: while a leader of term T believes its lease runs until
+   *   real time E, no leader of a newer term commits anything before E (else a lease
+   *   read could miss that write).
+   */
   private checkLeases(): void {
     for (let g = 0; g < this.config.groups; g++) {
       let holder = 0;
       for (const node of this.nodes) {
         if (!node.up) continue;
-        if (!node.groups[g]!.replica.core.hasValidLease()) continue;
+        const core = node.groups[g]!.replica.core;
+        if (core.leaseYielded()) {
+          // A transfer ends the lease early: from now on the leader serves no lease read.
+          const held = this.leaseUntil[g]!;
+          const until = held.get(core.term);
+          if (until !== undefined && until > this.nowMs) held.set(core.term, this.nowMs);
+        }
+        if (!core.hasValidLease()) continue;
         if (holder !== 0) {
           this.violation(
             'no-overlapping-leases',
@@ -546,8 +589,40 @@ export class World {
           );
         }
         holder = node.id;
+        const expiry = this.realTimeOf(node, core.leaseExpiryMs());
+        const held = this.leaseUntil[g]!;
+        if ((held.get(core.term) ?? Number.NEGATIVE_INFINITY) < expiry) {
+          held.set(core.term, expiry);
+          for (const [term, at] of this.firstCommitAt[g]!) {
+            if (term > core.term && at < expiry) this.leaseBroken(g, core.term, expiry, term, at);
+          }
+        }
       }
     }
+  }
+
+  /** A leader of `term` advanced its commit index now. */
+  private observeCommit(group: number, term: number): void {
+    const first = this.firstCommitAt[group]!;
+    if (first.has(term)) return;
+    first.set(term, this.nowMs);
+    for (const [leaseTerm, until] of this.leaseUntil[group]!) {
+      if (leaseTerm < term && this.nowMs < until)
+        this.leaseBroken(group, leaseTerm, until, term, this.nowMs);
+    }
+  }
+
+  private leaseBroken(g: number, leaseTerm: number, until: number, term: number, at: number): void {
+    this.violation(
+      'lease-excludes-newer-commits',
+      `g${g}: the term ${leaseTerm} leader held a lease until ${until.toFixed(3)} ms but ` +
+        `the term ${term} leader committed at ${at.toFixed(3)} ms`,
+    );
+  }
+
+  /** Converts a node's local clock reading to simulated real time. */
+  private realTimeOf(node: SimNode, localMs: number): number {
+    return node.bootAtMs + (localMs - node.clockOffsetMs) / node.clockRate;
   }
 
   // ------------------------------------------------------------------ network
@@ -556,6 +631,16 @@ export class World {
     this.stats.messages++;
     const f = this.config.faults;
     const to = m.to;
+    if (
+      this.faultsOn &&
+      this.config.faults.crashes &&
+      m.type === 'appendResponse' &&
+      !m.reject &&
+      this.prng.chance(0.002)
+    ) {
+      // The worst moment: right after an acknowledgement leaves.
+      this.crashSoon(this.nodes[from - 1]!);
+    }
     if (this.blocked[from]![to]) return;
     if (this.faultsOn && this.prng.chance(f.dropRate)) return;
     const copies = this.faultsOn && this.prng.chance(f.duplicateRate) ? 2 : 1;
@@ -592,7 +677,7 @@ export class World {
     const n = this.config.nodes;
     const kinds: string[] = ['heal'];
     if (f.partitions) kinds.push('split', 'isolate', 'oneway', 'bridge');
-    if (f.crashes) kinds.push('crash', 'crash');
+    if (f.crashes) kinds.push('crash', 'crash', 'powerloss');
     if (f.transfers) kinds.push('transfer');
     const kind = this.prng.pick(kinds);
     this.stats.faults++;
@@ -637,16 +722,22 @@ export class World {
         return;
       }
       case 'crash': {
-        const down = this.nodes.filter((x) => !x.up).length;
         const up = this.nodes.filter((x) => x.up);
-        if (down >= Math.floor((n - 1) / 2) || up.length === 0) return;
-        const node = this.prng.pick(up);
-        this.crash(node);
-        this.queue.push(this.nowMs + this.prng.range(20, 1500), () => {
-          if (node.up) return;
-          this.log(`n${node.id} RESTART`);
-          this.boot(node);
-        });
+        if (up.length > 0) this.crashSoon(this.prng.pick(up));
+        return;
+      }
+      case 'powerloss': {
+        // Every node loses power at once: whatever was not synced is gone everywhere.
+        this.log('FAULT power loss');
+        for (const node of this.nodes) {
+          if (!node.up) continue;
+          this.crash(node);
+          this.queue.push(this.nowMs + this.prng.range(5, 300), () => {
+            if (node.up) return;
+            this.log(`n${node.id} RESTART`);
+            this.boot(node);
+          });
+        }
         return;
       }
       case 'transfer': {
