@@ -42,7 +42,7 @@ function stripComments(text: string): string {
   return text.replace(/\/\*[\s\S]*?\*\//g, '').replace(/(^|[^:])\/\/.*$/gm, '$1');
 }
 
-export function impurities(file: string, text: string): string[] {
+function impurities(file: string, text: string): string[] {
   const code = stripComments(text);
   const found: string[] = [];
   for (const { pattern, why } of banned) if (pattern.test(code)) found.push(`${file}: ${why}`);
