@@ -1,12 +1,15 @@
 // One range replica as its host sees it: the core plus the xstate machine that owns its
-// role. The host (the node in src/, or the simulator) drives it:
+// lifecycle and role. The host (the node in src/, or the simulator) drives it:
 //
 //   replica.tick() every tick; replica.step(messages) for the messages of one turn;
 //   replica.propose(datas) and replica.read(id) for clients; then, once per turn,
 //   const rd = replica.ready() and follow the order documented in ranges/core/ready.ts.
+//
+// Every call is dispatched to the handlers of the role the machine is in; a role change
+// a handler asks for goes through the machine (see machine.ts).
 
 import { type Actor, createActor } from 'xstate';
-import { RaftCore } from '../core/raft.ts';
+import { RaftCore, type RoleChange, type StepResult } from '../core/raft.ts';
 import type { Ready } from '../core/ready.ts';
 import type {
   ConsensusOptions,
@@ -14,20 +17,22 @@ import type {
   LogIndex,
   Message,
   PersistedState,
+  ProposeError,
   ReadError,
   ReplicaId,
   Role,
+  Term,
 } from '../core/types.ts';
-import {
-  type ProposeResult,
-  type ReplicaEvent,
-  type ResultBox,
-  replicaMachine,
-} from './machine.ts';
+import { type ReplicaEvent, replicaMachine } from './machine.ts';
+
+export type ProposeResult = { index: LogIndex; term: Term } | ProposeError;
+export type Lifecycle = Role | 'initializing' | 'removed';
 
 export class RangeReplica {
   readonly core: RaftCore;
   private readonly actor: Actor<typeof replicaMachine>;
+  /** The machine's state, read back after every event it handles. */
+  private state: Lifecycle = 'initializing';
   /** xstate events sent, for the cost-per-operation figures of the benchmark. */
   eventsSent = 0;
 
@@ -49,40 +54,80 @@ export class RangeReplica {
     const snap = this.actor.getSnapshot();
     // An invariant failure inside an action stops the actor: crash, never limp on.
     if (snap.status === 'error') throw snap.error;
+    const v = snap.value;
+    this.state = typeof v === 'string' ? (v as Lifecycle) : (v as { active: Role }).active;
   }
 
-  /** The role the machine is in (the core mirrors it). */
-  role(): Role | 'initializing' | 'removed' {
-    const v = this.actor.getSnapshot().value;
-    if (typeof v === 'string') return v as 'initializing' | 'removed';
-    return (v as { active: Role }).active;
+  private change(c: RoleChange | undefined): void {
+    if (c) this.send(c);
+  }
+
+  /** The state the machine is in (the core's `role` mirrors it). */
+  role(): Lifecycle {
+    return this.state;
   }
 
   tick(): void {
-    this.send({ type: 'TICK' });
+    this.change(this.tickRole());
+  }
+
+  private tickRole(): RoleChange | undefined {
+    const core = this.core;
+    switch (this.state) {
+      case 'follower':
+        return core.tickFollower();
+      case 'preCandidate':
+      case 'candidate':
+        return core.tickCampaign();
+      case 'leader':
+        return core.tickLeader();
+      default:
+        return undefined;
+    }
   }
 
   step(messages: readonly Message[]): void {
-    if (messages.length > 0) this.send({ type: 'MESSAGES', messages });
+    let rest = messages;
+    // Each round either consumes every message or makes one role change.
+    for (let rounds = 0; rest.length > 0 && rounds <= messages.length + 4; rounds++) {
+      const r = this.stepRole(rest);
+      if (r === undefined) return;
+      this.send(r.change);
+      rest = r.rest;
+    }
+  }
+
+  private stepRole(messages: readonly Message[]): StepResult | undefined {
+    const core = this.core;
+    switch (this.state) {
+      case 'follower':
+        return core.stepFollower(messages);
+      case 'preCandidate':
+        return core.stepPreCandidate(messages);
+      case 'candidate':
+        return core.stepCandidate(messages);
+      case 'leader':
+        return core.stepLeader(messages);
+      default:
+        return undefined; // not started, or removed: drop
+    }
   }
 
   propose(datas: readonly Uint8Array[]): ProposeResult {
-    const result: ResultBox<ProposeResult> = { value: undefined };
-    this.send({ type: 'PROPOSE', datas, result });
-    return result.value!;
+    if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
+    return this.core.propose(datas);
   }
 
   /** Starts a linearizable read; its ReadState comes out of ready(). */
   read(id: number): ReadError | null {
-    const result: ResultBox<ReadError | null> = { value: undefined };
-    this.send({ type: 'READ', id, result });
-    return result.value!;
+    if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
+    this.core.read(id);
+    return null;
   }
 
   transferLeadership(target: ReplicaId): { code: 'invalidTarget' | 'notLeader' } | null {
-    const result: ResultBox<{ code: 'invalidTarget' | 'notLeader' } | null> = { value: undefined };
-    this.send({ type: 'TRANSFER', target, result });
-    return result.value!;
+    if (this.state !== 'leader') return { code: 'notLeader' };
+    return this.core.transferLeadership(target) ?? null;
   }
 
   remove(): void {
