@@ -1,0 +1,147 @@
+// The wire format between clients and nodes (and between nodes, for forwarded requests):
+// msgpack with plain maps and arrays (no msgpackr records), so any msgpack library can
+// speak it. Every envelope carries the protocol version `v`; node replies carry the
+// cluster id `cid`. See docs/protocol.md.
+//
+// A request is a batch: a client sends every operation it has ready in one NATS request
+// (as TiKV's batch commands do), and the reply holds one result per operation, in order.
+
+import { Packr } from 'msgpackr';
+
+export const protocolVersion = 1;
+
+/** Named limits. Keys must fit LMDB's key limit and, encoded, a NATS subject token list. */
+export const limits = {
+  keyBytesMax: 1024,
+  valueBytesMax: 512 * 1024,
+  /** Operations in one request batch. */
+  batchOpsMax: 1024,
+  /** Bytes of one NATS payload we send or accept (nats-server's default max_payload). */
+  payloadBytesMax: 1024 * 1024,
+  /** Bytes of request ids; clients use 16 random bytes. */
+  requestIdBytesMax: 64,
+} as const;
+
+export type OpName = 'get' | 'set' | 'cas' | 'del';
+
+export interface WireOp {
+  readonly op: OpName;
+  readonly key: Uint8Array;
+  /** set and cas: the new value. */
+  readonly value?: Uint8Array;
+  /** cas: the expected current value; null expects the key to be absent. */
+  readonly expect?: Uint8Array | null;
+  /** Writes: a client-chosen id, so a retried write applies once. */
+  readonly id?: Uint8Array;
+}
+
+export interface WireRequest {
+  readonly v: number;
+  readonly ops: readonly WireOp[];
+}
+
+/**
+ * One result. ok: get -> value (null: not found); set -> nothing; cas -> success and the
+ * current value after the operation; del -> the last value (null: there was none).
+ */
+export type WireResult =
+  | { readonly ok: true; readonly value?: Uint8Array | null; readonly success?: boolean }
+  | {
+      readonly ok: false;
+      readonly code: string;
+      readonly msg: string;
+      /** NotLeader: the node id believed to lead. */
+      readonly leader?: string;
+      /** InvalidArgument: the limit exceeded. */
+      readonly limit?: string;
+    };
+
+export interface WireReply {
+  readonly v: number;
+  readonly cid?: string;
+  /** One per request op; absent when the whole request was refused (see code/msg). */
+  readonly res?: readonly WireResult[];
+  readonly code?: string;
+  readonly msg?: string;
+}
+
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
+
+export function encode(value: unknown): Uint8Array {
+  return packr.pack(value);
+}
+
+export function decode(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes);
+}
+
+function isBytes(x: unknown): x is Uint8Array {
+  return x instanceof Uint8Array;
+}
+
+export type Checked<T> =
+  | { ok: true; value: T }
+  | { ok: false; code: string; msg: string; limit?: string };
+
+/**
+ * Validates one decoded op against the protocol and the limits. Returns a typed problem
+ * (never throws), so a bad op fails alone and never takes the batch or the node down.
+ */
+export function checkOp(x: unknown): Checked<WireOp> {
+  if (typeof x !== 'object' || x === null) return bad('an op must be a map');
+  const o = x as Record<string, unknown>;
+  if (o.op !== 'get' && o.op !== 'set' && o.op !== 'cas' && o.op !== 'del') {
+    return bad(`op must be get, set, cas or del, got ${JSON.stringify(String(o.op)).slice(0, 40)}`);
+  }
+  if (!isBytes(o.key)) return bad('key must be bytes');
+  if (o.key.length === 0) return invalid('key must not be empty', 'keyBytesMin');
+  if (o.key.length > limits.keyBytesMax) {
+    return invalid(
+      `key is ${o.key.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  if (o.op === 'set' || o.op === 'cas') {
+    if (!isBytes(o.value)) return bad(`${o.op} needs a value (bytes)`);
+    if (o.value.length > limits.valueBytesMax) {
+      return invalid(
+        `value is ${o.value.length} bytes, over valueBytesMax ${limits.valueBytesMax}`,
+        'valueBytesMax',
+      );
+    }
+  }
+  if (o.op === 'cas' && o.expect !== null && o.expect !== undefined && !isBytes(o.expect)) {
+    return bad('cas expect must be bytes or nil');
+  }
+  if (o.op !== 'get') {
+    if (!isBytes(o.id) || o.id.length === 0) return bad(`${o.op} needs a request id (bytes)`);
+    if (o.id.length > limits.requestIdBytesMax) {
+      return invalid(`request id over ${limits.requestIdBytesMax} bytes`, 'requestIdBytesMax');
+    }
+  }
+  return { ok: true, value: o as unknown as WireOp };
+}
+
+/** Validates a decoded request envelope (not its ops, which fail one by one). */
+export function checkRequest(x: unknown): Checked<{ ops: unknown[] }> {
+  if (typeof x !== 'object' || x === null) return bad('request must be a map');
+  const r = x as Record<string, unknown>;
+  if (r.v !== protocolVersion) return bad(`unsupported protocol version ${String(r.v)}`);
+  if (!Array.isArray(r.ops)) return bad('ops must be an array');
+  if (r.ops.length === 0) return bad('ops must not be empty');
+  if (r.ops.length > limits.batchOpsMax) {
+    return invalid(
+      `${r.ops.length} ops in one request, over batchOpsMax ${limits.batchOpsMax}`,
+      'batchOpsMax',
+    );
+  }
+  return { ok: true, value: { ops: r.ops } };
+}
+
+function bad(msg: string): Checked<never> {
+  return { ok: false, code: 'BadRequest', msg };
+}
+
+function invalid(msg: string, limit: string): Checked<never> {
+  return { ok: false, code: 'InvalidArgument', msg, limit };
+}
