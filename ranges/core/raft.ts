@@ -785,11 +785,16 @@ export class RaftCore {
     else if (pr.state === 'probe') pr.probeSent = false;
     if (moved) {
       this.maybeCommit();
-      if (this.transferee === m.from && pr.match === this.log.lastIndex()) {
-        this.send({ type: 'timeoutNow', from: this.id, to: m.from, term: this.term });
-      }
+      this.maybeSendTimeoutNow(m.from, pr);
     }
     this.sendAppend(m.from, pr, false);
+  }
+
+  /** A transfer target that has caught up (by appends or by a snapshot) campaigns now. */
+  private maybeSendTimeoutNow(from: ReplicaId, pr: Progress): void {
+    if (this.transferee === from && pr.match === this.log.lastIndex()) {
+      this.send({ type: 'timeoutNow', from: this.id, to: from, term: this.term });
+    }
   }
 
   private handleHeartbeatResponse(from: ReplicaId, pr: Progress): void {
@@ -818,6 +823,7 @@ export class RaftCore {
       updateMatch(pr, m.index);
       becomeProbe(pr);
       this.maybeCommit();
+      this.maybeSendTimeoutNow(m.from, pr);
       this.sendAppend(m.from, pr, false);
       return;
     }
