@@ -58,3 +58,87 @@ export class OverloadedError extends RasputinError {
     super('Overloaded', message);
   }
 }
+
+/** The server refused a malformed request: a client bug or a protocol version mismatch. */
+export class BadRequestError extends RasputinError {
+  constructor(message: string) {
+    super('BadRequest', message);
+  }
+}
+
+/** The server failed on its own, or sent a reply the client cannot read. */
+export class InternalError extends RasputinError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('Internal', message, options);
+  }
+}
+
+/** The key is outside the span of the range asked, or the range generation is stale. */
+export class RangeKeyMismatchError extends RasputinError {
+  constructor(message: string) {
+    super('RangeKeyMismatch', message);
+  }
+}
+
+/**
+ * The caller's AbortSignal fired. Never on the wire. `outcomeUnknown`: the operation was a
+ * write that had been sent, so it may or may not have been applied.
+ */
+export class AbortedError extends Error {
+  readonly outcomeUnknown: boolean;
+  constructor(message: string, options: { outcomeUnknown: boolean; cause?: unknown }) {
+    super(message, { cause: options.cause });
+    this.name = 'AbortError';
+    this.outcomeUnknown = options.outcomeUnknown;
+  }
+}
+
+/** The client was closed (or lost its NATS connection for good). Never on the wire. */
+export class ClientClosedError extends Error {
+  constructor(message = 'the client is closed', options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ClientClosedError';
+  }
+}
+
+/**
+ * Wire codes a client retries (with the same request id, so a write applies at most once)
+ * until its deadline: another replica, or the same one a little later, may succeed.
+ */
+export const retryableCodes: ReadonlySet<string> = new Set<ErrorCode>([
+  'NotLeader',
+  'RangeKeyMismatch',
+  'Unavailable',
+  'Overloaded',
+  'Timeout',
+]);
+
+/** A wire error (a failed result, or a refused request) as its typed error. */
+export function errorFromWire(e: {
+  readonly code: string;
+  readonly msg?: string;
+  readonly leader?: string;
+  readonly limit?: string;
+}): RasputinError {
+  const msg = typeof e.msg === 'string' && e.msg !== '' ? e.msg : e.code;
+  switch (e.code) {
+    case 'NotLeader':
+      return new NotLeaderError(typeof e.leader === 'string' ? e.leader : '', msg);
+    case 'RangeKeyMismatch':
+      return new RangeKeyMismatchError(msg);
+    case 'Timeout':
+      return new TimeoutError(`${msg}: the outcome is unknown`);
+    case 'InvalidArgument':
+      return new InvalidArgumentError(msg, typeof e.limit === 'string' ? e.limit : undefined);
+    case 'Unavailable':
+      return new UnavailableError(msg);
+    case 'Overloaded':
+      return new OverloadedError(msg);
+    case 'BadRequest':
+      return new BadRequestError(msg);
+    case 'Internal':
+      return new InternalError(msg);
+    default:
+      return new InternalError(`unknown error code ${JSON.stringify(e.code)}: ${msg}`);
+  }
+}

@@ -145,3 +145,32 @@ function bad(msg: string): Checked<never> {
 function invalid(msg: string, limit: string): Checked<never> {
   return { ok: false, code: 'InvalidArgument', msg, limit };
 }
+
+/**
+ * A request envelope around ops already encoded one by one with `encode`: the result
+ * decodes exactly as `encode({ v: protocolVersion, ops })` does. A client encodes each op
+ * once, when it is called, and sends the same bytes in whatever batch carries it and on
+ * every retry; the encoded sizes also let it cut batches under the payload limit.
+ */
+export function frameRequest(encodedOps: readonly Uint8Array[]): Uint8Array {
+  const count = encodedOps.length;
+  if (!(count >= 1 && count <= 0xffff)) throw new RangeError(`cannot frame ${count} ops`);
+  if (!(protocolVersion >= 0 && protocolVersion <= 0x7f)) throw new RangeError('version');
+  // fixmap(2) "v" <fixint version> "ops" <array header>
+  const head = [0x82, 0xa1, 0x76, protocolVersion, 0xa3, 0x6f, 0x70, 0x73];
+  if (count <= 15) head.push(0x90 | count);
+  else head.push(0xdc, count >> 8, count & 0xff);
+  let bytes = head.length;
+  for (const op of encodedOps) bytes += op.length;
+  const out = new Uint8Array(bytes);
+  out.set(head, 0);
+  let at = head.length;
+  for (const op of encodedOps) {
+    out.set(op, at);
+    at += op.length;
+  }
+  return out;
+}
+
+/** Bytes `frameRequest` adds around the ops: at most 11. */
+export const requestFrameBytesMax = 11;

@@ -1,0 +1,191 @@
+// The `rasputin` command.
+//
+//   rasputin start --node-id ID --nats URL --storage-dir DIR [--initial-nodes a,b,c] [--logfile F]
+//   rasputin cluster [--dir DIR] [--nodes 3]      nats-server and a local cluster, Ctrl-C stops it
+//   rasputin get KEY | set KEY VALUE | cas KEY EXPECTED|--absent NEW | del KEY
+//   rasputin status
+//
+// Client commands find the cluster through --nats, then RASPUTIN_NATS, then
+// nats://127.0.0.1:4222 (where `rasputin cluster` puts it when the port is free).
+
+import { parseArgs } from 'node:util';
+import { Client } from '../client/index.ts';
+import { ConfigError, defaultNatsUrl, parseNodeConfig } from '../node/config.ts';
+import { Node } from '../node/node.ts';
+import { RasputinError } from '../protocol/errors.ts';
+import { defaultPrefix } from '../transport/subjects.ts';
+import { runCluster } from './cluster.ts';
+import { collectStatus } from './status.ts';
+
+const usage = `usage:
+  rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
+                 [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
+  rasputin cluster [--dir DIR] [--nodes N]
+  rasputin get KEY
+  rasputin set KEY VALUE
+  rasputin cas KEY EXPECTED NEW        (--absent instead of EXPECTED: expect no value)
+  rasputin del KEY
+  rasputin status
+common options: --nats URL (or RASPUTIN_NATS), --prefix P (or RASPUTIN_PREFIX), --timeout-ms N`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'start':
+      return start(rest);
+    case 'cluster':
+      return runCluster(rest);
+    case 'get':
+    case 'set':
+    case 'cas':
+    case 'del':
+      return data(command, rest);
+    case 'status':
+      return status(rest);
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      console.log(usage);
+      return command === undefined ? 2 : 0;
+    default:
+      console.error(`unknown command ${JSON.stringify(command)}\n${usage}`);
+      return 2;
+  }
+}
+
+async function start(args: string[]): Promise<number> {
+  let config: ReturnType<typeof parseNodeConfig>;
+  try {
+    config = parseNodeConfig(args);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`rasputin start: ${err.message}\n${usage}`);
+      return 2;
+    }
+    throw err;
+  }
+  const node = new Node(config);
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    node.log.info(`${signal}: stopping`);
+    await node.stop();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  await node.start();
+  // The line process supervisors and the test harness wait for.
+  console.log(`rasputin node ${config.nodeId} ready (nats ${config.natsUrl})`);
+  return -1; // keep running
+}
+
+function commonOptions(args: string[]) {
+  return parseArgs({
+    args,
+    options: {
+      nats: { type: 'string' },
+      prefix: { type: 'string' },
+      'timeout-ms': { type: 'string' },
+      absent: { type: 'boolean' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+}
+
+function natsUrl(v: Record<string, unknown>): string {
+  return (v.nats as string | undefined) ?? process.env.RASPUTIN_NATS ?? defaultNatsUrl;
+}
+
+function prefixOf(v: Record<string, unknown>): string {
+  return (v.prefix as string | undefined) ?? process.env.RASPUTIN_PREFIX ?? defaultPrefix;
+}
+
+function show(value: Uint8Array | null | undefined): string {
+  if (value === null || value === undefined) return '(none)';
+  return Buffer.from(value).toString('utf8');
+}
+
+async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Promise<number> {
+  const { values, positionals } = commonOptions(args);
+  const arity = { get: 1, set: 2, del: 1, cas: values.absent ? 2 : 3 }[command];
+  if (positionals.length !== arity) {
+    console.error(`rasputin ${command}: expected ${arity} argument(s)\n${usage}`);
+    return 2;
+  }
+  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 5000;
+  const client = await Client.connect({
+    servers: natsUrl(values),
+    prefix: prefixOf(values),
+    timeoutMs,
+  });
+  try {
+    const [key, a, b] = positionals as [string, string?, string?];
+    if (command === 'get') {
+      const r = await client.get(key);
+      if (r === null) {
+        console.log('(not found)');
+        return 1;
+      }
+      console.log(show(r.value));
+    } else if (command === 'set') {
+      await client.set(key, a!);
+      console.log('OK');
+    } else if (command === 'cas') {
+      const expected = values.absent ? null : a!;
+      const next = values.absent ? a! : b!;
+      const r = await client.cas(key, expected, next);
+      console.log(`${r.success ? 'OK' : 'FAILED'} current=${show(r.value)}`);
+      return r.success ? 0 : 1;
+    } else {
+      const r = await client.del(key);
+      console.log(`OK last=${show(r.value)}`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof RasputinError) {
+      console.error(`rasputin ${command}: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    await client.close();
+  }
+}
+
+async function status(args: string[]): Promise<number> {
+  const { values } = commonOptions(args);
+  const nodes = await collectStatus(natsUrl(values), prefixOf(values), 500);
+  if (nodes.length === 0) {
+    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
+    return 1;
+  }
+  console.log(`cluster ${nodes[0]!.cid || '(not bootstrapped)'}, ${nodes.length} node(s) answered`);
+  console.log(
+    `${'node'.padEnd(8)}${'range'.padStart(6)}  ${'role'.padEnd(13)}${'term'.padStart(6)}  ` +
+      `${'leader'.padEnd(8)}${'commit'.padStart(9)}${'applied'.padStart(9)}${'last'.padStart(9)}  lease  members`,
+  );
+  for (const n of nodes) {
+    for (const r of n.ranges) {
+      console.log(
+        `${n.node.padEnd(8)}${String(r.rangeId).padStart(6)}  ${r.role.padEnd(13)}${String(r.term).padStart(6)}  ` +
+          `${(r.leader || '-').padEnd(8)}${String(r.commit).padStart(9)}${String(r.applied).padStart(9)}` +
+          `${String(r.lastIndex).padStart(9)}  ${(r.lease ? 'yes' : 'no').padEnd(5)}  ${r.replicas.join(',')}`,
+      );
+    }
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exit(code);
+  },
+  (err: unknown) => {
+    console.error(`rasputin: ${(err as Error).stack ?? String(err)}`);
+    process.exit(1);
+  },
+);

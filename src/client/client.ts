@@ -1,0 +1,591 @@
+// The Rasputin client: set/get/cas/del over NATS (docs/protocol.md).
+//
+// A call:
+//   1. validates its input locally (limits named in the error) and encodes its op once;
+//      a write gets a 16-byte random request id, kept for every retry, so the servers
+//      apply it at most once;
+//   2. joins the queue of its target subject; at the end of the event-loop turn every
+//      queue is cut into batches (batchOpsMax ops, payload limit) and each batch goes out
+//      as one NATS request without waiting for earlier ones (pipelining);
+//   3. settles from its own result in the reply, or is retried: another subject at once
+//      after "no responders" or an attempt timeout, with jittered exponential backoff
+//      after a retryable error (NotLeader, Unavailable, Overloaded, ...);
+//   4. settles exactly once: with its result, a typed error, TimeoutError at its deadline
+//      (outcome unknown) or AbortError when its signal fires. Replies for a settled call
+//      are ignored.
+//
+// Routing with one range: `<p>.range.1` (its leader) first; `<p>.kv` (any node, which
+// forwards to the leader) after no responders there or after a NotLeader, whose hint is a
+// node id and not a subject.
+
+import { randomBytes } from 'node:crypto';
+import {
+  connect,
+  type NatsConnection,
+  InvalidArgumentError as NatsInvalidArgumentError,
+  RequestError as NatsRequestError,
+  TimeoutError as NatsTimeoutError,
+} from '@nats-io/transport-node';
+import {
+  AbortedError,
+  ClientClosedError,
+  errorFromWire,
+  InternalError,
+  InvalidArgumentError,
+  retryableCodes,
+  TimeoutError,
+  UnavailableError,
+} from '../protocol/errors.ts';
+import {
+  decode,
+  encode,
+  frameRequest,
+  limits,
+  type OpName,
+  protocolVersion,
+  requestFrameBytesMax,
+  type WireOp,
+  type WireResult,
+} from '../protocol/wire.ts';
+import { checkPrefix, defaultPrefix, subjects } from '../transport/subjects.ts';
+
+export interface ClientOptions {
+  /** NATS server URLs; default: env RASPUTIN_NATS (comma-separated) or nats://127.0.0.1:4222. */
+  servers?: string | string[];
+  /** Subject prefix of the cluster; default 'rasputin'. */
+  prefix?: string;
+  /** Deadline of each call, retries included; default 5000. */
+  timeoutMs?: number;
+  /** Connection name shown by nats-server. */
+  name?: string;
+}
+
+export interface CallOptions {
+  /** Deadline of this call, retries included; default: the client's timeoutMs. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+export interface ClientStats {
+  /** NATS requests sent. */
+  requests: number;
+  /** Ops carried by those requests (an op retried twice counts three times). */
+  ops: number;
+  /** Op sends after the first send of that op. */
+  retries: number;
+}
+
+export interface GetResult {
+  value: Buffer;
+}
+
+export interface CasResult {
+  success: boolean;
+  /** The current value after the operation: the new one on success, null when absent. */
+  value: Buffer | null;
+}
+
+export interface DelResult {
+  /** The last value; null when the key was absent. */
+  value: Buffer | null;
+}
+
+const defaultServers = 'nats://127.0.0.1:4222';
+const defaultTimeoutMs = 5000;
+/** Upper bound of one NATS request attempt; a call retries until its own deadline. */
+const attemptTimeoutMsMax = 1000;
+/** No new attempt when less than this is left before the deadline. */
+const attemptTimeoutMsMin = 5;
+/** Backoff before resending after a retryable error: jittered, doubling, capped. */
+const backoffMsMin = 5;
+const backoffMsMax = 200;
+const requestIdBytes = 16;
+const reconnectTimeWaitMs = 100;
+const reconnectJitterMs = 100;
+/** Longest timeoutMs accepted (setTimeout's limit is about 24.8 days). */
+const timeoutMsMax = 2 ** 31 - 1;
+
+type Route = 'range' | 'kv';
+type OkResult = Extract<WireResult, { ok: true }>;
+
+/** One call in flight: queued, sent, or waiting to be resent. */
+interface Call {
+  readonly op: OpName;
+  /** msgpack of the WireOp, sent as is in every batch and retry. */
+  readonly encoded: Uint8Array;
+  readonly timeoutMs: number;
+  /** performance.now() at which the call fails with TimeoutError. */
+  readonly deadlineMs: number;
+  readonly signal: AbortSignal | undefined;
+  readonly resolve: (r: OkResult) => void;
+  readonly reject: (e: Error) => void;
+  route: Route;
+  /** Times this op was put in a NATS request. */
+  sends: number;
+  settled: boolean;
+  lastError: unknown;
+  deadlineTimer: NodeJS.Timeout | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+export class Client {
+  /** Live counters (read-only to callers). */
+  readonly stats: Readonly<ClientStats>;
+  private readonly counters: ClientStats = { requests: 0, ops: 0, retries: 0 };
+  private readonly nc: NatsConnection;
+  private readonly rangeSubject: string;
+  private readonly kvSubject: string;
+  private readonly timeoutMs: number;
+  /** Calls waiting for the end of the turn, by subject. */
+  private queues = new Map<string, Call[]>();
+  private flushHandle: NodeJS.Immediate | undefined;
+  /** Every unsettled call, so close() can settle them. */
+  private readonly live = new Set<Call>();
+  private readonly backoffTimers = new Set<NodeJS.Timeout>();
+  private closed = false;
+  private clusterIdSeen: string | undefined;
+
+  private constructor(nc: NatsConnection, prefix: string, timeoutMs: number) {
+    this.nc = nc;
+    this.rangeSubject = subjects.range(prefix, 1);
+    this.kvSubject = subjects.kv(prefix);
+    this.timeoutMs = timeoutMs;
+    this.stats = this.counters;
+    void nc.closed().then((err) => this.onConnectionClosed(err instanceof Error ? err : undefined));
+  }
+
+  static async connect(opts: ClientOptions = {}): Promise<Client> {
+    const prefix = opts.prefix ?? defaultPrefix;
+    const prefixProblem = checkPrefix(prefix);
+    if (prefixProblem) throw new InvalidArgumentError(prefixProblem);
+    const timeoutMs = checkTimeoutMs(opts.timeoutMs ?? defaultTimeoutMs);
+    const servers = opts.servers ?? splitServers(process.env.RASPUTIN_NATS) ?? defaultServers;
+    let nc: NatsConnection;
+    try {
+      nc = await connect({
+        servers,
+        ...(opts.name === undefined ? {} : { name: opts.name }),
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: reconnectTimeWaitMs,
+        reconnectJitter: reconnectJitterMs,
+        noAsyncTraces: true,
+      });
+    } catch (err) {
+      throw new UnavailableError(`cannot connect to NATS at ${String(servers)}`, { cause: err });
+    }
+    return new Client(nc, prefix, timeoutMs);
+  }
+
+  /** The cluster id from the replies, once one arrived. */
+  get clusterId(): string | undefined {
+    return this.clusterIdSeen;
+  }
+
+  async set(key: string | Uint8Array, value: string | Uint8Array, o?: CallOptions): Promise<void> {
+    const op: WireOp = { op: 'set', key: keyBytes(key), value: valueBytes(value), id: newId() };
+    await this.call(op, o);
+  }
+
+  async get(key: string | Uint8Array, o?: CallOptions): Promise<GetResult | null> {
+    const r = await this.call({ op: 'get', key: keyBytes(key) }, o);
+    const value = optionalBytes(r.value, 'get');
+    return value === null ? null : { value };
+  }
+
+  async cas(
+    key: string | Uint8Array,
+    expected: string | Uint8Array | null,
+    value: string | Uint8Array,
+    o?: CallOptions,
+  ): Promise<CasResult> {
+    const op: WireOp = {
+      op: 'cas',
+      key: keyBytes(key),
+      expect: expected === null ? null : valueBytes(expected, 'expected'),
+      value: valueBytes(value),
+      id: newId(),
+    };
+    const r = await this.call(op, o);
+    if (typeof r.success !== 'boolean') {
+      throw new InternalError('malformed cas result (no success flag): the outcome is unknown');
+    }
+    return { success: r.success, value: optionalBytes(r.value, 'cas') };
+  }
+
+  async del(key: string | Uint8Array, o?: CallOptions): Promise<DelResult> {
+    const r = await this.call({ op: 'del', key: keyBytes(key), id: newId() }, o);
+    return { value: optionalBytes(r.value, 'del') };
+  }
+
+  /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.shutDown(undefined);
+    if (!this.nc.isClosed()) await this.nc.close();
+  }
+
+  // ------------------------------------------------------------------ calls
+
+  private call(op: WireOp, o: CallOptions | undefined): Promise<OkResult> {
+    const signal = o?.signal;
+    if (this.closed) return Promise.reject(new ClientClosedError());
+    if (signal?.aborted) {
+      const message = `${op.op} aborted before it was sent`;
+      return Promise.reject(
+        new AbortedError(message, { outcomeUnknown: false, cause: signal.reason }),
+      );
+    }
+    const timeoutMs = checkTimeoutMs(o?.timeoutMs ?? this.timeoutMs);
+    const encoded = encode(op);
+    const opBytesMax = this.requestBytesMax() - requestFrameBytesMax;
+    if (encoded.length > opBytesMax) {
+      const message =
+        `${op.op} is ${encoded.length} bytes encoded, over the ${opBytesMax} bytes one ` +
+        `request can carry (payloadBytesMax ${limits.payloadBytesMax})`;
+      return Promise.reject(new InvalidArgumentError(message, 'payloadBytesMax'));
+    }
+    return new Promise<OkResult>((resolve, reject) => {
+      const call: Call = {
+        op: op.op,
+        encoded,
+        timeoutMs,
+        deadlineMs: performance.now() + timeoutMs,
+        signal,
+        resolve,
+        reject,
+        route: 'range',
+        sends: 0,
+        settled: false,
+        lastError: undefined,
+        deadlineTimer: undefined,
+        onAbort: undefined,
+      };
+      call.deadlineTimer = setTimeout(() => this.expire(call), timeoutMs);
+      if (signal) {
+        call.onAbort = () => this.abort(call);
+        signal.addEventListener('abort', call.onAbort, { once: true });
+      }
+      this.live.add(call);
+      this.enqueue(call);
+    });
+  }
+
+  private enqueue(call: Call): void {
+    if (call.settled || this.closed) return;
+    const subject = call.route === 'range' ? this.rangeSubject : this.kvSubject;
+    let queue = this.queues.get(subject);
+    if (!queue) this.queues.set(subject, (queue = []));
+    queue.push(call);
+    this.flushHandle ??= setImmediate(() => this.flush());
+  }
+
+  /** Marks a call settled and drops its timers and listener; false if it already was. */
+  private settle(call: Call): boolean {
+    if (call.settled) return false;
+    call.settled = true;
+    this.live.delete(call);
+    clearTimeout(call.deadlineTimer);
+    if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort);
+    return true;
+  }
+
+  private succeed(call: Call, r: OkResult): void {
+    if (this.settle(call)) call.resolve(r);
+  }
+
+  private fail(call: Call, err: Error): void {
+    if (this.settle(call)) call.reject(err);
+  }
+
+  private expire(call: Call): void {
+    const after = `${call.op} timed out after ${call.timeoutMs} ms`;
+    const message =
+      call.sends === 0
+        ? `${after} before it was sent`
+        : `${after} (${call.sends} attempts): the outcome is unknown`;
+    this.fail(call, new TimeoutError(message, { cause: call.lastError }));
+  }
+
+  private abort(call: Call): void {
+    const outcomeUnknown = call.sends > 0 && call.op !== 'get';
+    const message =
+      call.sends === 0
+        ? `${call.op} aborted before it was sent`
+        : outcomeUnknown
+          ? `${call.op} aborted after it was sent: the outcome is unknown`
+          : `${call.op} aborted`;
+    this.fail(call, new AbortedError(message, { outcomeUnknown, cause: call.signal?.reason }));
+  }
+
+  // ------------------------------------------------------------------ batches
+
+  private requestBytesMax(): number {
+    const serverMax = this.nc.info?.max_payload;
+    return typeof serverMax === 'number' && serverMax > 0
+      ? Math.min(limits.payloadBytesMax, serverMax)
+      : limits.payloadBytesMax;
+  }
+
+  /** Sends every queued call: one request per batch, all without waiting. */
+  private flush(): void {
+    this.flushHandle = undefined;
+    if (this.closed) return;
+    const queues = this.queues;
+    this.queues = new Map();
+    const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
+    for (const [subject, queue] of queues) {
+      let batch: Call[] = [];
+      let batchBytes = 0;
+      for (const call of queue) {
+        if (call.settled) continue;
+        const full =
+          batch.length === limits.batchOpsMax || batchBytes + call.encoded.length > opsBytesMax;
+        if (full && batch.length > 0) {
+          this.send(subject, batch);
+          batch = [];
+          batchBytes = 0;
+        }
+        batch.push(call);
+        batchBytes += call.encoded.length;
+      }
+      if (batch.length > 0) this.send(subject, batch);
+    }
+  }
+
+  private send(subject: string, batch: Call[]): void {
+    const route: Route = subject === this.rangeSubject ? 'range' : 'kv';
+    const payload = frameRequest(batch.map((c) => c.encoded));
+    const nowMs = performance.now();
+    let remainingMs = 1;
+    for (const call of batch) {
+      remainingMs = Math.max(remainingMs, call.deadlineMs - nowMs);
+      if (call.sends > 0) this.counters.retries++;
+      call.sends++;
+    }
+    this.counters.requests++;
+    this.counters.ops += batch.length;
+    const timeout = Math.max(1, Math.ceil(Math.min(attemptTimeoutMsMax, remainingMs)));
+    this.nc.request(subject, payload, { timeout }).then(
+      (msg) => this.onReply(batch, msg.data),
+      (err: unknown) => this.onRequestFailed(route, batch, err),
+    );
+  }
+
+  /** The request got no reply: no responders, attempt timeout, or a connection problem. */
+  private onRequestFailed(route: Route, batch: Call[], err: unknown): void {
+    if (this.closed) return;
+    const noResponders = err instanceof NatsRequestError && err.isNoResponders();
+    const timedOut = err instanceof NatsTimeoutError;
+    if (err instanceof NatsInvalidArgumentError) {
+      // The server's max_payload shrank under us (a reconnect to another server).
+      const e = new InvalidArgumentError(`request refused by the NATS client: ${err.message}`);
+      for (const call of batch) this.fail(call, e);
+      return;
+    }
+    const nowMs = performance.now();
+    const later: Call[] = [];
+    for (const call of batch) {
+      if (call.settled) continue;
+      call.lastError = noResponders
+        ? new UnavailableError(
+            `no responders on ${route === 'range' ? this.rangeSubject : this.kvSubject}`,
+          )
+        : err;
+      if (nowMs >= call.deadlineMs) {
+        this.expire(call);
+        continue;
+      }
+      // Too close to the deadline for another attempt: its timer settles the call.
+      if (call.deadlineMs - nowMs < attemptTimeoutMsMin) continue;
+      // The leader's subject had no listener or no answer: ask any node. Any node had
+      // none either: a leader may have appeared since.
+      call.route = route === 'range' ? 'kv' : 'range';
+      if ((noResponders && route === 'range') || timedOut) this.enqueue(call);
+      else later.push(call);
+    }
+    this.retryLater(later);
+  }
+
+  private onReply(batch: Call[], data: Uint8Array): void {
+    if (this.closed) return;
+    const results = this.readReply(data, batch.length);
+    const later: Call[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const call = batch[i]!;
+      const r = results instanceof Error ? results : results[i]!;
+      if (call.settled) continue;
+      if (r instanceof Error) {
+        this.fail(call, r);
+      } else if (r.ok) {
+        this.succeed(call, r);
+      } else if (retryableCodes.has(r.code)) {
+        call.lastError = errorFromWire(r);
+        call.route = 'kv';
+        later.push(call);
+      } else {
+        this.fail(call, errorFromWire(r));
+      }
+    }
+    this.retryLater(later);
+  }
+
+  /**
+   * The results of a reply, one per op; a refused request (code, no res) gives every op
+   * that error. An unreadable reply is an Error for every op.
+   */
+  private readReply(data: Uint8Array, opCount: number): (WireResult | Error)[] | Error {
+    const malformed = (why: string) =>
+      new InternalError(`malformed reply (${why}): the outcome is unknown`);
+    let reply: unknown;
+    try {
+      reply = decode(data);
+    } catch (err) {
+      return new InternalError('reply is not msgpack: the outcome is unknown', { cause: err });
+    }
+    if (typeof reply !== 'object' || reply === null) return malformed('not a map');
+    const r = reply as Record<string, unknown>;
+    if (typeof r.cid === 'string' && r.cid !== '') {
+      if (this.clusterIdSeen === undefined) this.clusterIdSeen = r.cid;
+      else if (r.cid !== this.clusterIdSeen) {
+        return new InternalError(
+          `reply from cluster ${r.cid}, but this client talks to cluster ${this.clusterIdSeen} ` +
+            '(two clusters on one prefix?): the outcome is unknown',
+        );
+      }
+    }
+    if (r.res === undefined || r.res === null) {
+      if (typeof r.code !== 'string') return malformed('neither res nor code');
+      const refused: WireResult = {
+        ok: false,
+        code: r.code,
+        msg: typeof r.msg === 'string' ? r.msg : r.code,
+      };
+      return new Array<WireResult>(opCount).fill(refused);
+    }
+    if (r.v !== protocolVersion) return malformed(`protocol version ${String(r.v)}`);
+    if (!Array.isArray(r.res) || r.res.length !== opCount) {
+      return malformed(`expected ${opCount} results`);
+    }
+    return r.res.map((x: unknown, i) => checkResult(x) ?? malformed(`result ${i}`));
+  }
+
+  /** Resends calls after a jittered exponential backoff, all in one batch. */
+  private retryLater(calls: Call[]): void {
+    if (calls.length === 0) return;
+    let sends = 1;
+    for (const call of calls) sends = Math.max(sends, call.sends);
+    const ceilingMs = Math.min(backoffMsMax, backoffMsMin * 2 ** Math.min(sends - 1, 16));
+    const delayMs = ceilingMs / 2 + (Math.random() * ceilingMs) / 2;
+    const timer = setTimeout(() => {
+      this.backoffTimers.delete(timer);
+      for (const call of calls) this.enqueue(call);
+    }, delayMs);
+    this.backoffTimers.add(timer);
+  }
+
+  // ------------------------------------------------------------------ shutdown
+
+  private onConnectionClosed(err: Error | undefined): void {
+    if (this.closed) return;
+    this.shutDown(err);
+  }
+
+  private shutDown(cause: Error | undefined): void {
+    this.closed = true;
+    if (this.flushHandle) clearImmediate(this.flushHandle);
+    this.flushHandle = undefined;
+    this.queues.clear();
+    for (const timer of this.backoffTimers) clearTimeout(timer);
+    this.backoffTimers.clear();
+    for (const call of [...this.live]) {
+      const message =
+        call.sends > 0 && call.op !== 'get'
+          ? `the client closed while ${call.op} was in flight: the outcome is unknown`
+          : `the client closed before ${call.op} completed`;
+      this.fail(call, new ClientClosedError(message, { cause }));
+    }
+  }
+}
+
+// -------------------------------------------------------------------- helpers
+
+function splitServers(env: string | undefined): string[] | undefined {
+  const list = (env ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+  return list.length > 0 ? list : undefined;
+}
+
+function checkTimeoutMs(timeoutMs: number): number {
+  if (typeof timeoutMs !== 'number' || !(timeoutMs > 0) || timeoutMs > timeoutMsMax) {
+    throw new InvalidArgumentError(
+      `timeoutMs must be a number in (0, ${timeoutMsMax}], got ${String(timeoutMs)}`,
+      'timeoutMs',
+    );
+  }
+  return timeoutMs;
+}
+
+function newId(): Uint8Array {
+  return randomBytes(requestIdBytes);
+}
+
+function toBytes(x: unknown, what: string): Uint8Array {
+  if (typeof x === 'string') return Buffer.from(x, 'utf8');
+  if (x instanceof Uint8Array) return x;
+  throw new InvalidArgumentError(`${what} must be a string or a Uint8Array`);
+}
+
+function keyBytes(key: unknown): Uint8Array {
+  const bytes = toBytes(key, 'key');
+  if (bytes.length === 0)
+    throw new InvalidArgumentError('key must not be empty (keyBytesMin 1)', 'keyBytesMin');
+  if (bytes.length > limits.keyBytesMax) {
+    throw new InvalidArgumentError(
+      `key is ${bytes.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  return bytes;
+}
+
+function valueBytes(value: unknown, what = 'value'): Uint8Array {
+  const bytes = toBytes(value, what);
+  if (bytes.length > limits.valueBytesMax) {
+    throw new InvalidArgumentError(
+      `${what} is ${bytes.length} bytes, over valueBytesMax ${limits.valueBytesMax}`,
+      'valueBytesMax',
+    );
+  }
+  return bytes;
+}
+
+/** A result checked for shape, or undefined when it is malformed. */
+function checkResult(x: unknown): WireResult | undefined {
+  if (typeof x !== 'object' || x === null) return undefined;
+  const r = x as Record<string, unknown>;
+  if (r.ok === true) {
+    const valueOk = r.value === undefined || r.value === null || r.value instanceof Uint8Array;
+    const successOk = r.success === undefined || typeof r.success === 'boolean';
+    return valueOk && successOk ? (r as WireResult) : undefined;
+  }
+  if (r.ok === false && typeof r.code === 'string') {
+    return {
+      ok: false,
+      code: r.code,
+      msg: typeof r.msg === 'string' ? r.msg : r.code,
+      ...(typeof r.leader === 'string' ? { leader: r.leader } : {}),
+      ...(typeof r.limit === 'string' ? { limit: r.limit } : {}),
+    };
+  }
+  return undefined;
+}
+
+function optionalBytes(value: Uint8Array | null | undefined, op: OpName): Buffer | null {
+  if (value === undefined || value === null) return null;
+  if (!(value instanceof Uint8Array)) {
+    throw new InternalError(`malformed ${op} result (value is not bytes)`);
+  }
+  return Buffer.from(value);
+}

@@ -1,0 +1,26 @@
+// The client library's public surface.
+
+export {
+  AbortedError,
+  BadRequestError,
+  ClientClosedError,
+  type ErrorCode,
+  InternalError,
+  InvalidArgumentError,
+  NotLeaderError,
+  OverloadedError,
+  RangeKeyMismatchError,
+  RasputinError,
+  TimeoutError,
+  UnavailableError,
+} from '../protocol/errors.ts';
+export { limits } from '../protocol/wire.ts';
+export {
+  type CallOptions,
+  type CasResult,
+  Client,
+  type ClientOptions,
+  type ClientStats,
+  type DelResult,
+  type GetResult,
+} from './client.ts';

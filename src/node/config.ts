@@ -1,0 +1,105 @@
+// Node configuration from flags and environment variables (flags win), validated with
+// messages that say what to fix. Printed on start.
+
+import { parseArgs } from 'node:util';
+import { checkNodeId, checkPrefix, defaultPrefix } from '../transport/subjects.ts';
+
+export interface NodeConfig {
+  readonly nodeId: string;
+  readonly natsUrl: string;
+  readonly storageDir: string;
+  readonly initialNodes: readonly string[];
+  readonly prefix: string;
+  readonly logfile: string | undefined;
+  readonly tickMs: number;
+  /** Log entries kept after the applied index before the log is truncated. */
+  readonly logEntriesMax: number;
+}
+
+export const defaultNatsUrl = 'nats://127.0.0.1:4222';
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const env = (name: string): string | undefined => {
+  const v = process.env[name];
+  return v === undefined || v === '' ? undefined : v;
+};
+
+function positiveInt(name: string, raw: string | undefined, fallback: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > max) {
+    throw new ConfigError(`${name} must be an integer in [1, ${max}], got ${JSON.stringify(raw)}`);
+  }
+  return n;
+}
+
+/** Parses `rasputin start` arguments (without the `start`). Throws ConfigError on bad input. */
+export function parseNodeConfig(args: string[]): NodeConfig {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args,
+      options: {
+        'node-id': { type: 'string' },
+        nats: { type: 'string' },
+        'storage-dir': { type: 'string' },
+        'initial-nodes': { type: 'string' },
+        prefix: { type: 'string' },
+        logfile: { type: 'string' },
+        'tick-ms': { type: 'string' },
+        'log-entries-max': { type: 'string' },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new ConfigError((err as Error).message);
+  }
+  const str = (k: string) => values[k] as string | undefined;
+  const nodeId = str('node-id') ?? env('RASPUTIN_NODE_ID');
+  if (!nodeId) throw new ConfigError('--node-id (or RASPUTIN_NODE_ID) is required');
+  const idProblem = checkNodeId(nodeId);
+  if (idProblem) throw new ConfigError(idProblem);
+  const storageDir = str('storage-dir') ?? env('RASPUTIN_STORAGE_DIR');
+  if (!storageDir) throw new ConfigError('--storage-dir (or RASPUTIN_STORAGE_DIR) is required');
+  const initialRaw = str('initial-nodes') ?? env('RASPUTIN_INITIAL_NODES') ?? nodeId;
+  const initialNodes = [
+    ...new Set(
+      initialRaw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
+  ];
+  for (const id of initialNodes) {
+    const p = checkNodeId(id);
+    if (p) throw new ConfigError(`--initial-nodes: ${p}`);
+  }
+  if (!initialNodes.includes(nodeId)) {
+    throw new ConfigError(
+      `--initial-nodes (${initialNodes.join(',')}) must include this node (${nodeId})`,
+    );
+  }
+  if (initialNodes.length > 7) throw new ConfigError('--initial-nodes: at most 7 nodes');
+  const prefix = str('prefix') ?? env('RASPUTIN_PREFIX') ?? defaultPrefix;
+  const prefixProblem = checkPrefix(prefix);
+  if (prefixProblem) throw new ConfigError(prefixProblem);
+  return {
+    nodeId,
+    natsUrl: str('nats') ?? env('RASPUTIN_NATS') ?? defaultNatsUrl,
+    storageDir,
+    initialNodes,
+    prefix,
+    logfile: str('logfile') ?? env('RASPUTIN_LOGFILE'),
+    tickMs: positiveInt('--tick-ms', str('tick-ms') ?? env('RASPUTIN_TICK_MS'), 100, 10_000),
+    logEntriesMax: positiveInt(
+      '--log-entries-max',
+      str('log-entries-max') ?? env('RASPUTIN_LOG_ENTRIES_MAX'),
+      10_000,
+      100_000_000,
+    ),
+  };
+}

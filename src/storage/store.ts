@@ -1,0 +1,662 @@
+// The node's storage: one LMDB environment shared by every range on the node (DESIGN.md,
+// "Storage"), with named databases:
+//
+//   meta   string -> string                      store id, cluster id, node id, peer store ids
+//   state  rangeId (uint32) -> RangeRecord       descriptor, hard state, applied, snapshot point
+//   log    [rangeId u32 BE, index u64 BE] -> entry (binary: kind, term, data)
+//   data   user key bytes -> DataRecord          keys are global: a range owns a span
+//
+// All writes of one event-loop turn, for all ranges, go into ONE synchronous LMDB write
+// transaction (Turn.commit). lmdb-js's transactionSync fsyncs before it returns (the data
+// file is fdatasync'ed, then the meta page is written through an O_DSYNC descriptor, on
+// the calling thread, even with overlappingSync on), so a turn is durable once commit()
+// returns; `durable` additionally waits for the environment's `flushed` promise, which
+// covers any asynchronous lmdb-js batch our transaction could have joined. Nothing in this
+// file issues asynchronous lmdb-js writes.
+//
+// Invariants, per range:
+// - the log holds exactly the entries (snapshot.index, lastIndex], contiguous;
+// - snapshot.index <= applied <= lastIndex;
+// - the data of the range's span is the state machine after applying (0, applied];
+// - the spans of the ranges on one node are disjoint.
+
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import { type Database, open, type RootDatabase } from 'lmdb';
+import { assert } from '../../ranges/core/assert.ts';
+import type { StorageWrite } from '../../ranges/core/ready.ts';
+import type {
+  Configuration,
+  Entry,
+  EntryKind,
+  HardState,
+  LogIndex,
+  PersistedState,
+  Snapshot,
+  SnapshotMeta,
+  Term,
+} from '../../ranges/core/types.ts';
+import {
+  type ApplyResult,
+  applyCommand,
+  asDataRecord,
+  compareBytes,
+  type DataRecord,
+  decodeCommand,
+  decodeRecord,
+  dedupWindowEntries,
+  encodeRecord,
+  packr,
+} from './commands.ts';
+
+export interface ReplicaDescriptor {
+  readonly nodeId: string;
+  readonly replicaId: number;
+  readonly role: 'voter' | 'learner';
+}
+
+export interface RangeDescriptor {
+  readonly rangeId: number;
+  /** Inclusive. The empty key is the start of the keyspace. */
+  readonly start: Uint8Array;
+  /** Exclusive; null = no end. */
+  readonly end: Uint8Array | null;
+  readonly replicas: readonly ReplicaDescriptor[];
+  readonly generation: number;
+}
+
+export interface StoreOptions {
+  /** Log positions a request id is remembered for; every replica must use the same. */
+  readonly dedupWindowEntries?: number;
+}
+
+export interface StoreStats {
+  /** LMDB write transactions. */
+  commits: number;
+  /** Durable points reached (one per commit: each transaction is synced). */
+  flushes: number;
+}
+
+/** Snapshot.data: the state machine of one range's span at `applied`. */
+interface SnapshotData {
+  readonly applied: LogIndex;
+  readonly records: ReadonlyArray<readonly [key: Uint8Array, record: DataRecord]>;
+}
+
+/** What the `state` database holds per range. */
+interface RangeRecord {
+  readonly descriptor: RangeDescriptor;
+  readonly hardState: HardState;
+  /** The state machine's applied index, written with the data it covers. */
+  readonly applied: LogIndex;
+  /** The point the log was compacted to, or the installed snapshot. */
+  readonly snapshot: SnapshotMeta;
+  /** The configuration as of `applied` (what takeSnapshot reports). */
+  readonly config: Configuration;
+}
+
+/** The cached state of a range; `lastIndex` is derived from the log at open. */
+interface RangeState extends RangeRecord {
+  readonly lastIndex: LogIndex;
+}
+
+export interface TurnCommit {
+  /** Per range, one result per applied entry, in order. */
+  readonly results: Map<number, ApplyResult[]>;
+  /** Resolves when the turn's transaction is on disk. */
+  readonly durable: Promise<void>;
+}
+
+/** A turn's view of the records it applies to, by key bytes as a latin1 string. */
+type RecordCache = Map<
+  string,
+  { readonly key: Buffer; record: DataRecord | undefined; dirty: boolean }
+>;
+
+type Mutable<T> = { -readonly [P in keyof T]: T[P] };
+
+type TurnOp =
+  | { readonly kind: 'write'; readonly rangeId: number; readonly write: StorageWrite }
+  | { readonly kind: 'apply'; readonly rangeId: number; readonly entries: readonly Entry[] }
+  | { readonly kind: 'compact'; readonly rangeId: number; readonly meta: SnapshotMeta };
+
+const rangeIdMax = 0xffff_fffe;
+const entryHeaderBytes = 9;
+const kindCodes: Record<EntryKind, number> = { normal: 0, noop: 1, config: 2 };
+const kindsByCode: readonly EntryKind[] = ['normal', 'noop', 'config'];
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+}
+
+/** Log keys sort by range, then index: [rangeId u32 BE][index u64 BE]. */
+function logKey(rangeId: number, index: LogIndex): Buffer {
+  assert(Number.isSafeInteger(index) && index >= 0, 'log indexes are safe integers');
+  const key = Buffer.allocUnsafe(12);
+  key.writeUInt32BE(rangeId, 0);
+  key.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 4);
+  key.writeUInt32BE(index >>> 0, 8);
+  return key;
+}
+
+function logKeyIndex(key: Uint8Array): LogIndex {
+  const b = asBuffer(key);
+  assert(b.length === 12, 'log keys are 12 bytes');
+  return b.readUInt32BE(4) * 0x1_0000_0000 + b.readUInt32BE(8);
+}
+
+/** Every log key of `rangeId` is in [logKey(rangeId, 0), logKeyEnd(rangeId)). */
+function logKeyEnd(rangeId: number): Buffer {
+  return logKey(rangeId + 1, 0);
+}
+
+/** [kind u8][term u64 BE][data]: entries are written on the hot path, so no msgpack here. */
+function encodeEntry(e: Entry): Buffer {
+  assert(Number.isSafeInteger(e.term) && e.term >= 0, 'terms are safe integers');
+  const out = Buffer.allocUnsafe(entryHeaderBytes + e.data.length);
+  out[0] = kindCodes[e.kind];
+  out.writeUInt32BE(Math.floor(e.term / 0x1_0000_0000), 1);
+  out.writeUInt32BE(e.term >>> 0, 5);
+  out.set(e.data, entryHeaderBytes);
+  return out;
+}
+
+function decodeEntry(index: LogIndex, bytes: Uint8Array): Entry {
+  const b = asBuffer(bytes);
+  assert(b.length >= entryHeaderBytes, 'a stored entry has its header');
+  const kind = kindsByCode[b[0]!];
+  assert(kind !== undefined, 'a stored entry has a known kind');
+  const term = b.readUInt32BE(1) * 0x1_0000_0000 + b.readUInt32BE(5);
+  return { index, term, kind, data: b.subarray(entryHeaderBytes) };
+}
+
+function entryTerm(bytes: Uint8Array): Term {
+  const b = asBuffer(bytes);
+  assert(b.length >= entryHeaderBytes, 'a stored entry has its header');
+  return b.readUInt32BE(1) * 0x1_0000_0000 + b.readUInt32BE(5);
+}
+
+function inSpan(d: RangeDescriptor, key: Uint8Array): boolean {
+  return compareBytes(key, d.start) >= 0 && (d.end === null || compareBytes(key, d.end) < 0);
+}
+
+function spansOverlap(a: RangeDescriptor, b: RangeDescriptor): boolean {
+  const aBeforeB = a.end !== null && compareBytes(a.end, b.start) <= 0;
+  const bBeforeA = b.end !== null && compareBytes(b.end, a.start) <= 0;
+  return !aBeforeB && !bBeforeA;
+}
+
+/** getRange/getKeys bounds of a span (LMDB refuses an empty key, the keyspace start). */
+function spanBounds(d: RangeDescriptor): { start?: Buffer; end?: Buffer } {
+  const bounds: { start?: Buffer; end?: Buffer } = {};
+  if (d.start.length > 0) bounds.start = asBuffer(d.start);
+  if (d.end !== null) bounds.end = asBuffer(d.end);
+  return bounds;
+}
+
+function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
+  const r = packr.unpack(bytes) as RangeRecord;
+  assert(typeof r === 'object' && r !== null, 'a stored range record decodes');
+  assert(Number.isSafeInteger(r.applied) && r.descriptor !== undefined, 'range record shape');
+  return r;
+}
+
+function encodeRangeRecord(s: RangeState): Buffer {
+  const record: RangeRecord = {
+    descriptor: s.descriptor,
+    hardState: s.hardState,
+    applied: s.applied,
+    snapshot: s.snapshot,
+    config: s.config,
+  };
+  return packr.pack(record);
+}
+
+function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
+  const raw = packr.unpack(bytes) as { applied?: unknown; records?: unknown };
+  assert(typeof raw === 'object' && raw !== null, 'snapshot data is a map');
+  assert(typeof raw.applied === 'number', 'snapshot data has its applied index');
+  assert(Array.isArray(raw.records), 'snapshot data has its records');
+  for (const pair of raw.records as unknown[]) {
+    assert(Array.isArray(pair) && pair.length === 2, 'snapshot records are pairs');
+    assert(pair[0] instanceof Uint8Array && pair[0].length > 0, 'snapshot keys are bytes');
+    assert(asDataRecord(pair[1]) !== undefined, 'snapshot records are data records');
+  }
+  return raw as SnapshotData;
+}
+
+export class Store {
+  readonly storeId: string;
+  readonly stats: StoreStats = { commits: 0, flushes: 0 };
+  readonly dedupWindowEntries: number;
+  private readonly root: RootDatabase;
+  private readonly metaDb: Database<string, string>;
+  private readonly stateDb: Database<Buffer, number>;
+  private readonly logDb: Database<Buffer, Buffer>;
+  private readonly dataDb: Database<Buffer, Buffer>;
+  /** The committed state of every range, as stored; replaced only after a commit. */
+  private readonly rangeStates = new Map<number, RangeState>();
+  private closed = false;
+
+  private constructor(dir: string, options: StoreOptions) {
+    this.dedupWindowEntries = options.dedupWindowEntries ?? dedupWindowEntries;
+    assert(
+      Number.isSafeInteger(this.dedupWindowEntries) && this.dedupWindowEntries > 0,
+      'the dedup window is a positive integer',
+    );
+    fs.mkdirSync(dir, { recursive: true });
+    // overlappingSync stays at its default: it only affects asynchronous lmdb-js writes,
+    // and every write here is a synchronous, synced transaction (see the header).
+    // noSubdir: lmdb-js would otherwise take a path with a dot ("node.1") for a file name.
+    this.root = open(dir, { maxDbs: 8, noSubdir: false });
+    this.metaDb = this.root.openDB<string, string>('meta', { encoding: 'string' });
+    this.stateDb = this.root.openDB<Buffer, number>('state', {
+      keyEncoding: 'uint32',
+      encoding: 'binary',
+    });
+    this.logDb = this.root.openDB<Buffer, Buffer>('log', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    this.dataDb = this.root.openDB<Buffer, Buffer>('data', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+
+    let storeId = this.metaDb.get('storeId');
+    if (storeId === undefined) {
+      const id = randomUUID();
+      this.root.transactionSync(() => this.metaDb.putSync('storeId', id));
+      this.stats.commits++;
+      storeId = id;
+    }
+    this.storeId = storeId;
+
+    for (const { key, value } of this.stateDb.getRange({})) {
+      const record = decodeRangeRecord(value);
+      assert(record.descriptor.rangeId === key, 'a range record is stored under its id');
+      let lastIndex = record.snapshot.index;
+      for (const last of this.logDb.getKeys({
+        start: logKey(key, Number.MAX_SAFE_INTEGER),
+        end: logKey(key, 0),
+        reverse: true,
+        limit: 1,
+      })) {
+        lastIndex = logKeyIndex(last);
+      }
+      assert(lastIndex >= record.snapshot.index, 'the log ends at or after the snapshot');
+      assert(record.applied >= record.snapshot.index, 'applied is at or after the snapshot');
+      assert(record.applied <= lastIndex, 'applied entries are in the log');
+      this.rangeStates.set(key, { ...record, lastIndex });
+    }
+  }
+
+  /** Opens (creating if needed) the store in `dir`. */
+  static open(dir: string, options: StoreOptions = {}): Store {
+    return new Store(dir, options);
+  }
+
+  getMeta(key: string): string | undefined {
+    return this.metaDb.get(key);
+  }
+
+  /** Durable when the promise resolves. */
+  async setMeta(key: string, value: string): Promise<void> {
+    assert(!this.closed, 'the store is open');
+    this.root.transactionSync(() => this.metaDb.putSync(key, value));
+    this.stats.commits++;
+    await this.flushed();
+  }
+
+  /** Every range with state on this node, by id. */
+  ranges(): RangeDescriptor[] {
+    return [...this.rangeStates.values()]
+      .map((s) => s.descriptor)
+      .sort((a, b) => a.rangeId - b.rangeId);
+  }
+
+  /** The durable state a replica of the range starts from. */
+  loadRange(rangeId: number): { descriptor: RangeDescriptor; state: PersistedState } | undefined {
+    const s = this.rangeStates.get(rangeId);
+    if (s === undefined) return undefined;
+    const entries: Entry[] = [];
+    let index = s.snapshot.index;
+    for (const { key, value } of this.logDb.getRange({
+      start: logKey(rangeId, s.snapshot.index + 1),
+      end: logKeyEnd(rangeId),
+    })) {
+      index++;
+      assert(logKeyIndex(key) === index, 'stored log entries are contiguous');
+      entries.push(decodeEntry(index, value));
+    }
+    assert(index === s.lastIndex, 'the log ends at its last index');
+    return {
+      descriptor: s.descriptor,
+      state: { hardState: s.hardState, snapshot: s.snapshot, entries, applied: s.applied },
+    };
+  }
+
+  /**
+   * A new replica of a range: empty log, term 0, an empty state machine (anything left in
+   * the span, e.g. by an earlier replica of this node, is cleared). Durable when resolved.
+   */
+  async createRange(descriptor: RangeDescriptor, config: Configuration): Promise<void> {
+    assert(!this.closed, 'the store is open');
+    assert(
+      Number.isInteger(descriptor.rangeId) &&
+        descriptor.rangeId >= 0 &&
+        descriptor.rangeId <= rangeIdMax,
+      'range ids are u32 (below the maximum)',
+    );
+    assert(!this.rangeStates.has(descriptor.rangeId), 'a range is created once per store');
+    assert(
+      descriptor.end === null || compareBytes(descriptor.start, descriptor.end) < 0,
+      'a span is not empty',
+    );
+    for (const other of this.rangeStates.values()) {
+      assert(!spansOverlap(other.descriptor, descriptor), 'spans on a node are disjoint');
+    }
+    const state: RangeState = {
+      descriptor,
+      hardState: { term: 0, vote: 0, commit: 0 },
+      applied: 0,
+      snapshot: { index: 0, term: 0, config },
+      config,
+      lastIndex: 0,
+    };
+    this.root.transactionSync(() => {
+      this.clearSpan(descriptor);
+      this.clearLog(descriptor.rangeId);
+      this.stateDb.putSync(descriptor.rangeId, encodeRangeRecord(state));
+    });
+    this.stats.commits++;
+    this.rangeStates.set(descriptor.rangeId, state);
+    await this.flushed();
+  }
+
+  beginTurn(): Turn {
+    assert(!this.closed, 'the store is open');
+    return new Turn((ops) => this.commitTurn(ops));
+  }
+
+  /** The latest committed record of a user key; undefined if absent or a tombstone. */
+  get(key: Uint8Array): DataRecord | undefined {
+    const record = this.readRecord(key);
+    return record === undefined || record.value === null ? undefined : record;
+  }
+
+  /**
+   * The state machine of the range's span at its applied index, read in one read
+   * transaction. meta.term is the term of the entry at `applied`.
+   */
+  takeSnapshot(rangeId: number): Snapshot {
+    const transaction = this.root.useReadTransaction();
+    try {
+      const stored = this.stateDb.get(rangeId, { transaction });
+      assert(stored !== undefined, 'a snapshot is taken of an existing range');
+      const s = decodeRangeRecord(stored);
+      let term: Term;
+      if (s.applied === s.snapshot.index) {
+        term = s.snapshot.term;
+      } else {
+        const entry = this.logDb.get(logKey(rangeId, s.applied), { transaction });
+        assert(entry !== undefined, 'the applied entry is in the log');
+        term = entryTerm(entry);
+      }
+      const records: Array<readonly [Uint8Array, DataRecord]> = [];
+      for (const { key, value } of this.dataDb.getRange({
+        ...spanBounds(s.descriptor),
+        transaction,
+      })) {
+        records.push([key, decodeRecord(value)]);
+      }
+      const data: SnapshotData = { applied: s.applied, records };
+      return {
+        meta: { index: s.applied, term, config: s.config },
+        data: packr.pack(data),
+      };
+    } finally {
+      transaction.done();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.root.close();
+  }
+
+  // ------------------------------------------------------------------ turn internals
+
+  /** Runs a turn's ops in one write transaction; see Turn.commit. */
+  private commitTurn(ops: readonly TurnOp[]): TurnCommit {
+    assert(!this.closed, 'the store is open');
+    const results = new Map<number, ApplyResult[]>();
+    if (ops.length === 0) return { results, durable: Promise.resolve() };
+    // Working copies: the cache changes only once the transaction has committed.
+    const dirty = new Map<number, Mutable<RangeState>>();
+    const stateOf = (rangeId: number): Mutable<RangeState> => {
+      let s = dirty.get(rangeId);
+      if (s === undefined) {
+        const committed = this.rangeStates.get(rangeId);
+        assert(committed !== undefined, 'turn ops name existing ranges');
+        s = { ...committed };
+        dirty.set(rangeId, s);
+      }
+      return s;
+    };
+    // Records touched by this turn's applies, decoded once and encoded once per turn.
+    const records: RecordCache = new Map();
+    this.root.transactionSync(() => {
+      for (const op of ops) {
+        const s = stateOf(op.rangeId);
+        switch (op.kind) {
+          case 'write':
+            // A snapshot replaces data: cached records must reach LMDB before it does.
+            if (op.write.snapshot !== null) this.writeRecords(records);
+            this.writeOp(s, op.write);
+            break;
+          case 'apply': {
+            let out = results.get(op.rangeId);
+            if (out === undefined) results.set(op.rangeId, (out = []));
+            this.applyOp(s, op.entries, out, records);
+            break;
+          }
+          case 'compact':
+            this.compactOp(s, op.meta);
+            break;
+        }
+      }
+      this.writeRecords(records);
+      for (const [rangeId, s] of dirty) this.stateDb.putSync(rangeId, encodeRangeRecord(s));
+    });
+    this.stats.commits++;
+    for (const [rangeId, s] of dirty) this.rangeStates.set(rangeId, s);
+    return { results, durable: this.flushed() };
+  }
+
+  private writeOp(s: Mutable<RangeState>, w: StorageWrite): void {
+    const rangeId = s.descriptor.rangeId;
+    assert(w.hardState.term >= s.hardState.term, 'the term never goes back');
+    if (w.snapshot !== null) this.installSnapshot(s, w.snapshot);
+    s.hardState = w.hardState;
+    const first = w.entries[0];
+    if (first === undefined) return;
+    assert(first.index > s.snapshot.index, 'entries are written after the snapshot point');
+    assert(first.index > s.applied, 'an applied entry is never overwritten');
+    assert(first.index <= s.lastIndex + 1, 'entries leave no gap in the log');
+    let index = first.index - 1;
+    for (const e of w.entries) {
+      index++;
+      assert(e.index === index, 'written entries are contiguous');
+      this.logDb.putSync(logKey(rangeId, e.index), encodeEntry(e));
+    }
+    // Entries after the new last one belonged to a conflicting suffix.
+    for (let i = index + 1; i <= s.lastIndex; i++) this.logDb.removeSync(logKey(rangeId, i));
+    s.lastIndex = index;
+  }
+
+  private applyOp(
+    s: Mutable<RangeState>,
+    entries: readonly Entry[],
+    out: ApplyResult[],
+    records: RecordCache,
+  ): void {
+    for (const e of entries) {
+      assert(e.index === s.applied + 1, 'entries apply in order, once');
+      assert(e.index <= s.lastIndex, 'applied entries are in the log');
+      s.applied = e.index;
+      out.push(e.kind === 'normal' ? this.applyNormal(s.descriptor, e, records) : { ok: true });
+    }
+  }
+
+  private applyNormal(d: RangeDescriptor, e: Entry, records: RecordCache): ApplyResult {
+    const cmd = decodeCommand(e.data);
+    if (cmd === undefined) {
+      return { ok: false, code: 'BadRequest', msg: `entry ${e.index}: undecodable command` };
+    }
+    if (!inSpan(d, cmd.key)) {
+      return {
+        ok: false,
+        code: 'RangeKeyMismatch',
+        msg: `entry ${e.index}: key outside range ${d.rangeId} (generation ${d.generation})`,
+      };
+    }
+    const key = asBuffer(cmd.key);
+    const cacheKey = key.toString('latin1');
+    let cached = records.get(cacheKey);
+    if (cached === undefined) {
+      cached = { key, record: this.readRecord(key), dirty: false };
+      records.set(cacheKey, cached);
+    }
+    const outcome = applyCommand(cmd, e.index, cached.record, this.dedupWindowEntries);
+    if (outcome.record !== 'unchanged') {
+      cached.record = outcome.record;
+      cached.dirty = true;
+    }
+    return outcome.result;
+  }
+
+  /** Writes the changed cached records (inside the turn's transaction) and forgets them. */
+  private writeRecords(records: RecordCache): void {
+    for (const cached of records.values()) {
+      if (!cached.dirty) continue;
+      if (cached.record === undefined) this.dataDb.removeSync(cached.key);
+      else this.dataDb.putSync(cached.key, asBuffer(encodeRecord(cached.record)));
+    }
+    records.clear();
+  }
+
+  private compactOp(s: Mutable<RangeState>, meta: SnapshotMeta): void {
+    // Compacting to an older point than the current one changes nothing (as in the core).
+    if (meta.index <= s.snapshot.index) return;
+    assert(meta.index <= s.applied, 'only applied entries are compacted');
+    assert(meta.index <= s.lastIndex, 'compaction stays within the log');
+    const rangeId = s.descriptor.rangeId;
+    const stored = this.logDb.get(logKey(rangeId, meta.index));
+    assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
+    for (let i = s.snapshot.index + 1; i <= meta.index; i++) {
+      this.logDb.removeSync(logKey(rangeId, i));
+    }
+    s.snapshot = meta;
+  }
+
+  /**
+   * Replaces the span's data, the applied index and the whole log with the snapshot, in
+   * the turn's transaction. Huge snapshots will need several transactions and a persisted
+   * "installing" marker that makes the install restartable (DESIGN.md, "Storage").
+   */
+  private installSnapshot(
+    s: Mutable<RangeState>,
+    snapshot: { readonly meta: SnapshotMeta; readonly data: Uint8Array },
+  ): void {
+    const data = decodeSnapshotData(snapshot.data);
+    assert(data.applied === snapshot.meta.index, 'snapshot data matches its meta');
+    this.clearSpan(s.descriptor);
+    for (const [key, record] of data.records) {
+      assert(inSpan(s.descriptor, key), 'snapshot records are in the range span');
+      this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord(record)));
+    }
+    this.clearLog(s.descriptor.rangeId);
+    s.applied = snapshot.meta.index;
+    s.snapshot = snapshot.meta;
+    s.config = snapshot.meta.config;
+    s.lastIndex = snapshot.meta.index;
+  }
+
+  /** Deletes every data key in the span (inside the caller's write transaction). */
+  private clearSpan(d: RangeDescriptor): void {
+    const keys = Array.from(this.dataDb.getKeys(spanBounds(d)));
+    for (const key of keys) this.dataDb.removeSync(key);
+  }
+
+  /** Deletes the whole log of a range (inside the caller's write transaction). */
+  private clearLog(rangeId: number): void {
+    const keys = Array.from(
+      this.logDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
+    );
+    for (const key of keys) this.logDb.removeSync(key);
+  }
+
+  private readRecord(key: Uint8Array): DataRecord | undefined {
+    const bytes = this.dataDb.get(asBuffer(key));
+    return bytes === undefined ? undefined : decodeRecord(bytes);
+  }
+
+  /** Resolves once every transaction committed so far is on disk. */
+  private flushed(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.root.flushed.then(() => {
+        this.stats.flushes++;
+        resolve();
+      }, reject);
+    });
+  }
+}
+
+/**
+ * The writes of one event-loop turn, for all ranges, queued in call order and run in one
+ * LMDB write transaction by commit(). Per range, the caller follows the core's order:
+ * write (log, hard state, snapshot) before applying the entries it made durable.
+ */
+export class Turn {
+  private readonly ops: TurnOp[] = [];
+  private committed = false;
+
+  constructor(private readonly run: (ops: readonly TurnOp[]) => TurnCommit) {}
+
+  /** Hard state; entries replace every stored entry from entries[0].index on; a snapshot
+   * replaces the span's data, the applied index and the whole log of the range. */
+  write(rangeId: number, w: StorageWrite): void {
+    assert(!this.committed, 'a turn commits once');
+    this.ops.push({ kind: 'write', rangeId, write: w });
+  }
+
+  /** Queues applying committed entries; their results come from commit(). */
+  apply(rangeId: number, entries: readonly Entry[]): void {
+    assert(!this.committed, 'a turn commits once');
+    if (entries.length > 0) this.ops.push({ kind: 'apply', rangeId, entries });
+  }
+
+  /** Deletes log entries <= meta.index and makes meta the range's snapshot point. */
+  compact(rangeId: number, meta: SnapshotMeta): void {
+    assert(!this.committed, 'a turn commits once');
+    this.ops.push({ kind: 'compact', rangeId, meta });
+  }
+
+  isEmpty(): boolean {
+    return this.ops.length === 0;
+  }
+
+  /**
+   * Runs every queued op in ONE synchronous LMDB write transaction. Returns the apply
+   * results per range (one per applied entry, in order) and a promise that resolves when
+   * the transaction is durable. If an op violates an invariant, nothing of the turn is
+   * written and the error propagates.
+   */
+  commit(): TurnCommit {
+    assert(!this.committed, 'a turn commits once');
+    this.committed = true;
+    return this.run(this.ops);
+  }
+}

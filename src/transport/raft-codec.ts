@@ -1,0 +1,191 @@
+// The node-to-node envelope on `<p>.raft.<nodeId>`: one NATS message per destination
+// node per turn, carrying that turn's consensus messages of every range.
+//
+//   { v: 1, cid: clusterId, from: nodeId, store: senderStoreId, msgs: [[rangeId, Message], ...] }
+//
+// Everything from the network is validated field by field: a malformed envelope or
+// message is dropped (the caller logs it), never trusted and never allowed to throw
+// out of the handler.
+
+import type { Entry, Message, SnapshotMeta } from '../../ranges/core/types.ts';
+import { decode, encode, protocolVersion } from '../protocol/wire.ts';
+
+export interface RaftEnvelope {
+  readonly v: number;
+  /** Empty while the sender has not learned the cluster id (first bootstrap). */
+  readonly cid: string;
+  readonly from: string;
+  readonly store: string;
+  readonly msgs: ReadonlyArray<readonly [number, Message]>;
+}
+
+export function encodeEnvelope(env: RaftEnvelope): Uint8Array {
+  return encode(env);
+}
+
+export type Decoded = { ok: true; env: RaftEnvelope } | { ok: false; why: string };
+
+const isInt = (x: unknown): x is number => Number.isSafeInteger(x) && (x as number) >= 0;
+const isBool = (x: unknown): x is boolean => typeof x === 'boolean';
+const isBytes = (x: unknown): x is Uint8Array => x instanceof Uint8Array;
+
+export function decodeEnvelope(bytes: Uint8Array): Decoded {
+  let raw: unknown;
+  try {
+    raw = decode(bytes);
+  } catch (err) {
+    return { ok: false, why: `undecodable msgpack (${(err as Error).message})` };
+  }
+  if (typeof raw !== 'object' || raw === null) return { ok: false, why: 'not a map' };
+  const e = raw as Record<string, unknown>;
+  if (e.v !== protocolVersion) return { ok: false, why: `protocol version ${String(e.v)}` };
+  if (typeof e.cid !== 'string' || typeof e.from !== 'string' || typeof e.store !== 'string') {
+    return { ok: false, why: 'cid, from and store must be strings' };
+  }
+  if (!Array.isArray(e.msgs)) return { ok: false, why: 'msgs must be an array' };
+  const msgs: [number, Message][] = [];
+  for (const item of e.msgs) {
+    if (!Array.isArray(item) || item.length !== 2 || !isInt(item[0])) {
+      return { ok: false, why: 'each msgs item must be [rangeId, message]' };
+    }
+    const m = checkMessage(item[1]);
+    if (typeof m === 'string') return { ok: false, why: m };
+    msgs.push([item[0], m]);
+  }
+  return { ok: true, env: { v: e.v, cid: e.cid, from: e.from, store: e.store, msgs } };
+}
+
+function checkEntry(x: unknown): Entry | string {
+  if (typeof x !== 'object' || x === null) return 'entry must be a map';
+  const e = x as Record<string, unknown>;
+  if (!isInt(e.index) || !isInt(e.term)) return 'entry index and term must be integers';
+  if (e.kind !== 'normal' && e.kind !== 'noop' && e.kind !== 'config') return 'bad entry kind';
+  if (!isBytes(e.data)) return 'entry data must be bytes';
+  return { index: e.index, term: e.term, kind: e.kind, data: e.data };
+}
+
+function checkIds(x: unknown): x is number[] {
+  return Array.isArray(x) && x.length <= 64 && x.every(isInt);
+}
+
+function checkMeta(x: unknown): SnapshotMeta | string {
+  if (typeof x !== 'object' || x === null) return 'snapshot meta must be a map';
+  const m = x as Record<string, unknown>;
+  if (!isInt(m.index) || !isInt(m.term)) return 'snapshot meta index and term must be integers';
+  const c = m.config as Record<string, unknown> | null;
+  if (typeof c !== 'object' || c === null) return 'snapshot meta config must be a map';
+  if (!checkIds(c.voters) || !checkIds(c.outgoing) || !checkIds(c.learners)) {
+    return 'snapshot config must list replica ids';
+  }
+  return {
+    index: m.index,
+    term: m.term,
+    config: { voters: c.voters, outgoing: c.outgoing, learners: c.learners },
+  };
+}
+
+/** Returns the message with exactly the fields of its type, or why it is malformed. */
+export function checkMessage(x: unknown): Message | string {
+  if (typeof x !== 'object' || x === null) return 'message must be a map';
+  const m = x as Record<string, unknown>;
+  if (!isInt(m.from) || !isInt(m.to) || !isInt(m.term) || m.from === 0 || m.to === 0) {
+    return 'message from, to and term must be integers (ids non-zero)';
+  }
+  const base = { from: m.from, to: m.to, term: m.term };
+  switch (m.type) {
+    case 'prevote':
+    case 'vote':
+      if (!isInt(m.lastIndex) || !isInt(m.lastTerm) || !isBool(m.transfer)) return `bad ${m.type}`;
+      return {
+        type: m.type,
+        ...base,
+        lastIndex: m.lastIndex,
+        lastTerm: m.lastTerm,
+        transfer: m.transfer,
+      };
+    case 'prevoteResponse':
+    case 'voteResponse':
+      if (!isBool(m.reject)) return `bad ${m.type}`;
+      return { type: m.type, ...base, reject: m.reject };
+    case 'append': {
+      if (!isInt(m.prevIndex) || !isInt(m.prevTerm) || !isInt(m.commit) || !isInt(m.seq)) {
+        return 'bad append';
+      }
+      if (!Array.isArray(m.entries)) return 'append entries must be an array';
+      const entries: Entry[] = [];
+      for (let i = 0; i < m.entries.length; i++) {
+        const e = checkEntry(m.entries[i]);
+        if (typeof e === 'string') return e;
+        if (e.index !== m.prevIndex + 1 + i)
+          return 'append entries must be contiguous after prevIndex';
+        entries.push(e);
+      }
+      return {
+        type: 'append',
+        ...base,
+        prevIndex: m.prevIndex,
+        prevTerm: m.prevTerm,
+        entries,
+        commit: m.commit,
+        seq: m.seq,
+      };
+    }
+    case 'appendResponse':
+      if (!isBool(m.reject) || !isInt(m.index) || !isInt(m.hint) || !isInt(m.seq)) {
+        return 'bad appendResponse';
+      }
+      return {
+        type: 'appendResponse',
+        ...base,
+        reject: m.reject,
+        index: m.index,
+        hint: m.hint,
+        seq: m.seq,
+      };
+    case 'heartbeat':
+      if (!isInt(m.commit) || !isInt(m.seq)) return 'bad heartbeat';
+      return { type: 'heartbeat', ...base, commit: m.commit, seq: m.seq };
+    case 'heartbeatResponse':
+      if (!isInt(m.seq)) return 'bad heartbeatResponse';
+      return { type: 'heartbeatResponse', ...base, seq: m.seq };
+    case 'snapshot': {
+      const meta = checkMeta(m.meta);
+      if (typeof meta === 'string') return meta;
+      if (!isInt(m.offset) || !isBytes(m.data) || !isBool(m.done) || !isInt(m.seq)) {
+        return 'bad snapshot chunk';
+      }
+      return {
+        type: 'snapshot',
+        ...base,
+        meta,
+        offset: m.offset,
+        data: m.data,
+        done: m.done,
+        seq: m.seq,
+      };
+    }
+    case 'snapshotResponse':
+      if (
+        !isInt(m.index) ||
+        !isInt(m.offset) ||
+        !isBool(m.done) ||
+        !isBool(m.reject) ||
+        !isInt(m.seq)
+      ) {
+        return 'bad snapshotResponse';
+      }
+      return {
+        type: 'snapshotResponse',
+        ...base,
+        index: m.index,
+        offset: m.offset,
+        done: m.done,
+        reject: m.reject,
+        seq: m.seq,
+      };
+    case 'timeoutNow':
+      return { type: 'timeoutNow', ...base };
+    default:
+      return `unknown message type ${JSON.stringify(String(m.type)).slice(0, 40)}`;
+  }
+}

@@ -1,0 +1,720 @@
+// The node's LMDB storage and the replicated KV state machine, on a real LMDB environment
+// in a temporary directory.
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { InvariantViolation } from '../../ranges/core/assert.ts';
+import type { Configuration, Entry, EntryKind } from '../../ranges/core/types.ts';
+import {
+  type ApplyResult,
+  applyCommand,
+  type Command,
+  type DataRecord,
+  decodeCommand,
+  encodeCommand,
+  packr,
+} from '../../src/storage/commands.ts';
+import { type RangeDescriptor, Store } from '../../src/storage/store.ts';
+
+const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
+const text = new TextEncoder();
+const untext = new TextDecoder();
+
+function b(s: string): Uint8Array {
+  return text.encode(s);
+}
+
+function s(bytes: Uint8Array | null | undefined): string | null | undefined {
+  return bytes === null || bytes === undefined ? bytes : untext.decode(bytes);
+}
+
+function descriptor(rangeId: number, start: string, end: string | null): RangeDescriptor {
+  return {
+    rangeId,
+    start: b(start),
+    end: end === null ? null : b(end),
+    replicas: [{ nodeId: 'n1', replicaId: 1, role: 'voter' }],
+    generation: 1,
+  };
+}
+
+function entry(index: number, term: number, data: Uint8Array, kind: EntryKind = 'normal'): Entry {
+  return { index, term, kind, data };
+}
+
+function set(key: string, value: string, id: string): Command {
+  return { op: 'set', key: b(key), value: b(value), id: b(id) };
+}
+
+function cas(key: string, expect: string | null, value: string, id: string): Command {
+  return {
+    op: 'cas',
+    key: b(key),
+    expect: expect === null ? null : b(expect),
+    value: b(value),
+    id: b(id),
+  };
+}
+
+function del(key: string, id: string): Command {
+  return { op: 'del', key: b(key), id: b(id) };
+}
+
+/** A result with its byte fields as strings, for readable expectations. */
+function view(r: ApplyResult | undefined): unknown {
+  if (r === undefined || !r.ok) return r;
+  const out: Record<string, unknown> = { ok: true };
+  if (r.success !== undefined) out.success = r.success;
+  if (r.value !== undefined) out.value = s(r.value);
+  return out;
+}
+
+const dirs: string[] = [];
+const stores: Store[] = [];
+const children: ChildProcess[] = [];
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rasputin-storage-'));
+  dirs.push(dir);
+  return dir;
+}
+
+function openStore(dir: string, window?: number): Store {
+  const store = Store.open(dir, window === undefined ? {} : { dedupWindowEntries: window });
+  stores.push(store);
+  return store;
+}
+
+async function reopen(store: Store, dir: string): Promise<Store> {
+  await store.close();
+  return openStore(dir);
+}
+
+afterEach(async () => {
+  for (const child of children.splice(0)) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+  for (const store of stores.splice(0)) await store.close();
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Drives one range the way a replica does: write entries durably, then apply them. */
+class RangeDriver {
+  next: number;
+  writeId = 0;
+
+  constructor(
+    readonly store: Store,
+    readonly rangeId: number,
+    readonly term = 1,
+  ) {
+    this.next = (store.loadRange(rangeId)?.state.applied ?? 0) + 1;
+  }
+
+  /** Commands, raw bytes (garbage) or other entry kinds, as one turn; returns the results. */
+  run(...items: Array<Command | Uint8Array | 'noop' | 'config'>): ApplyResult[] {
+    const entries = items.map((item) => {
+      const index = this.next++;
+      if (item === 'noop' || item === 'config')
+        return entry(index, this.term, new Uint8Array(), item);
+      if (item instanceof Uint8Array) return entry(index, this.term, item);
+      return entry(index, this.term, encodeCommand(item));
+    });
+    const turn = this.store.beginTurn();
+    turn.write(this.rangeId, {
+      id: ++this.writeId,
+      hardState: { term: this.term, vote: 1, commit: this.next - 1 },
+      entries,
+      snapshot: null,
+    });
+    turn.apply(this.rangeId, entries);
+    const { results } = turn.commit();
+    const out = results.get(this.rangeId);
+    expect(out).toHaveLength(entries.length);
+    return out!;
+  }
+
+  one(item: Command | Uint8Array | 'noop'): unknown {
+    return view(this.run(item)[0]);
+  }
+}
+
+describe('store identity and meta', () => {
+  it('keeps the store id and meta across a reopen', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    const storeId = store.storeId;
+    expect(storeId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(store.getMeta('clusterId')).toBeUndefined();
+    await store.setMeta('clusterId', 'c-1');
+    await store.setMeta('nodeId', 'n-1');
+    expect(store.getMeta('clusterId')).toBe('c-1');
+    store = await reopen(store, dir);
+    expect(store.storeId).toBe(storeId);
+    expect(store.getMeta('clusterId')).toBe('c-1');
+    expect(store.getMeta('nodeId')).toBe('n-1');
+    expect(openStore(tempDir()).storeId).not.toBe(storeId);
+  });
+
+  it('treats a storage dir with a dot in its name as a directory', async () => {
+    const dir = path.join(tempDir(), 'node.1');
+    const store = openStore(dir);
+    await store.setMeta('nodeId', 'n-1');
+    expect(fs.statSync(dir).isDirectory()).toBe(true);
+    expect(fs.existsSync(path.join(dir, 'data.mdb'))).toBe(true);
+  });
+});
+
+describe('log and hard state', () => {
+  it('returns written entries and hard state after a reopen', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    let loaded = store.loadRange(1);
+    expect(loaded?.state).toEqual({
+      hardState: { term: 0, vote: 0, commit: 0 },
+      snapshot: { index: 0, term: 0, config },
+      entries: [],
+      applied: 0,
+    });
+
+    const entries = [1, 2, 3, 4, 5].map((i) => entry(i, 1, b(`e${i}`)));
+    entries[1] = entry(2, 1, new Uint8Array(), 'noop');
+    const turn = store.beginTurn();
+    turn.write(1, { id: 1, hardState: { term: 1, vote: 2, commit: 3 }, entries, snapshot: null });
+    expect(turn.isEmpty()).toBe(false);
+    turn.commit();
+
+    store = await reopen(store, dir);
+    expect(store.ranges().map((d) => d.rangeId)).toEqual([1]);
+    loaded = store.loadRange(1);
+    expect(loaded?.descriptor.rangeId).toBe(1);
+    expect(s(loaded?.descriptor.start)).toBe('');
+    expect(loaded?.descriptor.end).toBeNull();
+    expect(loaded?.state.hardState).toEqual({ term: 1, vote: 2, commit: 3 });
+    expect(loaded?.state.applied).toBe(0);
+    expect(loaded?.state.entries.map((e) => [e.index, e.term, e.kind, s(e.data)])).toEqual([
+      [1, 1, 'normal', 'e1'],
+      [2, 1, 'noop', ''],
+      [3, 1, 'normal', 'e3'],
+      [4, 1, 'normal', 'e4'],
+      [5, 1, 'normal', 'e5'],
+    ]);
+    expect(store.loadRange(2)).toBeUndefined();
+  });
+
+  it('replaces a conflicting suffix from the first written index on', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    let turn = store.beginTurn();
+    const old = [1, 2, 3, 4, 5].map((i) => entry(i, 1, b(`old${i}`)));
+    turn.write(1, {
+      id: 1,
+      hardState: { term: 1, vote: 1, commit: 0 },
+      entries: old,
+      snapshot: null,
+    });
+    turn.commit();
+    // A new leader at term 2 overwrites from index 3 with a shorter log.
+    turn = store.beginTurn();
+    const fresh = [entry(3, 2, b('new3')), entry(4, 2, b('new4'))];
+    turn.write(1, {
+      id: 2,
+      hardState: { term: 2, vote: 0, commit: 2 },
+      entries: fresh,
+      snapshot: null,
+    });
+    turn.commit();
+    store = await reopen(store, dir);
+    const loaded = store.loadRange(1)!;
+    expect(loaded.state.entries.map((e) => [e.index, e.term, s(e.data)])).toEqual([
+      [1, 1, 'old1'],
+      [2, 1, 'old2'],
+      [3, 2, 'new3'],
+      [4, 2, 'new4'],
+    ]);
+    // Appending after the replaced suffix continues contiguously.
+    turn = store.beginTurn();
+    turn.write(1, {
+      id: 3,
+      hardState: { term: 2, vote: 0, commit: 2 },
+      entries: [entry(5, 2, b('new5'))],
+      snapshot: null,
+    });
+    turn.commit();
+    expect(store.loadRange(1)!.state.entries.map((e) => e.index)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('commits a turn with writes for 100 ranges in one LMDB transaction', async () => {
+    const store = openStore(tempDir());
+    for (let r = 1; r <= 100; r++) {
+      await store.createRange(
+        descriptor(r, `r${String(r).padStart(3, '0')}`, `r${String(r).padStart(3, '0')}~`),
+        config,
+      );
+    }
+    const commits = store.stats.commits;
+    const flushes = store.stats.flushes;
+    const turn = store.beginTurn();
+    for (let r = 1; r <= 100; r++) {
+      const key = `r${String(r).padStart(3, '0')}/k`;
+      const e = entry(1, 1, encodeCommand(set(key, `v${r}`, `id${r}`)));
+      turn.write(r, {
+        id: 1,
+        hardState: { term: 1, vote: 1, commit: 1 },
+        entries: [e],
+        snapshot: null,
+      });
+      turn.apply(r, [e]);
+    }
+    const { results, durable } = turn.commit();
+    expect(store.stats.commits).toBe(commits + 1);
+    await durable;
+    expect(store.stats.flushes).toBe(flushes + 1);
+    expect(results.size).toBe(100);
+    for (let r = 1; r <= 100; r++) {
+      expect(results.get(r)).toEqual([{ ok: true }]);
+      expect(s(store.get(b(`r${String(r).padStart(3, '0')}/k`))?.value)).toBe(`v${r}`);
+      expect(store.loadRange(r)?.state.applied).toBe(1);
+    }
+  });
+
+  it('writes nothing of a turn whose op breaks an invariant', async () => {
+    const store = openStore(tempDir());
+    await store.createRange(descriptor(1, 'a', 'b'), config);
+    await store.createRange(descriptor(2, 'b', 'c'), config);
+    const commits = store.stats.commits;
+    const e1 = entry(1, 1, encodeCommand(set('a1', 'v', 'i1')));
+    const turn = store.beginTurn();
+    turn.write(1, {
+      id: 1,
+      hardState: { term: 1, vote: 1, commit: 1 },
+      entries: [e1],
+      snapshot: null,
+    });
+    turn.apply(1, [e1]);
+    // Range 2 has no entry 1 in its log: applying it is a programmer error.
+    turn.apply(2, [entry(1, 1, encodeCommand(set('b1', 'v', 'i2')))]);
+    expect(() => turn.commit()).toThrow(InvariantViolation);
+    expect(store.stats.commits).toBe(commits);
+    expect(store.get(b('a1'))).toBeUndefined();
+    expect(store.loadRange(1)?.state.entries).toEqual([]);
+    expect(store.loadRange(1)?.state.applied).toBe(0);
+    // The store keeps working after the aborted turn.
+    const ok = store.beginTurn();
+    ok.write(1, {
+      id: 2,
+      hardState: { term: 1, vote: 1, commit: 1 },
+      entries: [e1],
+      snapshot: null,
+    });
+    ok.apply(1, [e1]);
+    expect(ok.commit().results.get(1)).toEqual([{ ok: true }]);
+    expect(s(store.get(b('a1'))?.value)).toBe('v');
+  });
+
+  it('an empty turn commits nothing', async () => {
+    const store = openStore(tempDir());
+    const commits = store.stats.commits;
+    const turn = store.beginTurn();
+    expect(turn.isEmpty()).toBe(true);
+    const { results, durable } = turn.commit();
+    await durable;
+    expect(results.size).toBe(0);
+    expect(store.stats.commits).toBe(commits);
+  });
+});
+
+describe('state machine', () => {
+  async function range(window?: number): Promise<RangeDriver> {
+    const store = openStore(tempDir(), window);
+    await store.createRange(descriptor(1, '', null), config);
+    return new RangeDriver(store, 1);
+  }
+
+  it('set then get', async () => {
+    const r = await range();
+    expect(r.one(set('k', 'v1', 'a'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v1');
+    expect(r.store.get(b('k'))?.revision).toBe(1);
+    expect(r.one(set('k', 'v2', 'b'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v2');
+    expect(r.store.get(b('k'))?.revision).toBe(2);
+    expect(r.store.get(b('other'))).toBeUndefined();
+  });
+
+  it('cas succeeds on a match and returns the current value on a mismatch', async () => {
+    const r = await range();
+    r.run(set('k', 'v1', 'a'));
+    expect(r.one(cas('k', 'v1', 'v2', 'b'))).toEqual({ ok: true, success: true, value: 'v2' });
+    expect(r.one(cas('k', 'v1', 'v3', 'c'))).toEqual({ ok: true, success: false, value: 'v2' });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v2');
+    expect(r.store.get(b('k'))?.revision).toBe(2);
+    // Expecting a value of an absent key fails with null.
+    expect(r.one(cas('nope', 'x', 'y', 'd'))).toEqual({ ok: true, success: false, value: null });
+    expect(r.store.get(b('nope'))).toBeUndefined();
+  });
+
+  it('cas expecting absent creates the key once', async () => {
+    const r = await range();
+    expect(r.one(cas('k', null, 'v1', 'a'))).toEqual({ ok: true, success: true, value: 'v1' });
+    expect(r.one(cas('k', null, 'v2', 'b'))).toEqual({ ok: true, success: false, value: 'v1' });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v1');
+  });
+
+  it('del returns the last value and leaves the key absent', async () => {
+    const r = await range();
+    r.run(set('k', 'v1', 'a'));
+    expect(r.one(del('k', 'b'))).toEqual({ ok: true, value: 'v1' });
+    expect(r.store.get(b('k'))).toBeUndefined();
+    expect(r.one(del('k', 'c'))).toEqual({ ok: true, value: null });
+    // A deleted key can be created again, also by a cas expecting absence.
+    expect(r.one(cas('k', null, 'v2', 'd'))).toEqual({ ok: true, success: true, value: 'v2' });
+  });
+
+  it('a retried request returns its first result and applies once', async () => {
+    const r = await range();
+    expect(r.one(cas('k', null, 'v1', 'req-A'))).toEqual({ ok: true, success: true, value: 'v1' });
+    r.run(set('k', 'v2', 'req-B'));
+    // The retry would fail now (k is v2), but it already succeeded: same answer, no change.
+    expect(r.one(cas('k', null, 'v1', 'req-A'))).toEqual({ ok: true, success: true, value: 'v1' });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v2');
+    expect(r.store.get(b('k'))?.revision).toBe(2);
+    // A retried set does not overwrite a later write.
+    r.run(set('k', 'v3', 'req-C'));
+    expect(r.one(set('k', 'v2', 'req-B'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v3');
+    // A retried del returns the value it deleted, even after the key was recreated.
+    expect(r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
+    r.run(set('k', 'v4', 'req-E'));
+    expect(r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v4');
+    // Retries within one turn are caught too.
+    const results = r.run(cas('j', null, 'x', 'req-F'), cas('j', null, 'x', 'req-F'));
+    expect(results.map(view)).toEqual([
+      { ok: true, success: true, value: 'x' },
+      { ok: true, success: true, value: 'x' },
+    ]);
+    // Ids are per key: the same id on another key is another request.
+    expect(r.one(cas('other', null, 'y', 'req-A'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'y',
+    });
+  });
+
+  it('forgets request ids by log position, not by time', async () => {
+    const window = 10;
+    const r = await range(window);
+    r.run(set('k', 'v1', 'A')); // index 1
+    r.run(set('k', 'v2', 'B')); // index 2
+    expect(r.one(set('k', 'v1', 'A'))).toEqual({ ok: true }); // index 3: within the window
+    expect(s(r.store.get(b('k'))?.value)).toBe('v2');
+    // Entries on other keys and noops move the log on without touching k.
+    for (let i = 0; i < window; i++) r.run(i % 2 === 0 ? 'noop' : set(`pad${i}`, 'p', `P${i}`));
+    expect(r.next).toBe(14);
+    // At index 14, requests before 14 - 10 = 4 have expired: A (index 1) applies anew.
+    expect(r.one(set('k', 'v1', 'A'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v1');
+    expect(r.store.get(b('k'))?.revision).toBe(14);
+    // Expired requests (A at 1, B at 2) were dropped from the record; the new one is kept.
+    expect(r.store.get(b('k'))?.requests?.map(([id, index]) => [s(id), index])).toEqual([
+      ['A', 14],
+    ]);
+  });
+
+  it('keeps a tombstone only while it holds unexpired request records', async () => {
+    const window = 5;
+    const r = await range(window);
+    r.run(set('k', 'v1', 'A'), del('k', 'B')); // indexes 1, 2
+    expect(r.store.get(b('k'))).toBeUndefined();
+    let snap = decodeSnapshot(r.store.takeSnapshot(1).data);
+    expect(snap.records.map(([key, record]) => [s(key), record.value])).toEqual([['k', null]]);
+    expect(r.one(del('k', 'B'))).toEqual({ ok: true, value: 'v1' }); // index 3: the retry
+    for (let i = 0; i < window; i++) r.run('noop'); // indexes 4..8
+    // A del with an empty id (no at-most-once) at index 9 expires B (2 < 9 - 5): the
+    // tombstone has nothing left to carry and its LMDB entry is deleted.
+    expect(r.one({ op: 'del', key: b('k'), id: new Uint8Array() })).toEqual({
+      ok: true,
+      value: null,
+    });
+    snap = decodeSnapshot(r.store.takeSnapshot(1).data);
+    expect(snap.records).toEqual([]);
+  });
+
+  it('garbage commands give an error result and change nothing; the range goes on', async () => {
+    const r = await range();
+    r.run(set('k', 'v1', 'a'));
+    const garbage = [
+      new Uint8Array(),
+      new Uint8Array([0xc1, 0xff, 0x00]),
+      b('not msgpack at all'),
+      encodeCommand(set('k', 'x', 'b')).subarray(0, 5),
+      encodeCommand({ op: 'set', key: new Uint8Array(), value: b('v'), id: b('c') }),
+      encodeCommand({ op: 'set', key: new Uint8Array(3000), value: b('v'), id: b('d') }),
+      packr.pack({ op: 'nope', key: b('k'), id: b('e') }),
+      packr.pack({ op: 'cas', key: b('k'), value: b('v'), id: b('f') }),
+      packr.pack({ op: 'set', key: 'k', value: b('v'), id: b('g') }),
+      packr.pack([1, 2, 3]),
+    ];
+    const results = r.run(...garbage);
+    for (const result of results) {
+      expect(result.ok).toBe(false);
+      if (!result.ok) expect(result.code).toBe('BadRequest');
+    }
+    expect(s(r.store.get(b('k'))?.value)).toBe('v1');
+    expect(r.store.loadRange(1)?.state.applied).toBe(1 + garbage.length);
+    expect(r.one(set('k', 'v2', 'g'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v2');
+  });
+
+  it('noop and config entries only advance the applied index', async () => {
+    const r = await range();
+    expect(r.run('noop', 'config', set('k', 'v', 'a')).map(view)).toEqual([
+      { ok: true },
+      { ok: true },
+      { ok: true },
+    ]);
+    expect(r.store.loadRange(1)?.state.applied).toBe(3);
+    expect(r.store.get(b('k'))?.revision).toBe(3);
+  });
+
+  it('refuses keys outside the range span', async () => {
+    const store = openStore(tempDir());
+    await store.createRange(descriptor(1, 'b', 'd'), config);
+    const r = new RangeDriver(store, 1);
+    const results = r.run(set('a', 'v', '1'), set('d', 'v', '2'), set('c', 'v', '3'));
+    expect(results.map((x) => (x.ok ? 'ok' : x.code))).toEqual([
+      'RangeKeyMismatch',
+      'RangeKeyMismatch',
+      'ok',
+    ]);
+    expect(store.get(b('a'))).toBeUndefined();
+    expect(store.get(b('d'))).toBeUndefined();
+  });
+
+  it('applied index and data survive a reopen together', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    new RangeDriver(store, 1).run(set('k', 'v', 'a'), cas('k', 'v', 'w', 'b'));
+    store = await reopen(store, dir);
+    expect(store.loadRange(1)?.state.applied).toBe(2);
+    expect(s(store.get(b('k'))?.value)).toBe('w');
+    // A retry after the restart still finds its first result.
+    const r = new RangeDriver(store, 1);
+    expect(r.one(cas('k', 'v', 'w', 'b'))).toEqual({ ok: true, success: true, value: 'w' });
+  });
+
+  it('the pure apply function records nothing for an empty id', () => {
+    const cmd: Command = { op: 'set', key: b('k'), value: b('v'), id: new Uint8Array() };
+    const first = applyCommand(cmd, 1, undefined, 10);
+    expect(first.record).toEqual({ value: b('v'), revision: 1 });
+    const again = applyCommand(cmd, 2, first.record === 'unchanged' ? undefined : first.record, 10);
+    expect(again.record).toEqual({ value: b('v'), revision: 2 });
+    const decoded = decodeCommand(encodeCommand(cas('k', null, 'v', 'id')));
+    expect(decoded?.op).toBe('cas');
+    if (decoded?.op === 'cas') {
+      expect([s(decoded.key), decoded.expect, s(decoded.value), s(decoded.id)]).toEqual([
+        'k',
+        null,
+        'v',
+        'id',
+      ]);
+    }
+  });
+});
+
+/** The snapshot format is plain msgpack: { applied, records: [[key, DataRecord], ...] }. */
+function decodeSnapshot(data: Uint8Array): {
+  applied: number;
+  records: Array<[Uint8Array, DataRecord]>;
+} {
+  return packr.unpack(data) as ReturnType<typeof decodeSnapshot>;
+}
+
+describe('compaction', () => {
+  it('deletes compacted entries; after a reopen the log starts at the snapshot point', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    const r = new RangeDriver(store, 1, 4);
+    for (let i = 1; i <= 10; i++) r.run(set(`k${i}`, `v${i}`, `id${i}`));
+    const turn = store.beginTurn();
+    turn.compact(1, { index: 6, term: 4, config });
+    await turn.commit().durable;
+    store = await reopen(store, dir);
+    const loaded = store.loadRange(1)!;
+    expect(loaded.state.snapshot).toEqual({ index: 6, term: 4, config });
+    expect(loaded.state.entries.map((e) => e.index)).toEqual([7, 8, 9, 10]);
+    expect(loaded.state.applied).toBe(10);
+    // Compacting to an older point changes nothing; compacting everything empties the log.
+    const again = store.beginTurn();
+    again.compact(1, { index: 3, term: 4, config });
+    again.compact(1, { index: 10, term: 4, config });
+    again.commit();
+    store = await reopen(store, dir);
+    expect(store.loadRange(1)!.state.entries).toEqual([]);
+    expect(store.loadRange(1)!.state.snapshot.index).toBe(10);
+    // The log continues after the snapshot point.
+    const more = new RangeDriver(store, 1, 4);
+    expect(more.one(set('k11', 'v11', 'id11'))).toEqual({ ok: true });
+    expect(store.loadRange(1)!.state.entries.map((e) => e.index)).toEqual([11]);
+    // The snapshot term comes from the stored snapshot point when nothing was applied since.
+    const snap = store.takeSnapshot(1);
+    expect(snap.meta).toEqual({ index: 11, term: 4, config });
+  });
+});
+
+describe('snapshots', () => {
+  async function populate(store: Store, keys: Record<number, string[]>): Promise<void> {
+    await store.createRange(descriptor(1, '', 'b'), config);
+    await store.createRange(descriptor(2, 'b', 'd'), config);
+    await store.createRange(descriptor(3, 'd', null), config);
+    for (const [rangeId, list] of Object.entries(keys)) {
+      const r = new RangeDriver(store, Number(rangeId), 2);
+      r.run(...list.map((k, i) => set(k, `${k}@${store.storeId.slice(0, 4)}`, `${k}-${i}`)));
+    }
+  }
+
+  it('installs a span into another store: same records, stale keys gone, others kept', async () => {
+    const source = openStore(tempDir());
+    await populate(source, { 1: ['a1'], 2: ['b1', 'b2', 'c1'], 3: ['d1'] });
+    const sourceRange = new RangeDriver(source, 2, 2);
+    sourceRange.run(del('b2', 'del-b2'), cas('c1', null, 'never', 'cas-c1'));
+    const snap = source.takeSnapshot(2);
+    expect(snap.meta).toEqual({ index: 5, term: 2, config });
+    const decoded = decodeSnapshot(snap.data);
+    expect(decoded.applied).toBe(5);
+    expect(decoded.records.map(([k, rec]) => [s(k), s(rec.value)])).toEqual([
+      ['b1', `b1@${source.storeId.slice(0, 4)}`],
+      ['b2', null],
+      ['c1', `c1@${source.storeId.slice(0, 4)}`],
+    ]);
+
+    const dir = tempDir();
+    let target = openStore(dir);
+    await populate(target, { 1: ['a1', 'a2'], 2: ['b9', 'c1'], 3: ['d1', 'z'] });
+    const before = {
+      a1: s(target.get(b('a1'))?.value),
+      a2: s(target.get(b('a2'))?.value),
+      d1: s(target.get(b('d1'))?.value),
+      z: s(target.get(b('z'))?.value),
+    };
+    const turn = target.beginTurn();
+    turn.write(2, {
+      id: 9,
+      hardState: { term: 3, vote: 0, commit: 5 },
+      entries: [],
+      snapshot: snap,
+    });
+    await turn.commit().durable;
+    target = await reopen(target, dir);
+
+    // The span holds exactly the snapshot's records, with their request records.
+    const installed = target.takeSnapshot(2);
+    expect(installed.meta).toEqual(snap.meta);
+    expect(Buffer.from(installed.data).equals(Buffer.from(snap.data))).toBe(true);
+    expect(target.get(b('b9'))).toBeUndefined();
+    expect(target.get(b('b2'))).toBeUndefined();
+    expect(s(target.get(b('c1'))?.value)).toBe(`c1@${source.storeId.slice(0, 4)}`);
+    // Keys outside the span are untouched.
+    expect({
+      a1: s(target.get(b('a1'))?.value),
+      a2: s(target.get(b('a2'))?.value),
+      d1: s(target.get(b('d1'))?.value),
+      z: s(target.get(b('z'))?.value),
+    }).toEqual(before);
+    // Log and applied index were replaced.
+    expect(target.loadRange(2)?.state).toEqual({
+      hardState: { term: 3, vote: 0, commit: 5 },
+      snapshot: snap.meta,
+      entries: [],
+      applied: 5,
+    });
+    // Request ids travelled with the records: a retry returns the first result.
+    const r = new RangeDriver(target, 2, 3);
+    expect(r.next).toBe(6);
+    expect(r.one(cas('c1', null, 'never', 'cas-c1'))).toEqual({
+      ok: true,
+      success: false,
+      value: `c1@${source.storeId.slice(0, 4)}`,
+    });
+    expect(r.one(del('b2', 'del-b2'))).toEqual({
+      ok: true,
+      value: `b2@${source.storeId.slice(0, 4)}`,
+    });
+  });
+
+  it('installs a snapshot and appends entries after it in one write', async () => {
+    const source = openStore(tempDir());
+    await source.createRange(descriptor(1, '', null), config);
+    new RangeDriver(source, 1, 1).run(set('k', 'v', 'a'), set('j', 'w', 'b'));
+    const snap = source.takeSnapshot(1);
+    const target = openStore(tempDir());
+    await target.createRange(descriptor(1, '', null), config);
+    new RangeDriver(target, 1, 1).run(set('stale', 'x', 'c'), 'noop', 'noop', 'noop');
+    const e3 = entry(3, 2, encodeCommand(set('k', 'v2', 'd')));
+    const turn = target.beginTurn();
+    turn.write(1, {
+      id: 5,
+      hardState: { term: 2, vote: 0, commit: 3 },
+      entries: [e3],
+      snapshot: snap,
+    });
+    turn.apply(1, [e3]);
+    expect(turn.commit().results.get(1)).toEqual([{ ok: true }]);
+    expect(target.get(b('stale'))).toBeUndefined();
+    expect(s(target.get(b('k'))?.value)).toBe('v2');
+    expect(s(target.get(b('j'))?.value)).toBe('w');
+    expect(target.loadRange(1)?.state.entries.map((e) => e.index)).toEqual([3]);
+    expect(target.takeSnapshot(1).meta).toEqual({ index: 3, term: 2, config });
+  });
+});
+
+describe('durability', () => {
+  it('a turn is on disk once `durable` resolves, across a kill -9', async () => {
+    const dir = tempDir();
+    const here = path.dirname(fileURLToPath(import.meta.url));
+    const repo = path.resolve(here, '../..');
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', path.join(here, 'fixtures/storage-crash-child.ts'), dir],
+      { cwd: repo, stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    children.push(child);
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const line = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        const newline = out.indexOf('\n');
+        if (newline >= 0) resolve(out.slice(0, newline));
+      });
+      child.once('exit', (code) => reject(new Error(`child exited (${code}): ${stderr}`)));
+    });
+    expect(child.pid).toBeTypeOf('number');
+    process.kill(child.pid!, 'SIGKILL');
+    await exited;
+    expect(child.signalCode).toBe('SIGKILL');
+
+    const [word, storeId] = line.split(' ');
+    expect(word).toBe('durable');
+    const store = openStore(dir);
+    expect(store.storeId).toBe(storeId);
+    const loaded = store.loadRange(7)!;
+    expect(loaded.state.applied).toBe(50);
+    expect(loaded.state.hardState).toEqual({ term: 3, vote: 1, commit: 50 });
+    expect(loaded.state.entries).toHaveLength(50);
+    for (let i = 0; i < 50; i++) expect(s(store.get(b(`key-${i}`))?.value)).toBe(`value-${i}`);
+  });
+});
