@@ -7,13 +7,18 @@
 //   data   user key bytes -> DataRecord          keys are global: a range owns a span
 //
 // All writes of one event-loop turn, for all ranges, go into ONE synchronous LMDB write
-// transaction (Turn.commit). lmdb-js's transactionSync fsyncs before it returns (the data
-// file is fdatasync'ed, then the meta page is written through an O_DSYNC descriptor, on
-// the calling thread, even with overlappingSync on), so a turn is durable once commit()
-// returns; `durable` additionally waits for the environment's `flushed` promise, which
-// covers any asynchronous lmdb-js batch our transaction could have joined. Nothing in this
-// file issues asynchronous lmdb-js writes.
+// transaction (Turn.commit), whose apply results are available at once.
 //
+// Durability trap (DESIGN.md): with lmdb-js's default overlappingSync, transactionSync
+// commits WITHOUT fsync, and `root.flushed` does not wait for sync transactions either
+// (strace: 2 fdatasync calls for 400 such commits). So a turn that must be durable
+// (log entries, hard state, snapshot: what votes and acknowledgements depend on) asks for
+// an explicit env sync (mdb_env_sync: fdatasync on a libuv worker thread, so the event
+// loop is not blocked), coalesced: one sync covers every commit before it. Turns that
+// only apply entries or truncate the log need no sync: the log they derive from is
+// durable, and overlappingSync keeps the environment consistent after an OS crash (it
+// restores the latest flushed transaction), so a lost apply is redone from the log.
+
 // Invariants, per range:
 // - the log holds exactly the entries (snapshot.index, lastIndex], contiguous;
 // - snapshot.index <= applied <= lastIndex;
@@ -103,7 +108,7 @@ interface RangeState extends RangeRecord {
 export interface TurnCommit {
   /** Per range, one result per applied entry, in order. */
   readonly results: Map<number, ApplyResult[]>;
-  /** Resolves when the turn's transaction is on disk. */
+  /** Resolves when the turn's transaction is on disk (at once for apply/compact-only turns). */
   readonly durable: Promise<void>;
 }
 
@@ -305,7 +310,7 @@ export class Store {
     assert(!this.closed, 'the store is open');
     this.root.transactionSync(() => this.metaDb.putSync(key, value));
     this.stats.commits++;
-    await this.flushed();
+    await this.sync();
   }
 
   /** Every range with state on this node, by id. */
@@ -371,7 +376,7 @@ export class Store {
     });
     this.stats.commits++;
     this.rangeStates.set(descriptor.rangeId, state);
-    await this.flushed();
+    await this.sync();
   }
 
   beginTurn(): Turn {
@@ -422,6 +427,7 @@ export class Store {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    await this.sync();
     this.closed = true;
     await this.root.close();
   }
@@ -472,7 +478,8 @@ export class Store {
     });
     this.stats.commits++;
     for (const [rangeId, s] of dirty) this.rangeStates.set(rangeId, s);
-    return { results, durable: this.flushed() };
+    const mustSync = ops.some((op) => op.kind === 'write');
+    return { results, durable: mustSync ? this.sync() : Promise.resolve() };
   }
 
   private writeOp(s: Mutable<RangeState>, w: StorageWrite): void {
@@ -603,13 +610,35 @@ export class Store {
     return bytes === undefined ? undefined : decodeRecord(bytes);
   }
 
-  /** Resolves once every transaction committed so far is on disk. */
-  private flushed(): Promise<void> {
+  private syncInFlight = false;
+  private syncWaiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
+
+  /**
+   * Resolves once every transaction committed before the call is on disk. Calls while a
+   * sync runs wait for the next one (the running one may not cover their commits); the
+   * next one covers all of them.
+   */
+  private sync(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.root.flushed.then(() => {
-        this.stats.flushes++;
-        resolve();
-      }, reject);
+      this.syncWaiters.push({ resolve, reject });
+      if (!this.syncInFlight) this.startSync();
+    });
+  }
+
+  private startSync(): void {
+    const batch = this.syncWaiters;
+    this.syncWaiters = [];
+    this.syncInFlight = true;
+    // lmdb-js has env sync on the root database, missing from its type declarations.
+    const root = this.root as unknown as { sync(done: (err?: Error) => void): void };
+    root.sync((err?: Error) => {
+      this.syncInFlight = false;
+      this.stats.flushes++;
+      for (const w of batch) {
+        if (err) w.reject(err);
+        else w.resolve();
+      }
+      if (this.syncWaiters.length > 0) this.startSync();
     });
   }
 }
