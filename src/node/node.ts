@@ -661,6 +661,12 @@ export class Node {
       cid: this.clusterId,
       node: this.config.nodeId,
       store: this.store.storeId,
+      stats: {
+        ...this.stats,
+        storeCommits: this.store.stats.commits,
+        storeFlushes: this.store.stats.flushes,
+        xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
+      },
       ranges: [...this.ranges.values()].map((h) => {
         const s = h.replica.core.status();
         return {
