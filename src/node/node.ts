@@ -48,6 +48,7 @@ interface RangeHost {
   readonly writes: Map<number, { term: number; done: Done }>;
   readonly reads: Map<number, { key: Uint8Array; done: Done }>;
   readsWaiting: { index: number; id: number }[];
+  /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
   leaderSub: Subscription | undefined;
 }
@@ -505,23 +506,36 @@ export class Node {
       }
       this.maybeCompact(h, turn);
     }
+    // Messages first: a leader's appends need not wait for its own write (the leader
+    // counts itself toward a commit only once durable), and followers' acknowledgements
+    // in the outbox were released by persisted() already.
+    this.flushOutbox(outbox);
     if (!turn.isEmpty()) {
       const { results, durable } = turn.commit();
-      for (const [h, entries] of applied)
-        this.answerApplied(h, entries, results.get(h.rangeId) ?? []);
+      results.then(
+        (byRange) => {
+          // Committed entries: the clients can have their answers now; a read at this
+          // leader still waits until the apply is visible (durable, below).
+          for (const [h, entries] of applied) {
+            this.answerApplied(h, entries, byRange.get(h.rangeId) ?? []);
+          }
+        },
+        (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
+      );
       durable.then(
         () => {
+          for (const [h, entries] of applied) h.applied = entries[entries.length - 1]!.index;
           for (const [h, id] of persistedIds) h.replica.persisted(id);
-          if (persistedIds.length > 0) this.scheduleTurn();
+          for (const h of applied.keys()) if (h.readsWaiting.length > 0) this.serveReads(h);
+          this.scheduleTurn();
         },
-        (err: Error) => this.fatal(`storage failed: ${err.message}`),
+        (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
       );
     }
     for (const h of this.ranges.values()) {
       if (h.readsWaiting.length > 0) this.serveReads(h);
       this.followLeadership(h);
     }
-    this.flushOutbox(outbox);
   }
 
   private proposeBatch(h: RangeHost): void {
@@ -546,7 +560,6 @@ export class Node {
   private answerApplied(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      h.applied = e.index;
       const w = h.writes.get(e.index);
       if (!w) continue;
       h.writes.delete(e.index);

@@ -6,18 +6,16 @@
 //   log    [rangeId u32 BE, index u64 BE] -> entry (binary: kind, term, data)
 //   data   user key bytes -> DataRecord          keys are global: a range owns a span
 //
-// All writes of one event-loop turn, for all ranges, go into ONE synchronous LMDB write
-// transaction (Turn.commit), whose apply results are available at once.
+// All writes of one event-loop turn, for all ranges, go into ONE LMDB write transaction
+// (Turn.commit), an asynchronous lmdb-js transaction: lmdb-js commits it and fsyncs on
+// its writer thread (overlappingSync), batching the transactions of several turns under
+// load, and resolves `durable` when it is on disk. The event loop never waits for fsync.
 //
-// Durability trap (DESIGN.md): with lmdb-js's default overlappingSync, transactionSync
-// commits WITHOUT fsync, and `root.flushed` does not wait for sync transactions either
-// (strace: 2 fdatasync calls for 400 such commits). So a turn that must be durable
-// (log entries, hard state, snapshot: what votes and acknowledgements depend on) asks for
-// an explicit env sync (mdb_env_sync: fdatasync on a libuv worker thread, so the event
-// loop is not blocked), coalesced: one sync covers every commit before it. Turns that
-// only apply entries or truncate the log need no sync: the log they derive from is
-// durable, and overlappingSync keeps the environment consistent after an OS crash (it
-// restores the latest flushed transaction), so a lost apply is redone from the log.
+// Durability trap (DESIGN.md): with overlappingSync, a *synchronous* transaction
+// (transactionSync) commits WITHOUT fsync and `root.flushed` does not wait for it (strace:
+// 2 fdatasync calls for 400 such commits). The few synchronous writes here (meta, range
+// creation) therefore sync the environment explicitly (mdb_env_sync: fdatasync on a
+// libuv thread) before they resolve.
 
 // Invariants, per range:
 // - the log holds exactly the entries (snapshot.index, lastIndex], contiguous;
@@ -106,9 +104,13 @@ interface RangeState extends RangeRecord {
 }
 
 export interface TurnCommit {
-  /** Per range, one result per applied entry, in order. */
-  readonly results: Map<number, ApplyResult[]>;
-  /** Resolves when the turn's transaction is on disk (at once for apply/compact-only turns). */
+  /**
+   * Per range, one result per applied entry, in order; resolves when the transaction
+   * body has run (before it is committed), rejects if an op broke an invariant (then
+   * nothing of the turn is written).
+   */
+  readonly results: Promise<Map<number, ApplyResult[]>>;
+  /** Resolves when the turn's transaction is committed (visible to reads) and on disk. */
   readonly durable: Promise<void>;
 }
 
@@ -437,9 +439,43 @@ export class Store {
   /** Runs a turn's ops in one write transaction; see Turn.commit. */
   private commitTurn(ops: readonly TurnOp[]): TurnCommit {
     assert(!this.closed, 'the store is open');
+    if (ops.length === 0) {
+      return { results: Promise.resolve(new Map()), durable: Promise.resolve() };
+    }
+    let resolveResults!: (r: Map<number, ApplyResult[]>) => void;
+    let rejectResults!: (err: unknown) => void;
+    const results = new Promise<Map<number, ApplyResult[]>>((resolve, reject) => {
+      resolveResults = resolve;
+      rejectResults = reject;
+    });
+    // An asynchronous lmdb-js (child) transaction: the callback runs on this thread a moment
+    // later, inside a write transaction that lmdb-js commits and flushes on its writer
+    // thread (batched with other turns' transactions), so the event loop never waits for
+    // fsync. Transactions run in call order; a callback that throws is rolled back whole.
+    const committed = this.root.childTransaction(() => {
+      try {
+        resolveResults(this.runOps(ops));
+      } catch (err) {
+        rejectResults(err);
+        throw err;
+      }
+    });
+    const durable = committed.then(() => {
+      this.stats.commits++;
+      // The transaction's promise resolves once it is committed; flushed once it is on disk.
+      return this.root.flushed.then(() => {
+        this.stats.flushes++;
+      });
+    });
+    // A failed turn is reported through `results`; keep `durable` from being unhandled.
+    durable.catch(() => {});
+    return { results, durable };
+  }
+
+  /** The body of a turn's transaction; runs inside the write transaction. */
+  private runOps(ops: readonly TurnOp[]): Map<number, ApplyResult[]> {
     const results = new Map<number, ApplyResult[]>();
-    if (ops.length === 0) return { results, durable: Promise.resolve() };
-    // Working copies: the cache changes only once the transaction has committed.
+    // Working copies: the cache changes only once every op of the turn succeeded.
     const dirty = new Map<number, Mutable<RangeState>>();
     const stateOf = (rangeId: number): Mutable<RangeState> => {
       let s = dirty.get(rangeId);
@@ -453,33 +489,29 @@ export class Store {
     };
     // Records touched by this turn's applies, decoded once and encoded once per turn.
     const records: RecordCache = new Map();
-    this.root.transactionSync(() => {
-      for (const op of ops) {
-        const s = stateOf(op.rangeId);
-        switch (op.kind) {
-          case 'write':
-            // A snapshot replaces data: cached records must reach LMDB before it does.
-            if (op.write.snapshot !== null) this.writeRecords(records);
-            this.writeOp(s, op.write);
-            break;
-          case 'apply': {
-            let out = results.get(op.rangeId);
-            if (out === undefined) results.set(op.rangeId, (out = []));
-            this.applyOp(s, op.entries, out, records);
-            break;
-          }
-          case 'compact':
-            this.compactOp(s, op.meta);
-            break;
+    for (const op of ops) {
+      const s = stateOf(op.rangeId);
+      switch (op.kind) {
+        case 'write':
+          // A snapshot replaces data: cached records must reach LMDB before it does.
+          if (op.write.snapshot !== null) this.writeRecords(records);
+          this.writeOp(s, op.write);
+          break;
+        case 'apply': {
+          let out = results.get(op.rangeId);
+          if (out === undefined) results.set(op.rangeId, (out = []));
+          this.applyOp(s, op.entries, out, records);
+          break;
         }
+        case 'compact':
+          this.compactOp(s, op.meta);
+          break;
       }
-      this.writeRecords(records);
-      for (const [rangeId, s] of dirty) this.stateDb.putSync(rangeId, encodeRangeRecord(s));
-    });
-    this.stats.commits++;
+    }
+    this.writeRecords(records);
+    for (const [rangeId, s] of dirty) this.stateDb.putSync(rangeId, encodeRangeRecord(s));
     for (const [rangeId, s] of dirty) this.rangeStates.set(rangeId, s);
-    const mustSync = ops.some((op) => op.kind === 'write');
-    return { results, durable: mustSync ? this.sync() : Promise.resolve() };
+    return results;
   }
 
   private writeOp(s: Mutable<RangeState>, w: StorageWrite): void {

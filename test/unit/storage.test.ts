@@ -116,7 +116,7 @@ class RangeDriver {
   }
 
   /** Commands, raw bytes (garbage) or other entry kinds, as one turn; returns the results. */
-  run(...items: Array<Command | Uint8Array | 'noop' | 'config'>): ApplyResult[] {
+  async run(...items: Array<Command | Uint8Array | 'noop' | 'config'>): Promise<ApplyResult[]> {
     const entries = items.map((item) => {
       const index = this.next++;
       if (item === 'noop' || item === 'config')
@@ -132,14 +132,15 @@ class RangeDriver {
       snapshot: null,
     });
     turn.apply(this.rangeId, entries);
-    const { results } = turn.commit();
-    const out = results.get(this.rangeId);
+    const { results, durable } = turn.commit();
+    await durable;
+    const out = (await results).get(this.rangeId);
     expect(out).toHaveLength(entries.length);
     return out!;
   }
 
-  one(item: Command | Uint8Array | 'noop'): unknown {
-    return view(this.run(item)[0]);
+  async one(item: Command | Uint8Array | 'noop'): Promise<unknown> {
+    return view((await this.run(item))[0]);
   }
 }
 
@@ -187,7 +188,7 @@ describe('log and hard state', () => {
     const turn = store.beginTurn();
     turn.write(1, { id: 1, hardState: { term: 1, vote: 2, commit: 3 }, entries, snapshot: null });
     expect(turn.isEmpty()).toBe(false);
-    turn.commit();
+    await turn.commit().durable;
 
     store = await reopen(store, dir);
     expect(store.ranges().map((d) => d.rangeId)).toEqual([1]);
@@ -219,7 +220,7 @@ describe('log and hard state', () => {
       entries: old,
       snapshot: null,
     });
-    turn.commit();
+    await turn.commit().durable;
     // A new leader at term 2 overwrites from index 3 with a shorter log.
     turn = store.beginTurn();
     const fresh = [entry(3, 2, b('new3')), entry(4, 2, b('new4'))];
@@ -229,7 +230,7 @@ describe('log and hard state', () => {
       entries: fresh,
       snapshot: null,
     });
-    turn.commit();
+    await turn.commit().durable;
     store = await reopen(store, dir);
     const loaded = store.loadRange(1)!;
     expect(loaded.state.entries.map((e) => [e.index, e.term, s(e.data)])).toEqual([
@@ -246,7 +247,7 @@ describe('log and hard state', () => {
       entries: [entry(5, 2, b('new5'))],
       snapshot: null,
     });
-    turn.commit();
+    await turn.commit().durable;
     expect(store.loadRange(1)!.state.entries.map((e) => e.index)).toEqual([1, 2, 3, 4, 5]);
   });
 
@@ -272,9 +273,10 @@ describe('log and hard state', () => {
       });
       turn.apply(r, [e]);
     }
-    const { results, durable } = turn.commit();
-    expect(store.stats.commits).toBe(commits + 1);
+    const { results: pending, durable } = turn.commit();
     await durable;
+    expect(store.stats.commits).toBe(commits + 1);
+    const results = await pending;
     expect(store.stats.flushes).toBe(flushes + 1);
     expect(results.size).toBe(100);
     for (let r = 1; r <= 100; r++) {
@@ -300,7 +302,7 @@ describe('log and hard state', () => {
     turn.apply(1, [e1]);
     // Range 2 has no entry 1 in its log: applying it is a programmer error.
     turn.apply(2, [entry(1, 1, encodeCommand(set('b1', 'v', 'i2')))]);
-    expect(() => turn.commit()).toThrow(InvariantViolation);
+    await expect(turn.commit().results).rejects.toThrow(InvariantViolation);
     expect(store.stats.commits).toBe(commits);
     expect(store.get(b('a1'))).toBeUndefined();
     expect(store.loadRange(1)?.state.entries).toEqual([]);
@@ -314,7 +316,9 @@ describe('log and hard state', () => {
       snapshot: null,
     });
     ok.apply(1, [e1]);
-    expect(ok.commit().results.get(1)).toEqual([{ ok: true }]);
+    const committed = ok.commit();
+    await committed.durable;
+    expect((await committed.results).get(1)).toEqual([{ ok: true }]);
     expect(s(store.get(b('a1'))?.value)).toBe('v');
   });
 
@@ -325,7 +329,7 @@ describe('log and hard state', () => {
     expect(turn.isEmpty()).toBe(true);
     const { results, durable } = turn.commit();
     await durable;
-    expect(results.size).toBe(0);
+    expect((await results).size).toBe(0);
     expect(store.stats.commits).toBe(commits);
   });
 });
@@ -339,10 +343,10 @@ describe('state machine', () => {
 
   it('set then get', async () => {
     const r = await range();
-    expect(r.one(set('k', 'v1', 'a'))).toEqual({ ok: true });
+    expect(await r.one(set('k', 'v1', 'a'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
     expect(r.store.get(b('k'))?.revision).toBe(1);
-    expect(r.one(set('k', 'v2', 'b'))).toEqual({ ok: true });
+    expect(await r.one(set('k', 'v2', 'b'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v2');
     expect(r.store.get(b('k'))?.revision).toBe(2);
     expect(r.store.get(b('other'))).toBeUndefined();
@@ -350,58 +354,90 @@ describe('state machine', () => {
 
   it('cas succeeds on a match and returns the current value on a mismatch', async () => {
     const r = await range();
-    r.run(set('k', 'v1', 'a'));
-    expect(r.one(cas('k', 'v1', 'v2', 'b'))).toEqual({ ok: true, success: true, value: 'v2' });
-    expect(r.one(cas('k', 'v1', 'v3', 'c'))).toEqual({ ok: true, success: false, value: 'v2' });
+    await r.run(set('k', 'v1', 'a'));
+    expect(await r.one(cas('k', 'v1', 'v2', 'b'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v2',
+    });
+    expect(await r.one(cas('k', 'v1', 'v3', 'c'))).toEqual({
+      ok: true,
+      success: false,
+      value: 'v2',
+    });
     expect(s(r.store.get(b('k'))?.value)).toBe('v2');
     expect(r.store.get(b('k'))?.revision).toBe(2);
     // Expecting a value of an absent key fails with null.
-    expect(r.one(cas('nope', 'x', 'y', 'd'))).toEqual({ ok: true, success: false, value: null });
+    expect(await r.one(cas('nope', 'x', 'y', 'd'))).toEqual({
+      ok: true,
+      success: false,
+      value: null,
+    });
     expect(r.store.get(b('nope'))).toBeUndefined();
   });
 
   it('cas expecting absent creates the key once', async () => {
     const r = await range();
-    expect(r.one(cas('k', null, 'v1', 'a'))).toEqual({ ok: true, success: true, value: 'v1' });
-    expect(r.one(cas('k', null, 'v2', 'b'))).toEqual({ ok: true, success: false, value: 'v1' });
+    expect(await r.one(cas('k', null, 'v1', 'a'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v1',
+    });
+    expect(await r.one(cas('k', null, 'v2', 'b'))).toEqual({
+      ok: true,
+      success: false,
+      value: 'v1',
+    });
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
   });
 
   it('del returns the last value and leaves the key absent', async () => {
     const r = await range();
-    r.run(set('k', 'v1', 'a'));
-    expect(r.one(del('k', 'b'))).toEqual({ ok: true, value: 'v1' });
+    await r.run(set('k', 'v1', 'a'));
+    expect(await r.one(del('k', 'b'))).toEqual({ ok: true, value: 'v1' });
     expect(r.store.get(b('k'))).toBeUndefined();
-    expect(r.one(del('k', 'c'))).toEqual({ ok: true, value: null });
+    expect(await r.one(del('k', 'c'))).toEqual({ ok: true, value: null });
     // A deleted key can be created again, also by a cas expecting absence.
-    expect(r.one(cas('k', null, 'v2', 'd'))).toEqual({ ok: true, success: true, value: 'v2' });
+    expect(await r.one(cas('k', null, 'v2', 'd'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v2',
+    });
   });
 
   it('a retried request returns its first result and applies once', async () => {
     const r = await range();
-    expect(r.one(cas('k', null, 'v1', 'req-A'))).toEqual({ ok: true, success: true, value: 'v1' });
-    r.run(set('k', 'v2', 'req-B'));
+    expect(await r.one(cas('k', null, 'v1', 'req-A'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v1',
+    });
+    await r.run(set('k', 'v2', 'req-B'));
     // The retry would fail now (k is v2), but it already succeeded: same answer, no change.
-    expect(r.one(cas('k', null, 'v1', 'req-A'))).toEqual({ ok: true, success: true, value: 'v1' });
+    expect(await r.one(cas('k', null, 'v1', 'req-A'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v1',
+    });
     expect(s(r.store.get(b('k'))?.value)).toBe('v2');
     expect(r.store.get(b('k'))?.revision).toBe(2);
     // A retried set does not overwrite a later write.
-    r.run(set('k', 'v3', 'req-C'));
-    expect(r.one(set('k', 'v2', 'req-B'))).toEqual({ ok: true });
+    await r.run(set('k', 'v3', 'req-C'));
+    expect(await r.one(set('k', 'v2', 'req-B'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v3');
     // A retried del returns the value it deleted, even after the key was recreated.
-    expect(r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
-    r.run(set('k', 'v4', 'req-E'));
-    expect(r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
+    expect(await r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
+    await r.run(set('k', 'v4', 'req-E'));
+    expect(await r.one(del('k', 'req-D'))).toEqual({ ok: true, value: 'v3' });
     expect(s(r.store.get(b('k'))?.value)).toBe('v4');
     // Retries within one turn are caught too.
-    const results = r.run(cas('j', null, 'x', 'req-F'), cas('j', null, 'x', 'req-F'));
+    const results = await r.run(cas('j', null, 'x', 'req-F'), cas('j', null, 'x', 'req-F'));
     expect(results.map(view)).toEqual([
       { ok: true, success: true, value: 'x' },
       { ok: true, success: true, value: 'x' },
     ]);
     // Ids are per key: the same id on another key is another request.
-    expect(r.one(cas('other', null, 'y', 'req-A'))).toEqual({
+    expect(await r.one(cas('other', null, 'y', 'req-A'))).toEqual({
       ok: true,
       success: true,
       value: 'y',
@@ -411,15 +447,16 @@ describe('state machine', () => {
   it('forgets request ids by log position, not by time', async () => {
     const window = 10;
     const r = await range(window);
-    r.run(set('k', 'v1', 'A')); // index 1
-    r.run(set('k', 'v2', 'B')); // index 2
-    expect(r.one(set('k', 'v1', 'A'))).toEqual({ ok: true }); // index 3: within the window
+    await r.run(set('k', 'v1', 'A')); // index 1
+    await r.run(set('k', 'v2', 'B')); // index 2
+    expect(await r.one(set('k', 'v1', 'A'))).toEqual({ ok: true }); // index 3: within the window
     expect(s(r.store.get(b('k'))?.value)).toBe('v2');
     // Entries on other keys and noops move the log on without touching k.
-    for (let i = 0; i < window; i++) r.run(i % 2 === 0 ? 'noop' : set(`pad${i}`, 'p', `P${i}`));
+    for (let i = 0; i < window; i++)
+      await r.run(i % 2 === 0 ? 'noop' : set(`pad${i}`, 'p', `P${i}`));
     expect(r.next).toBe(14);
     // At index 14, requests before 14 - 10 = 4 have expired: A (index 1) applies anew.
-    expect(r.one(set('k', 'v1', 'A'))).toEqual({ ok: true });
+    expect(await r.one(set('k', 'v1', 'A'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
     expect(r.store.get(b('k'))?.revision).toBe(14);
     // Expired requests (A at 1, B at 2) were dropped from the record; the new one is kept.
@@ -431,15 +468,15 @@ describe('state machine', () => {
   it('keeps a tombstone only while it holds unexpired request records', async () => {
     const window = 5;
     const r = await range(window);
-    r.run(set('k', 'v1', 'A'), del('k', 'B')); // indexes 1, 2
+    await r.run(set('k', 'v1', 'A'), del('k', 'B')); // indexes 1, 2
     expect(r.store.get(b('k'))).toBeUndefined();
     let snap = decodeSnapshot(r.store.takeSnapshot(1).data);
     expect(snap.records.map(([key, record]) => [s(key), record.value])).toEqual([['k', null]]);
-    expect(r.one(del('k', 'B'))).toEqual({ ok: true, value: 'v1' }); // index 3: the retry
-    for (let i = 0; i < window; i++) r.run('noop'); // indexes 4..8
+    expect(await r.one(del('k', 'B'))).toEqual({ ok: true, value: 'v1' }); // index 3: the retry
+    for (let i = 0; i < window; i++) await r.run('noop'); // indexes 4..8
     // A del with an empty id (no at-most-once) at index 9 expires B (2 < 9 - 5): the
     // tombstone has nothing left to carry and its LMDB entry is deleted.
-    expect(r.one({ op: 'del', key: b('k'), id: new Uint8Array() })).toEqual({
+    expect(await r.one({ op: 'del', key: b('k'), id: new Uint8Array() })).toEqual({
       ok: true,
       value: null,
     });
@@ -449,7 +486,7 @@ describe('state machine', () => {
 
   it('garbage commands give an error result and change nothing; the range goes on', async () => {
     const r = await range();
-    r.run(set('k', 'v1', 'a'));
+    await r.run(set('k', 'v1', 'a'));
     const garbage = [
       new Uint8Array(),
       new Uint8Array([0xc1, 0xff, 0x00]),
@@ -462,20 +499,20 @@ describe('state machine', () => {
       packr.pack({ op: 'set', key: 'k', value: b('v'), id: b('g') }),
       packr.pack([1, 2, 3]),
     ];
-    const results = r.run(...garbage);
+    const results = await r.run(...garbage);
     for (const result of results) {
       expect(result.ok).toBe(false);
       if (!result.ok) expect(result.code).toBe('BadRequest');
     }
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
     expect(r.store.loadRange(1)?.state.applied).toBe(1 + garbage.length);
-    expect(r.one(set('k', 'v2', 'g'))).toEqual({ ok: true });
+    expect(await r.one(set('k', 'v2', 'g'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v2');
   });
 
   it('noop and config entries only advance the applied index', async () => {
     const r = await range();
-    expect(r.run('noop', 'config', set('k', 'v', 'a')).map(view)).toEqual([
+    expect((await r.run('noop', 'config', set('k', 'v', 'a'))).map(view)).toEqual([
       { ok: true },
       { ok: true },
       { ok: true },
@@ -488,7 +525,7 @@ describe('state machine', () => {
     const store = openStore(tempDir());
     await store.createRange(descriptor(1, 'b', 'd'), config);
     const r = new RangeDriver(store, 1);
-    const results = r.run(set('a', 'v', '1'), set('d', 'v', '2'), set('c', 'v', '3'));
+    const results = await r.run(set('a', 'v', '1'), set('d', 'v', '2'), set('c', 'v', '3'));
     expect(results.map((x) => (x.ok ? 'ok' : x.code))).toEqual([
       'RangeKeyMismatch',
       'RangeKeyMismatch',
@@ -502,16 +539,16 @@ describe('state machine', () => {
     const dir = tempDir();
     let store = openStore(dir);
     await store.createRange(descriptor(1, '', null), config);
-    new RangeDriver(store, 1).run(set('k', 'v', 'a'), cas('k', 'v', 'w', 'b'));
+    await new RangeDriver(store, 1).run(set('k', 'v', 'a'), cas('k', 'v', 'w', 'b'));
     store = await reopen(store, dir);
     expect(store.loadRange(1)?.state.applied).toBe(2);
     expect(s(store.get(b('k'))?.value)).toBe('w');
     // A retry after the restart still finds its first result.
     const r = new RangeDriver(store, 1);
-    expect(r.one(cas('k', 'v', 'w', 'b'))).toEqual({ ok: true, success: true, value: 'w' });
+    expect(await r.one(cas('k', 'v', 'w', 'b'))).toEqual({ ok: true, success: true, value: 'w' });
   });
 
-  it('the pure apply function records nothing for an empty id', () => {
+  it('the pure apply function records nothing for an empty id', async () => {
     const cmd: Command = { op: 'set', key: b('k'), value: b('v'), id: new Uint8Array() };
     const first = applyCommand(cmd, 1, undefined, 10);
     expect(first.record).toEqual({ value: b('v'), revision: 1 });
@@ -544,7 +581,7 @@ describe('compaction', () => {
     let store = openStore(dir);
     await store.createRange(descriptor(1, '', null), config);
     const r = new RangeDriver(store, 1, 4);
-    for (let i = 1; i <= 10; i++) r.run(set(`k${i}`, `v${i}`, `id${i}`));
+    for (let i = 1; i <= 10; i++) await r.run(set(`k${i}`, `v${i}`, `id${i}`));
     const turn = store.beginTurn();
     turn.compact(1, { index: 6, term: 4, config });
     await turn.commit().durable;
@@ -557,13 +594,13 @@ describe('compaction', () => {
     const again = store.beginTurn();
     again.compact(1, { index: 3, term: 4, config });
     again.compact(1, { index: 10, term: 4, config });
-    again.commit();
+    await again.commit().durable;
     store = await reopen(store, dir);
     expect(store.loadRange(1)!.state.entries).toEqual([]);
     expect(store.loadRange(1)!.state.snapshot.index).toBe(10);
     // The log continues after the snapshot point.
     const more = new RangeDriver(store, 1, 4);
-    expect(more.one(set('k11', 'v11', 'id11'))).toEqual({ ok: true });
+    expect(await more.one(set('k11', 'v11', 'id11'))).toEqual({ ok: true });
     expect(store.loadRange(1)!.state.entries.map((e) => e.index)).toEqual([11]);
     // The snapshot term comes from the stored snapshot point when nothing was applied since.
     const snap = store.takeSnapshot(1);
@@ -578,7 +615,7 @@ describe('snapshots', () => {
     await store.createRange(descriptor(3, 'd', null), config);
     for (const [rangeId, list] of Object.entries(keys)) {
       const r = new RangeDriver(store, Number(rangeId), 2);
-      r.run(...list.map((k, i) => set(k, `${k}@${store.storeId.slice(0, 4)}`, `${k}-${i}`)));
+      await r.run(...list.map((k, i) => set(k, `${k}@${store.storeId.slice(0, 4)}`, `${k}-${i}`)));
     }
   }
 
@@ -586,7 +623,7 @@ describe('snapshots', () => {
     const source = openStore(tempDir());
     await populate(source, { 1: ['a1'], 2: ['b1', 'b2', 'c1'], 3: ['d1'] });
     const sourceRange = new RangeDriver(source, 2, 2);
-    sourceRange.run(del('b2', 'del-b2'), cas('c1', null, 'never', 'cas-c1'));
+    await sourceRange.run(del('b2', 'del-b2'), cas('c1', null, 'never', 'cas-c1'));
     const snap = source.takeSnapshot(2);
     expect(snap.meta).toEqual({ index: 5, term: 2, config });
     const decoded = decodeSnapshot(snap.data);
@@ -640,12 +677,12 @@ describe('snapshots', () => {
     // Request ids travelled with the records: a retry returns the first result.
     const r = new RangeDriver(target, 2, 3);
     expect(r.next).toBe(6);
-    expect(r.one(cas('c1', null, 'never', 'cas-c1'))).toEqual({
+    expect(await r.one(cas('c1', null, 'never', 'cas-c1'))).toEqual({
       ok: true,
       success: false,
       value: `c1@${source.storeId.slice(0, 4)}`,
     });
-    expect(r.one(del('b2', 'del-b2'))).toEqual({
+    expect(await r.one(del('b2', 'del-b2'))).toEqual({
       ok: true,
       value: `b2@${source.storeId.slice(0, 4)}`,
     });
@@ -654,11 +691,11 @@ describe('snapshots', () => {
   it('installs a snapshot and appends entries after it in one write', async () => {
     const source = openStore(tempDir());
     await source.createRange(descriptor(1, '', null), config);
-    new RangeDriver(source, 1, 1).run(set('k', 'v', 'a'), set('j', 'w', 'b'));
+    await new RangeDriver(source, 1, 1).run(set('k', 'v', 'a'), set('j', 'w', 'b'));
     const snap = source.takeSnapshot(1);
     const target = openStore(tempDir());
     await target.createRange(descriptor(1, '', null), config);
-    new RangeDriver(target, 1, 1).run(set('stale', 'x', 'c'), 'noop', 'noop', 'noop');
+    await new RangeDriver(target, 1, 1).run(set('stale', 'x', 'c'), 'noop', 'noop', 'noop');
     const e3 = entry(3, 2, encodeCommand(set('k', 'v2', 'd')));
     const turn = target.beginTurn();
     turn.write(1, {
@@ -668,7 +705,9 @@ describe('snapshots', () => {
       snapshot: snap,
     });
     turn.apply(1, [e3]);
-    expect(turn.commit().results.get(1)).toEqual([{ ok: true }]);
+    const committed = turn.commit();
+    await committed.durable;
+    expect((await committed.results).get(1)).toEqual([{ ok: true }]);
     expect(target.get(b('stale'))).toBeUndefined();
     expect(s(target.get(b('k'))?.value)).toBe('v2');
     expect(s(target.get(b('j'))?.value)).toBe('w');
