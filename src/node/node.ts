@@ -284,7 +284,7 @@ export class Node {
     const byRange = new Map<number, Message[]>();
     for (const [rangeId, m] of e.msgs) {
       const h = this.ranges.get(rangeId);
-      if (!h || h.nodeOf.get(m.from) !== e.from) {
+      if (!h || h.nodeOf.get(m.from) !== e.from || m.to !== h.replica.core.id) {
         this.stats.dropped++;
         this.log.limited(
           'warn',
@@ -475,6 +475,8 @@ export class Node {
     const turn = this.store.beginTurn();
     const persistedIds: [RangeHost, number][] = [];
     const applied = new Map<RangeHost, Entry[]>();
+    /** Ranges that install a snapshot this turn: their applied index jumps to it. */
+    const installed = new Map<RangeHost, number>();
     const outbox = new Map<string, [number, Message][]>();
     for (const h of this.ranges.values()) {
       this.proposeBatch(h);
@@ -490,6 +492,7 @@ export class Node {
         if (rd.write) {
           turn.write(h.rangeId, rd.write);
           persistedIds.push([h, rd.write.id]);
+          if (rd.write.snapshot) installed.set(h, rd.write.snapshot.meta.index);
         }
         if (rd.committed.length > 0) {
           turn.apply(h.rangeId, rd.committed);
@@ -524,6 +527,7 @@ export class Node {
       );
       durable.then(
         () => {
+          for (const [h, index] of installed) h.applied = index;
           for (const [h, entries] of applied) h.applied = entries[entries.length - 1]!.index;
           for (const [h, id] of persistedIds) h.replica.persisted(id);
           for (const h of applied.keys()) if (h.readsWaiting.length > 0) this.serveReads(h);
