@@ -3,12 +3,15 @@
 //
 // Determinism: every replica applies the same entries to the same records and must reach
 // the same records and results, so nothing here reads a clock, a random source or any state
-// but the record and the entry's index. Undecodable bytes are a deterministic error result.
+// but the records handed in and the entry's index. Undecodable bytes are a deterministic
+// error result.
 //
-// At most once (DESIGN.md, "Client semantics"): the ids of applied requests and their
-// first results are kept in the record of the key the request touched, so they move with
-// the key's span and travel in snapshots. They expire by log position, never by time: a
-// command at index i drops the requests recorded before i - dedupWindowEntries.
+// At most once (DESIGN.md, "Client semantics"): an applied request id and its first result
+// are kept in a request record of its own, stored under (user key, id) next to the key (see
+// store.ts), so a hot key's cost per command does not grow with the requests it has seen.
+// Request records expire by log position, never by time: a command at index i treats the
+// requests recorded before i - dedupWindowEntries as forgotten (the store deletes them a
+// few per applied entry).
 
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
@@ -39,24 +42,32 @@ export type ApplyResult =
   | { readonly ok: true; readonly value?: Uint8Array | null; readonly success?: boolean }
   | { readonly ok: false; readonly code: string; readonly msg: string };
 
-/** [request id, log index it was applied at, its first result] */
-export type RequestRecord = readonly [id: Uint8Array, index: LogIndex, result: ApplyResult];
+/** What the `requests` database holds under (user key, request id). */
+export interface RequestRecord {
+  /** Log index the request was applied at. */
+  readonly index: LogIndex;
+  /** Its first result, returned to every retry while the record lives. */
+  readonly result: ApplyResult;
+}
 
-/** What the `data` database holds under a user key. */
+/** What the `data` database holds under a user key. A deleted key has no record. */
 export interface DataRecord {
-  /** null: a tombstone, kept only while it holds unexpired request records. */
-  readonly value: Uint8Array | null;
-  /** Log index of the last change of `value`; 0 if the value never changed. */
+  readonly value: Uint8Array;
+  /** Log index of the last change of `value`. */
   readonly revision: LogIndex;
-  /** Applied requests on this key, oldest first (ascending index). */
-  readonly requests?: readonly RequestRecord[];
 }
 
 /** How many log positions a request id is remembered for (see the header). */
 export const dedupWindowEntries = 100_000;
 
-/** LMDB's key size limit with 4 KiB pages: a longer key would fail the whole turn. */
-export const keyBytesMax = 1978;
+/**
+ * Longest key a command may carry. The store keys request records by the key's
+ * order-preserving encoding (8/7 of its length, store.ts) plus the request id, and the
+ * expiry queue adds 12 bytes: 12 + ceil(1600 * 8 / 7) + 1 + 64 = 1906 bytes, under LMDB's
+ * 1978-byte key limit with 4 KiB pages (a longer key would fail the whole turn). Clients
+ * are held to a smaller limit (protocol/wire.ts).
+ */
+export const keyBytesMax = 1600;
 /** Request ids are client-chosen (16 random bytes in our client); bound them. */
 export const requestIdBytesMax = 64;
 
@@ -142,50 +153,51 @@ export interface ApplyOutcome {
    * undefined deletes the key's LMDB entry, a record replaces it.
    */
   readonly record: DataRecord | undefined | 'unchanged';
+  /** The request record to store under (key, id); undefined stores nothing. */
+  readonly request: RequestRecord | undefined;
+}
+
+/** Whether a request recorded at `recordedAt` is still remembered at log index `index`. */
+export function isRemembered(recordedAt: LogIndex, index: LogIndex, windowEntries: number) {
+  return recordedAt >= index - windowEntries;
 }
 
 /**
  * Applies `cmd`, committed at log index `index`, to `current`, the key's record before it.
- * Pure. An empty request id opts out of at-most-once: nothing is recorded for it.
+ * `prior` is the stored request record of (cmd.key, cmd.id), if any; a remembered one makes
+ * the command a retry: it returns the first result and changes nothing. Pure. An empty
+ * request id opts out of at-most-once: nothing is recorded for it.
  */
 export function applyCommand(
   cmd: Command,
   index: LogIndex,
   current: DataRecord | undefined,
+  prior: RequestRecord | undefined,
   windowEntries: number = dedupWindowEntries,
 ): ApplyOutcome {
   assert(index > 0, 'entries start at index 1');
   assert(windowEntries > 0, 'the dedup window is positive');
   assert(current === undefined || current.revision < index, 'records change in log order');
-  // Requests recorded before this horizon have expired. Invariant: requests ascend by index.
-  const horizon = index - windowEntries;
-  const kept: RequestRecord[] = [];
-  for (const request of current?.requests ?? []) {
-    assert(request[1] < index, 'a request was recorded before this command');
-    if (request[1] >= horizon) kept.push(request);
-  }
-  if (cmd.id.length > 0) {
-    for (const [id, , result] of kept) {
-      if (bytesEqual(id, cmd.id)) return { result, record: 'unchanged' };
+  if (cmd.id.length > 0 && prior !== undefined) {
+    assert(prior.index < index, 'a request was recorded before this command');
+    if (isRemembered(prior.index, index, windowEntries)) {
+      return { result: prior.result, record: 'unchanged', request: undefined };
     }
   }
 
   const before = current?.value ?? null;
-  let value = before;
-  let revision = current?.revision ?? 0;
+  let record: DataRecord | undefined | 'unchanged' = 'unchanged';
   let result: ApplyResult;
   switch (cmd.op) {
     case 'set':
-      value = cmd.value;
-      revision = index;
+      record = { value: cmd.value, revision: index };
       result = { ok: true };
       break;
     case 'cas': {
       const matches =
         cmd.expect === null ? before === null : before !== null && bytesEqual(before, cmd.expect);
       if (matches) {
-        value = cmd.value;
-        revision = index;
+        record = { value: cmd.value, revision: index };
         result = { ok: true, success: true, value: cmd.value };
       } else {
         result = { ok: true, success: false, value: before };
@@ -193,23 +205,16 @@ export function applyCommand(
       break;
     }
     case 'del':
-      if (before !== null) {
-        value = null;
-        revision = index;
-      }
+      // No tombstone: the request record carries the result a retry needs.
+      if (before !== null) record = undefined;
       result = { ok: true, value: before };
       break;
   }
-  if (cmd.id.length > 0) kept.push([cmd.id, index, result]);
-  // A tombstone lives only to carry unexpired request records.
-  if (value === null && kept.length === 0) return { result, record: undefined };
-  const record: DataRecord =
-    kept.length > 0 ? { value, revision, requests: kept } : { value, revision };
-  return { result, record };
+  return { result, record, request: cmd.id.length > 0 ? { index, result } : undefined };
 }
 
 export function encodeRecord(record: DataRecord): Uint8Array {
-  return packr.pack(record);
+  return packr.pack({ value: record.value, revision: record.revision });
 }
 
 function isApplyResult(x: unknown): x is ApplyResult {
@@ -228,27 +233,48 @@ function isApplyResult(x: unknown): x is ApplyResult {
 export function asDataRecord(x: unknown): DataRecord | undefined {
   if (typeof x !== 'object' || x === null) return undefined;
   const r = x as Record<string, unknown>;
-  if (r.value !== null && !isBytes(r.value)) return undefined;
+  if (!isBytes(r.value)) return undefined;
   if (typeof r.revision !== 'number' || !Number.isSafeInteger(r.revision)) return undefined;
-  if (r.requests !== undefined) {
-    if (!Array.isArray(r.requests)) return undefined;
-    for (const q of r.requests as unknown[]) {
-      if (!Array.isArray(q) || q.length !== 3) return undefined;
-      if (!isBytes(q[0]) || typeof q[1] !== 'number' || !isApplyResult(q[2])) return undefined;
-    }
-  }
-  return r as unknown as DataRecord;
+  return { value: r.value, revision: r.revision };
 }
 
-/**
- * A record this store wrote. Only its top level is checked: records are read on the hot
- * path, and a record's request list can be long (see asDataRecord for untrusted input).
- */
+/** A decoded RequestRecord, or undefined when `x` does not have its shape. */
+export function asRequestRecord(x: unknown): RequestRecord | undefined {
+  if (typeof x !== 'object' || x === null) return undefined;
+  const r = x as Record<string, unknown>;
+  if (typeof r.index !== 'number' || !Number.isSafeInteger(r.index) || r.index < 1) {
+    return undefined;
+  }
+  if (!isApplyResult(r.result)) return undefined;
+  return { index: r.index, result: r.result };
+}
+
+/** A record this store wrote (see asDataRecord for untrusted input). */
 export function decodeRecord(bytes: Uint8Array): DataRecord {
   const record = packr.unpack(bytes) as DataRecord;
   assert(
-    typeof record === 'object' && record !== null && typeof record.revision === 'number',
+    typeof record === 'object' &&
+      record !== null &&
+      record.value instanceof Uint8Array &&
+      typeof record.revision === 'number',
     'a stored data record decodes',
   );
   return record;
+}
+
+export function encodeRequest(request: RequestRecord): Uint8Array {
+  return packr.pack({ index: request.index, result: request.result });
+}
+
+/** A request record this store wrote. */
+export function decodeRequest(bytes: Uint8Array): RequestRecord {
+  const request = packr.unpack(bytes) as RequestRecord;
+  assert(
+    typeof request === 'object' &&
+      request !== null &&
+      typeof request.index === 'number' &&
+      typeof request.result === 'object',
+    'a stored request record decodes',
+  );
+  return request;
 }

@@ -5,6 +5,22 @@
 //   state  rangeId (uint32) -> RangeRecord       descriptor, hard state, applied, snapshot point
 //   log    [rangeId u32 BE, index u64 BE] -> entry (binary: kind, term, data)
 //   data   user key bytes -> DataRecord          keys are global: a range owns a span
+//   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
+//   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
+//
+// At most once (DESIGN.md, "Client semantics"): each applied request id has a record of
+// its own in `requests`, so applying a command reads and writes O(1) records however many
+// requests its key has seen. `ordered(key)` is an order-preserving, prefix-free encoding of
+// the user key (orderedKey below: 7 bits per byte, top bit set, so it never holds 0x00), so
+// the request records of one key are contiguous and those of a span [start, end) are the
+// key range [ordered(start), ordered(end)): they move with the span and travel in its
+// snapshots. `expiry` is each range's queue of its request records by the log index they
+// were applied at: applying entry i deletes up to expiryPerEntry queue items (and the
+// request records they name) with index < i - dedupWindowEntries. Every replica applies
+// the same entries to the same queue, so all expire the same ids at the same indexes;
+// a snapshot carries the request records with their indexes and the installing replica
+// rebuilds the same queue from them (invariant: the queue holds exactly one item per
+// request record of the range, at the record's index).
 //
 // All writes of one event-loop turn, for all ranges, go into ONE LMDB write transaction
 // (Turn.commit), an asynchronous lmdb-js transaction: lmdb-js commits it and fsyncs on
@@ -43,13 +59,19 @@ import {
   type ApplyResult,
   applyCommand,
   asDataRecord,
+  asRequestRecord,
   compareBytes,
   type DataRecord,
   decodeCommand,
   decodeRecord,
+  decodeRequest,
   dedupWindowEntries,
   encodeRecord,
+  encodeRequest,
+  keyBytesMax,
   packr,
+  type RequestRecord,
+  requestIdBytesMax,
 } from './commands.ts';
 
 export interface ReplicaDescriptor {
@@ -78,12 +100,31 @@ export interface StoreStats {
   commits: number;
   /** Durable points reached (one per commit: each transaction is synced). */
   flushes: number;
+  /**
+   * LMDB records read by applies: data records (once per key per turn), request records,
+   * expiry queue items. A diagnostic: its growth per applied entry is bounded.
+   */
+  applyReads: number;
 }
 
-/** Snapshot.data: the state machine of one range's span at `applied`. */
+/**
+ * Snapshot.data, plain msgpack: the state machine of one range's span at `applied`. Both
+ * lists are in key order; a request's index says where it sits in the expiry queue.
+ */
 interface SnapshotData {
   readonly applied: LogIndex;
   readonly records: ReadonlyArray<readonly [key: Uint8Array, record: DataRecord]>;
+  readonly requests: ReadonlyArray<
+    readonly [key: Uint8Array, id: Uint8Array, index: LogIndex, result: ApplyResult]
+  >;
+}
+
+/** A request record with the key and id it is stored under (Store.inspectRequests). */
+export interface StoredRequest {
+  readonly key: Uint8Array;
+  readonly id: Uint8Array;
+  readonly index: LogIndex;
+  readonly result: ApplyResult;
 }
 
 /** What the `state` database holds per range. */
@@ -128,9 +169,19 @@ type TurnOp =
   | { readonly kind: 'compact'; readonly rangeId: number; readonly meta: SnapshotMeta };
 
 const rangeIdMax = 0xffff_fffe;
+/** The layout of data, requests and expiry (stored in meta; see Store's constructor). */
+const storageFormat = '2';
+/**
+ * Expiry queue items an applied entry may delete: more than the one request an entry can
+ * record, so the queue drains after a backlog (a snapshot, a bigger window before), and a
+ * small constant, so no apply does a burst of deletes.
+ */
+const expiryPerEntry = 2;
 const entryHeaderBytes = 9;
 const kindCodes: Record<EntryKind, number> = { normal: 0, noop: 1, config: 2 };
 const kindsByCode: readonly EntryKind[] = ['normal', 'noop', 'config'];
+
+const emptyValue = Buffer.alloc(0);
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
@@ -155,6 +206,85 @@ function logKeyIndex(key: Uint8Array): LogIndex {
 /** Every log key of `rangeId` is in [logKey(rangeId, 0), logKeyEnd(rangeId)). */
 function logKeyEnd(rangeId: number): Buffer {
   return logKey(rangeId + 1, 0);
+}
+
+/**
+ * An order-preserving, prefix-free encoding of a user key: its bits in groups of 7, each
+ * group (the last one padded with zero bits) in a byte with the top bit set. For keys a, b:
+ * a < b iff orderedKey(a) + x < orderedKey(b) + y for any x, y starting with 0x00; a key of
+ * L bytes takes ceil(8L / 7) bytes (escaping zero bytes instead could double a key).
+ */
+function orderedKey(key: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(Math.ceil((key.length * 8) / 7));
+  let acc = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = 0; i < key.length; i++) {
+    acc = (acc << 8) | key[i]!;
+    bits += 8;
+    while (bits >= 7) {
+      bits -= 7;
+      out[o++] = 0x80 | ((acc >>> bits) & 0x7f);
+    }
+    acc &= (1 << bits) - 1;
+  }
+  if (bits > 0) out[o++] = 0x80 | ((acc << (7 - bits)) & 0x7f);
+  assert(o === out.length, 'an ordered key fills its groups');
+  return out;
+}
+
+function orderedKeyDecode(groups: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(Math.floor((groups.length * 7) / 8));
+  let acc = 0;
+  let bits = 0;
+  let o = 0;
+  for (let i = 0; i < groups.length; i++) {
+    const g = groups[i]!;
+    assert(g >= 0x80, 'ordered key groups have the top bit set');
+    acc = (acc << 7) | (g & 0x7f);
+    bits += 7;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (acc >>> bits) & 0xff;
+      acc &= (1 << bits) - 1;
+    }
+  }
+  assert(o === out.length && acc === 0, 'an ordered key decodes (zero padding)');
+  return out;
+}
+
+/** The `requests` key of (user key, request id): orderedKey(key), 0x00, id. */
+function requestKey(key: Uint8Array, id: Uint8Array): Buffer {
+  const ordered = orderedKey(key);
+  const out = Buffer.allocUnsafe(ordered.length + 1 + id.length);
+  ordered.copy(out, 0);
+  out[ordered.length] = 0;
+  out.set(id, ordered.length + 1);
+  return out;
+}
+
+function parseRequestKey(bytes: Uint8Array): { key: Buffer; id: Buffer } {
+  const b = asBuffer(bytes);
+  const end = b.indexOf(0);
+  assert(end > 0, 'a request key has its user key and separator');
+  return { key: orderedKeyDecode(b.subarray(0, end)), id: Buffer.from(b.subarray(end + 1)) };
+}
+
+/** The `requests` keys of a span's keys are in [ordered(start), ordered(end)). */
+function requestBounds(d: RangeDescriptor): { start?: Buffer; end?: Buffer } {
+  const bounds: { start?: Buffer; end?: Buffer } = {};
+  if (d.start.length > 0) bounds.start = orderedKey(d.start);
+  if (d.end !== null) bounds.end = orderedKey(d.end);
+  return bounds;
+}
+
+/** A range's expiry queue item of the request record stored under `reqKey`, by index. */
+function expiryKey(rangeId: number, index: LogIndex, reqKey: Uint8Array): Buffer {
+  return Buffer.concat([logKey(rangeId, index), reqKey]);
+}
+
+function expiryKeyIndex(key: Uint8Array): LogIndex {
+  return logKeyIndex(key.subarray(0, 12));
 }
 
 /** [kind u8][term u64 BE][data]: entries are written on the hot path, so no msgpack here. */
@@ -219,28 +349,50 @@ function encodeRangeRecord(s: RangeState): Buffer {
   return packr.pack(record);
 }
 
+function isSnapshotKey(x: unknown): x is Uint8Array {
+  return x instanceof Uint8Array && x.length > 0 && x.length <= keyBytesMax;
+}
+
 function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
-  const raw = packr.unpack(bytes) as { applied?: unknown; records?: unknown };
+  const raw = packr.unpack(bytes) as { applied?: unknown; records?: unknown; requests?: unknown };
   assert(typeof raw === 'object' && raw !== null, 'snapshot data is a map');
   assert(typeof raw.applied === 'number', 'snapshot data has its applied index');
   assert(Array.isArray(raw.records), 'snapshot data has its records');
+  assert(Array.isArray(raw.requests), 'snapshot data has its request records');
   for (const pair of raw.records as unknown[]) {
     assert(Array.isArray(pair) && pair.length === 2, 'snapshot records are pairs');
-    assert(pair[0] instanceof Uint8Array && pair[0].length > 0, 'snapshot keys are bytes');
+    assert(isSnapshotKey(pair[0]), 'snapshot keys are bytes');
     assert(asDataRecord(pair[1]) !== undefined, 'snapshot records are data records');
+  }
+  let previous: Buffer | undefined;
+  for (const q of raw.requests as unknown[]) {
+    assert(Array.isArray(q) && q.length === 4, 'snapshot requests are [key, id, index, result]');
+    assert(isSnapshotKey(q[0]), 'snapshot request keys are bytes');
+    assert(
+      q[1] instanceof Uint8Array && q[1].length > 0 && q[1].length <= requestIdBytesMax,
+      'snapshot request ids are bytes',
+    );
+    const request = asRequestRecord({ index: q[2], result: q[3] });
+    assert(request !== undefined && request.index <= raw.applied, 'snapshot request records');
+    // Ascending and unique, so the rebuilt queue has one item per record.
+    const reqKey = requestKey(q[0], q[1]);
+    assert(previous === undefined || Buffer.compare(previous, reqKey) < 0, 'requests ascend');
+    previous = reqKey;
   }
   return raw as SnapshotData;
 }
 
 export class Store {
   readonly storeId: string;
-  readonly stats: StoreStats = { commits: 0, flushes: 0 };
+  readonly stats: StoreStats = { commits: 0, flushes: 0, applyReads: 0 };
   readonly dedupWindowEntries: number;
   private readonly root: RootDatabase;
   private readonly metaDb: Database<string, string>;
   private readonly stateDb: Database<Buffer, number>;
   private readonly logDb: Database<Buffer, Buffer>;
   private readonly dataDb: Database<Buffer, Buffer>;
+  private readonly requestsDb: Database<Buffer, Buffer>;
+  private readonly expiryDb: Database<Buffer, Buffer>;
   /** The committed state of every range, as stored; replaced only after a commit. */
   private readonly rangeStates = new Map<number, RangeState>();
   private closed = false;
@@ -269,14 +421,38 @@ export class Store {
       keyEncoding: 'binary',
       encoding: 'binary',
     });
+    this.requestsDb = this.root.openDB<Buffer, Buffer>('requests', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    this.expiryDb = this.root.openDB<Buffer, Buffer>('expiry', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
 
     let storeId = this.metaDb.get('storeId');
-    if (storeId === undefined) {
-      const id = randomUUID();
-      this.root.transactionSync(() => this.metaDb.putSync('storeId', id));
+    const format = this.metaDb.get('storageFormat');
+    if (format === undefined) {
+      // A store without ranges has no state in any layout; one with ranges was written by
+      // the layout that kept request ids inside data records, which this code cannot read.
+      if (storeId !== undefined && this.stateDb.getKeysCount() > 0) {
+        throw new Error(
+          `${dir}: the store holds ranges in an older storage layout (request ids inside ` +
+            `data records); this version reads layout ${storageFormat}. Remove the directory ` +
+            'and let the node rejoin (it catches up by snapshot).',
+        );
+      }
+      const id = storeId ?? randomUUID();
+      this.root.transactionSync(() => {
+        this.metaDb.putSync('storeId', id);
+        this.metaDb.putSync('storageFormat', storageFormat);
+      });
       this.stats.commits++;
       storeId = id;
+    } else if (format !== storageFormat) {
+      throw new Error(`${dir}: unknown storage layout ${format} (expected ${storageFormat})`);
     }
+    assert(storeId !== undefined, 'a store has its id');
     this.storeId = storeId;
 
     for (const { key, value } of this.stateDb.getRange({})) {
@@ -374,6 +550,7 @@ export class Store {
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
       this.clearLog(descriptor.rangeId);
+      this.clearExpiry(descriptor.rangeId);
       this.stateDb.putSync(descriptor.rangeId, encodeRangeRecord(state));
     });
     this.stats.commits++;
@@ -386,10 +563,38 @@ export class Store {
     return new Turn((ops) => this.commitTurn(ops));
   }
 
-  /** The latest committed record of a user key; undefined if absent or a tombstone. */
+  /** The latest committed record of a user key; undefined if absent. */
   get(key: Uint8Array): DataRecord | undefined {
-    const record = this.readRecord(key);
-    return record === undefined || record.value === null ? undefined : record;
+    const bytes = this.dataDb.get(asBuffer(key));
+    return bytes === undefined ? undefined : decodeRecord(bytes);
+  }
+
+  /**
+   * For tests and debugging: the committed request records of a user key, by id, including
+   * expired ones the expiry queue has not deleted yet.
+   */
+  inspectRequests(key: Uint8Array): StoredRequest[] {
+    const prefix = requestKey(key, new Uint8Array());
+    const end = Buffer.from(prefix);
+    end[end.length - 1] = 1;
+    const out: StoredRequest[] = [];
+    for (const { key: k, value } of this.requestsDb.getRange({ start: prefix, end })) {
+      const { id } = parseRequestKey(k);
+      out.push({ key: Buffer.from(key), id, ...decodeRequest(value) });
+    }
+    return out;
+  }
+
+  /** For tests and debugging: a range's committed expiry queue, oldest first. */
+  inspectExpiry(rangeId: number): Array<{ index: LogIndex; key: Uint8Array; id: Uint8Array }> {
+    const out: Array<{ index: LogIndex; key: Uint8Array; id: Uint8Array }> = [];
+    for (const k of this.expiryDb.getKeys({
+      start: logKey(rangeId, 0),
+      end: logKeyEnd(rangeId),
+    })) {
+      out.push({ index: expiryKeyIndex(k), ...parseRequestKey(k.subarray(12)) });
+    }
+    return out;
   }
 
   /**
@@ -410,14 +615,24 @@ export class Store {
         assert(entry !== undefined, 'the applied entry is in the log');
         term = entryTerm(entry);
       }
-      const records: Array<readonly [Uint8Array, DataRecord]> = [];
+      const records: Array<SnapshotData['records'][number]> = [];
       for (const { key, value } of this.dataDb.getRange({
         ...spanBounds(s.descriptor),
         transaction,
       })) {
-        records.push([key, decodeRecord(value)]);
+        const record = decodeRecord(value);
+        records.push([key, { value: record.value, revision: record.revision }]);
       }
-      const data: SnapshotData = { applied: s.applied, records };
+      const requests: Array<SnapshotData['requests'][number]> = [];
+      for (const { key, value } of this.requestsDb.getRange({
+        ...requestBounds(s.descriptor),
+        transaction,
+      })) {
+        const { key: userKey, id } = parseRequestKey(key);
+        const request = decodeRequest(value);
+        requests.push([userKey, id, request.index, request.result]);
+      }
+      const data: SnapshotData = { applied: s.applied, records, requests };
       return {
         meta: { index: s.applied, term, config: s.config },
         data: packr.pack(data),
@@ -545,7 +760,38 @@ export class Store {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
       assert(e.index <= s.lastIndex, 'applied entries are in the log');
       s.applied = e.index;
+      // Per entry, not per turn: replicas batch entries into turns differently.
+      this.expire(s.descriptor.rangeId, e.index);
       out.push(e.kind === 'normal' ? this.applyNormal(s.descriptor, e, records) : { ok: true });
+    }
+  }
+
+  /**
+   * Deletes up to expiryPerEntry of the range's expiry queue items that the entry at
+   * `index` has put out of the window, with the request records they name.
+   */
+  private expire(rangeId: number, index: LogIndex): void {
+    const horizon = index - this.dedupWindowEntries;
+    if (horizon <= 1) return;
+    const due = Array.from(
+      this.expiryDb.getKeys({
+        start: logKey(rangeId, 0),
+        end: logKey(rangeId, horizon),
+        limit: expiryPerEntry,
+      }),
+    );
+    this.stats.applyReads += due.length;
+    for (const item of due) {
+      const reqKey = item.subarray(12);
+      const stored = this.requestsDb.get(reqKey);
+      this.stats.applyReads++;
+      // The header's invariant makes the check always true today; it keeps a stale item
+      // (say, of a span a split has moved to another range) from deleting a newer record,
+      // the same way on every replica.
+      if (stored !== undefined && decodeRequest(stored).index === expiryKeyIndex(item)) {
+        this.requestsDb.removeSync(reqKey);
+      }
+      this.expiryDb.removeSync(item);
     }
   }
 
@@ -568,10 +814,27 @@ export class Store {
       cached = { key, record: this.readRecord(key), dirty: false };
       records.set(cacheKey, cached);
     }
-    const outcome = applyCommand(cmd, e.index, cached.record, this.dedupWindowEntries);
+    // Request records are written straight into the transaction (reads in it see them).
+    let reqKey: Buffer | undefined;
+    let prior: RequestRecord | undefined;
+    if (cmd.id.length > 0) {
+      reqKey = requestKey(key, cmd.id);
+      const stored = this.requestsDb.get(reqKey);
+      this.stats.applyReads++;
+      if (stored !== undefined) prior = decodeRequest(stored);
+    }
+    const outcome = applyCommand(cmd, e.index, cached.record, prior, this.dedupWindowEntries);
     if (outcome.record !== 'unchanged') {
       cached.record = outcome.record;
       cached.dirty = true;
+    }
+    if (outcome.request !== undefined) {
+      assert(reqKey !== undefined, 'only a request with an id is recorded');
+      const rangeId = d.rangeId;
+      // An expired record the queue has not reached yet is replaced, and so is its item.
+      if (prior !== undefined) this.expiryDb.removeSync(expiryKey(rangeId, prior.index, reqKey));
+      this.requestsDb.putSync(reqKey, asBuffer(encodeRequest(outcome.request)));
+      this.expiryDb.putSync(expiryKey(rangeId, e.index, reqKey), emptyValue);
     }
     return outcome.result;
   }
@@ -611,22 +874,41 @@ export class Store {
   ): void {
     const data = decodeSnapshotData(snapshot.data);
     assert(data.applied === snapshot.meta.index, 'snapshot data matches its meta');
+    const rangeId = s.descriptor.rangeId;
     this.clearSpan(s.descriptor);
+    this.clearExpiry(rangeId);
     for (const [key, record] of data.records) {
       assert(inSpan(s.descriptor, key), 'snapshot records are in the range span');
       this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord(record)));
     }
-    this.clearLog(s.descriptor.rangeId);
+    // The expiry queue is rebuilt from the records' indexes: the same queue as the source's.
+    for (const [key, id, index, result] of data.requests) {
+      assert(inSpan(s.descriptor, key), 'snapshot request records are in the range span');
+      const reqKey = requestKey(key, id);
+      this.requestsDb.putSync(reqKey, asBuffer(encodeRequest({ index, result })));
+      this.expiryDb.putSync(expiryKey(rangeId, index, reqKey), emptyValue);
+    }
+    this.clearLog(rangeId);
     s.applied = snapshot.meta.index;
     s.snapshot = snapshot.meta;
     s.config = snapshot.meta.config;
     s.lastIndex = snapshot.meta.index;
   }
 
-  /** Deletes every data key in the span (inside the caller's write transaction). */
+  /** Deletes the data and request records of the span (inside the caller's transaction). */
   private clearSpan(d: RangeDescriptor): void {
     const keys = Array.from(this.dataDb.getKeys(spanBounds(d)));
     for (const key of keys) this.dataDb.removeSync(key);
+    const requests = Array.from(this.requestsDb.getKeys(requestBounds(d)));
+    for (const key of requests) this.requestsDb.removeSync(key);
+  }
+
+  /** Deletes a range's expiry queue (inside the caller's write transaction). */
+  private clearExpiry(rangeId: number): void {
+    const keys = Array.from(
+      this.expiryDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
+    );
+    for (const key of keys) this.expiryDb.removeSync(key);
   }
 
   /** Deletes the whole log of a range (inside the caller's write transaction). */
@@ -638,6 +920,7 @@ export class Store {
   }
 
   private readRecord(key: Uint8Array): DataRecord | undefined {
+    this.stats.applyReads++;
     const bytes = this.dataDb.get(asBuffer(key));
     return bytes === undefined ? undefined : decodeRecord(bytes);
   }

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { open as lmdbOpen } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../ranges/core/assert.ts';
 import type { Configuration, Entry, EntryKind } from '../../ranges/core/types.ts';
@@ -16,6 +17,7 @@ import {
   type DataRecord,
   decodeCommand,
   encodeCommand,
+  keyBytesMax,
   packr,
 } from '../../src/storage/commands.ts';
 import { type RangeDescriptor, Store } from '../../src/storage/store.ts';
@@ -62,6 +64,11 @@ function cas(key: string, expect: string | null, value: string, id: string): Com
 
 function del(key: string, id: string): Command {
   return { op: 'del', key: b(key), id: b(id) };
+}
+
+/** A key's request records as [id, index, result view], in id order. */
+function requestsOf(store: Store, key: string): unknown[] {
+  return store.inspectRequests(b(key)).map((q) => [s(q.id), q.index, view(q.result)]);
 }
 
 /** A result with its byte fields as strings, for readable expectations. */
@@ -459,29 +466,44 @@ describe('state machine', () => {
     expect(await r.one(set('k', 'v1', 'A'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
     expect(r.store.get(b('k'))?.revision).toBe(14);
-    // Expired requests (A at 1, B at 2) were dropped from the record; the new one is kept.
-    expect(r.store.get(b('k'))?.requests?.map(([id, index]) => [s(id), index])).toEqual([
-      ['A', 14],
+    // Expired requests (A at 1, B at 2) were deleted by the expiry queue; the new one is kept.
+    expect(requestsOf(r.store, 'k')).toEqual([['A', 14, { ok: true }]]);
+    const record = r.store.get(b('k'));
+    expect([s(record?.value), record?.revision, Object.keys(record ?? {}).sort()]).toEqual([
+      'v1',
+      14,
+      ['revision', 'value'],
     ]);
   });
 
-  it('keeps a tombstone only while it holds unexpired request records', async () => {
+  it('a del keeps no tombstone: its request record carries the result until it expires', async () => {
     const window = 5;
     const r = await range(window);
     await r.run(set('k', 'v1', 'A'), del('k', 'B')); // indexes 1, 2
     expect(r.store.get(b('k'))).toBeUndefined();
     let snap = decodeSnapshot(r.store.takeSnapshot(1).data);
-    expect(snap.records.map(([key, record]) => [s(key), record.value])).toEqual([['k', null]]);
-    expect(await r.one(del('k', 'B'))).toEqual({ ok: true, value: 'v1' }); // index 3: the retry
-    for (let i = 0; i < window; i++) await r.run('noop'); // indexes 4..8
-    // A del with an empty id (no at-most-once) at index 9 expires B (2 < 9 - 5): the
-    // tombstone has nothing left to carry and its LMDB entry is deleted.
-    expect(await r.one({ op: 'del', key: b('k'), id: new Uint8Array() })).toEqual({
-      ok: true,
-      value: null,
-    });
-    snap = decodeSnapshot(r.store.takeSnapshot(1).data);
     expect(snap.records).toEqual([]);
+    expect(
+      snap.requests.map(([key, id, index, result]) => [s(key), s(id), index, view(result)]),
+    ).toEqual([
+      ['k', 'A', 1, { ok: true }],
+      ['k', 'B', 2, { ok: true, value: 'v1' }],
+    ]);
+    expect(await r.one(del('k', 'B'))).toEqual({ ok: true, value: 'v1' }); // index 3: the retry
+    expect(requestsOf(r.store, 'k')).toEqual([
+      ['A', 1, { ok: true }],
+      ['B', 2, { ok: true, value: 'v1' }],
+    ]);
+    for (let i = 0; i < window; i++) await r.run('noop'); // indexes 4..8
+    // Index 7 expired A (1 < 7 - 5) and index 8 expired B (2 < 8 - 5).
+    expect(requestsOf(r.store, 'k')).toEqual([]);
+    expect(r.store.inspectExpiry(1)).toEqual([]);
+    snap = decodeSnapshot(r.store.takeSnapshot(1).data);
+    expect(snap).toEqual({ applied: 8, records: [], requests: [] });
+    // B is forgotten: it applies anew (the key is absent now) and is recorded at index 9.
+    expect(await r.one(del('k', 'B'))).toEqual({ ok: true, value: null });
+    expect(requestsOf(r.store, 'k')).toEqual([['B', 9, { ok: true, value: null }]]);
+    expect(r.store.get(b('k'))).toBeUndefined();
   });
 
   it('garbage commands give an error result and change nothing; the range goes on', async () => {
@@ -550,10 +572,31 @@ describe('state machine', () => {
 
   it('the pure apply function records nothing for an empty id', async () => {
     const cmd: Command = { op: 'set', key: b('k'), value: b('v'), id: new Uint8Array() };
-    const first = applyCommand(cmd, 1, undefined, 10);
-    expect(first.record).toEqual({ value: b('v'), revision: 1 });
-    const again = applyCommand(cmd, 2, first.record === 'unchanged' ? undefined : first.record, 10);
+    const first = applyCommand(cmd, 1, undefined, undefined, 10);
+    expect(first).toEqual({ result: { ok: true }, record: { value: b('v'), revision: 1 } });
+    expect(first.request).toBeUndefined();
+    const current = first.record === 'unchanged' ? undefined : first.record;
+    // A prior request record is ignored without an id: an empty id is never a retry.
+    const again = applyCommand(cmd, 2, current, { index: 1, result: { ok: true } }, 10);
     expect(again.record).toEqual({ value: b('v'), revision: 2 });
+    expect(again.request).toBeUndefined();
+    // With an id: recorded; a remembered prior makes it a retry; an expired one does not.
+    const withId: Command = { ...cmd, id: b('x') };
+    expect(applyCommand(withId, 3, current, undefined, 10).request).toEqual({
+      index: 3,
+      result: { ok: true },
+    });
+    const prior = { index: 2, result: { ok: true, success: false, value: null } } as const;
+    expect(applyCommand(withId, 12, current, prior, 10)).toEqual({
+      result: prior.result,
+      record: 'unchanged',
+      request: undefined,
+    });
+    expect(applyCommand(withId, 13, current, prior, 10)).toEqual({
+      result: { ok: true },
+      record: { value: b('v'), revision: 13 },
+      request: { index: 13, result: { ok: true } },
+    });
     const decoded = decodeCommand(encodeCommand(cas('k', null, 'v', 'id')));
     expect(decoded?.op).toBe('cas');
     if (decoded?.op === 'cas') {
@@ -567,10 +610,14 @@ describe('state machine', () => {
   });
 });
 
-/** The snapshot format is plain msgpack: { applied, records: [[key, DataRecord], ...] }. */
+/**
+ * The snapshot format is plain msgpack:
+ * { applied, records: [[key, DataRecord], ...], requests: [[key, id, index, result], ...] }.
+ */
 function decodeSnapshot(data: Uint8Array): {
   applied: number;
   records: Array<[Uint8Array, DataRecord]>;
+  requests: Array<[Uint8Array, Uint8Array, number, ApplyResult]>;
 } {
   return packr.unpack(data) as ReturnType<typeof decodeSnapshot>;
 }
@@ -630,8 +677,15 @@ describe('snapshots', () => {
     expect(decoded.applied).toBe(5);
     expect(decoded.records.map(([k, rec]) => [s(k), s(rec.value)])).toEqual([
       ['b1', `b1@${source.storeId.slice(0, 4)}`],
-      ['b2', null],
       ['c1', `c1@${source.storeId.slice(0, 4)}`],
+    ]);
+    // The span's request records travel in key order, with their indexes and results.
+    expect(decoded.requests.map(([k, id, index]) => [s(k), s(id), index])).toEqual([
+      ['b1', 'b1-0', 1],
+      ['b2', 'b2-1', 2],
+      ['b2', 'del-b2', 4],
+      ['c1', 'c1-2', 3],
+      ['c1', 'cas-c1', 5],
     ]);
 
     const dir = tempDir();
@@ -713,6 +767,306 @@ describe('snapshots', () => {
     expect(s(target.get(b('j'))?.value)).toBe('w');
     expect(target.loadRange(1)?.state.entries.map((e) => e.index)).toEqual([3]);
     expect(target.takeSnapshot(1).meta).toEqual({ index: 3, term: 2, config });
+  });
+});
+
+describe('request records', () => {
+  async function range(window?: number, dir = tempDir()): Promise<RangeDriver> {
+    const store = openStore(dir, window);
+    await store.createRange(descriptor(1, '', null), config);
+    return new RangeDriver(store, 1);
+  }
+
+  /** Invariant: the expiry queue holds one item per request record, at its index. */
+  function expectQueueMatchesRecords(store: Store, rangeId: number, keys: string[]): void {
+    const queue = store
+      .inspectExpiry(rangeId)
+      .map((q) => `${s(q.key)}/${s(q.id)}@${q.index}`)
+      .sort();
+    const records = keys
+      .flatMap((k) => store.inspectRequests(b(k)).map((q) => `${k}/${s(q.id)}@${q.index}`))
+      .sort();
+    expect(queue).toEqual(records);
+  }
+
+  it('a hot key with 20,000 request ids applies a command reading O(1) records', async () => {
+    const r = await range(); // the default window: nothing expires here
+    let before = 0;
+    for (let t = 0; t < 20; t++) {
+      before = r.store.stats.applyReads;
+      const turn = Array.from({ length: 1000 }, (_, i) => set('hot', `v${t}.${i}`, `id${t}.${i}`));
+      await r.run(...turn);
+    }
+    // The last turn of 1000 commands read the key's data record once and each new id once.
+    expect(r.store.stats.applyReads - before).toBe(1 + 1000);
+    expect(r.store.inspectRequests(b('hot'))).toHaveLength(20_000);
+    expect(r.store.inspectExpiry(1)).toHaveLength(20_000);
+
+    // A new command reads the data record and its own request record; nothing more.
+    before = r.store.stats.applyReads;
+    expect(await r.one(cas('hot', 'v19.999', 'last', 'id-last'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'last',
+    });
+    expect(r.store.stats.applyReads - before).toBe(2);
+    // So does a retry of the first id, which still gets its first result.
+    before = r.store.stats.applyReads;
+    expect(await r.one(set('hot', 'v0.0', 'id0.0'))).toEqual({ ok: true });
+    expect(r.store.stats.applyReads - before).toBe(2);
+    // The data record holds the value and revision only: its size does not grow.
+    const record = r.store.get(b('hot'))!;
+    expect(Object.keys(record).sort()).toEqual(['revision', 'value']);
+    expect([s(record.value), record.revision]).toEqual(['last', 20_001]);
+    expect(packr.pack(record).length).toBeLessThan(64);
+  });
+
+  it('expiry deletes at most two queue items per applied entry, oldest first', async () => {
+    const dir = tempDir();
+    const keys = Array.from({ length: 20 }, (_, i) => `k${String(i + 1).padStart(2, '0')}`);
+    let r = await range(100, dir);
+    await r.run(...keys.map((k) => cas(k, null, 'v', `id-${k}`))); // indexes 1..20
+    expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual(keys.map((_, i) => i + 1));
+    // Reopened with a window of 5, entries 1..15 are out of it at index 21: a backlog.
+    await r.store.close();
+    r = new RangeDriver(openStore(dir, 5), 1);
+    expect(r.next).toBe(21);
+    await r.run('noop'); // index 21: deletes 1 and 2 only
+    expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual(range3to20());
+    expect(r.store.inspectRequests(b('k01'))).toEqual([]);
+    expect(r.store.inspectRequests(b('k02'))).toEqual([]);
+    expectQueueMatchesRecords(r.store, 1, keys);
+    // Index 22 deletes 3 and 4; k10's request (index 10) is out of the window though not
+    // deleted yet: the cas applies anew (and fails now), replacing record and queue item.
+    expect(await r.one(cas('k10', null, 'v', 'id-k10'))).toEqual({
+      ok: true,
+      success: false,
+      value: 'v',
+    });
+    expect(requestsOf(r.store, 'k10')).toEqual([
+      ['id-k10', 22, { ok: true, success: false, value: 'v' }],
+    ]);
+    expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual([
+      5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22,
+    ]);
+    expectQueueMatchesRecords(r.store, 1, keys);
+    // A retry inside the window is still answered from its record (k20 at index 20).
+    expect(await r.one(cas('k20', null, 'v', 'id-k20'))).toEqual({
+      ok: true,
+      success: true,
+      value: 'v',
+    });
+    // Index 23 deleted 5 and 6. Noops drain the rest: everything below i - 5 at index i.
+    for (let i = 24; i <= 40; i++) {
+      await r.run('noop');
+      expectQueueMatchesRecords(r.store, 1, keys);
+    }
+    expect(r.store.inspectExpiry(1)).toEqual([]);
+    expect(keys.flatMap((k) => r.store.inspectRequests(b(k)))).toEqual([]);
+    // The data stays.
+    expect(keys.map((k) => s(r.store.get(b(k))?.value))).toEqual(keys.map(() => 'v'));
+
+    function range3to20(): number[] {
+      return Array.from({ length: 18 }, (_, i) => i + 3);
+    }
+  });
+
+  it('replicas that batch entries differently reach the same state and expiry', async () => {
+    const window = 4;
+    const items: Array<Command | 'noop'> = [];
+    for (let i = 0; i < 40; i++) {
+      const key = `k${i % 3}`;
+      if (i % 7 === 6) items.push('noop');
+      else if (i % 5 === 4) items.push(del(key, `d${i}`));
+      else if (i % 4 === 3) items.push(cas(key, `v${i - 1}`, `v${i}`, `c${i}`));
+      else items.push(set(key, `v${i}`, `s${i}`));
+      if (i % 6 === 5) items.push(set(key, 'retry?', `s${i - 5}`)); // some retries, some not
+    }
+    const one = await range(window);
+    const results = await one.run(...items);
+    const other = await range(window);
+    const otherResults: ApplyResult[] = [];
+    for (const item of items) otherResults.push(...(await other.run(item)));
+    expect(otherResults.map(view)).toEqual(results.map(view));
+    const a = one.store.takeSnapshot(1);
+    const c = other.store.takeSnapshot(1);
+    expect(Buffer.from(c.data).equals(Buffer.from(a.data))).toBe(true);
+    expect(other.store.inspectExpiry(1)).toEqual(one.store.inspectExpiry(1));
+    expect(decodeSnapshot(a.data).requests.length).toBeGreaterThan(0);
+    expectQueueMatchesRecords(one.store, 1, ['k0', 'k1', 'k2']);
+  });
+
+  it('a snapshot carries request records; the installed replica expires them in step', async () => {
+    const window = 8;
+    const source = openStore(tempDir(), window);
+    await source.createRange(descriptor(1, '', 'b'), config);
+    await source.createRange(descriptor(2, 'b', 'd'), config);
+    const src = new RangeDriver(source, 2, 2);
+    await src.run(set('b1', 'x', 'X'), cas('c1', null, 'y', 'Y'), del('b1', 'Z'), 'noop');
+
+    const target = openStore(tempDir(), window);
+    await target.createRange(descriptor(1, '', 'b'), config);
+    await target.createRange(descriptor(2, 'b', 'd'), config);
+    await new RangeDriver(target, 1).run(set('a1', 'keep', 'A')); // outside the span
+    await new RangeDriver(target, 2).run(set('b9', 'stale', 'Q'), set('c1', 'stale', 'Y'));
+
+    const snap = source.takeSnapshot(2);
+    const turn = target.beginTurn();
+    turn.write(2, {
+      id: 7,
+      hardState: { term: 3, vote: 0, commit: 4 },
+      entries: [],
+      snapshot: snap,
+    });
+    await turn.commit().durable;
+    // The span's stale records and requests are gone; the queue is the source's.
+    expect(requestsOf(target, 'b9')).toEqual([]);
+    expect(requestsOf(target, 'c1')).toEqual([['Y', 2, { ok: true, success: true, value: 'y' }]]);
+    expect(requestsOf(target, 'a1')).toEqual([['A', 1, { ok: true }]]);
+    expect(target.inspectExpiry(1)).toHaveLength(1);
+    expect(target.inspectExpiry(2)).toEqual(source.inspectExpiry(2));
+    expect(target.inspectExpiry(2).map((q) => [s(q.key), s(q.id), q.index])).toEqual([
+      ['b1', 'X', 1],
+      ['c1', 'Y', 2],
+      ['b1', 'Z', 3],
+    ]);
+
+    // Both replicas apply the same entries; retries answer alike until the ids expire,
+    // which happens at the same index on both.
+    const dst = new RangeDriver(target, 2, 3);
+    expect(dst.next).toBe(5);
+    const retryY = cas('c1', null, 'y', 'Y');
+    const retryZ = del('b1', 'Z');
+    const expired: Array<[number, string[]]> = [];
+    for (let index = 5; index <= 13; index++) {
+      const item = index === 6 ? retryY : index === 7 ? retryZ : 'noop';
+      const [a, c] = [await src.one(item), await dst.one(item)];
+      expect(c).toEqual(a);
+      if (index === 6) expect(a).toEqual({ ok: true, success: true, value: 'y' });
+      if (index === 7) expect(a).toEqual({ ok: true, value: 'x' });
+      const queue = target.inspectExpiry(2);
+      expect(queue).toEqual(source.inspectExpiry(2));
+      expired.push([index, queue.map((q) => s(q.id)!)]);
+      const [sa, sc] = [source.takeSnapshot(2).data, target.takeSnapshot(2).data];
+      expect(Buffer.from(sc).equals(Buffer.from(sa))).toBe(true);
+    }
+    // X (index 1) expires at index 10, Y (2) at 11, Z (3) at 12: i - 8 > recorded index.
+    expect(expired.map(([i, ids]) => `${i}:${ids.join('')}`)).toEqual([
+      '5:XYZ',
+      '6:XYZ',
+      '7:XYZ',
+      '8:XYZ',
+      '9:XYZ',
+      '10:YZ',
+      '11:Z',
+      '12:',
+      '13:',
+    ]);
+    // Forgotten: a retry of Y applies anew on both and fails (c1 exists).
+    const late = cas('c1', null, 'y', 'Y');
+    expect(await dst.one(late)).toEqual({ ok: true, success: false, value: 'y' });
+    expect(await src.one(late)).toEqual({ ok: true, success: false, value: 'y' });
+  });
+
+  it('refuses a snapshot whose request records repeat or leave the span', async () => {
+    const store = openStore(tempDir());
+    await store.createRange(descriptor(1, 'b', 'd'), config);
+    const meta = { index: 3, term: 1, config };
+    const request = (key: string, id: string) => [b(key), b(id), 2, { ok: true }];
+    const bad = [
+      [request('b1', 'X'), request('b1', 'X')],
+      [request('c1', 'X'), request('b1', 'X')],
+      [request('e1', 'X')],
+    ];
+    for (const requests of bad) {
+      const turn = store.beginTurn();
+      const data = packr.pack({ applied: 3, records: [], requests });
+      turn.write(1, {
+        id: 1,
+        hardState: { term: 1, vote: 0, commit: 3 },
+        entries: [],
+        snapshot: { meta, data },
+      });
+      await expect(turn.commit().results).rejects.toThrow(InvariantViolation);
+    }
+    expect(store.loadRange(1)?.state.applied).toBe(0);
+    expect(store.inspectExpiry(1)).toEqual([]);
+  });
+
+  it('request records of a span are exactly its keys, in key order (binary keys)', async () => {
+    // Bytes near the edges of the encoding: 0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff.
+    const alphabet = [0x00, 0x01, 0x7f, 0x80, 0xfe, 0xff];
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return seed % n;
+    };
+    const randomKey = (): Uint8Array =>
+      Uint8Array.from({ length: 1 + rand(6) }, () => alphabet[rand(alphabet.length)]!);
+    const hex = (k: Uint8Array): string => Buffer.from(k).toString('hex');
+    for (let round = 0; round < 10; round++) {
+      const split = randomKey();
+      const store = openStore(tempDir());
+      await store.createRange({ ...descriptor(1, '', null), end: split }, config);
+      await store.createRange({ ...descriptor(2, '', null), start: split }, config);
+      const keys = new Map<string, Uint8Array>();
+      for (let i = 0; i < 30; i++) {
+        const k = i === 0 ? split : randomKey();
+        keys.set(hex(k), k);
+      }
+      keys.set(
+        hex(Buffer.concat([split, Buffer.from([0])])),
+        Buffer.concat([split, Buffer.from([0])]),
+      );
+      const drivers = [new RangeDriver(store, 1), new RangeDriver(store, 2)];
+      for (const k of keys.values()) {
+        const d = Buffer.compare(Buffer.from(k), Buffer.from(split)) < 0 ? 0 : 1;
+        const id = Uint8Array.from([0, ...k]);
+        await drivers[d]!.run({ op: 'set', key: k, value: b('v'), id });
+        expect(store.inspectRequests(k).map((q) => hex(q.id))).toEqual([hex(id)]);
+      }
+      const sorted = [...keys.values()].sort((x, y) =>
+        Buffer.compare(Buffer.from(x), Buffer.from(y)),
+      );
+      const left = sorted.filter((k) => Buffer.compare(Buffer.from(k), Buffer.from(split)) < 0);
+      const right = sorted.filter((k) => Buffer.compare(Buffer.from(k), Buffer.from(split)) >= 0);
+      for (const [rangeId, expected] of [
+        [1, left],
+        [2, right],
+      ] as const) {
+        const snap = decodeSnapshot(store.takeSnapshot(rangeId).data);
+        expect(snap.requests.map(([k]) => hex(k))).toEqual(expected.map(hex));
+        expect(snap.records.map(([k]) => hex(k))).toEqual(expected.map(hex));
+      }
+    }
+  });
+
+  it('the longest command key fits LMDB with the longest request id', async () => {
+    const r = await range();
+    const id = new Uint8Array(64).fill(0xff);
+    const delId = new Uint8Array(64).fill(0xfe);
+    for (const fill of [0x00, 0xff]) {
+      const key = new Uint8Array(keyBytesMax).fill(fill);
+      expect(await r.one({ op: 'set', key, value: b('v'), id })).toEqual({ ok: true });
+      expect(await r.one({ op: 'del', key, id: delId })).toEqual({ ok: true, value: 'v' });
+      expect(await r.one({ op: 'del', key, id: delId })).toEqual({ ok: true, value: 'v' });
+      expect(r.store.inspectRequests(key).map((q) => q.id.length)).toEqual([64, 64]);
+    }
+    const tooLong = new Uint8Array(keyBytesMax + 1);
+    const [result] = await r.run(encodeCommand({ op: 'set', key: tooLong, value: b('v'), id }));
+    expect(result?.ok).toBe(false);
+  });
+
+  it('refuses to open a store with ranges in the old layout', async () => {
+    const dir = tempDir();
+    const store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    await store.close();
+    const raw = lmdbOpen(dir, { maxDbs: 8 });
+    const meta = raw.openDB<string, string>('meta', { encoding: 'string' });
+    await meta.remove('storageFormat');
+    await raw.close();
+    expect(() => Store.open(dir)).toThrow(/older storage layout/);
   });
 });
 
