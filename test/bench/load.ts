@@ -1,0 +1,252 @@
+// The load process: a closed loop of `inflight` workers, one request outstanding each,
+// in a process of its own (like loadgen.mjs), so the client's CPU is measured apart from
+// the servers'. Forked by run.ts with its config in BENCH_LOAD; reports over IPC:
+//
+//   ready                    connected (and, for cas, learnt the current values)
+//   window start / end       the measured window begins / ends (the parent samples the
+//                            servers' CPU and counters at these moments)
+//   result                   client-side figures of the window
+//
+// Modes: rasputin (our Client: fill, put, get, cas) and echo (bare NATS request/reply to
+// the responder, the ceiling of this harness). Every loop stops after durationS of
+// measurement or maxOps completed operations, whichever comes first; setup loops are
+// bounded by count and time; a hard timer ends the process if the system hangs.
+
+import { connect } from '@nats-io/transport-node';
+import { Client } from '../../src/client/index.ts';
+import {
+  keyName,
+  type LoadConfig,
+  type LoadMessage,
+  type LoadResult,
+  makeValue,
+  pct,
+  randInt,
+} from './shape.ts';
+
+const cfg = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadConfig;
+/** Setup (fill, cas state) must end within this. */
+const setupLimitMs = 300_000;
+const hardLimitMs = setupLimitMs + (cfg.warmupS + cfg.durationS + 60) * 1000;
+/** The run stops after this many failed ops (the system is not answering). */
+const errorsMax = 1000;
+
+function send(m: LoadMessage): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) resolve();
+    else process.send(m, undefined, {}, () => resolve());
+  });
+}
+
+setTimeout(() => {
+  void send({ type: 'error', message: 'load: hard time limit hit' }).finally(() => process.exit(3));
+}, hardLimitMs).unref();
+// The parent is gone: nobody reads the result.
+process.on('disconnect', () => process.exit(4));
+
+interface Target {
+  /** One op of the workload; false when a cas did not succeed. */
+  op(wid: number, n: number): Promise<boolean>;
+  requests(): { requests: number; retries: number };
+  close(): Promise<void>;
+}
+
+async function rasputinTarget(): Promise<{ target: Target; setupS: number; fill?: number }> {
+  const client = await Client.connect({
+    servers: cfg.servers.split(','),
+    timeoutMs: 5000,
+    name: `bench-${cfg.op}-c${cfg.inflight}`,
+  });
+  const t0 = performance.now();
+  const deadline = t0 + setupLimitMs;
+  /** Runs `work(i)` for i in [0, count) with `conc` in flight; bounded by count and time. */
+  const bulk = async (count: number, conc: number, work: (i: number) => Promise<void>) => {
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: Math.min(conc, count) }, async () => {
+        for (;;) {
+          const i = next++;
+          if (i >= count) return;
+          if (performance.now() > deadline) throw new Error(`setup over ${setupLimitMs} ms`);
+          await work(i);
+        }
+      }),
+    );
+  };
+  const value = (wid: number, n: number) => makeValue(cfg.valueBytes, wid, n, cfg.nonce);
+  const current = new Map<string, Buffer | null>();
+  if (cfg.op === 'fill') {
+    await bulk(cfg.keyspace, cfg.setupInflight, (i) => client.set(keyName('k', i), value(0, i)));
+  } else if (cfg.op === 'cas') {
+    // Every key is owned by one worker of this process: learn them all, once.
+    let missing = 0;
+    await bulk(cfg.keyspace, cfg.setupInflight, async (i) => {
+      const key = keyName('k', i);
+      const r = await client.get(key);
+      if (r === null) missing++;
+      else current.set(key, r.value);
+    });
+    if (missing > 0) throw new Error(`cas: ${missing} k_ keys absent; the fill did not finish`);
+  }
+  const setupS = (performance.now() - t0) / 1000;
+  const slots = (wid: number) => Math.ceil((cfg.keyspace - wid) / cfg.inflight);
+  const target: Target = {
+    async op(wid, n) {
+      if (cfg.op === 'put') {
+        await client.set(keyName('p', randInt(cfg.keyspace)), value(wid, n));
+        return true;
+      }
+      if (cfg.op === 'get') {
+        await client.get(keyName('k', randInt(cfg.keyspace)));
+        return true;
+      }
+      const key = keyName('k', wid + cfg.inflight * randInt(slots(wid)));
+      const next = value(wid, n);
+      const r = await client.cas(key, current.get(key) ?? null, next);
+      // On a failure the reply carries the current value: the next cas on this key uses it.
+      current.set(key, r.success ? next : r.value);
+      return r.success;
+    },
+    requests: () => ({ requests: client.stats.requests, retries: client.stats.retries }),
+    close: () => client.close(),
+  };
+  return { target, setupS };
+}
+
+async function echoTarget(): Promise<{ target: Target; setupS: number }> {
+  const nc = await connect({ servers: cfg.servers.split(','), name: 'bench-echo' });
+  // About the size of one Rasputin put request (a 10-byte key and a 100-byte value).
+  const payload = Buffer.alloc(cfg.valueBytes + 48, 0x61);
+  let requests = 0;
+  return {
+    setupS: 0,
+    target: {
+      async op() {
+        requests++;
+        await nc.request(cfg.echoSubject, payload, { timeout: 5000 });
+        return true;
+      },
+      requests: () => ({ requests, retries: 0 }),
+      close: () => nc.close(),
+    },
+  };
+}
+
+async function main(): Promise<LoadResult> {
+  const { target, setupS } = cfg.mode === 'echo' ? await echoTarget() : await rasputinTarget();
+  await send({ type: 'ready' });
+  if (cfg.op === 'fill') {
+    await target.close();
+    return {
+      ops: cfg.keyspace,
+      errors: 0,
+      casFail: 0,
+      elapsedS: setupS,
+      p50: Number.NaN,
+      p90: Number.NaN,
+      p99: Number.NaN,
+      max: Number.NaN,
+      clientCpuS: 0,
+      clientRequests: 0,
+      clientRetries: 0,
+      firstErr: undefined,
+      setupS,
+    };
+  }
+
+  const lat: number[] = [];
+  let ops = 0;
+  let errors = 0;
+  let casFail = 0;
+  let firstErr: string | undefined;
+  let measuring = false;
+  let stop = false;
+  let windowStarted = false;
+  let windowEnded = false;
+  let mStart = 0;
+  let mEnd = 0;
+  let cpu0: NodeJS.CpuUsage | undefined;
+  let cpuUsed: NodeJS.CpuUsage | undefined;
+  let req0 = target.requests();
+  let req1 = req0;
+  const pending: Promise<void>[] = [];
+  const startWindow = () => {
+    if (windowStarted) return;
+    windowStarted = true;
+    measuring = true;
+    mStart = performance.now();
+    cpu0 = process.cpuUsage();
+    req0 = target.requests();
+    pending.push(send({ type: 'window', phase: 'start' }));
+  };
+  const endWindow = () => {
+    if (windowEnded) return;
+    startWindow();
+    windowEnded = true;
+    stop = true;
+    mEnd = performance.now();
+    cpuUsed = process.cpuUsage(cpu0);
+    req1 = target.requests();
+    pending.push(send({ type: 'window', phase: 'end' }));
+  };
+  const timers = [
+    setTimeout(startWindow, cfg.warmupS * 1000),
+    setTimeout(endWindow, (cfg.warmupS + cfg.durationS) * 1000),
+  ];
+  await Promise.all(
+    Array.from({ length: cfg.inflight }, async (_, wid) => {
+      let n = 0;
+      while (!stop) {
+        const t0 = performance.now();
+        let ok: boolean;
+        try {
+          ok = await target.op(wid, n++);
+        } catch (err) {
+          errors++;
+          firstErr ??= `${(err as Error).name}: ${(err as Error).message}`;
+          if (errors > errorsMax) stop = true;
+          continue;
+        }
+        const t1 = performance.now();
+        if (measuring && !stop) {
+          lat.push(t1 - t0);
+          ops++;
+          if (!ok) casFail++;
+          if (ops >= cfg.maxOps) endWindow();
+        }
+      }
+    }),
+  );
+  timers.forEach(clearTimeout);
+  endWindow();
+  await Promise.all(pending);
+  await target.close();
+  const sorted = Float64Array.from(lat).sort();
+  const cpu = cpuUsed ?? { user: 0, system: 0 };
+  return {
+    ops,
+    errors,
+    casFail,
+    elapsedS: (mEnd - mStart) / 1000,
+    p50: pct(sorted, 0.5),
+    p90: pct(sorted, 0.9),
+    p99: pct(sorted, 0.99),
+    max: sorted.length > 0 ? sorted[sorted.length - 1]! : Number.NaN,
+    clientCpuS: (cpu.user + cpu.system) / 1e6,
+    clientRequests: req1.requests - req0.requests,
+    clientRetries: req1.retries - req0.retries,
+    firstErr,
+    setupS,
+  };
+}
+
+main().then(
+  async (result) => {
+    await send({ type: 'result', result });
+    process.exit(0);
+  },
+  async (err: unknown) => {
+    await send({ type: 'error', message: (err as Error).stack ?? String(err) });
+    process.exit(1);
+  },
+);

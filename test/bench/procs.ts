@@ -1,0 +1,413 @@
+// Processes of the benchmark, modelled on test/integration/harness.ts: every child is
+// started here, tracked by PID and stopped by PID (SIGTERM, then SIGKILL after a bounded
+// wait). A safety net SIGKILLs every child still running when this process exits, and runs
+// the registered emergency hooks (the peers' stop scripts) when it is told to stop by a
+// signal. Every wait is bounded.
+
+import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
+import { request as httpGet } from 'node:http';
+import { createServer, Socket } from 'node:net';
+import { join } from 'node:path';
+
+export const repoRoot = join(import.meta.dirname, '..', '..');
+export const loopbackHost = '127.0.0.1';
+
+const exitTimeoutMs = 10_000;
+const outputLinesMax = 2000;
+
+export interface Exit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface Proc {
+  readonly name: string;
+  readonly pid: number;
+  readonly child: ChildProcess;
+  /** The last lines it printed (stderr lines prefixed with `[stderr] `). */
+  readonly output: string[];
+  /** Resolves once it has exited. */
+  readonly exited: Promise<Exit>;
+  running(): boolean;
+  /** Sends `signal` (default SIGTERM), waits for the exit, SIGKILL after 10 s. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+const live = new Set<Proc>();
+const emergencyHooks = new Set<() => void>();
+
+function killAllNow(): void {
+  for (const p of live) {
+    if (!p.running()) continue;
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+process.on('exit', killAllNow);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(signal, () => {
+    console.error(`bench: ${signal}, stopping every process it started`);
+    killAllNow();
+    for (const hook of emergencyHooks) {
+      try {
+        hook();
+      } catch {
+        // best effort
+      }
+    }
+    process.exit(130);
+  });
+}
+
+/** Registers a synchronous cleanup for a signal; returns its unregister function. */
+export function onEmergency(hook: () => void): () => void {
+  emergencyHooks.add(hook);
+  return () => emergencyHooks.delete(hook);
+}
+
+function wrap(
+  name: string,
+  child: ChildProcess,
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void,
+  logFile?: string,
+): Proc {
+  const output: string[] = [];
+  const log: WriteStream | undefined = logFile
+    ? createWriteStream(logFile, { flags: 'a' })
+    : undefined;
+  log?.on('error', () => undefined);
+  child.on('error', (err) => output.push(`[spawn error] ${err.message}`));
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const exited = new Promise<Exit>((resolve) => {
+    let done = false;
+    const finish = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (done) return;
+      done = true;
+      live.delete(proc);
+      log?.end();
+      resolve({ code, signal });
+    };
+    child.once('close', finish);
+    // A grandchild may hold the pipes open: do not wait for them for long.
+    child.once('exit', (code, signal) => setTimeout(() => finish(code, signal), 500).unref());
+  });
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const source = child[stream];
+    if (!source) continue;
+    let partial = '';
+    source.setEncoding('utf8');
+    source.on('data', (chunk: string) => {
+      log?.write(chunk);
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) add(line, stream);
+    });
+    source.on('end', () => {
+      if (partial !== '') add(partial, stream);
+      partial = '';
+    });
+  }
+  function add(line: string, stream: 'stdout' | 'stderr'): void {
+    output.push(stream === 'stderr' ? `[stderr] ${line}` : line);
+    if (output.length > outputLinesMax) output.splice(0, output.length - outputLinesMax);
+    onLine?.(line, stream);
+  }
+  if (child.pid === undefined) {
+    log?.end();
+    throw new Error(`could not start ${name}`);
+  }
+  const pid = child.pid;
+  const proc: Proc = {
+    name,
+    pid,
+    child,
+    output,
+    exited,
+    running,
+    async stop(signal = 'SIGTERM') {
+      // Signal only a child not yet reaped, so a reused PID is never hit.
+      if (running()) {
+        try {
+          process.kill(pid, signal);
+        } catch {
+          // already gone
+        }
+      }
+      if (await within(exited, exitTimeoutMs)) return;
+      if (running()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      if (!(await within(exited, exitTimeoutMs))) {
+        throw new Error(`${name} (pid ${pid}) did not exit after SIGKILL`);
+      }
+    },
+  };
+  live.add(proc);
+  return proc;
+}
+
+/** Spawns a command with its output collected (and optionally appended to a file). */
+export function spawnProc(
+  name: string,
+  command: string,
+  args: readonly string[],
+  opts: {
+    cwd?: string;
+    env?: NodeJS.ProcessEnv;
+    logFile?: string;
+    onLine?: (line: string, stream: 'stdout' | 'stderr') => void;
+  } = {},
+): Proc {
+  const child = spawn(command, args, {
+    cwd: opts.cwd ?? repoRoot,
+    env: opts.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return wrap(name, child, opts.onLine, opts.logFile);
+}
+
+/** Forks a TypeScript module of this folder (run with tsx) with an IPC channel. */
+export function forkTs(name: string, file: string, env: Record<string, string>): Proc {
+  const child = fork(join(import.meta.dirname, file), [], {
+    cwd: repoRoot,
+    execArgv: ['--import', 'tsx'],
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  return wrap(name, child);
+}
+
+/** Runs a short command to its end; SIGKILLs it after timeoutMs. */
+export async function runToEnd(
+  name: string,
+  command: string,
+  args: readonly string[],
+  opts: { cwd?: string; timeoutMs: number },
+): Promise<Exit & { stdout: string[]; stderr: string[]; timedOut: boolean }> {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const p = spawnProc(name, command, args, {
+    ...(opts.cwd ? { cwd: opts.cwd } : {}),
+    onLine: (line, stream) => (stream === 'stdout' ? stdout : stderr).push(line),
+  });
+  const timedOut = !(await within(p.exited, opts.timeoutMs));
+  if (timedOut) await p.stop('SIGKILL');
+  return { ...(await p.exited), stdout, stderr, timedOut };
+}
+
+/** Synchronous, bounded: for emergency hooks only. */
+export function runNow(command: string, args: readonly string[], cwd: string): void {
+  spawnSync(command, args, { cwd, stdio: 'ignore', timeout: 20_000 });
+}
+
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true), timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** True if `name` is on PATH. */
+export function onPath(name: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+}
+
+// -------------------------------------------------------------------- measurements
+
+/** CPU seconds (user + system) used so far by these processes (/proc, CLK_TCK = 100). */
+export function cpuSeconds(pids: readonly number[]): number {
+  const { user, system } = cpuSplit(pids);
+  return user + system;
+}
+
+/** User and system CPU seconds used so far by these processes. */
+export function cpuSplit(pids: readonly number[]): { user: number; system: number } {
+  let user = 0;
+  let system = 0;
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      user += Number(rest[11]) / 100;
+      system += Number(rest[12]) / 100;
+    } catch {
+      // process gone
+    }
+  }
+  return { user, system };
+}
+
+export interface Varz {
+  in_msgs: number;
+  out_msgs: number;
+  in_bytes: number;
+  out_bytes: number;
+}
+
+/** nats-server's /varz message counters (monitoring port on loopback). */
+export function varz(monitorPort: number): Promise<Varz> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(
+      { host: loopbackHost, port: monitorPort, path: '/varz', timeout: 5000 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => {
+          try {
+            const v = JSON.parse(body) as Record<string, unknown>;
+            const n = (k: string) => (typeof v[k] === 'number' ? (v[k] as number) : Number.NaN);
+            resolve({
+              in_msgs: n('in_msgs'),
+              out_msgs: n('out_msgs'),
+              in_bytes: n('in_bytes'),
+              out_bytes: n('out_bytes'),
+            });
+          } catch (err) {
+            reject(err);
+          }
+        });
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('varz timed out')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// -------------------------------------------------------------------- ports and servers
+
+/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.once('error', reject);
+    server.listen({ host: loopbackHost, port: 0, exclusive: true }, () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port assigned'))));
+    });
+  });
+}
+
+function tcpAccepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.once('error', () => done(false));
+    socket.connect(port, loopbackHost, () => done(true));
+  });
+}
+
+export interface MonitoredNats {
+  readonly url: string;
+  readonly monitorPort: number;
+  readonly proc: Proc;
+}
+
+/** `nats-server -a 127.0.0.1 -p P -m M` on free ports; waits for both ports (10 s). */
+export async function startNats(): Promise<MonitoredNats> {
+  let lastError: unknown;
+  for (let attempt = 1; attempt <= 5; attempt++) {
+    const port = await freePort();
+    const monitorPort = await freePort();
+    const proc = spawnProc('nats-server', 'nats-server', [
+      '-a',
+      loopbackHost,
+      '-p',
+      String(port),
+      '-m',
+      String(monitorPort),
+    ]);
+    const deadline = performance.now() + 10_000;
+    try {
+      for (;;) {
+        if (!proc.running()) {
+          await proc.exited;
+          throw new Error(`nats-server exited:\n${proc.output.join('\n')}`);
+        }
+        if ((await tcpAccepts(port)) && (await tcpAccepts(monitorPort)) && proc.running()) {
+          return { url: `nats://${loopbackHost}:${port}`, monitorPort, proc };
+        }
+        if (performance.now() > deadline) throw new Error('nats-server not ready in 10 s');
+        await sleep(25);
+      }
+    } catch (err) {
+      lastError = err;
+      await proc.stop('SIGKILL');
+    }
+  }
+  throw lastError;
+}
+
+/** `node --import tsx src/cli/main.ts start ...`; resolves on its `ready` line (30 s). */
+export async function startNode(opts: {
+  nodeId: string;
+  natsUrl: string;
+  storageDir: string;
+  initialNodes: readonly string[];
+  logFile: string;
+}): Promise<Proc> {
+  let readySeen = false;
+  let onReady: (() => void) | undefined;
+  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  const proc = spawnProc(
+    `node ${opts.nodeId}`,
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      join(repoRoot, 'src/cli/main.ts'),
+      'start',
+      '--node-id',
+      opts.nodeId,
+      '--nats',
+      opts.natsUrl,
+      '--storage-dir',
+      opts.storageDir,
+      '--initial-nodes',
+      opts.initialNodes.join(','),
+    ],
+    {
+      logFile: opts.logFile,
+      onLine: (line, stream) => {
+        if (stream === 'stdout' && line.includes('ready')) {
+          readySeen = true;
+          onReady?.();
+        }
+      },
+    },
+  );
+  await within(Promise.race([ready, proc.exited]), 30_000);
+  if (!readySeen || !proc.running()) {
+    await proc.stop('SIGKILL');
+    throw new Error(
+      `node ${opts.nodeId} did not become ready (see ${opts.logFile}):\n` +
+        proc.output.slice(-30).join('\n'),
+    );
+  }
+  return proc;
+}

@@ -1,0 +1,77 @@
+// The workload shape shared with the peers' load generator (/work/shared/peers/loadgen.mjs),
+// so Rasputin's numbers can be put side by side with NATS JetStream KV and etcd:
+//
+//   keys "k_<idx>" (6-digit, pre-filled, used by get and cas) and "p_<idx>" (used by put),
+//   idx uniform over the keyspace; values of valueBytes bytes; a closed loop of N workers
+//   with one request in flight each; cas workers own disjoint keys (idx % N === worker).
+
+export type Op = 'put' | 'get' | 'cas';
+export const ops: readonly Op[] = ['put', 'get', 'cas'];
+
+/** What the parent tells a load child (JSON in the BENCH_LOAD environment variable). */
+export interface LoadConfig {
+  /** rasputin: our Client against the cluster; echo: bare NATS request/reply. */
+  mode: 'rasputin' | 'echo';
+  /** fill writes every k_ key once; the others run the timed closed loop. */
+  op: Op | 'fill' | 'echo';
+  servers: string;
+  inflight: number;
+  warmupS: number;
+  durationS: number;
+  maxOps: number;
+  keyspace: number;
+  valueBytes: number;
+  /** Requests in flight while filling or learning cas state (not the measured load). */
+  setupInflight: number;
+  /** Subject of the echo responder. */
+  echoSubject: string;
+  /** Distinguishes the values of this run from earlier ones. */
+  nonce: number;
+}
+
+/** Client-side figures of one run, sent back to the parent. */
+export interface LoadResult {
+  ops: number;
+  errors: number;
+  casFail: number;
+  elapsedS: number;
+  /** Latencies in ms, sorted ascending, of the ops completed in the window. */
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  clientCpuS: number;
+  /** Client.stats deltas over the window (rasputin mode). */
+  clientRequests: number;
+  clientRetries: number;
+  firstErr: string | undefined;
+  /** Setup time (fill, cas state) in seconds. */
+  setupS: number;
+}
+
+/** Messages from a load child. */
+export type LoadMessage =
+  | { type: 'ready' }
+  | { type: 'window'; phase: 'start' | 'end' }
+  | { type: 'result'; result: LoadResult }
+  | { type: 'error'; message: string };
+
+export const keyName = (prefix: 'k' | 'p', i: number): string =>
+  `${prefix}_${String(i).padStart(6, '0')}`;
+
+export const randInt = (n: number): number => Math.floor(Math.random() * n);
+
+/** valueBytes (at least 12) of 'a' with the worker id, a counter and the run's nonce up front. */
+export function makeValue(valueBytes: number, wid: number, n: number, nonce: number): Buffer {
+  const b = Buffer.alloc(Math.max(valueBytes, 12), 0x61);
+  b.writeUInt32BE(wid >>> 0, 0);
+  b.writeUInt32BE(n >>> 0, 4);
+  b.writeUInt32BE(nonce >>> 0, 8);
+  return b;
+}
+
+/** The p-quantile of ascending `sorted` (same definition as loadgen.mjs). */
+export function pct(sorted: Float64Array, p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
+}
