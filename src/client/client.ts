@@ -459,6 +459,7 @@ export class Client {
         ok: false,
         code: r.code,
         msg: typeof r.msg === 'string' ? r.msg : r.code,
+        ...(typeof r.limit === 'string' ? { limit: r.limit } : {}),
       };
       return new Array<WireResult>(opCount).fill(refused);
     }

@@ -205,30 +205,44 @@ export class Node {
     const p = this.config.prefix;
     this.subs.push(
       this.nc.subscribe(subjects.raft(p, this.config.nodeId), {
-        callback: (err, msg) => {
-          if (!err) this.onRaft(msg);
-        },
+        callback: this.guarded((msg) => this.onRaft(msg)),
       }),
       this.nc.subscribe(subjects.kv(p), {
         queue: kvQueue,
-        callback: (err, msg) => {
-          if (!err) this.onKv(msg);
-        },
+        callback: this.guarded((msg) => this.onKv(msg)),
       }),
       this.nc.subscribe(subjects.adminStatus(p), {
-        callback: (err, msg) => {
-          if (!err) this.reply(msg, this.status());
-        },
+        callback: this.guarded((msg) => this.reply(msg, this.status())),
       }),
       this.nc.subscribe(subjects.adminWhoami(p, this.config.nodeId), {
-        callback: (err, msg) => {
-          if (!err) this.reply(msg, { v: protocolVersion, store: this.store.storeId });
-        },
+        callback: this.guarded((msg) =>
+          this.reply(msg, { v: protocolVersion, store: this.store.storeId }),
+        ),
       }),
     );
   }
 
+  /**
+   * A subscription callback that never lets an exception escape into nats.js (which
+   * would stop reading the socket for good, leaving a live but deaf node). Every handler
+   * validates its input, so an exception here is a broken invariant: exit, and let the
+   * supervisor restart the node from its durable state.
+   */
+  private guarded(handle: (msg: Msg) => void): (err: Error | null, msg: Msg) => void {
+    return (err, msg) => {
+      if (err) return;
+      try {
+        handle(msg);
+      } catch (e) {
+        this.fatal(`handling a message on ${msg.subject}: ${(e as Error).stack ?? String(e)}`);
+      }
+    };
+  }
+
   private async watchConnection(): Promise<void> {
+    void this.nc.closed().then((err) => {
+      if (!this.stopping) this.fatal(`the NATS connection closed: ${err?.message ?? 'closed'}`);
+    });
     for await (const s of this.nc.status()) {
       if (s.type === 'disconnect' || s.type === 'reconnect') {
         this.log.warn(`nats ${s.type}`);
@@ -240,11 +254,11 @@ export class Node {
     if (this.stopping) return;
     this.stopping = true;
     if (this.ticker) clearInterval(this.ticker);
-    try {
-      await this.nc?.drain();
-    } catch {
-      // already closed
-    }
+    // Drain what is in flight, but never hang on a connection that went bad.
+    const drained = this.nc?.drain().catch(() => {});
+    const timer = new Promise((done) => setTimeout(done, 2000).unref());
+    await Promise.race([drained, timer]);
+    if (this.nc && !this.nc.isClosed()) await this.nc.close().catch(() => {});
     await this.store?.close();
     this.log.info('stopped');
   }
@@ -270,6 +284,15 @@ export class Node {
       return;
     }
     const e = d.env;
+    if (e.from === this.config.nodeId) {
+      this.stats.dropped++;
+      this.log.limited(
+        'warn',
+        'raft-from-self',
+        'dropped raft messages claiming to come from this node',
+      );
+      return;
+    }
     if (!this.config.initialNodes.includes(e.from) && !this.knownNode(e.from)) {
       this.stats.dropped++;
       this.log.limited(
@@ -375,8 +398,14 @@ export class Node {
     }
   }
 
-  private fail(msg: Msg, code: string, text: string): void {
-    this.reply(msg, { v: protocolVersion, cid: this.clusterId, code, msg: text });
+  private fail(msg: Msg, code: string, text: string, limit?: string): void {
+    this.reply(msg, {
+      v: protocolVersion,
+      cid: this.clusterId,
+      code,
+      msg: text,
+      ...(limit ? { limit } : {}),
+    });
   }
 
   /** Requests on `<p>.kv`: served here when this node leads, else forwarded. */
@@ -404,7 +433,7 @@ export class Node {
     }
     const req = checkRequest(raw);
     if (!req.ok) {
-      this.fail(msg, req.code, req.msg);
+      this.fail(msg, req.code, req.msg, req.limit);
       return;
     }
     const ops = req.value.ops;
@@ -616,9 +645,7 @@ export class Node {
     const leading = h.replica.role() === 'leader';
     if (leading && !h.leaderSub) {
       h.leaderSub = this.nc.subscribe(subjects.range(this.config.prefix, h.rangeId), {
-        callback: (err, msg) => {
-          if (!err) this.onClient(msg, h);
-        },
+        callback: this.guarded((msg) => this.onClient(msg, h)),
       });
       this.log.info(`range ${h.rangeId}: leader at term ${h.replica.core.term}`);
     } else if (!leading && h.leaderSub) {
