@@ -438,6 +438,50 @@ interface LineWaiter {
   found(line: string): void;
 }
 
+// -------------------------------------------------------------------- commands
+
+export interface CommandResult extends Exit {
+  stdout: string;
+  stderr: string;
+  /** True if it was killed for running longer than timeoutMs. */
+  timedOut: boolean;
+}
+
+/**
+ * Runs a short-lived command to its end (tracked and stopped by PID like every child);
+ * SIGKILLs it after `timeoutMs` (default 30 s) and reports timedOut.
+ */
+export async function runCommand(
+  command: string,
+  args: readonly string[],
+  opts: { cwd?: string; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const t = track(
+    command,
+    args,
+    { cwd: opts.cwd ?? repoRoot, env: { ...process.env, ...opts.env } },
+    (line, stream) => (stream === 'stdout' ? stdout : stderr).push(line),
+  );
+  const timedOut = !(await within(t.exited, opts.timeoutMs ?? 30_000));
+  if (timedOut) await stopTracked(t, 'SIGKILL');
+  const exit = await t.exited;
+  return { ...exit, stdout: stdout.join('\n'), stderr: stderr.join('\n'), timedOut };
+}
+
+/** Runs `node --import tsx src/cli/main.ts ...args` (the `rasputin` command). */
+export function runRasputin(
+  args: readonly string[],
+  opts: { env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<CommandResult> {
+  return runCommand(
+    process.execPath,
+    ['--import', 'tsx', join(repoRoot, 'src/cli/main.ts'), ...args],
+    opts,
+  );
+}
+
 // -------------------------------------------------------------------- cluster
 
 export interface Cluster {
@@ -451,13 +495,17 @@ export interface Cluster {
   node(nodeId: string): NodeProcess;
   /** Kills the node (if running, SIGTERM unless told otherwise) and starts it again. */
   restartNode(nodeId: string, signal?: NodeJS.Signals): Promise<NodeProcess>;
+  /** Kills the node (SIGTERM unless told otherwise) and leaves it stopped. */
+  stopNode(nodeId: string, signal?: NodeJS.Signals): Promise<void>;
+  /** Starts a stopped node again on its storage dir (throws if it is running). */
+  startNode(nodeId: string): Promise<NodeProcess>;
   /** Stops every node and nats-server, and removes the temp directory. */
   stop(): Promise<void>;
 }
 
 /** nats-server plus `nodes` nodes (ids a, b, c, ...) with fresh temp storage dirs. */
 export async function startCluster(
-  opts: { nodes?: number; env?: Record<string, string> } = {},
+  opts: { nodes?: number; env?: Record<string, string>; extraArgs?: readonly string[] } = {},
 ): Promise<Cluster> {
   const count = opts.nodes ?? 3;
   if (!(Number.isInteger(count) && count >= 1 && count <= 26)) {
@@ -473,6 +521,7 @@ export async function startCluster(
     storageDir: join(baseDir, nodeId),
     initialNodes: nodeIds,
     ...(opts.env ? { env: opts.env } : {}),
+    ...(opts.extraArgs ? { extraArgs: opts.extraArgs } : {}),
   });
   const stop = async () => {
     const errors: unknown[] = [];
@@ -506,6 +555,16 @@ export async function startCluster(
     async restartNode(nodeId, signal = 'SIGTERM') {
       const i = indexOf(nodeId);
       await nodes[i]!.kill(signal);
+      const fresh = await startNode(optionsOf(nodeId));
+      nodes[i] = fresh;
+      return fresh;
+    },
+    async stopNode(nodeId, signal = 'SIGTERM') {
+      await nodes[indexOf(nodeId)]!.kill(signal);
+    },
+    async startNode(nodeId) {
+      const i = indexOf(nodeId);
+      if (nodes[i]!.running()) throw new Error(`node ${nodeId} is running`);
       const fresh = await startNode(optionsOf(nodeId));
       nodes[i] = fresh;
       return fresh;

@@ -1,0 +1,116 @@
+// The original Rasputin README's client example against a real 3-node cluster, and the
+// `rasputin` CLI (set/get/cas/del/status) as a user runs it.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/client/index.ts';
+import { type Cluster, runRasputin } from './harness.ts';
+import { clusterStartMsMax, connectClient, startServingCluster } from './helpers.ts';
+
+let cluster: Cluster;
+let client: Client;
+
+beforeAll(async () => {
+  cluster = await startServingCluster({ nodes: 3 });
+  client = await connectClient(cluster.natsUrl);
+}, clusterStartMsMax);
+
+afterAll(async () => {
+  await client?.close();
+  await cluster?.stop();
+});
+
+describe('the seed README client example', () => {
+  it('set, get, cas, del as in the original example', async () => {
+    await client.set('k1', 'v1');
+    expect((await client.get('k1'))?.value.toString()).toBe('v1');
+
+    // CAS returns the current value and sets the success flag accordingly.
+    const first = await client.cas('k1', 'v1', 'v12');
+    expect(first.success).toBe(true);
+    expect(first.value?.toString()).toBe('v12');
+
+    const never = await client.cas('k1', 'vNever', 'vNever2');
+    expect(never.success).toBe(false);
+    expect(never.value?.toString()).toBe('v12');
+
+    const next = await client.cas('k1', 'v12', 'v13');
+    expect(next.success).toBe(true);
+    expect(next.value?.toString()).toBe('v13');
+
+    // Deletes return the last value.
+    const deleted = await client.del('k1');
+    expect(deleted.value?.toString()).toBe('v13');
+    expect(await client.get('k1')).toBeNull();
+  });
+
+  it('bytes in, bytes out; absent keys and cas on absent', async () => {
+    const key = Uint8Array.from([0x00, 0xff, 0x10]);
+    const value = Uint8Array.from([0xde, 0xad, 0x00, 0xbe, 0xef]);
+    await client.set(key, value);
+    expect((await client.get(key))?.value).toEqual(Buffer.from(value));
+    expect((await client.del(key)).value).toEqual(Buffer.from(value));
+    expect((await client.del(key)).value).toBeNull();
+
+    const created = await client.cas('example-absent', null, 'a1');
+    expect(created).toEqual({ success: true, value: Buffer.from('a1') });
+    const refused = await client.cas('example-absent', null, 'a2');
+    expect(refused).toEqual({ success: false, value: Buffer.from('a1') });
+    const missing = await client.cas('example-missing', 'x', 'y');
+    expect(missing).toEqual({ success: false, value: null });
+  });
+});
+
+describe('the rasputin CLI', () => {
+  const rasputin = (...args: string[]) =>
+    runRasputin([...args, '--nats', cluster.natsUrl], { timeoutMs: 30_000 });
+
+  it('set, get, cas, del with output and exit codes', async () => {
+    const set = await rasputin('set', 'cli-k', 'cli-v1');
+    expect(set).toMatchObject({ code: 0, stdout: 'OK', timedOut: false });
+
+    const get = await rasputin('get', 'cli-k');
+    expect(get).toMatchObject({ code: 0, stdout: 'cli-v1' });
+
+    const cas = await rasputin('cas', 'cli-k', 'cli-v1', 'cli-v2');
+    expect(cas).toMatchObject({ code: 0, stdout: 'OK current=cli-v2' });
+
+    const casFailed = await rasputin('cas', 'cli-k', 'nope', 'cli-v3');
+    expect(casFailed).toMatchObject({ code: 1, stdout: 'FAILED current=cli-v2' });
+
+    const casAbsent = await rasputin('cas', 'cli-new', '--absent', 'n1');
+    expect(casAbsent).toMatchObject({ code: 0, stdout: 'OK current=n1' });
+
+    const del = await rasputin('del', 'cli-k');
+    expect(del).toMatchObject({ code: 0, stdout: 'OK last=cli-v2' });
+
+    const delMissing = await rasputin('del', 'cli-k');
+    expect(delMissing).toMatchObject({ code: 0, stdout: 'OK last=(none)' });
+
+    const missing = await rasputin('get', 'cli-k');
+    expect(missing).toMatchObject({ code: 1, stdout: '(not found)' });
+
+    // What the CLI wrote, the client library reads.
+    expect((await client.get('cli-new'))?.value.toString()).toBe('n1');
+  });
+
+  it('status lists every node and exactly one leader', async () => {
+    const status = await rasputin('status');
+    expect(status.code).toBe(0);
+    const lines = status.stdout.split('\n');
+    expect(lines[0]).toMatch(/^cluster [0-9a-f-]{36}, 3 node\(s\) answered$/);
+    expect(lines[1]).toMatch(/^node\s+range\s+role\s+term\s+leader\s+commit\s+applied\s+last/);
+    const rows = lines.slice(2).map((line) => line.trim().split(/\s+/));
+    expect(rows.map((r) => r[0]).sort()).toEqual(['a', 'b', 'c']);
+    expect(rows.every((r) => r[1] === '1' && r[9] === 'a,b,c')).toBe(true);
+    expect(rows.filter((r) => r[2] === 'leader')).toHaveLength(1);
+  });
+
+  it('usage errors exit 2 without contacting the cluster', async () => {
+    const bad = await rasputin('get');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('expected 1 argument(s)');
+    const unknown = await runRasputin(['frobnicate'], { timeoutMs: 30_000 });
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('unknown command');
+  });
+});

@@ -1,0 +1,174 @@
+// Helpers shared by the integration tests: cluster status, waits for a leader and for
+// replicas to catch up, clients. Every wait is bounded and fails saying what it saw last.
+
+import { collectStatus, type NodeStatus, type RangeStatus } from '../../src/cli/status.ts';
+import { Client } from '../../src/client/index.ts';
+import { type Cluster, startCluster } from './harness.ts';
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Milliseconds on the monotonic clock. */
+export function nowMs(): number {
+  return performance.now();
+}
+
+/** The status of every node that answered within `waitMs`; empty when NATS is unreachable. */
+export async function statusOf(natsUrl: string, waitMs = 250): Promise<NodeStatus[]> {
+  try {
+    return await collectStatus(natsUrl, 'rasputin', waitMs);
+  } catch {
+    return [];
+  }
+}
+
+/** Range 1 of each node that answered, by node id. */
+export function range1(nodes: readonly NodeStatus[]): Map<string, RangeStatus> {
+  const out = new Map<string, RangeStatus>();
+  for (const n of nodes) {
+    const r = n.ranges.find((x) => x.rangeId === 1);
+    if (r) out.set(n.node, r);
+  }
+  return out;
+}
+
+/** The node that leads range 1 at the highest term among the answers, if any. */
+export function leaderOf(nodes: readonly NodeStatus[]): { node: string; r: RangeStatus } | null {
+  let best: { node: string; r: RangeStatus } | null = null;
+  for (const [node, r] of range1(nodes)) {
+    if (r.role === 'leader' && (best === null || r.term > best.r.term)) best = { node, r };
+  }
+  return best;
+}
+
+function show(nodes: readonly NodeStatus[]): string {
+  return JSON.stringify([...range1(nodes)].map(([node, r]) => ({ node, ...r })));
+}
+
+/** Waits until some node (not in `exclude`) reports itself leader of range 1. */
+export async function waitForLeader(
+  natsUrl: string,
+  opts: { timeoutMs?: number; exclude?: readonly string[] } = {},
+): Promise<{ node: string; r: RangeStatus }> {
+  const deadline = nowMs() + (opts.timeoutMs ?? 15_000);
+  let last: NodeStatus[] = [];
+  while (nowMs() < deadline) {
+    last = await statusOf(natsUrl);
+    const leader = leaderOf(last);
+    if (leader && !opts.exclude?.includes(leader.node)) return leader;
+    await sleep(100);
+  }
+  throw new Error(`no leader within ${opts.timeoutMs ?? 15_000} ms; last status ${show(last)}`);
+}
+
+/** Waits until `ok` holds for range 1's status by node; returns that status. */
+export async function waitForStatus(
+  natsUrl: string,
+  what: string,
+  ok: (byNode: Map<string, RangeStatus>) => boolean,
+  timeoutMs = 20_000,
+): Promise<Map<string, RangeStatus>> {
+  const deadline = nowMs() + timeoutMs;
+  let last: NodeStatus[] = [];
+  while (nowMs() < deadline) {
+    last = await statusOf(natsUrl);
+    const byNode = range1(last);
+    if (ok(byNode)) return byNode;
+    await sleep(100);
+  }
+  throw new Error(`not ${what} within ${timeoutMs} ms; last status ${show(last)}`);
+}
+
+/**
+ * Waits until every node in `nodeIds` answers and has applied the leader's commit index
+ * (and the leader's commit is stable across two looks, so nothing was in flight).
+ */
+export async function waitForCaughtUp(
+  natsUrl: string,
+  nodeIds: readonly string[],
+  timeoutMs = 20_000,
+): Promise<Map<string, RangeStatus>> {
+  const deadline = nowMs() + timeoutMs;
+  let last: NodeStatus[] = [];
+  let previousCommit = -1;
+  while (nowMs() < deadline) {
+    last = await statusOf(natsUrl);
+    const byNode = range1(last);
+    const leader = leaderOf(last);
+    if (leader && nodeIds.every((id) => byNode.has(id))) {
+      const commit = leader.r.commit;
+      const caughtUp = nodeIds.every((id) => byNode.get(id)!.applied === commit);
+      if (caughtUp && commit === previousCommit) return byNode;
+      previousCommit = commit;
+    }
+    await sleep(100);
+  }
+  throw new Error(`nodes ${nodeIds.join(',')} not caught up in ${timeoutMs} ms: ${show(last)}`);
+}
+
+/** The last lines each node printed, for failure messages. */
+export function nodeLogs(cluster: Cluster, lines = 40): string {
+  return cluster.nodes
+    .map(
+      (n) =>
+        `--- node ${n.nodeId} (pid ${n.pid}, running ${n.running()}):\n` +
+        n.output.slice(-lines).join('\n'),
+    )
+    .join('\n');
+}
+
+/** Bound of a beforeAll that starts a cluster and waits for its leader. */
+export const clusterStartMsMax = 90_000;
+
+/**
+ * startCluster, then waits for a leader; on failure stops the cluster and throws with the
+ * nodes' output (so a failed beforeAll says why).
+ */
+export async function startServingCluster(
+  opts: Parameters<typeof startCluster>[0] = {},
+): Promise<Cluster> {
+  const cluster = await startCluster(opts);
+  try {
+    await waitForLeader(cluster.natsUrl, { timeoutMs: 30_000 });
+  } catch (err) {
+    const logs = nodeLogs(cluster);
+    await cluster.stop().catch(() => undefined);
+    throw new Error(`${(err as Error).message}\n${logs}`);
+  }
+  return cluster;
+}
+
+export function connectClient(natsUrl: string, timeoutMs = 5000): Promise<Client> {
+  return Client.connect({ servers: natsUrl, timeoutMs, name: 'rasputin-it' });
+}
+
+/** Retries `get` until it answers (a cluster that just healed may still be electing). */
+export async function getEventually(
+  client: Client,
+  key: string,
+  timeoutMs = 15_000,
+): Promise<string | null> {
+  const deadline = nowMs() + timeoutMs;
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 1000 && nowMs() < deadline; attempt++) {
+    try {
+      const r = await client.get(key, { timeoutMs: Math.max(100, deadline - nowMs()) });
+      return r === null ? null : r.value.toString('utf8');
+    } catch (err) {
+      lastError = err;
+      await sleep(100);
+    }
+  }
+  throw new Error(`get ${key} did not answer in ${timeoutMs} ms: ${String(lastError)}`);
+}
+
+/** The error's code (RasputinError), or its name. */
+export function errorCode(err: unknown): string {
+  if (typeof err === 'object' && err !== null) {
+    const e = err as { code?: unknown; name?: unknown };
+    if (typeof e.code === 'string') return e.code;
+    if (typeof e.name === 'string') return e.name;
+  }
+  return String(err);
+}
