@@ -380,15 +380,24 @@ export class Node {
    * id) returns the recorded result.
    */
   private replyResults(msg: Msg, res: WireResult[]): void {
-    let body = encode({ v: protocolVersion, cid: this.clusterId, res });
     const tooLarge: WireResult = {
       ok: false,
       code: 'Overloaded',
       msg: 'reply too large for one message; retry this op',
     };
-    for (let i = res.length - 1; i >= 0 && body.length > replyBytesMax; i--) {
+    // Estimate first (values dominate), then confirm on the encoded bytes.
+    const sizeOf = (r: WireResult) => 64 + (r.ok && r.value ? r.value.length : 0);
+    let estimate = 64;
+    for (const r of res) estimate += sizeOf(r);
+    for (let i = res.length - 1; i > 0 && estimate > replyBytesMax; i--) {
+      estimate -= sizeOf(res[i]!) - sizeOf(tooLarge);
       res[i] = tooLarge;
-      if (i % 16 === 0 || i === 0) body = encode({ v: protocolVersion, cid: this.clusterId, res });
+    }
+    let body = encode({ v: protocolVersion, cid: this.clusterId, res });
+    for (let i = res.length - 1; i >= 0 && body.length > replyBytesMax; i--) {
+      if (res[i] === tooLarge) continue;
+      res[i] = tooLarge;
+      body = encode({ v: protocolVersion, cid: this.clusterId, res });
     }
     if (!msg.reply) return;
     try {

@@ -58,6 +58,19 @@ describe('the seed README client example', () => {
     const missing = await client.cas('example-missing', 'x', 'y');
     expect(missing).toEqual({ success: false, value: null });
   });
+
+  it('gets whose values exceed one NATS message together still all arrive', async () => {
+    // Four 400 KiB values: issued in one turn, the client sends the gets in one request,
+    // and the full reply (1.6 MiB) would exceed max_payload. The node answers what does
+    // not fit with a retryable Overloaded, and the client retries those gets.
+    const values = [1, 2, 3, 4].map((i) => Buffer.alloc(400 * 1024, 0x60 + i));
+    for (let i = 0; i < values.length; i++) await client.set(`big-${i}`, values[i]!);
+    const got = await Promise.all(values.map((_, i) => client.get(`big-${i}`)));
+    for (let i = 0; i < values.length; i++) expect(got[i]?.value.equals(values[i]!)).toBe(true);
+    const deleted = await Promise.all(values.map((_, i) => client.del(`big-${i}`)));
+    for (let i = 0; i < values.length; i++)
+      expect(deleted[i]?.value?.equals(values[i]!)).toBe(true);
+  });
 });
 
 describe('the rasputin CLI', () => {
