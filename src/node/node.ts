@@ -132,13 +132,13 @@ export class Node {
         encode({ v: protocolVersion }),
         { timeout: 500 },
       );
+      // Any answer means a live process already serves this node id (with this store or
+      // another one): two replicas with one identity would vote twice.
       const other = decode(reply.data) as { store?: unknown };
-      if (other.store !== this.store.storeId) {
-        throw new Error(
-          `another process already serves node id ${this.config.nodeId} ` +
-            `(store ${String(other.store)}); refusing to start`,
-        );
-      }
+      throw new Error(
+        `another process already serves node id ${this.config.nodeId} ` +
+          `(store ${String(other.store)}); refusing to start`,
+      );
     } catch (err) {
       if ((err as Error).message.includes('refusing to start')) throw err;
       // no responders or timeout: nobody else is this node

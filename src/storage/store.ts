@@ -382,6 +382,45 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
   return raw as SnapshotData;
 }
 
+export class StoreLockedError extends Error {
+  override name = 'StoreLockedError';
+}
+
+/**
+ * One live process per storage directory: LMDB itself lets several processes share an
+ * environment, but two replicas with one identity would vote twice. The lock file holds
+ * the owner's pid; a lock whose process is gone (kill -9, power loss) is taken over.
+ */
+function lockDir(dir: string): string {
+  const file = `${dir}/rasputin.lock`;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+      return file;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = Number(fs.readFileSync(file, 'utf8').trim());
+    if (owner === process.pid) return file;
+    if (Number.isInteger(owner) && owner > 0 && processAlive(owner)) {
+      throw new StoreLockedError(
+        `storage dir ${dir} is in use by process ${owner}; stop it first (lock: ${file})`,
+      );
+    }
+    fs.rmSync(file, { force: true }); // stale: its process is gone
+  }
+  throw new StoreLockedError(`could not lock storage dir ${dir}`);
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export class Store {
   readonly storeId: string;
   readonly stats: StoreStats = { commits: 0, flushes: 0, applyReads: 0 };
@@ -397,6 +436,8 @@ export class Store {
   private readonly rangeStates = new Map<number, RangeState>();
   private closed = false;
 
+  private readonly lockFile: string;
+
   private constructor(dir: string, options: StoreOptions) {
     this.dedupWindowEntries = options.dedupWindowEntries ?? dedupWindowEntries;
     assert(
@@ -404,8 +445,9 @@ export class Store {
       'the dedup window is a positive integer',
     );
     fs.mkdirSync(dir, { recursive: true });
-    // overlappingSync stays at its default: it only affects asynchronous lmdb-js writes,
-    // and every write here is a synchronous, synced transaction (see the header).
+    this.lockFile = lockDir(dir);
+    // overlappingSync stays at its default (on): turns commit asynchronously and lmdb-js
+    // flushes them on its writer thread (see the header).
     // noSubdir: lmdb-js would otherwise take a path with a dot ("node.1") for a file name.
     this.root = open(dir, { maxDbs: 8, noSubdir: false });
     this.metaDb = this.root.openDB<string, string>('meta', { encoding: 'string' });
@@ -647,6 +689,7 @@ export class Store {
     await this.sync();
     this.closed = true;
     await this.root.close();
+    fs.rmSync(this.lockFile, { force: true });
   }
 
   // ------------------------------------------------------------------ turn internals

@@ -4,12 +4,13 @@
 // wrong cluster or store id, malformed consensus messages) is dropped. Afterwards every
 // node process is the same, the terms did not move, and the data is intact.
 
+import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { type Client, InvalidArgumentError, limits } from '../../src/client/index.ts';
 import { Prng } from '../../src/lib/prng.ts';
 import { decode, encode } from '../../src/protocol/wire.ts';
-import { type Cluster, pidAlive } from './harness.ts';
+import { type Cluster, pidAlive, startNode } from './harness.ts';
 import {
   clusterStartMsMax,
   connectClient,
@@ -335,8 +336,9 @@ describe('garbage on the admin and raft subjects is dropped', () => {
         ['version 2', env({ v: 2 })],
         ['no version', env({ v: undefined })],
         ['wrong cluster id', env({ cid: 'not-our-cluster' })],
-        // The same from the target's own id: its refusal is logged (a node never hears
-        // from itself, so the log line is not rate-limited away by startup refusals).
+        // The same from the target's own id: a node never hears from itself, so this is
+        // dropped as forged, and logged (its log line is not rate-limited away by the
+        // startup refusals that share a key with the peers' wrong-cluster lines).
         ['wrong cluster id, sender itself', env({ cid: 'not-our-cluster', from: target })],
         ['empty cluster id', env({ cid: '' })],
         ['wrong store id', env({ store: 'not-the-store-of-the-peer' })],
@@ -417,7 +419,7 @@ describe('garbage on the admin and raft subjects is dropped', () => {
     cluster.nodes.forEach((n, i) => {
       const printed = n.output.slice(outputBefore[i]).join('\n');
       expect(printed, n.nodeId).toContain('dropped a raft message');
-      expect(printed, n.nodeId).toContain('is not ours');
+      expect(printed, n.nodeId).toContain('claiming to come from this node');
       expect(printed, n.nodeId).toContain('refused messages from');
       expect(printed, n.nodeId).toContain('unknown node zz');
       expect(printed, n.nodeId).toContain('dropped a message for range 99');
@@ -485,6 +487,26 @@ describe('garbage on the admin and raft subjects is dropped', () => {
     await sleep(2000);
     expect(cluster.node(leader.node).running()).toBe(true);
     expect((await statusOf(cluster.natsUrl, 500)).map((n) => n.node)).toEqual(['a', 'b', 'c']);
+  });
+});
+
+describe('a second process for a node that is already running', () => {
+  it('with another storage dir: refused (two replicas with one identity would vote twice)', async () => {
+    const dir = join(cluster.baseDir, 'a-duplicate');
+    await expect(
+      startNode({ nodeId: 'a', natsUrl: cluster.natsUrl, storageDir: dir, initialNodes: 'a,b,c' }),
+    ).rejects.toThrow(/another process already serves node id a/);
+  });
+
+  it('with the same storage dir: refused by the directory lock', async () => {
+    const dir = join(cluster.baseDir, 'a');
+    await expect(
+      startNode({ nodeId: 'a', natsUrl: cluster.natsUrl, storageDir: dir, initialNodes: 'a,b,c' }),
+    ).rejects.toThrow(/is in use by process/);
+    // The running node is untouched and the cluster still serves.
+    expect(cluster.node('a').running()).toBe(true);
+    await client.set('bi-after-duplicates', 'ok');
+    expect((await client.get('bi-after-duplicates'))?.value.toString()).toBe('ok');
   });
 });
 

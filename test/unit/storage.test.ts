@@ -20,7 +20,7 @@ import {
   keyBytesMax,
   packr,
 } from '../../src/storage/commands.ts';
-import { type RangeDescriptor, Store } from '../../src/storage/store.ts';
+import { type RangeDescriptor, Store, StoreLockedError } from '../../src/storage/store.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
 const text = new TextEncoder();
@@ -1067,6 +1067,28 @@ describe('request records', () => {
     await meta.remove('storageFormat');
     await raw.close();
     expect(() => Store.open(dir)).toThrow(/older storage layout/);
+  });
+});
+
+describe('one process per storage dir', () => {
+  it('refuses a dir locked by a live process and takes over a stale lock', async () => {
+    const dir = tempDir();
+    // Another live process holds the lock.
+    const holder = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 60000)'], {
+      stdio: 'ignore',
+    });
+    children.push(holder);
+    fs.writeFileSync(path.join(dir, 'rasputin.lock'), String(holder.pid));
+    expect(() => Store.open(dir)).toThrow(StoreLockedError);
+    expect(() => Store.open(dir)).toThrow(`in use by process ${holder.pid}`);
+    // Once it is gone (kill -9), its lock is stale and the dir opens.
+    const exited = new Promise((done) => holder.once('exit', done));
+    holder.kill('SIGKILL');
+    await exited;
+    const store = Store.open(dir);
+    expect(fs.readFileSync(path.join(dir, 'rasputin.lock'), 'utf8')).toBe(String(process.pid));
+    await store.close();
+    expect(fs.existsSync(path.join(dir, 'rasputin.lock'))).toBe(false);
   });
 });
 
