@@ -138,7 +138,9 @@ describe('harness: node processes (a fake node script)', () => {
       storageDir: join(dir, 'b'),
       initialNodes: 'a,b,c',
       entry: slowNode,
-      readyTimeoutMs: 500,
+      // Long enough for the process to start and print 'starting' on a loaded machine
+      // (tsx's loader alone can take over half a second there).
+      readyTimeoutMs: 3000,
     });
     const err = (await failure.catch((e: unknown) => e)) as Error;
     expect(err.message).toMatch(/printed no stdout line containing 'ready'[\s\S]*starting/);
