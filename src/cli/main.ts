@@ -3,6 +3,7 @@
 //   rasputin start --node-id ID --nats URL --storage-dir DIR [--initial-nodes a,b,c] [--logfile F]
 //   rasputin cluster [--dir DIR] [--nodes 3]      nats-server and a local cluster, Ctrl-C stops it
 //   rasputin get KEY | set KEY VALUE | cas KEY EXPECTED|--absent NEW | del KEY
+//   rasputin scan [START [END]] [--limit N]        KEY<TAB>VALUE lines in key order
 //   rasputin status
 //
 // Client commands find the cluster through --nats, then RASPUTIN_NATS, then
@@ -25,6 +26,7 @@ const usage = `usage:
   rasputin set KEY VALUE
   rasputin cas KEY EXPECTED NEW        (--absent instead of EXPECTED: expect no value)
   rasputin del KEY
+  rasputin scan [START [END]] [--limit N]   KEY<TAB>VALUE lines of [START, END), N default 100
   rasputin status
 common options: --nats URL (or RASPUTIN_NATS), --prefix P (or RASPUTIN_PREFIX), --timeout-ms N`;
 
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
     case 'cas':
     case 'del':
       return data(command, rest);
+    case 'scan':
+      return scan(rest);
     case 'status':
       return status(rest);
     case undefined:
@@ -148,6 +152,54 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
   } catch (err) {
     if (err instanceof RasputinError) {
       console.error(`rasputin ${command}: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    await client.close();
+  }
+}
+
+async function scan(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      nats: { type: 'string' },
+      prefix: { type: 'string' },
+      'timeout-ms': { type: 'string' },
+      limit: { type: 'string' },
+    },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 2) {
+    console.error(`rasputin scan: expected at most 2 arguments (START END)\n${usage}`);
+    return 2;
+  }
+  const limit = values.limit === undefined ? undefined : Number(values.limit);
+  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 1)) {
+    console.error(`rasputin scan: --limit must be a positive integer, got ${values.limit}`);
+    return 2;
+  }
+  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 5000;
+  const client = await Client.connect({
+    servers: natsUrl(values),
+    prefix: prefixOf(values),
+    timeoutMs,
+  });
+  try {
+    const [start = '', end] = positionals as [string?, string?];
+    const r = await client.scan(start, end ?? null, limit === undefined ? {} : { limit });
+    const lines = r.entries.map((e) => `${show(e.key)}\t${show(e.value)}\n`);
+    // Written out before main() exits the process (pipes are asynchronous on some systems).
+    await new Promise<void>((resolve) => process.stdout.write(lines.join(''), () => resolve()));
+    if (r.next !== undefined) {
+      console.error(`(limit ${r.entries.length} reached; more from ${show(r.next)})`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof RasputinError) {
+      console.error(`rasputin scan: ${err.name}: ${err.message}`);
       return 1;
     }
     throw err;

@@ -1,4 +1,4 @@
-// The Rasputin client: set/get/cas/del over NATS (docs/protocol.md).
+// The Rasputin client: set/get/cas/del/scan over NATS (docs/protocol.md).
 //
 // A call:
 //   1. validates its input locally (limits named in the error) and encodes its op once;
@@ -17,6 +17,12 @@
 // Routing with one range: `<p>.range.1` (its leader) first; `<p>.kv` (any node, which
 // forwards to the leader) after no responders there or after a NotLeader, whose hint is a
 // node id and not a subject.
+//
+// A scan is a sequence of scan ops (pages), each a call as above: a page asks for the span
+// [start, end) and the node answers for the part its range covers, up to the page's limit
+// and byte budget, with `next` (the key to continue from) when it stopped early. The next
+// page starts at `next`. With several ranges, `next` at a range's end moves the scan to
+// the next range; today the one range covers every key.
 
 import { randomBytes } from 'node:crypto';
 import {
@@ -40,10 +46,12 @@ import {
   decode,
   encode,
   frameRequest,
+  isWrite,
   limits,
   type OpName,
   protocolVersion,
   requestFrameBytesMax,
+  scanLimitMin,
   type WireOp,
   type WireResult,
 } from '../protocol/wire.ts';
@@ -89,6 +97,40 @@ export interface DelResult {
   /** The last value; null when the key was absent. */
   value: Buffer | null;
 }
+
+export interface ScanEntry {
+  key: Buffer;
+  value: Buffer;
+}
+
+export interface ScanResult {
+  /** In key order, each key once. */
+  entries: ScanEntry[];
+  /** Present when the limit cut the scan short: the key to continue from (scan(next, end)). */
+  next?: Buffer;
+}
+
+export interface ScanOptions extends CallOptions {
+  /** Entries to return at most: 1 .. scanCallLimitMax, default scanCallLimitDefault. */
+  limit?: number;
+}
+
+export interface ScanAllOptions extends CallOptions {
+  /**
+   * Entries asked for per page (one scan op): 1 .. limits.scanLimitMax, default
+   * limits.scanLimitMax. A page also stops at limits.scanBytesMax bytes. `timeoutMs` is the
+   * deadline of each page.
+   */
+  pageSize?: number;
+}
+
+/** Named limits of Client.scan (a call follows `next` over several scan ops). */
+export const scanLimits = {
+  /** Entries Client.scan returns when no limit is given. */
+  scanCallLimitDefault: 100,
+  /** Entries one Client.scan call may ask for; use scanAll for more. */
+  scanCallLimitMax: 10_000,
+} as const;
 
 const defaultServers = 'nats://127.0.0.1:4222';
 const defaultTimeoutMs = 5000;
@@ -217,6 +259,124 @@ export class Client {
     return { value: optionalBytes(r.value, 'del') };
   }
 
+  /**
+   * The entries of [start, end) in key order, up to `o.limit` (default 100, at most
+   * scanLimits.scanCallLimitMax); `start` '' (the default) is the start of the keyspace,
+   * `end` null (the default) is no end. Follows the nodes' continuations until the limit
+   * or the end; `next` says where to continue when the limit cut it short.
+   *
+   * Each page (one scan op, up to limits.scanLimitMax entries and limits.scanBytesMax
+   * bytes) is a linearizable read of its part of the span, served by the range's leader
+   * like a get; a scan over several pages is not one snapshot: every page reflects the
+   * state at its own point in time. `o.timeoutMs` is the deadline of the whole call.
+   */
+  async scan(
+    start: string | Uint8Array = '',
+    end: string | Uint8Array | null = null,
+    o: ScanOptions = {},
+  ): Promise<ScanResult> {
+    let from = scanStartBytes(start);
+    const to = scanEndBytes(end);
+    const limit = checkScanLimit(
+      o.limit ?? scanLimits.scanCallLimitDefault,
+      scanLimits.scanCallLimitMax,
+      'scanCallLimitMax',
+    );
+    const timeoutMs = checkTimeoutMs(o.timeoutMs ?? this.timeoutMs);
+    const deadlineMs = performance.now() + timeoutMs;
+    const entries: ScanEntry[] = [];
+    while (entries.length < limit) {
+      const leftMs = deadlineMs - performance.now();
+      if (leftMs <= 0) {
+        throw new TimeoutError(
+          `scan timed out after ${timeoutMs} ms (${entries.length} entries read)`,
+        );
+      }
+      const pageLimit = Math.min(limit - entries.length, limits.scanLimitMax);
+      const page = await this.scanPage(from, to, pageLimit, {
+        timeoutMs: Math.ceil(leftMs),
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      for (const e of page.entries) entries.push(e);
+      if (page.next === undefined) return { entries };
+      from = page.next;
+    }
+    return { entries, next: Buffer.from(from) };
+  }
+
+  /**
+   * Every entry of [start, end) in key order, fetched a page (one scan op) at a time as the
+   * caller iterates: for scans too big for one scan() call. Each page is a linearizable
+   * read of its part of the span; the whole is not one snapshot. Breaking out of the loop
+   * stops fetching. Bad input throws here, before anything is sent.
+   */
+  scanAll(
+    start: string | Uint8Array = '',
+    end: string | Uint8Array | null = null,
+    o: ScanAllOptions = {},
+  ): AsyncGenerator<ScanEntry, void, undefined> {
+    const from = scanStartBytes(start);
+    const to = scanEndBytes(end);
+    const pageSize = checkScanLimit(
+      o.pageSize ?? limits.scanLimitMax,
+      limits.scanLimitMax,
+      'scanLimitMax',
+    );
+    const callOptions: CallOptions = {
+      timeoutMs: checkTimeoutMs(o.timeoutMs ?? this.timeoutMs),
+      ...(o.signal ? { signal: o.signal } : {}),
+    };
+    return this.scanPages(from, to, pageSize, callOptions);
+  }
+
+  private async *scanPages(
+    start: Uint8Array,
+    end: Uint8Array | null,
+    pageSize: number,
+    o: CallOptions,
+  ): AsyncGenerator<ScanEntry, void, undefined> {
+    let from = start;
+    for (;;) {
+      const page = await this.scanPage(from, end, pageSize, o);
+      yield* page.entries;
+      if (page.next === undefined) return;
+      from = page.next;
+    }
+  }
+
+  /**
+   * One scan op. Checks what a continuation relies on: keys ascend inside [start, end) and
+   * `next` lies after them (so following it always makes progress); `next` at or past the
+   * end means the span is done.
+   */
+  private async scanPage(
+    start: Uint8Array,
+    end: Uint8Array | null,
+    limit: number,
+    o: CallOptions,
+  ): Promise<{ entries: ScanEntry[]; next?: Buffer }> {
+    const op: WireOp = { op: 'scan', key: start, ...(end === null ? {} : { end }), limit };
+    const r = await this.call(op, o);
+    const malformed = (why: string) => new InternalError(`malformed scan result (${why})`);
+    if (!Array.isArray(r.entries)) throw malformed('no entries');
+    if (r.entries.length > limit) throw malformed(`${r.entries.length} entries, limit ${limit}`);
+    const entries: ScanEntry[] = [];
+    let last: Uint8Array | undefined;
+    for (const [key, value] of r.entries) {
+      const after =
+        last === undefined ? Buffer.compare(key, start) >= 0 : Buffer.compare(key, last) > 0;
+      if (!after) throw malformed('keys out of order or before the start');
+      if (end !== null && Buffer.compare(key, end) >= 0)
+        throw malformed('a key at or past the end');
+      entries.push({ key: Buffer.from(key), value: Buffer.from(value) });
+      last = key;
+    }
+    const next = r.next instanceof Uint8Array ? r.next : undefined;
+    if (next === undefined || (end !== null && Buffer.compare(next, end) >= 0)) return { entries };
+    if (Buffer.compare(next, last ?? start) <= 0) throw malformed('next does not move forward');
+    return { entries, next: Buffer.from(next) };
+  }
+
   /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -307,7 +467,7 @@ export class Client {
   }
 
   private abort(call: Call): void {
-    const outcomeUnknown = call.sends > 0 && call.op !== 'get';
+    const outcomeUnknown = call.sends > 0 && isWrite(call.op);
     const message =
       call.sends === 0
         ? `${call.op} aborted before it was sent`
@@ -500,7 +660,7 @@ export class Client {
     this.backoffTimers.clear();
     for (const call of [...this.live]) {
       const message =
-        call.sends > 0 && call.op !== 'get'
+        call.sends > 0 && isWrite(call.op)
           ? `the client closed while ${call.op} was in flight: the outcome is unknown`
           : `the client closed before ${call.op} completed`;
       this.fail(call, new ClientClosedError(message, { cause }));
@@ -551,6 +711,50 @@ function keyBytes(key: unknown): Uint8Array {
   return bytes;
 }
 
+/** A scan's start: may be empty (the start of the keyspace). */
+function scanStartBytes(start: unknown): Uint8Array {
+  const bytes = toBytes(start, 'scan start');
+  if (bytes.length > limits.keyBytesMax) {
+    throw new InvalidArgumentError(
+      `scan start is ${bytes.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  return bytes;
+}
+
+/** A scan's end: null (or undefined) is no end; otherwise a key (not empty). */
+function scanEndBytes(end: unknown): Uint8Array | null {
+  if (end === null || end === undefined) return null;
+  const bytes = toBytes(end, 'scan end');
+  if (bytes.length === 0) {
+    throw new InvalidArgumentError(
+      'scan end must not be empty (null means no end; keyBytesMin 1)',
+      'keyBytesMin',
+    );
+  }
+  if (bytes.length > limits.keyBytesMax) {
+    throw new InvalidArgumentError(
+      `scan end is ${bytes.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  return bytes;
+}
+
+function checkScanLimit(limit: unknown, max: number, maxName: string): number {
+  if (typeof limit !== 'number' || !Number.isInteger(limit) || limit < scanLimitMin) {
+    throw new InvalidArgumentError(
+      `scan limit must be an integer of at least scanLimitMin ${scanLimitMin}, got ${String(limit)}`,
+      'scanLimitMin',
+    );
+  }
+  if (limit > max) {
+    throw new InvalidArgumentError(`scan limit ${limit} is over ${maxName} ${max}`, maxName);
+  }
+  return limit;
+}
+
 function valueBytes(value: unknown, what = 'value'): Uint8Array {
   const bytes = toBytes(value, what);
   if (bytes.length > limits.valueBytesMax) {
@@ -569,7 +773,18 @@ function checkResult(x: unknown): WireResult | undefined {
   if (r.ok === true) {
     const valueOk = r.value === undefined || r.value === null || r.value instanceof Uint8Array;
     const successOk = r.success === undefined || typeof r.success === 'boolean';
-    return valueOk && successOk ? (r as WireResult) : undefined;
+    const entriesOk =
+      r.entries === undefined ||
+      (Array.isArray(r.entries) &&
+        r.entries.every(
+          (e: unknown) =>
+            Array.isArray(e) &&
+            e.length === 2 &&
+            e[0] instanceof Uint8Array &&
+            e[1] instanceof Uint8Array,
+        ));
+    const nextOk = r.next === undefined || r.next === null || r.next instanceof Uint8Array;
+    return valueOk && successOk && entriesOk && nextOk ? (r as WireResult) : undefined;
   }
   if (r.ok === false && typeof r.code === 'string') {
     return {

@@ -14,7 +14,7 @@ export {
   TimeoutError,
   UnavailableError,
 } from '../protocol/errors.ts';
-export { limits } from '../protocol/wire.ts';
+export { limits, scanLimitMin } from '../protocol/wire.ts';
 export {
   type CallOptions,
   type CasResult,
@@ -23,4 +23,9 @@ export {
   type ClientStats,
   type DelResult,
   type GetResult,
+  type ScanAllOptions,
+  type ScanEntry,
+  type ScanOptions,
+  type ScanResult,
+  scanLimits,
 } from './client.ts';

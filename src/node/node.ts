@@ -29,8 +29,8 @@ import {
   type WireOp,
   type WireResult,
 } from '../protocol/wire.ts';
-import { type ApplyResult, encodeCommand } from '../storage/commands.ts';
-import { type RangeDescriptor, Store } from '../storage/store.ts';
+import { type ApplyResult, compareBytes, encodeCommand } from '../storage/commands.ts';
+import { type RangeDescriptor, Store, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import type { NodeConfig } from './config.ts';
@@ -46,7 +46,8 @@ interface RangeHost {
   proposals: { data: Uint8Array; done: Done }[];
   /** Proposed entries by index, answered when that index applies. */
   readonly writes: Map<number, { term: number; done: Done }>;
-  readonly reads: Map<number, { key: Uint8Array; done: Done }>;
+  /** Reads (get, scan) by read id, served once their read state's index is applied. */
+  readonly reads: Map<number, { op: WireOp; done: Done }>;
   readsWaiting: { index: number; id: number }[];
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
@@ -385,8 +386,13 @@ export class Node {
       code: 'Overloaded',
       msg: 'reply too large for one message; retry this op',
     };
-    // Estimate first (values dominate), then confirm on the encoded bytes.
-    const sizeOf = (r: WireResult) => 64 + (r.ok && r.value ? r.value.length : 0);
+    // Estimate first (values and scanned entries dominate), then confirm on the encoded bytes.
+    const sizeOf = (r: WireResult) => {
+      if (!r.ok) return 64;
+      let n = 64 + (r.value ? r.value.length : 0) + (r.next ? r.next.length : 0);
+      if (r.entries) for (const [k, v] of r.entries) n += scanEntryBytes(k, v);
+      return n;
+    };
     let estimate = 64;
     for (const r of res) estimate += sizeOf(r);
     for (let i = res.length - 1; i > 0 && estimate > replyBytesMax; i--) {
@@ -480,13 +486,13 @@ export class Node {
       done(this.notLeader(h));
       return;
     }
-    if (op.op === 'get') {
+    if (op.op === 'get' || op.op === 'scan') {
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
         done(this.notLeader(h));
         return;
       }
-      h.reads.set(id, { key: op.key, done });
+      h.reads.set(id, { op, done });
       return;
     }
     const data =
@@ -635,10 +641,39 @@ export class Node {
       const r = h.reads.get(w.id);
       if (!r) continue;
       h.reads.delete(w.id);
-      const rec = this.store.get(r.key);
+      if (r.op.op === 'scan') {
+        r.done(this.scan(h, r.op));
+        continue;
+      }
+      const rec = this.store.get(r.op.key);
       r.done({ ok: true, value: rec?.value ?? null });
     }
     h.readsWaiting = keep;
+  }
+
+  /**
+   * A scan of [op.key, op.end) served from one LMDB read transaction, for the part of the
+   * span that this range covers (checked against the descriptor now, at serve time): when
+   * the range ends before the span does, the result stops at the range's end and says so
+   * with `next` = that end, where the client continues (with the next range).
+   */
+  private scan(h: RangeHost, op: WireOp): WireResult {
+    const d = h.descriptor;
+    const start = op.key;
+    const end = op.end ?? null;
+    const inRange =
+      compareBytes(start, d.start) >= 0 && (d.end === null || compareBytes(start, d.end) < 0);
+    if (!inRange) {
+      return {
+        ok: false,
+        code: 'RangeKeyMismatch',
+        msg: `scan start outside range ${d.rangeId} (generation ${d.generation})`,
+      };
+    }
+    const clamped = d.end !== null && (end === null || compareBytes(d.end, end) < 0);
+    const r = this.store.scan(start, clamped ? d.end : end, op.limit ?? 1, limits.scanBytesMax);
+    const next = r.next ?? (clamped ? (d.end ?? undefined) : undefined);
+    return { ok: true, entries: r.entries, ...(next !== undefined ? { next } : {}) };
   }
 
   private maybeCompact(h: RangeHost, turn: ReturnType<Store['beginTurn']>): void {

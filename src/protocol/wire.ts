@@ -20,12 +20,29 @@ export const limits = {
   payloadBytesMax: 1024 * 1024,
   /** Bytes of request ids; clients use 16 random bytes. */
   requestIdBytesMax: 64,
+  /** Entries one scan op returns at most (its `limit`); more come by following `next`. */
+  scanLimitMax: 1000,
+  /**
+   * Bytes of keys and values (plus a small per-entry overhead) in one scan result; a scan
+   * stops before the entry that would pass it (but returns at least one entry), so a
+   * reply with a scan result stays well under payloadBytesMax.
+   */
+  scanBytesMax: 512 * 1024,
 } as const;
 
-export type OpName = 'get' | 'set' | 'cas' | 'del';
+/** The smallest `limit` of a scan op. */
+export const scanLimitMin = 1;
+
+export type OpName = 'get' | 'set' | 'cas' | 'del' | 'scan';
+
+/** Ops that change data: they carry a request id and their outcome can be unknown. */
+export function isWrite(op: OpName): boolean {
+  return op === 'set' || op === 'cas' || op === 'del';
+}
 
 export interface WireOp {
   readonly op: OpName;
+  /** The key; scan: the start of the span (inclusive; empty = the start of the keyspace). */
   readonly key: Uint8Array;
   /** set and cas: the new value. */
   readonly value?: Uint8Array;
@@ -33,7 +50,14 @@ export interface WireOp {
   readonly expect?: Uint8Array | null;
   /** Writes: a client-chosen id, so a retried write applies once. */
   readonly id?: Uint8Array;
+  /** scan: the end of the span (exclusive); absent or null = no end. */
+  readonly end?: Uint8Array | null;
+  /** scan: the most entries to return, scanLimitMin .. limits.scanLimitMax. */
+  readonly limit?: number;
 }
+
+/** A scan result entry: [key, value]. */
+export type WireEntry = readonly [key: Uint8Array, value: Uint8Array];
 
 export interface WireRequest {
   readonly v: number;
@@ -42,10 +66,19 @@ export interface WireRequest {
 
 /**
  * One result. ok: get -> value (null: not found); set -> nothing; cas -> success and the
- * current value after the operation; del -> the last value (null: there was none).
+ * current value after the operation; del -> the last value (null: there was none);
+ * scan -> entries in key order and, when the scan stopped before the end of its span
+ * (limit, byte budget, or the end of the range that answered), `next`: the key to
+ * continue from.
  */
 export type WireResult =
-  | { readonly ok: true; readonly value?: Uint8Array | null; readonly success?: boolean }
+  | {
+      readonly ok: true;
+      readonly value?: Uint8Array | null;
+      readonly success?: boolean;
+      readonly entries?: readonly WireEntry[];
+      readonly next?: Uint8Array;
+    }
   | {
       readonly ok: false;
       readonly code: string;
@@ -90,8 +123,11 @@ export type Checked<T> =
 export function checkOp(x: unknown): Checked<WireOp> {
   if (typeof x !== 'object' || x === null) return bad('an op must be a map');
   const o = x as Record<string, unknown>;
+  if (o.op === 'scan') return checkScan(o);
   if (o.op !== 'get' && o.op !== 'set' && o.op !== 'cas' && o.op !== 'del') {
-    return bad(`op must be get, set, cas or del, got ${JSON.stringify(String(o.op)).slice(0, 40)}`);
+    return bad(
+      `op must be get, set, cas, del or scan, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
+    );
   }
   if (!isBytes(o.key)) return bad('key must be bytes');
   if (o.key.length === 0) return invalid('key must not be empty', 'keyBytesMin');
@@ -113,13 +149,58 @@ export function checkOp(x: unknown): Checked<WireOp> {
   if (o.op === 'cas' && o.expect !== null && o.expect !== undefined && !isBytes(o.expect)) {
     return bad('cas expect must be bytes or nil');
   }
-  if (o.op !== 'get') {
+  if (isWrite(o.op)) {
     if (!isBytes(o.id) || o.id.length === 0) return bad(`${o.op} needs a request id (bytes)`);
     if (o.id.length > limits.requestIdBytesMax) {
       return invalid(`request id over ${limits.requestIdBytesMax} bytes`, 'requestIdBytesMax');
     }
   }
   return { ok: true, value: o as unknown as WireOp };
+}
+
+/**
+ * A scan: `key` is the start (may be empty: the start of the keyspace), `end` is bytes or
+ * nil/absent (no end), `limit` an integer in [scanLimitMin, scanLimitMax]. An end at or
+ * before the start is a valid, empty span.
+ */
+function checkScan(o: Record<string, unknown>): Checked<WireOp> {
+  if (!isBytes(o.key)) return bad('scan key (the start) must be bytes');
+  if (o.key.length > limits.keyBytesMax) {
+    return invalid(
+      `scan start is ${o.key.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  const end = o.end;
+  if (end !== undefined && end !== null) {
+    if (!isBytes(end)) return bad('scan end must be bytes or nil');
+    if (end.length === 0) {
+      return invalid('scan end must not be empty (keyBytesMin 1; nil means no end)', 'keyBytesMin');
+    }
+    if (end.length > limits.keyBytesMax) {
+      return invalid(
+        `scan end is ${end.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+        'keyBytesMax',
+      );
+    }
+  }
+  if (typeof o.limit !== 'number') return bad('scan needs a limit (an integer)');
+  if (!Number.isInteger(o.limit) || o.limit < scanLimitMin) {
+    return invalid(
+      `scan limit must be an integer of at least scanLimitMin ${scanLimitMin}, got ${o.limit}`,
+      'scanLimitMin',
+    );
+  }
+  if (o.limit > limits.scanLimitMax) {
+    return invalid(
+      `scan limit ${o.limit} is over scanLimitMax ${limits.scanLimitMax}`,
+      'scanLimitMax',
+    );
+  }
+  return {
+    ok: true,
+    value: { op: 'scan', key: o.key, end: end ?? null, limit: o.limit },
+  };
 }
 
 /** Validates a decoded request envelope (not its ops, which fail one by one). */

@@ -323,6 +323,14 @@ function spansOverlap(a: RangeDescriptor, b: RangeDescriptor): boolean {
   return !aBeforeB && !bBeforeA;
 }
 
+/** Bytes a scan entry counts toward its byte budget: key, value and msgpack framing. */
+export function scanEntryBytes(key: Uint8Array, value: Uint8Array): number {
+  return key.length + value.length + scanEntryOverheadBytes;
+}
+
+/** An entry's msgpack framing in a scan result: array header and two bin headers (<= 11). */
+const scanEntryOverheadBytes = 16;
+
 /** getRange/getKeys bounds of a span (LMDB refuses an empty key, the keyspace start). */
 function spanBounds(d: RangeDescriptor): { start?: Buffer; end?: Buffer } {
   const bounds: { start?: Buffer; end?: Buffer } = {};
@@ -609,6 +617,54 @@ export class Store {
   get(key: Uint8Array): DataRecord | undefined {
     const bytes = this.dataDb.get(asBuffer(key));
     return bytes === undefined ? undefined : decodeRecord(bytes);
+  }
+
+  /**
+   * The committed user data of [start, end) in key order, read in ONE read transaction
+   * (one consistent state), from the `data` database only (never request or expiry
+   * records). Stops after `limit` entries or before the entry that would take the entries'
+   * bytes (scanEntryBytes each) over `bytesMax`, but returns at least one entry when the
+   * span has any. `next`, present only when the span holds more, is the first key not
+   * returned: scanning [next, end) continues where this one stopped. `start` may be empty
+   * (the start of the keyspace); `end` null has no end; an end at or before the start is
+   * an empty span.
+   */
+  scan(
+    start: Uint8Array,
+    end: Uint8Array | null,
+    limit: number,
+    bytesMax: number,
+  ): { entries: [Uint8Array, Uint8Array][]; next?: Uint8Array } {
+    assert(!this.closed, 'the store is open');
+    assert(Number.isSafeInteger(limit) && limit >= 1, 'a scan limit is a positive integer');
+    assert(bytesMax >= 0, 'a scan byte budget is not negative');
+    const entries: [Uint8Array, Uint8Array][] = [];
+    if (end !== null && compareBytes(end, start) <= 0) return { entries };
+    const bounds: { start?: Buffer; end?: Buffer } = {};
+    if (start.length > 0) bounds.start = asBuffer(start);
+    if (end !== null) bounds.end = asBuffer(end);
+    let bytes = 0;
+    const transaction = this.root.useReadTransaction();
+    try {
+      // One more than the limit: whether the span holds more decides `next`.
+      for (const { key, value } of this.dataDb.getRange({
+        ...bounds,
+        limit: limit + 1,
+        transaction,
+      })) {
+        const record = decodeRecord(value);
+        const size = scanEntryBytes(key, record.value);
+        if (entries.length === limit || (entries.length > 0 && bytes + size > bytesMax)) {
+          return { entries, next: Buffer.from(key) };
+        }
+        // Copies: nothing returned points into a buffer LMDB or msgpackr may reuse.
+        entries.push([Buffer.from(key), Buffer.from(record.value)]);
+        bytes += size;
+      }
+      return { entries };
+    } finally {
+      transaction.done();
+    }
   }
 
   /**
