@@ -8,11 +8,13 @@ import type { Cluster } from './harness.ts';
 import {
   clusterStartMsMax,
   connectClient,
-  errorCode,
   getEventually,
+  lostWrites,
   nowMs,
+  probeWrite,
   sleep,
   startServingCluster,
+  startWriteLoad,
   waitForCaughtUp,
   waitForLeader,
 } from './helpers.ts';
@@ -29,17 +31,6 @@ const failoverMsMax = 15_000;
 /** Writes keep going this long before the kill and after the cluster serves again. */
 const warmupMs = 1500;
 const afterRecoveryMs = 2000;
-/** Bound of the probe writes (each takes up to 1 s, or fails at once). */
-const probesMax = 10_000;
-
-interface Write {
-  key: string;
-  value: string;
-  outcome: 'ok' | 'unknown';
-  error?: string;
-  invokedMs: number;
-  completedMs: number;
-}
 
 let cluster: Cluster;
 const clients: Client[] = [];
@@ -58,34 +49,17 @@ describe('failover', () => {
   let killed = '';
 
   it('kill -9 of the leader under write load: a new leader serves, no ack is lost', async () => {
-    const writes: Write[] = [];
-    let stop = false;
     let killedAt = Number.NaN;
     /** When the first write invoked after the kill was acknowledged. */
     let servedAt = Number.NaN;
-    const loadDeadline = nowMs() + loadMsMax;
-    const writer = async (w: number) => {
-      const client = clients[w]!;
-      for (let n = 0; n < writesPerWriterMax && !stop && nowMs() < loadDeadline; n++) {
-        const write: Write = {
-          key: `fo-${w}-${n}`,
-          value: `v-${w}-${n}`,
-          outcome: 'unknown',
-          invokedMs: nowMs(),
-          completedMs: Number.POSITIVE_INFINITY,
-        };
-        writes.push(write);
-        try {
-          await client.set(write.key, write.value, { timeoutMs: writeTimeoutMs });
-          write.outcome = 'ok';
-        } catch (err) {
-          write.error = errorCode(err);
-        }
-        write.completedMs = nowMs();
-        await sleep(writePauseMs);
-      }
-    };
-    const load = Promise.all(Array.from({ length: writerCount }, (_, w) => writer(w)));
+    const load = startWriteLoad(clients.slice(0, writerCount), {
+      prefix: 'fo',
+      perWriterMax: writesPerWriterMax,
+      pauseMs: writePauseMs,
+      timeoutMs: writeTimeoutMs,
+      loadMsMax,
+    });
+    const writes = load.writes;
     try {
       await sleep(warmupMs);
       const before = writes.filter((x) => x.outcome === 'ok').length;
@@ -98,19 +72,9 @@ describe('failover', () => {
       const exitedMs = nowMs() - killedAt;
 
       // The first write invoked after the old leader is gone, retried until it succeeds.
-      const probe = clients[writerCount]!;
-      let servedMs = -1;
-      let probeError = '';
-      for (let i = 0; i < probesMax && nowMs() - killedAt < failoverMsMax; i++) {
-        try {
-          await probe.set('fo-probe', `p${i}`, { timeoutMs: 1000 });
-          servedAt = nowMs();
-          servedMs = servedAt - killedAt;
-          break;
-        } catch (err) {
-          probeError = errorCode(err);
-        }
-      }
+      const probe = await probeWrite(clients[writerCount]!, 'fo-probe', failoverMsMax);
+      servedAt = probe.ackedAtMs;
+      const servedMs = servedAt - killedAt;
       const leader = await waitForLeader(cluster.natsUrl, { exclude: [killed], timeoutMs: 5000 });
       console.log(
         `failover: leader ${killed} (term ${old.r.term}) killed (exit seen after ` +
@@ -119,13 +83,12 @@ describe('failover', () => {
       );
       expect(
         servedMs,
-        `no write served within ${failoverMsMax} ms (${probeError})`,
+        `no write served within ${failoverMsMax} ms (${probe.lastError})`,
       ).toBeGreaterThan(0);
       expect(leader.r.term).toBeGreaterThan(old.r.term);
       await sleep(afterRecoveryMs);
     } finally {
-      stop = true;
-      await load;
+      await load.stop();
     }
 
     const acked = writes.filter((x) => x.outcome === 'ok');
@@ -142,20 +105,7 @@ describe('failover', () => {
     );
     expect(spanning.length).toBeGreaterThan(0);
     expect(ackedAfter.length).toBeGreaterThan(writerCount);
-
-    const reader = clients[writerCount + 1]!;
-    const lost: string[] = [];
-    for (let i = 0; i < writes.length; i += 100) {
-      const chunk = writes.slice(i, i + 100);
-      const got = await Promise.all(chunk.map((x) => getEventually(reader, x.key)));
-      chunk.forEach((x, j) => {
-        const okValues = x.outcome === 'ok' ? [x.value] : [null, x.value];
-        if (!okValues.includes(got[j]!)) {
-          lost.push(`${x.key} (${x.outcome}): read ${String(got[j])}`);
-        }
-      });
-    }
-    expect(lost).toEqual([]);
+    expect(await lostWrites(clients[writerCount + 1]!, writes)).toEqual([]);
   });
 
   it('the killed node restarts, rejoins and catches up', async () => {

@@ -172,3 +172,105 @@ export function errorCode(err: unknown): string {
   }
   return String(err);
 }
+
+/** One write of a load: `ok` was acknowledged; `unknown` timed out or failed otherwise. */
+export interface LoadWrite {
+  readonly key: string;
+  readonly value: string;
+  outcome: 'ok' | 'unknown';
+  error?: string;
+  readonly invokedMs: number;
+  completedMs: number;
+}
+
+export interface WriteLoad {
+  readonly writes: LoadWrite[];
+  /** Stops the writers and waits for their last writes. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Closed-loop writers of distinct keys `<prefix>-<writer>-<n>`, one client each, bounded
+ * by a count per writer and a deadline.
+ */
+export function startWriteLoad(
+  clients: readonly Client[],
+  opts: {
+    prefix: string;
+    perWriterMax: number;
+    pauseMs: number;
+    timeoutMs: number;
+    loadMsMax: number;
+  },
+): WriteLoad {
+  const writes: LoadWrite[] = [];
+  let stopped = false;
+  const deadline = nowMs() + opts.loadMsMax;
+  const writer = async (w: number, client: Client) => {
+    for (let n = 0; n < opts.perWriterMax && !stopped && nowMs() < deadline; n++) {
+      const write: LoadWrite = {
+        key: `${opts.prefix}-${w}-${n}`,
+        value: `v-${w}-${n}`,
+        outcome: 'unknown',
+        invokedMs: nowMs(),
+        completedMs: Number.POSITIVE_INFINITY,
+      };
+      writes.push(write);
+      try {
+        await client.set(write.key, write.value, { timeoutMs: opts.timeoutMs });
+        write.outcome = 'ok';
+      } catch (err) {
+        write.error = errorCode(err);
+      }
+      write.completedMs = nowMs();
+      await sleep(opts.pauseMs);
+    }
+  };
+  const running = Promise.all(clients.map((c, w) => writer(w, c)));
+  return {
+    writes,
+    stop: async () => {
+      stopped = true;
+      await running;
+    },
+  };
+}
+
+/**
+ * Retries one write until it is acknowledged or `withinMs` passes (each attempt waits at
+ * most 1 s). Returns when it was acknowledged, or NaN, and the last error.
+ */
+export async function probeWrite(
+  client: Client,
+  key: string,
+  withinMs: number,
+): Promise<{ ackedAtMs: number; lastError: string }> {
+  const start = nowMs();
+  let lastError = '';
+  for (let i = 0; i < 10_000 && nowMs() - start < withinMs; i++) {
+    try {
+      await client.set(key, `p${i}`, { timeoutMs: 1000 });
+      return { ackedAtMs: nowMs(), lastError };
+    } catch (err) {
+      lastError = errorCode(err);
+    }
+  }
+  return { ackedAtMs: Number.NaN, lastError };
+}
+
+/**
+ * Reads every write back: an acknowledged write must hold its value; one with an unknown
+ * outcome holds its value or nothing. Returns the writes that do not.
+ */
+export async function lostWrites(reader: Client, writes: readonly LoadWrite[]): Promise<string[]> {
+  const lost: string[] = [];
+  for (let i = 0; i < writes.length; i += 100) {
+    const chunk = writes.slice(i, i + 100);
+    const got = await Promise.all(chunk.map((x) => getEventually(reader, x.key)));
+    chunk.forEach((x, j) => {
+      const allowed = x.outcome === 'ok' ? [x.value] : [null, x.value];
+      if (!allowed.includes(got[j]!)) lost.push(`${x.key} (${x.outcome}): read ${String(got[j])}`);
+    });
+  }
+  return lost;
+}

@@ -8,11 +8,12 @@ import { type Cluster, pidAlive } from './harness.ts';
 import {
   clusterStartMsMax,
   connectClient,
-  errorCode,
-  getEventually,
+  lostWrites,
   nowMs,
+  probeWrite,
   sleep,
   startServingCluster,
+  startWriteLoad,
   waitForCaughtUp,
 } from './helpers.ts';
 
@@ -27,16 +28,6 @@ const warmupMs = 1000;
 const afterRecoveryMs = 2000;
 /** nats-server stays down this long: longer than a lease, shorter than a write timeout. */
 const outageMs = 1500;
-/** Bound of the probe writes (each takes up to 1 s, or fails at once). */
-const probesMax = 10_000;
-
-interface Write {
-  key: string;
-  value: string;
-  outcome: 'ok' | 'unknown';
-  error?: string;
-  invokedMs: number;
-}
 
 let cluster: Cluster;
 const clients: Client[] = [];
@@ -55,30 +46,15 @@ describe('nats-server restart', () => {
   it('the cluster serves again without restarting any node; acked writes survive', async () => {
     const pids = cluster.nodes.map((n) => n.pid);
     const natsPid = cluster.nats.pid;
-    const writes: Write[] = [];
-    let stop = false;
     let restartedAt = Number.NaN;
-    const loadDeadline = nowMs() + loadMsMax;
-    const writer = async (w: number) => {
-      const client = clients[w]!;
-      for (let n = 0; n < writesPerWriterMax && !stop && nowMs() < loadDeadline; n++) {
-        const write: Write = {
-          key: `nr-${w}-${n}`,
-          value: `v-${w}-${n}`,
-          outcome: 'unknown',
-          invokedMs: nowMs(),
-        };
-        writes.push(write);
-        try {
-          await client.set(write.key, write.value, { timeoutMs: writeTimeoutMs });
-          write.outcome = 'ok';
-        } catch (err) {
-          write.error = errorCode(err);
-        }
-        await sleep(writePauseMs);
-      }
-    };
-    const load = Promise.all(Array.from({ length: writerCount }, (_, w) => writer(w)));
+    const load = startWriteLoad(clients.slice(0, writerCount), {
+      prefix: 'nr',
+      perWriterMax: writesPerWriterMax,
+      pauseMs: writePauseMs,
+      timeoutMs: writeTimeoutMs,
+      loadMsMax,
+    });
+    const writes = load.writes;
     try {
       await sleep(warmupMs);
       expect(writes.some((x) => x.outcome === 'ok')).toBe(true);
@@ -89,30 +65,19 @@ describe('nats-server restart', () => {
       restartedAt = nowMs();
       expect(cluster.nats.pid).not.toBe(natsPid);
 
-      const probe = clients[writerCount]!;
-      let servedMs = -1;
-      let probeError = '';
-      for (let i = 0; i < probesMax && nowMs() - restartedAt < recoveryMsMax; i++) {
-        try {
-          await probe.set('nr-probe', `p${i}`, { timeoutMs: 1000 });
-          servedMs = nowMs() - restartedAt;
-          break;
-        } catch (err) {
-          probeError = errorCode(err);
-        }
-      }
+      const probe = await probeWrite(clients[writerCount]!, 'nr-probe', recoveryMsMax);
+      const servedMs = probe.ackedAtMs - restartedAt;
       console.log(
         `nats-restart: nats-server down and up in ${(restartedAt - before).toFixed(0)} ms; ` +
           `first write acknowledged ${servedMs.toFixed(0)} ms after it was back`,
       );
       expect(
         servedMs,
-        `no write served within ${recoveryMsMax} ms (${probeError})`,
+        `no write served within ${recoveryMsMax} ms (${probe.lastError})`,
       ).toBeGreaterThan(0);
       await sleep(afterRecoveryMs);
     } finally {
-      stop = true;
-      await load;
+      await load.stop();
     }
 
     // Same node processes throughout.
@@ -131,19 +96,7 @@ describe('nats-server restart', () => {
     );
     expect(ackedAfter.length).toBeGreaterThan(writerCount);
 
-    const reader = clients[writerCount + 1]!;
-    const lost: string[] = [];
-    for (let i = 0; i < writes.length; i += 100) {
-      const chunk = writes.slice(i, i + 100);
-      const got = await Promise.all(chunk.map((x) => getEventually(reader, x.key)));
-      chunk.forEach((x, j) => {
-        const okValues = x.outcome === 'ok' ? [x.value] : [null, x.value];
-        if (!okValues.includes(got[j]!)) {
-          lost.push(`${x.key} (${x.outcome}): read ${String(got[j])}`);
-        }
-      });
-    }
-    expect(lost).toEqual([]);
+    expect(await lostWrites(clients[writerCount + 1]!, writes)).toEqual([]);
 
     // Every replica is connected again and applies what the leader commits.
     await waitForCaughtUp(cluster.natsUrl, cluster.nodeIds, 20_000);
