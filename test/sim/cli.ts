@@ -89,6 +89,34 @@ interface Summary {
   violations: number;
 }
 
+function emptySummary(): Summary {
+  return {
+    seeds: 0,
+    simulatedMs: 0,
+    messages: 0,
+    faults: 0,
+    crashes: 0,
+    operations: 0,
+    violations: 0,
+  };
+}
+
+function addRun(s: Summary, r: SeedResult): void {
+  addSummary(s, {
+    seeds: 1,
+    simulatedMs: r.simulatedMs,
+    messages: r.messages,
+    faults: r.faults,
+    crashes: r.crashes,
+    operations: r.operations,
+    violations: r.violations.length,
+  });
+}
+
+function addSummary(into: Summary, s: Summary): void {
+  for (const k of Object.keys(into) as (keyof Summary)[]) into[k] += s[k];
+}
+
 function runSeeds(): void {
   const seeds = positiveInt('seeds', values.seeds, 1);
   const from = positiveInt('from', values.from, 0);
@@ -106,22 +134,8 @@ function runSeeds(): void {
   for (let seed = from; seed < from + seeds; seed++) {
     const r = runSeed(seed, fixed, values.trace);
     const name = r.config.name;
-    const s = summaries.get(name) ?? {
-      seeds: 0,
-      simulatedMs: 0,
-      messages: 0,
-      faults: 0,
-      crashes: 0,
-      operations: 0,
-      violations: 0,
-    };
-    s.seeds++;
-    s.simulatedMs += r.simulatedMs;
-    s.messages += r.messages;
-    s.faults += r.faults;
-    s.crashes += r.crashes;
-    s.operations += r.operations;
-    s.violations += r.violations.length;
+    const s = summaries.get(name) ?? emptySummary();
+    addRun(s, r);
     summaries.set(name, s);
     if (r.violations.length > 0) {
       failures.push(r);
@@ -132,15 +146,7 @@ function runSeeds(): void {
       console.error(`... ${seed - from + 1}/${seeds} seeds, ${failures.length} failing`);
     }
   }
-  let total: Summary = {
-    seeds: 0,
-    simulatedMs: 0,
-    messages: 0,
-    faults: 0,
-    crashes: 0,
-    operations: 0,
-    violations: 0,
-  };
+  const total = emptySummary();
   for (const [name, s] of summaries) {
     if (!values.json) {
       console.log(
@@ -149,15 +155,7 @@ function runSeeds(): void {
           `operations_checked=${s.operations} violations=${s.violations}`,
       );
     }
-    total = {
-      seeds: total.seeds + s.seeds,
-      simulatedMs: total.simulatedMs + s.simulatedMs,
-      messages: total.messages + s.messages,
-      faults: total.faults + s.faults,
-      crashes: total.crashes + s.crashes,
-      operations: total.operations + s.operations,
-      violations: total.violations + s.violations,
-    };
+    addSummary(total, s);
   }
   if (values.json) {
     console.log(
