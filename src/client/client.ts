@@ -514,7 +514,16 @@ export class Client {
 
   private send(subject: string, batch: Call[]): void {
     const route: Route = subject === this.rangeSubject ? 'range' : 'kv';
-    const payload = frameRequest(batch.map((c) => c.encoded));
+    // Once a reply told us the cluster id, requests carry it: a node of another cluster on
+    // the same prefix refuses them before applying anything.
+    const cid =
+      this.clusterIdSeen !== undefined && this.clusterIdSeen.length <= 60
+        ? this.clusterIdSeen
+        : undefined;
+    const payload = frameRequest(
+      batch.map((c) => c.encoded),
+      cid,
+    );
     const nowMs = performance.now();
     let remainingMs = 1;
     for (const call of batch) {

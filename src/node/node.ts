@@ -451,6 +451,15 @@ export class Node {
       this.fail(msg, req.code, req.msg, req.limit);
       return;
     }
+    if (req.value.cid && this.clusterId && req.value.cid !== this.clusterId) {
+      // A client of another cluster that shares the prefix: apply nothing.
+      this.fail(
+        msg,
+        'BadRequest',
+        `request for cluster ${req.value.cid}, this is ${this.clusterId}`,
+      );
+      return;
+    }
     const ops = req.value.ops;
     const res: WireResult[] = new Array(ops.length);
     let left = ops.length;

@@ -204,10 +204,13 @@ function checkScan(o: Record<string, unknown>): Checked<WireOp> {
 }
 
 /** Validates a decoded request envelope (not its ops, which fail one by one). */
-export function checkRequest(x: unknown): Checked<{ ops: unknown[] }> {
+export function checkRequest(x: unknown): Checked<{ ops: unknown[]; cid: string | undefined }> {
   if (typeof x !== 'object' || x === null) return bad('request must be a map');
   const r = x as Record<string, unknown>;
   if (r.v !== protocolVersion) return bad(`unsupported protocol version ${String(r.v)}`);
+  if (r.cid !== undefined && r.cid !== null && typeof r.cid !== 'string') {
+    return bad('cid must be a string');
+  }
   if (!Array.isArray(r.ops)) return bad('ops must be an array');
   if (r.ops.length === 0) return bad('ops must not be empty');
   if (r.ops.length > limits.batchOpsMax) {
@@ -216,7 +219,7 @@ export function checkRequest(x: unknown): Checked<{ ops: unknown[] }> {
       'batchOpsMax',
     );
   }
-  return { ok: true, value: { ops: r.ops } };
+  return { ok: true, value: { ops: r.ops, cid: typeof r.cid === 'string' ? r.cid : undefined } };
 }
 
 function bad(msg: string): Checked<never> {
@@ -233,12 +236,14 @@ function invalid(msg: string, limit: string): Checked<never> {
  * once, when it is called, and sends the same bytes in whatever batch carries it and on
  * every retry; the encoded sizes also let it cut batches under the payload limit.
  */
-export function frameRequest(encodedOps: readonly Uint8Array[]): Uint8Array {
+export function frameRequest(encodedOps: readonly Uint8Array[], clusterId?: string): Uint8Array {
   const count = encodedOps.length;
   if (!(count >= 1 && count <= 0xffff)) throw new RangeError(`cannot frame ${count} ops`);
   if (!(protocolVersion >= 0 && protocolVersion <= 0x7f)) throw new RangeError('version');
-  // fixmap(2) "v" <fixint version> "ops" <array header>
-  const head = [0x82, 0xa1, 0x76, protocolVersion, 0xa3, 0x6f, 0x70, 0x73];
+  // fixmap(2 or 3) "v" <fixint version> ["cid" <str>] "ops" <array header>
+  const head = [clusterId ? 0x83 : 0x82, 0xa1, 0x76, protocolVersion];
+  if (clusterId) head.push(0xa3, 0x63, 0x69, 0x64, ...encode(clusterId));
+  head.push(0xa3, 0x6f, 0x70, 0x73);
   if (count <= 15) head.push(0x90 | count);
   else head.push(0xdc, count >> 8, count & 0xff);
   let bytes = head.length;
@@ -253,5 +258,5 @@ export function frameRequest(encodedOps: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** Bytes `frameRequest` adds around the ops: at most 11. */
-export const requestFrameBytesMax = 11;
+/** Bytes `frameRequest` adds around the ops: at most 11, plus 6 + the cluster id's bytes. */
+export const requestFrameBytesMax = 11 + 6 + 64;

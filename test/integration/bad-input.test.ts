@@ -194,6 +194,19 @@ describe('malformed client requests get a typed error reply', () => {
     expect(r).toMatchObject({ code: 'InvalidArgument', limit: 'batchOpsMax' });
   });
 
+  it('a request for another cluster (a cid that is not ours) is refused; nothing is written', async () => {
+    const key = bytes('bi-other-cluster');
+    const set = { op: 'set', key, value: bytes('x'), id: bytes('bi-other-cluster-id') };
+    for (const subject of clientSubjects) {
+      const r = await ask(subject, encode({ v: 1, cid: 'not-our-cluster', ops: [set] }));
+      expect(r, subject).toMatchObject({ code: 'BadRequest' });
+      expect(r.msg, subject).toContain('not-our-cluster');
+    }
+    // With our own cid it is served.
+    const ok = await ask(`${p}.kv`, encode({ v: 1, cid, ops: [{ op: 'get', key }] }));
+    expect(ok.res).toEqual([{ ok: true, value: null }]);
+  });
+
   it('bad ops fail one by one with their code and limit; nothing is written', async () => {
     const big = new Uint8Array(limits.valueBytesMax + 1);
     const opCases: [string, unknown, string, string?][] = [

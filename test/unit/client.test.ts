@@ -183,6 +183,18 @@ describe('frameRequest', () => {
       expect((decode(framed) as { ops: unknown[] }).ops.length).toBe(count);
     }
   });
+
+  it('carries the cluster id when given', () => {
+    const ops = [{ op: 'get', key: Buffer.from('k') }];
+    const id = '0f8e1c2a-5b7d-4e3f-9a1b-2c3d4e5f6a7b';
+    const framed = frameRequest(
+      ops.map((op) => encode(op)),
+      id,
+    );
+    expect(decode(framed)).toEqual(
+      decode(new Uint8Array(encode({ v: protocolVersion, cid: id, ops }))),
+    );
+  });
 });
 
 describe('client: connect', () => {
@@ -287,6 +299,17 @@ describe('client: batching', () => {
     expect((await c.del('k1')).value?.toString()).toBe('v13');
     expect(await c.get('k1')).toBeNull();
     expect(c.clusterId).toBe(cid);
+  });
+
+  it('sends the cluster id learned from the first reply with every later request', async () => {
+    const { c, range } = await newClient();
+    const seen = await serve(range, new FakeKv().handler());
+    await c.set('first', 'a');
+    await c.set('second', 'b');
+    const sent = seen.map((r) => (decode(r.raw) as { cid?: string }).cid);
+    expect(sent[0]).toBeUndefined();
+    expect(sent.slice(1).every((x) => x === cid)).toBe(true);
+    expect(sent.length).toBeGreaterThan(1);
   });
 
   it('cuts a turn into requests of at most batchOpsMax ops', async () => {
