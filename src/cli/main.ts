@@ -16,7 +16,7 @@ import { Node } from '../node/node.ts';
 import { RasputinError } from '../protocol/errors.ts';
 import { defaultPrefix } from '../transport/subjects.ts';
 import { runCluster } from './cluster.ts';
-import { collectStatus } from './status.ts';
+import { collectStatus, showBytes, showKey } from './status.ts';
 
 const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
@@ -28,6 +28,8 @@ const usage = `usage:
   rasputin del KEY
   rasputin scan [START [END]] [--limit N]   KEY<TAB>VALUE lines of [START, END), N default 100
   rasputin status
+  rasputin ranges                      span, replicas, leader, generation, size, keys, ops/s
+  rasputin nodes                       every node: store, ranges, leaders, counters
 common options: --nats URL (or RASPUTIN_NATS), --prefix P (or RASPUTIN_PREFIX), --timeout-ms N`;
 
 async function main(argv: string[]): Promise<number> {
@@ -46,6 +48,10 @@ async function main(argv: string[]): Promise<number> {
       return scan(rest);
     case 'status':
       return status(rest);
+    case 'ranges':
+      return ranges(rest);
+    case 'nodes':
+      return nodes(rest);
     case undefined:
     case '-h':
     case '--help':
@@ -229,6 +235,64 @@ async function status(args: string[]): Promise<number> {
       );
     }
   }
+  return 0;
+}
+
+/** One row per range, as its leader (or, without one, any replica) reports it. */
+async function ranges(args: string[]): Promise<number> {
+  const { values } = commonOptions(args);
+  const nodes = await collectStatus(natsUrl(values), prefixOf(values), 500);
+  if (nodes.length === 0) {
+    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
+    return 1;
+  }
+  const byRange = new Map<number, { node: string; r: (typeof nodes)[number]['ranges'][number] }>();
+  for (const n of nodes) {
+    for (const r of n.ranges) {
+      const seen = byRange.get(r.rangeId);
+      if (!seen || (r.role === 'leader' && seen.r.role !== 'leader'))
+        byRange.set(r.rangeId, { node: n.node, r });
+    }
+  }
+  console.log(
+    `${'range'.padStart(5)}  ${'start'.padEnd(12)} ${'end'.padEnd(12)} ${'gen'.padStart(4)}  ` +
+      `${'leader'.padEnd(8)}${'term'.padStart(6)}  ${'keys'.padStart(9)} ${'size'.padStart(10)} ` +
+      `${'ops/s'.padStart(7)}  replicas`,
+  );
+  for (const [id, { r }] of [...byRange].sort((a, b) => a[0] - b[0])) {
+    console.log(
+      `${String(id).padStart(5)}  ${showKey(r.start, '?').padEnd(12)} ${showKey(r.end, '(end)').padEnd(12)} ` +
+        `${String(r.generation ?? '?').padStart(4)}  ${(r.leader || '-').padEnd(8)}${String(r.term).padStart(6)}  ` +
+        `${String(r.keys ?? '?').padStart(9)} ${showBytes(r.bytes).padStart(10)} ` +
+        `${String(r.opsPerS ?? '?').padStart(7)}  ${r.replicas.join(',')}`,
+    );
+  }
+  return 0;
+}
+
+async function nodes(args: string[]): Promise<number> {
+  const { values } = commonOptions(args);
+  const answered = await collectStatus(natsUrl(values), prefixOf(values), 500);
+  if (answered.length === 0) {
+    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
+    return 1;
+  }
+  console.log(
+    `${'node'.padEnd(8)}${'store'.padEnd(38)}${'ranges'.padStart(7)}${'leaders'.padStart(8)}` +
+      `${'requests'.padStart(10)}${'raft in'.padStart(10)}${'dropped'.padStart(8)}`,
+  );
+  for (const n of answered) {
+    const leaders = n.ranges.filter((r) => r.role === 'leader').length;
+    const st = n.stats ?? {};
+    console.log(
+      `${n.node.padEnd(8)}${n.store.padEnd(38)}${String(n.ranges.length).padStart(7)}` +
+        `${String(leaders).padStart(8)}${String(st.clientRequests ?? '?').padStart(10)}` +
+        `${String(st.raftMessagesIn ?? '?').padStart(10)}${String(st.dropped ?? '?').padStart(8)}`,
+    );
+  }
+  console.log(
+    `cluster ${answered[0]!.cid || '(not bootstrapped)'}, ${answered.length} node(s) answered`,
+  );
   return 0;
 }
 

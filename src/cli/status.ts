@@ -14,6 +14,13 @@ export interface RangeStatus {
   lastIndex: number;
   lease: boolean;
   replicas: string[];
+  /** Span [start, end); end null: no end. Absent from nodes older than this field. */
+  start?: Uint8Array;
+  end?: Uint8Array | null;
+  generation?: number;
+  keys?: number;
+  bytes?: number;
+  opsPerS?: number;
 }
 
 export interface NodeStatus {
@@ -21,6 +28,25 @@ export interface NodeStatus {
   node: string;
   store: string;
   ranges: RangeStatus[];
+  stats?: Record<string, number>;
+}
+
+/** A key for display: UTF-8 when printable, else hex (0x...). */
+export function showKey(key: Uint8Array | null | undefined, none: string): string {
+  if (key === null || key === undefined) return none;
+  if (key.length === 0) return '""';
+  const text = Buffer.from(key).toString('utf8');
+  const printable =
+    /^[\x20-\x7e]*$/.test(text) && Buffer.from(text, 'utf8').equals(Buffer.from(key));
+  return printable ? text : `0x${Buffer.from(key).toString('hex')}`;
+}
+
+export function showBytes(n: number | undefined): string {
+  if (n === undefined) return '?';
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(1)} GiB`;
 }
 
 /** Asks every node for its status; collects answers for `waitMs`. */

@@ -51,6 +51,10 @@ interface RangeHost {
   readsWaiting: { index: number; id: number }[];
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
+  /** Client operations answered since `opsSinceMs`, and the last full second's rate. */
+  ops: number;
+  opsSinceMs: number;
+  opsPerS: number;
   leaderSub: Subscription | undefined;
 }
 
@@ -198,6 +202,9 @@ export class Node {
       reads: new Map(),
       readsWaiting: [],
       applied: loaded.state.applied,
+      ops: 0,
+      opsSinceMs: performance.now(),
+      opsPerS: 0,
       leaderSub: undefined,
     });
   }
@@ -267,7 +274,15 @@ export class Node {
   // ------------------------------------------------------------------ events
 
   private tick(): void {
-    for (const h of this.ranges.values()) h.replica.tick();
+    const now = performance.now();
+    for (const h of this.ranges.values()) {
+      h.replica.tick();
+      if (now - h.opsSinceMs >= 1000) {
+        h.opsPerS = Math.round((h.ops * 1000) / (now - h.opsSinceMs));
+        h.ops = 0;
+        h.opsSinceMs = now;
+      }
+    }
     this.scheduleTurn();
   }
 
@@ -495,6 +510,7 @@ export class Node {
       done(this.notLeader(h));
       return;
     }
+    h.ops++;
     if (op.op === 'get' || op.op === 'scan') {
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
@@ -776,6 +792,11 @@ export class Node {
           lastIndex: s.lastIndex,
           lease: s.lease,
           replicas: h.descriptor.replicas.map((r) => r.nodeId),
+          start: h.descriptor.start,
+          end: h.descriptor.end,
+          generation: h.descriptor.generation,
+          ...this.store.spanStats(h.rangeId),
+          opsPerS: h.opsPerS,
         };
       }),
     };

@@ -740,6 +740,26 @@ export class Store {
     }
   }
 
+  /**
+   * Keys in a range's span, and its approximate size: the data database's pages shared out
+   * by entries (request records and the log are not counted). For inspection only.
+   */
+  spanStats(rangeId: number): { keys: number; bytes: number } {
+    const s = this.rangeStates.get(rangeId);
+    assert(s !== undefined, 'span stats of an existing range');
+    const keys = this.dataDb.getKeysCount(spanBounds(s.descriptor));
+    const st = this.dataDb.getStats() as {
+      pageSize: number;
+      treeBranchPageCount: number;
+      treeLeafPageCount: number;
+      overflowPages: number;
+      entryCount: number;
+    };
+    const pages = st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages;
+    const bytes = st.entryCount > 0 ? Math.round((pages * st.pageSize * keys) / st.entryCount) : 0;
+    return { keys, bytes };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     await this.sync();

@@ -118,6 +118,39 @@ describe('the rasputin CLI', () => {
     expect(rows.filter((r) => r[2] === 'leader')).toHaveLength(1);
   });
 
+  it('ranges shows the one range: whole keyspace, its leader, its keys; nodes lists each node', async () => {
+    const leaderRow = (await rasputin('status')).stdout
+      .split('\n')
+      .slice(2)
+      .map((line) => line.trim().split(/\s+/))
+      .find((r) => r[2] === 'leader')!;
+    for (let i = 0; i < 5; i++) await client.set(`ranges-k${i}`, 'v');
+    const keys = (await client.scan('', null, { limit: 10_000 })).entries.length;
+
+    const ranges = await rasputin('ranges');
+    expect(ranges.code).toBe(0);
+    const [header, row, ...rest] = ranges.stdout.split('\n');
+    expect(header).toMatch(
+      /^\s*range\s+start\s+end\s+gen\s+leader\s+term\s+keys\s+size\s+ops\/s\s+replicas$/,
+    );
+    expect(rest).toEqual([]);
+    const cols = row!.trim().split(/\s+/);
+    // range 1, start "" (the empty key), no end, generation 1, its leader, the live key count
+    expect(cols.slice(0, 5)).toEqual(['1', '""', '(end)', '1', leaderRow[0]]);
+    expect(Number(cols[6])).toBe(keys);
+    expect(cols[cols.length - 1]).toBe('a,b,c');
+
+    const nodes = await rasputin('nodes');
+    expect(nodes.code).toBe(0);
+    const lines = nodes.stdout.split('\n');
+    expect(lines[0]).toMatch(/^node\s+store\s+ranges\s+leaders\s+requests\s+raft in\s+dropped$/);
+    const rows = lines.slice(1, 4).map((line) => line.trim().split(/\s+/));
+    expect(rows.map((r) => r[0])).toEqual(['a', 'b', 'c']);
+    expect(rows.every((r) => r[2] === '1')).toBe(true);
+    expect(rows.map((r) => Number(r[3])).reduce((x, y) => x + y, 0)).toBe(1);
+    expect(lines[4]).toMatch(/^cluster [0-9a-f-]{36}, 3 node\(s\) answered$/);
+  });
+
   it('usage errors exit 2 without contacting the cluster', async () => {
     const bad = await rasputin('get');
     expect(bad.code).toBe(2);
