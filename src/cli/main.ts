@@ -16,7 +16,7 @@ import { Node } from '../node/node.ts';
 import { RasputinError } from '../protocol/errors.ts';
 import { defaultPrefix } from '../transport/subjects.ts';
 import { runCluster } from './cluster.ts';
-import { collectStatus, showBytes, showKey } from './status.ts';
+import { collectStatus, type NodeStatus, type RangeStatus, showBytes, showKey } from './status.ts';
 
 const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
@@ -214,13 +214,18 @@ async function scan(args: string[]): Promise<number> {
   }
 }
 
-async function status(args: string[]): Promise<number> {
+/** Every node's status reply, or null (said on stderr) when none answered. */
+async function askNodes(args: string[]): Promise<NodeStatus[] | null> {
   const { values } = commonOptions(args);
   const nodes = await collectStatus(natsUrl(values), prefixOf(values), 500);
-  if (nodes.length === 0) {
-    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
-    return 1;
-  }
+  if (nodes.length > 0) return nodes;
+  console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
+  return null;
+}
+
+async function status(args: string[]): Promise<number> {
+  const nodes = await askNodes(args);
+  if (nodes === null) return 1;
   console.log(`cluster ${nodes[0]!.cid || '(not bootstrapped)'}, ${nodes.length} node(s) answered`);
   console.log(
     `${'node'.padEnd(8)}${'range'.padStart(6)}  ${'role'.padEnd(13)}${'term'.padStart(6)}  ` +
@@ -240,13 +245,9 @@ async function status(args: string[]): Promise<number> {
 
 /** One row per range, as its leader (or, without one, any replica) reports it. */
 async function ranges(args: string[]): Promise<number> {
-  const { values } = commonOptions(args);
-  const nodes = await collectStatus(natsUrl(values), prefixOf(values), 500);
-  if (nodes.length === 0) {
-    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
-    return 1;
-  }
-  const byRange = new Map<number, { node: string; r: (typeof nodes)[number]['ranges'][number] }>();
+  const nodes = await askNodes(args);
+  if (nodes === null) return 1;
+  const byRange = new Map<number, { node: string; r: RangeStatus }>();
   for (const n of nodes) {
     for (const r of n.ranges) {
       const seen = byRange.get(r.rangeId);
@@ -271,12 +272,8 @@ async function ranges(args: string[]): Promise<number> {
 }
 
 async function nodes(args: string[]): Promise<number> {
-  const { values } = commonOptions(args);
-  const answered = await collectStatus(natsUrl(values), prefixOf(values), 500);
-  if (answered.length === 0) {
-    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
-    return 1;
-  }
+  const answered = await askNodes(args);
+  if (answered === null) return 1;
   console.log(
     `${'node'.padEnd(8)}${'store'.padEnd(38)}${'ranges'.padStart(7)}${'leaders'.padStart(8)}` +
       `${'requests'.padStart(10)}${'raft in'.padStart(10)}${'dropped'.padStart(8)}`,
