@@ -298,7 +298,10 @@ main(process.argv.slice(2)).then(
     if (code >= 0) process.exit(code);
   },
   (err: unknown) => {
-    console.error(`rasputin: ${(err as Error).stack ?? String(err)}`);
+    // Expected failures (a cluster that cannot be reached, a refused request) in one line;
+    // anything else is a bug: show the stack.
+    if (err instanceof RasputinError) console.error(`rasputin: ${err.name}: ${err.message}`);
+    else console.error(`rasputin: ${(err as Error).stack ?? String(err)}`);
     process.exit(1);
   },
 );

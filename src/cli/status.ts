@@ -1,6 +1,7 @@
 // Cluster status by scatter-gather: every node answers `<p>.admin.status`.
 
 import { connect, createInbox } from '@nats-io/transport-node';
+import { UnavailableError } from '../protocol/errors.ts';
 import { decode, encode, protocolVersion } from '../protocol/wire.ts';
 import { subjects } from '../transport/subjects.ts';
 
@@ -55,7 +56,14 @@ export async function collectStatus(
   prefix: string,
   waitMs: number,
 ): Promise<NodeStatus[]> {
-  const nc = await connect({ servers: url, name: 'rasputin-status' });
+  let nc: Awaited<ReturnType<typeof connect>>;
+  try {
+    nc = await connect({ servers: url, name: 'rasputin-status' });
+  } catch (err) {
+    throw new UnavailableError(`cannot reach NATS at ${url}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
   try {
     const inbox = createInbox();
     const out: NodeStatus[] = [];

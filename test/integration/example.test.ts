@@ -159,4 +159,15 @@ describe('the rasputin CLI', () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command');
   });
+
+  it('no NATS at the address: exit 1 with one line that says so, no stack trace', async () => {
+    for (const args of [['get', 'k'], ['status']]) {
+      const r = await runRasputin([...args, '--nats', 'nats://127.0.0.1:1'], { timeoutMs: 30_000 });
+      expect(r.code, args[0]).toBe(1);
+      expect(r.stderr.trim(), args[0]).toMatch(
+        /^rasputin: UnavailableError: cannot (reach|connect to) NATS at nats:\/\/127\.0\.0\.1:1/,
+      );
+      expect(r.stderr, args[0]).not.toContain('    at ');
+    }
+  });
 });
