@@ -7,11 +7,11 @@
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { request as httpGet } from 'node:http';
-import { createServer, Socket } from 'node:net';
 import { join } from 'node:path';
+import { freePort, loopbackHost, tcpAccepts } from '../integration/harness.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
-export const loopbackHost = '127.0.0.1';
+export { freePort, loopbackHost } from '../integration/harness.ts';
 
 const exitTimeoutMs = 10_000;
 const outputLinesMax = 2000;
@@ -295,33 +295,6 @@ export function varz(monitorPort: number): Promise<Varz> {
 
 // -------------------------------------------------------------------- ports and servers
 
-/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen({ host: loopbackHost, port: 0, exclusive: true }, () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error('no port assigned'))));
-    });
-  });
-}
-
-function tcpAccepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(500, () => done(false));
-    socket.once('error', () => done(false));
-    socket.connect(port, loopbackHost, () => done(true));
-  });
-}
-
 export interface MonitoredNats {
   readonly url: string;
   readonly monitorPort: number;
@@ -349,7 +322,11 @@ export async function startNats(): Promise<MonitoredNats> {
           await proc.exited;
           throw new Error(`nats-server exited:\n${proc.output.join('\n')}`);
         }
-        if ((await tcpAccepts(port)) && (await tcpAccepts(monitorPort)) && proc.running()) {
+        if (
+          (await tcpAccepts(port, 500)) &&
+          (await tcpAccepts(monitorPort, 500)) &&
+          proc.running()
+        ) {
           return { url: `nats://${loopbackHost}:${port}`, monitorPort, proc };
         }
         if (performance.now() > deadline) throw new Error('nats-server not ready in 10 s');

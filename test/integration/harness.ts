@@ -204,7 +204,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-function tcpAccepts(port: number, timeoutMs: number): Promise<boolean> {
+/** Whether something accepts TCP connections on 127.0.0.1:port within timeoutMs. */
+export function tcpAccepts(port: number, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = new Socket();
     const done = (ok: boolean) => {
