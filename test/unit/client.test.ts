@@ -4,7 +4,7 @@
 // integration tests.
 
 import { connect, type Msg, type NatsConnection } from '@nats-io/transport-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AbortedError,
   BadRequestError,
@@ -24,7 +24,8 @@ import {
   protocolVersion,
   type WireResult,
 } from '../../src/protocol/wire.ts';
-import { freePort, type NatsServer, startNatsServer } from '../integration/harness.ts';
+import { freePort, startNatsServer } from '../integration/harness.ts';
+import { useFakeNodeNats } from './fake-node-nats.ts';
 
 interface Op {
   op: 'get' | 'set' | 'cas' | 'del';
@@ -85,34 +86,14 @@ class FakeKv {
   }
 }
 
-let nats: NatsServer;
-let server: NatsConnection;
-const clients: Client[] = [];
-const subscriptions: { unsubscribe(): void }[] = [];
-let prefixCounter = 0;
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  server = await connect({ servers: nats.url, maxReconnectAttempts: -1, reconnectTimeWait: 50 });
-});
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) await c.close();
-  for (const s of subscriptions.splice(0)) s.unsubscribe();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await nats?.stop();
-});
+const env = useFakeNodeNats();
 
 /** A fresh prefix per client, so tests never see each other's traffic. */
 async function newClient(
   opts: ClientOptions = {},
 ): Promise<{ c: Client; p: string; range: string; kv: string }> {
-  const p = `t${++prefixCounter}`;
-  const c = await Client.connect({ servers: nats.url, prefix: p, ...opts });
-  clients.push(c);
+  const p = env.nextPrefix('t');
+  const c = env.track(await Client.connect({ servers: env.nats.url, prefix: p, ...opts }));
   return { c, p, range: `${p}.range.1`, kv: `${p}.kv` };
 }
 
@@ -123,7 +104,7 @@ async function newClient(
 async function serve(
   subject: string,
   handler: Handler,
-  conn: NatsConnection = server,
+  conn: NatsConnection = env.server,
 ): Promise<Recorded[]> {
   const recorded: Recorded[] = [];
   const sub = conn.subscribe(subject, {
@@ -135,7 +116,7 @@ async function serve(
       if (body !== undefined) msg.respond(encode(body));
     },
   });
-  subscriptions.push(sub);
+  env.trackSubscription(sub);
   await conn.flush();
   return recorded;
 }
@@ -206,7 +187,7 @@ describe('client: connect', () => {
   });
 
   it('refuses a prefix that is not a subject', async () => {
-    const err = await rejection(Client.connect({ servers: nats.url, prefix: 'a.*' }));
+    const err = await rejection(Client.connect({ servers: env.nats.url, prefix: 'a.*' }));
     expect(err).toBeInstanceOf(InvalidArgumentError);
   });
 });

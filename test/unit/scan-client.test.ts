@@ -3,8 +3,7 @@
 // with small pages and a pretend range boundary, so continuations are exercised. The real
 // node is tested by test/integration/scan.test.ts.
 
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   AbortedError,
   Client,
@@ -14,7 +13,7 @@ import {
   scanLimits,
 } from '../../src/client/index.ts';
 import { checkOp, decode, encode, protocolVersion } from '../../src/protocol/wire.ts';
-import { type NatsServer, startNatsServer } from '../integration/harness.ts';
+import { useFakeNodeNats } from './fake-node-nats.ts';
 
 interface ScanOp {
   op: string;
@@ -63,36 +62,16 @@ class FakeScanKv {
   }
 }
 
-let nats: NatsServer;
-let server: NatsConnection;
-const clients: Client[] = [];
-const subscriptions: { unsubscribe(): void }[] = [];
-let prefixCounter = 0;
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-  server = await connect({ servers: nats.url });
-});
-
-afterEach(async () => {
-  for (const c of clients.splice(0)) await c.close();
-  for (const s of subscriptions.splice(0)) s.unsubscribe();
-});
-
-afterAll(async () => {
-  await server?.close();
-  await nats?.stop();
-});
+const env = useFakeNodeNats();
 
 /** A client on a fresh prefix and a fake node on its `<p>.range.1`; returns the requests. */
 async function setUp(
   answer: (op: ScanOp, n: number) => unknown,
-): Promise<{ c: Client; seen: ScanOp[] }> {
-  const p = `s${++prefixCounter}`;
-  const c = await Client.connect({ servers: nats.url, prefix: p, timeoutMs: 3000 });
-  clients.push(c);
+): Promise<{ c: Client; p: string; seen: ScanOp[] }> {
+  const p = env.nextPrefix('s');
+  const c = env.track(await Client.connect({ servers: env.nats.url, prefix: p, timeoutMs: 3000 }));
   const seen: ScanOp[] = [];
-  const sub = server.subscribe(`${p}.range.1`, {
+  const sub = env.server.subscribe(`${p}.range.1`, {
     callback: (err, msg) => {
       if (err) return;
       const request = decode(msg.data) as { ops: ScanOp[] };
@@ -105,9 +84,9 @@ async function setUp(
       msg.respond(encode({ v: protocolVersion, cid, res }));
     },
   });
-  subscriptions.push(sub);
-  await server.flush();
-  return { c, seen };
+  env.trackSubscription(sub);
+  await env.server.flush();
+  return { c, p, seen };
 }
 
 function keysOf(entries: { key: Buffer }[]): string[] {
@@ -223,20 +202,19 @@ describe('client: scan', () => {
   it('retries a NotLeader like a get', async () => {
     const kv = new FakeScanKv();
     kv.put('a', '1');
-    const { c } = await setUp((op, n) =>
+    const { c, p } = await setUp((op, n) =>
       n === 1 ? { ok: false, code: 'NotLeader', msg: 'not the leader', leader: '' } : kv.scan(op),
     );
     // The retry goes to <p>.kv, where a fake node also answers.
-    const p = `s${prefixCounter}`;
-    const sub = server.subscribe(`${p}.kv`, {
+    const sub = env.server.subscribe(`${p}.kv`, {
       callback: (_err, msg) => {
         const request = decode(msg.data) as { ops: ScanOp[] };
         const res = request.ops.map((op) => kv.scan(op));
         msg.respond(encode({ v: protocolVersion, cid, res }));
       },
     });
-    subscriptions.push(sub);
-    await server.flush();
+    env.trackSubscription(sub);
+    await env.server.flush();
     const r = await c.scan();
     expect(keysOf(r.entries)).toEqual(['a']);
     expect(c.stats.retries).toBe(1);
