@@ -92,15 +92,17 @@ async function start(args: string[]): Promise<number> {
   return -1; // keep running
 }
 
+/** The options of every command that talks to a cluster. */
+const clientOptions = {
+  nats: { type: 'string' },
+  prefix: { type: 'string' },
+  'timeout-ms': { type: 'string' },
+} as const;
+
 function commonOptions(args: string[]) {
   return parseArgs({
     args,
-    options: {
-      nats: { type: 'string' },
-      prefix: { type: 'string' },
-      'timeout-ms': { type: 'string' },
-      absent: { type: 'boolean' },
-    },
+    options: { ...clientOptions, absent: { type: 'boolean' } },
     allowPositionals: true,
     strict: true,
   });
@@ -169,12 +171,7 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
 async function scan(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
-    options: {
-      nats: { type: 'string' },
-      prefix: { type: 'string' },
-      'timeout-ms': { type: 'string' },
-      limit: { type: 'string' },
-    },
+    options: { ...clientOptions, limit: { type: 'string' } },
     allowPositionals: true,
     strict: true,
   });
