@@ -297,6 +297,12 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     // Expected failures (a cluster that cannot be reached, a refused request) in one line;
     // anything else is a bug: show the stack.
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
+      // An unknown or malformed flag: a usage error.
+      console.error(`rasputin: ${(err as Error).message}\n${usage}`);
+      process.exit(2);
+    }
     if (err instanceof RasputinError) console.error(`rasputin: ${err.name}: ${err.message}`);
     else console.error(`rasputin: ${(err as Error).stack ?? String(err)}`);
     process.exit(1);

@@ -158,6 +158,11 @@ describe('the rasputin CLI', () => {
     const unknown = await runRasputin(['frobnicate'], { timeoutMs: 30_000 });
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain('unknown command');
+    const flag = await runRasputin(['get', 'k', '--frob'], { timeoutMs: 30_000 });
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toContain("Unknown option '--frob'");
+    expect(flag.stderr).toContain('usage:');
+    expect(flag.stderr).not.toContain('    at ');
   });
 
   it('no NATS at the address: exit 1 with one line that says so, no stack trace', async () => {
