@@ -23,18 +23,21 @@
 // and when delivered. Applied entries become durable with the next persist, like writes.
 
 import type { Progress } from '../../ranges/core/progress.ts';
-import type { StorageWrite } from '../../ranges/core/ready.ts';
 import {
   type ConsensusMode,
   type ConsensusOptions,
   defaultOptions,
   type Entry,
-  type HardState,
   type Message,
-  type SnapshotMeta,
 } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { Prng } from '../../src/lib/prng.ts';
+import {
+  type Durable as DurableOf,
+  makeDurable,
+  type StateMachineOps,
+  type StorageOp,
+} from '../sim/durable.ts';
 import { fmtEntries, fmtEntry, fmtHardState, fmtMessage, fmtMs } from './format.ts';
 import { Kv } from './kv.ts';
 
@@ -45,17 +48,13 @@ const stabilizeRoundsMax = 100;
 const turnsPerRoundMax = 10;
 const campaignTicksMax = 100;
 
-interface Durable {
-  hardState: HardState;
-  snapshot: SnapshotMeta;
-  entries: Entry[];
-  kv: Kv;
-}
+type Durable = DurableOf<Kv>;
 
-type StorageOp =
-  | { readonly kind: 'write'; readonly write: StorageWrite }
-  | { readonly kind: 'apply'; readonly entries: readonly Entry[] }
-  | { readonly kind: 'compact'; readonly meta: SnapshotMeta };
+/** The harness's state machine as durable storage restores and advances it. */
+const kvOps: StateMachineOps<Kv> = {
+  decode: (bytes) => Kv.decode(bytes),
+  apply: (kv, e) => kv.apply(e),
+};
 
 interface Node {
   readonly id: number;
@@ -396,7 +395,7 @@ export class Harness {
     n.pending = [];
     const writes: number[] = [];
     for (const op of ops) {
-      this.makeDurable(n.durable, op);
+      makeDurable(n.durable, op, kvOps);
       if (op.kind === 'write') writes.push(op.write.id);
     }
     const last = writes[writes.length - 1];
@@ -406,32 +405,6 @@ export class Harness {
       this.observe(n);
     } else if (verbose) {
       this.header(`${n.id} persist (no writes)`);
-    }
-  }
-
-  private makeDurable(d: Durable, op: StorageOp): void {
-    switch (op.kind) {
-      case 'write': {
-        const w = op.write;
-        d.hardState = w.hardState;
-        if (w.snapshot) {
-          d.snapshot = w.snapshot.meta;
-          d.entries = [];
-          d.kv = Kv.decode(w.snapshot.data);
-        }
-        if (w.entries.length > 0) {
-          d.entries.length = Math.max(0, w.entries[0]!.index - d.snapshot.index - 1);
-          d.entries.push(...w.entries);
-        }
-        return;
-      }
-      case 'apply':
-        for (const e of op.entries) d.kv.apply(e);
-        return;
-      case 'compact':
-        d.entries = d.entries.slice(Math.max(0, op.meta.index - d.snapshot.index));
-        d.snapshot = op.meta;
-        return;
     }
   }
 

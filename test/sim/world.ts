@@ -9,17 +9,15 @@
 // end (linearizability of every client history, no acknowledged write lost, replicas
 // converge).
 
-import type { StorageWrite } from '../../ranges/core/ready.ts';
-import type {
-  ConsensusOptions,
-  Entry,
-  HardState,
-  Message,
-  PersistedState,
-  SnapshotMeta,
-} from '../../ranges/core/types.ts';
+import type { ConsensusOptions, Entry, Message, PersistedState } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { Prng } from '../../src/lib/prng.ts';
+import {
+  type Durable as DurableOf,
+  makeDurable,
+  type StateMachineOps,
+  type StorageOp,
+} from './durable.ts';
 import type { HistoryOp } from './history.ts';
 import {
   type Command,
@@ -28,6 +26,15 @@ import {
   encodeCommand,
   KvStateMachine,
 } from './kv.ts';
+
+/** The simulator's KV state machine as durable storage restores and advances it. */
+const kvOps: StateMachineOps<KvStateMachine> = {
+  decode: (bytes) => KvStateMachine.decode(bytes),
+  apply: (kv, e) => {
+    if (e.kind === 'normal') kv.apply(e.index, decodeCommand(e.data));
+    else kv.appliedIndex = e.index;
+  },
+};
 
 export interface SimConfig {
   readonly name: string;
@@ -68,17 +75,7 @@ export interface Violation {
   readonly atMs: number;
 }
 
-interface Durable {
-  hardState: HardState;
-  snapshot: SnapshotMeta;
-  entries: Entry[];
-  kv: KvStateMachine;
-}
-
-type StorageOp =
-  | { readonly kind: 'write'; readonly write: StorageWrite }
-  | { readonly kind: 'apply'; readonly entries: readonly Entry[] }
-  | { readonly kind: 'compact'; readonly meta: SnapshotMeta };
+type Durable = DurableOf<KvStateMachine>;
 
 interface PendingProposal {
   readonly term: number;
@@ -388,47 +385,13 @@ export class World {
         h.ops = [];
         let maxWrite = 0;
         for (const op of ops) {
-          this.applyDurable(h.durable, op);
+          makeDurable(h.durable, op, kvOps);
           if (op.kind === 'write') maxWrite = op.write.id;
         }
         if (maxWrite > 0) h.replica.persisted(maxWrite);
         this.process(node, h);
       }
     });
-  }
-
-  private applyDurable(d: Durable, op: StorageOp): void {
-    switch (op.kind) {
-      case 'write': {
-        const w = op.write;
-        d.hardState = w.hardState;
-        if (w.snapshot) {
-          d.snapshot = w.snapshot.meta;
-          d.entries = [];
-          d.kv = KvStateMachine.decode(w.snapshot.data);
-        }
-        if (w.entries.length > 0) {
-          const from = w.entries[0]!.index;
-          d.entries.length = Math.max(0, from - d.snapshot.index - 1);
-          d.entries.push(...w.entries);
-        }
-        return;
-      }
-      case 'apply':
-        for (const e of op.entries) {
-          if (e.kind === 'normal') d.kv.apply(e.index, decodeCommand(e.data));
-          else d.kv.appliedIndex = e.index;
-        }
-        return;
-      case 'compact': {
-        const drop = op.meta.index - d.snapshot.index;
-        if (drop > 0) {
-          d.entries = d.entries.slice(drop);
-          d.snapshot = op.meta;
-        }
-        return;
-      }
-    }
   }
 
   /** One host turn: collect ready output, send, persist, apply, serve reads. */
