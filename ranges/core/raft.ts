@@ -937,7 +937,7 @@ export class RaftCore {
   /** A linearizable read: by lease when one is held, else by ReadIndex. Leader only. */
   read(id: number): void {
     assert(this.role === 'leader', 'reads reach the leader only');
-    if (this.ownTermCommitted() && this.hasValidLease()) {
+    if (this.hasValidLease()) {
       this.stats.leaseReads++;
       this.readStates.push({ id, index: this.log.committed, via: 'lease' });
       return;
