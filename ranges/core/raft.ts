@@ -119,6 +119,8 @@ export class RaftCore {
   private grantedTo: ReplicaId = none;
   /** After a restart this replica may have forgotten a grant: it votes for no one until then. */
   private voteBlackoutUntilMs = Number.NEGATIVE_INFINITY;
+  /** A replica of a group just split off does not campaign before this (see splitOff). */
+  private campaignNotBeforeMs = Number.NEGATIVE_INFINITY;
 
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
@@ -348,6 +350,7 @@ export class RaftCore {
 
   private campaignChange(): RoleChange | undefined {
     const mode = this.options.mode;
+    if (this.env.nowMs() < this.campaignNotBeforeMs) return undefined;
     if (mode === 'raft') return { type: 'BECOME_CANDIDATE', transfer: false };
     if (mode === 'harpoon') {
       const now = this.env.nowMs();
@@ -355,6 +358,26 @@ export class RaftCore {
       if (now < this.grantedUntilMs || now < this.voteBlackoutUntilMs) return undefined;
     }
     return { type: 'BECOME_PRECANDIDATE' };
+  }
+
+  /**
+   * This replica's group was just created by a split of a group it belongs to (DESIGN.md,
+   * "Safety rules for splits"). It never granted a vote or a lease in this group, so it
+   * needs no restart blackout; unless it is the one that campaigns at once (the replica
+   * on the node of the parent's leader, see campaignNow), it waits until
+   * `campaignNotBeforeMs`, past any lease the parent's leader may still hold over the new
+   * span.
+   */
+  splitOff(campaignNotBeforeMs: number): void {
+    this.voteBlackoutUntilMs = Number.NEGATIVE_INFINITY;
+    this.campaignNotBeforeMs = campaignNotBeforeMs;
+  }
+
+  /** A follower that is a voter starts a campaign now (PreVote first, as on a timeout). */
+  campaignNow(): RoleChange | undefined {
+    if (this.role !== 'follower' || !this.isPromotable()) return undefined;
+    this.campaignNotBeforeMs = Number.NEGATIVE_INFINITY;
+    return this.campaignChange();
   }
 
   tickLeader(): RoleChange | undefined {

@@ -130,6 +130,16 @@ export class RangeReplica {
     return this.core.transferLeadership(target) ?? null;
   }
 
+  /** See RaftCore.splitOff. */
+  splitOff(campaignNotBeforeMs: number): void {
+    this.core.splitOff(campaignNotBeforeMs);
+  }
+
+  /** A follower campaigns now (the first replica of a range split off on its leader's node). */
+  campaignNow(): void {
+    if (this.state === 'follower') this.change(this.core.campaignNow());
+  }
+
   remove(): void {
     this.send({ type: 'REMOVE' });
   }
