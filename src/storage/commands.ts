@@ -16,6 +16,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import type { RangeDescriptor } from './descriptor.ts';
 
 export type Command =
   | {
@@ -32,14 +33,44 @@ export type Command =
       readonly value: Uint8Array;
       readonly id: Uint8Array;
     }
-  | { readonly op: 'del'; readonly key: Uint8Array; readonly id: Uint8Array };
+  | { readonly op: 'del'; readonly key: Uint8Array; readonly id: Uint8Array }
+  /** System: hands out the next range id (key: the counter's system key). */
+  | { readonly op: 'alloc'; readonly key: Uint8Array; readonly id: Uint8Array }
+  /**
+   * System: a conditional directory write (key: the range's directory key, value: its
+   * encoded descriptor); applies only over an absent entry or one of a lower generation.
+   */
+  | {
+      readonly op: 'desc';
+      readonly key: Uint8Array;
+      readonly value: Uint8Array;
+      readonly generation: number;
+      readonly id: Uint8Array;
+    }
+  /**
+   * A split of the range at `key` (DESIGN.md, "Split"), proposed under `generation`; the
+   * right-hand side becomes range `rightId`. Applied by the store, not by applyCommand.
+   */
+  | {
+      readonly op: 'split';
+      readonly key: Uint8Array;
+      readonly generation: number;
+      readonly rightId: number;
+      readonly id: Uint8Array;
+    };
 
 /**
  * set: {ok}; cas: {ok, success, value: the current value after the op (the new one on
  * success)}; del: {ok, value: the last value or null}. noop and config entries: {ok}.
  */
 export type ApplyResult =
-  | { readonly ok: true; readonly value?: Uint8Array | null; readonly success?: boolean }
+  | {
+      readonly ok: true;
+      readonly value?: Uint8Array | null;
+      readonly success?: boolean;
+      /** An applied split: both sides' new descriptors. */
+      readonly split?: { readonly left: RangeDescriptor; readonly right: RangeDescriptor };
+    }
   | { readonly ok: false; readonly code: string; readonly msg: string };
 
 /** What the `requests` database holds under (user key, request id). */
@@ -88,7 +119,29 @@ export function encodeCommand(cmd: Command): Uint8Array {
       });
     case 'del':
       return packr.pack({ op: 'del', key: cmd.key, id: cmd.id });
+    case 'alloc':
+      return packr.pack({ op: 'alloc', key: cmd.key, id: cmd.id });
+    case 'desc':
+      return packr.pack({
+        op: 'desc',
+        key: cmd.key,
+        value: cmd.value,
+        generation: cmd.generation,
+        id: cmd.id,
+      });
+    case 'split':
+      return packr.pack({
+        op: 'split',
+        key: cmd.key,
+        generation: cmd.generation,
+        rightId: cmd.rightId,
+        id: cmd.id,
+      });
   }
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 1;
 }
 
 function isBytes(x: unknown): x is Uint8Array {
@@ -125,7 +178,18 @@ export function decodeCommand(bytes: Uint8Array): Command | undefined {
       return { op, key, expect, value, id };
     }
     case 'del':
+    case 'alloc':
       return { op, key, id };
+    case 'desc': {
+      const { value, generation } = r;
+      if (!isBytes(value) || !isCount(generation)) return undefined;
+      return { op, key, value, generation, id };
+    }
+    case 'split': {
+      const { generation, rightId } = r;
+      if (!isCount(generation) || !isCount(rightId) || rightId > 0xffff_fffe) return undefined;
+      return { op, key, generation, rightId, id };
+    }
     default:
       return undefined;
   }
@@ -209,8 +273,54 @@ export function applyCommand(
       if (before !== null) record = undefined;
       result = { ok: true, value: before };
       break;
+    case 'alloc': {
+      // The counter is 4 bytes big-endian; bootstrap stores 1 (the first range's id).
+      const last = before !== null && before.length === 4 ? readU32(before) : 1;
+      if (last >= 0xffff_fffe) {
+        result = { ok: false, code: 'Exhausted', msg: 'no range ids left' };
+        break;
+      }
+      const value = u32(last + 1);
+      record = { value, revision: index };
+      result = { ok: true, value };
+      break;
+    }
+    case 'desc': {
+      // Compare-and-set by generation: an older or equal descriptor never replaces a newer one.
+      const stored = before === null ? undefined : generationOf(before);
+      if (stored !== undefined && stored >= cmd.generation) {
+        result = { ok: true, success: false, value: before };
+      } else {
+        record = { value: cmd.value, revision: index };
+        result = { ok: true, success: true, value: cmd.value };
+      }
+      break;
+    }
+    case 'split':
+      throw new Error('split commands are applied by the store');
   }
   return { result, record, request: cmd.id.length > 0 ? { index, result } : undefined };
+}
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+}
+
+function readU32(b: Uint8Array): number {
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0);
+}
+
+/** The generation of an encoded descriptor, or undefined when it does not decode. */
+function generationOf(bytes: Uint8Array): number | undefined {
+  try {
+    const d = packr.unpack(bytes) as { generation?: unknown } | null;
+    const g = d?.generation;
+    return typeof g === 'number' && Number.isSafeInteger(g) ? g : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function encodeRecord(record: DataRecord): Uint8Array {

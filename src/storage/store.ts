@@ -60,6 +60,7 @@ import {
   applyCommand,
   asDataRecord,
   asRequestRecord,
+  type Command,
   compareBytes,
   type DataRecord,
   decodeCommand,
@@ -73,22 +74,23 @@ import {
   type RequestRecord,
   requestIdBytesMax,
 } from './commands.ts';
+import {
+  asDescriptor,
+  descriptorToWire,
+  directoryKey,
+  encodeCounter,
+  encodeDescriptor,
+  inSpan,
+  isSystemKey,
+  metaRangeId,
+  type RangeDescriptor,
+  rangeIdCounterKey,
+  rangeIdMax,
+  spansOverlap,
+  systemPrefixEnd,
+} from './descriptor.ts';
 
-export interface ReplicaDescriptor {
-  readonly nodeId: string;
-  readonly replicaId: number;
-  readonly role: 'voter' | 'learner';
-}
-
-export interface RangeDescriptor {
-  readonly rangeId: number;
-  /** Inclusive. The empty key is the start of the keyspace. */
-  readonly start: Uint8Array;
-  /** Exclusive; null = no end. */
-  readonly end: Uint8Array | null;
-  readonly replicas: readonly ReplicaDescriptor[];
-  readonly generation: number;
-}
+export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
 
 export interface StoreOptions {
   /** Log positions a request id is remembered for; every replica must use the same. */
@@ -113,6 +115,8 @@ export interface StoreStats {
  */
 interface SnapshotData {
   readonly applied: LogIndex;
+  /** The range's descriptor at `applied` (a snapshot taken after a split has the new span). */
+  readonly descriptor: RangeDescriptor;
   readonly records: ReadonlyArray<readonly [key: Uint8Array, record: DataRecord]>;
   readonly requests: ReadonlyArray<
     readonly [key: Uint8Array, id: Uint8Array, index: LogIndex, result: ApplyResult]
@@ -168,7 +172,6 @@ type TurnOp =
   | { readonly kind: 'apply'; readonly rangeId: number; readonly entries: readonly Entry[] }
   | { readonly kind: 'compact'; readonly rangeId: number; readonly meta: SnapshotMeta };
 
-const rangeIdMax = 0xffff_fffe;
 /** The layout of data, requests and expiry (stored in meta; see Store's constructor). */
 const storageFormat = '2';
 /**
@@ -313,17 +316,6 @@ function entryTerm(bytes: Uint8Array): Term {
   return b.readUInt32BE(1) * 0x1_0000_0000 + b.readUInt32BE(5);
 }
 
-function inSpan(d: RangeDescriptor, key: Uint8Array): boolean {
-  return compareBytes(key, d.start) >= 0 && (d.end === null || compareBytes(key, d.end) < 0);
-}
-
-function spansOverlap(a: RangeDescriptor, b: RangeDescriptor): boolean {
-  const aBeforeB = a.end !== null && compareBytes(a.end, b.start) <= 0;
-  const bBeforeA = b.end !== null && compareBytes(b.end, a.start) <= 0;
-  return !aBeforeB && !bBeforeA;
-}
-
-/** Bytes a scan entry counts toward its byte budget: key, value and msgpack framing. */
 export function scanEntryBytes(key: Uint8Array, value: Uint8Array): number {
   return key.length + value.length + scanEntryOverheadBytes;
 }
@@ -365,6 +357,10 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
   const raw = packr.unpack(bytes) as { applied?: unknown; records?: unknown; requests?: unknown };
   assert(typeof raw === 'object' && raw !== null, 'snapshot data is a map');
   assert(typeof raw.applied === 'number', 'snapshot data has its applied index');
+  assert(
+    asDescriptor((raw as { descriptor?: unknown }).descriptor) !== undefined,
+    'snapshot data has its descriptor',
+  );
   assert(Array.isArray(raw.records), 'snapshot data has its records');
   assert(Array.isArray(raw.requests), 'snapshot data has its request records');
   for (const pair of raw.records as unknown[]) {
@@ -548,6 +544,19 @@ export class Store {
       .sort((a, b) => a.rangeId - b.rangeId);
   }
 
+  /** The committed descriptor of a range on this node. */
+  descriptor(rangeId: number): RangeDescriptor | undefined {
+    return this.rangeStates.get(rangeId)?.descriptor;
+  }
+
+  /** A local range whose span overlaps [start, end), if any. */
+  overlapping(span: Pick<RangeDescriptor, 'start' | 'end'>): RangeDescriptor | undefined {
+    for (const s of this.rangeStates.values()) {
+      if (spansOverlap(s.descriptor, span)) return s.descriptor;
+    }
+    return undefined;
+  }
+
   /** The durable state a replica of the range starts from. */
   loadRange(rangeId: number): { descriptor: RangeDescriptor; state: PersistedState } | undefined {
     const s = this.rangeStates.get(rangeId);
@@ -571,9 +580,15 @@ export class Store {
 
   /**
    * A new replica of a range: empty log, term 0, an empty state machine (anything left in
-   * the span, e.g. by an earlier replica of this node, is cleared). Durable when resolved.
+   * the span, e.g. by an earlier replica of this node, is cleared) holding only
+   * `records` (bootstrap writes the first directory entries there, the same on every
+   * initial node). Durable when resolved.
    */
-  async createRange(descriptor: RangeDescriptor, config: Configuration): Promise<void> {
+  async createRange(
+    descriptor: RangeDescriptor,
+    config: Configuration,
+    records: ReadonlyArray<readonly [Uint8Array, Uint8Array]> = [],
+  ): Promise<void> {
     assert(!this.closed, 'the store is open');
     assert(
       Number.isInteger(descriptor.rangeId) &&
@@ -601,6 +616,10 @@ export class Store {
       this.clearSpan(descriptor);
       this.clearLog(descriptor.rangeId);
       this.clearExpiry(descriptor.rangeId);
+      for (const [key, value] of records) {
+        assert(inSpan(descriptor, key), 'initial records are in the span');
+        this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord({ value, revision: 0 })));
+      }
       this.stateDb.putSync(descriptor.rangeId, encodeRangeRecord(state));
     });
     this.stats.commits++;
@@ -730,7 +749,12 @@ export class Store {
         const request = decodeRequest(value);
         requests.push([userKey, id, request.index, request.result]);
       }
-      const data: SnapshotData = { applied: s.applied, records, requests };
+      const data: SnapshotData = {
+        applied: s.applied,
+        descriptor: descriptorToWire(s.descriptor) as unknown as RangeDescriptor,
+        records,
+        requests,
+      };
       return {
         meta: { index: s.applied, term, config: s.config },
         data: packr.pack(data),
@@ -834,7 +858,10 @@ export class Store {
         case 'apply': {
           let out = results.get(op.rangeId);
           if (out === undefined) results.set(op.rangeId, (out = []));
-          this.applyOp(s, op.entries, out, records);
+          this.applyOp(s, op.entries, out, records, (right) => {
+            assert(!dirty.has(right.descriptor.rangeId), 'a range is created once');
+            dirty.set(right.descriptor.rangeId, right);
+          });
           break;
         }
         case 'compact':
@@ -874,6 +901,7 @@ export class Store {
     entries: readonly Entry[],
     out: ApplyResult[],
     records: RecordCache,
+    created: (right: Mutable<RangeState>) => void,
   ): void {
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
@@ -881,8 +909,77 @@ export class Store {
       s.applied = e.index;
       // Per entry, not per turn: replicas batch entries into turns differently.
       this.expire(s.descriptor.rangeId, e.index);
-      out.push(e.kind === 'normal' ? this.applyNormal(s.descriptor, e, records) : { ok: true });
+      if (e.kind !== 'normal') {
+        out.push({ ok: true });
+        continue;
+      }
+      const cmd = decodeCommand(e.data);
+      out.push(
+        cmd?.op === 'split'
+          ? this.applySplit(s, e, cmd, created)
+          : this.applyNormal(s.descriptor, e, cmd, records),
+      );
     }
+  }
+
+  /**
+   * A split (DESIGN.md, "Split"; docs/ranges.md): the range keeps [start, key), range
+   * `rightId` is created over [key, end) with the same replicas and configuration, both at
+   * generation + 1, in this transaction. No data moves (keys are global); the request
+   * records of the right-hand span move to the new range's expiry queue with their
+   * indexes. The new range's log starts at this entry (index and term), so its log
+   * positions, and the revisions of its keys, continue the parent's. Every check here
+   * reads only the replicated state, so every replica rejects the same splits.
+   */
+  private applySplit(
+    s: Mutable<RangeState>,
+    e: Entry,
+    cmd: Extract<Command, { op: 'split' }>,
+    created: (right: Mutable<RangeState>) => void,
+  ): ApplyResult {
+    const d = s.descriptor;
+    const reject = (why: string): ApplyResult => ({
+      ok: false,
+      code: 'RangeKeyMismatch',
+      msg: `entry ${e.index}: split of range ${d.rangeId} refused: ${why}`,
+    });
+    if (cmd.generation !== d.generation) {
+      return reject(`proposed at generation ${cmd.generation}, the range is at ${d.generation}`);
+    }
+    if (!inSpan(d, cmd.key) || compareBytes(cmd.key, d.start) === 0) {
+      return reject('the split key is not strictly inside the span');
+    }
+    if (isSystemKey(cmd.key) || compareBytes(cmd.key, systemPrefixEnd) < 0) {
+      return reject('the split key is at or before the system keys (they stay in range 1)');
+    }
+    if (s.config.outgoing.length > 0) return reject('the configuration is joint');
+    assert(cmd.rightId !== d.rangeId && cmd.rightId !== metaRangeId, 'a split makes a new id');
+    assert(!this.rangeStates.has(cmd.rightId), 'a split never reuses a local range id');
+    const generation = d.generation + 1;
+    const left: RangeDescriptor = { ...d, end: cmd.key, generation };
+    const right: RangeDescriptor = {
+      rangeId: cmd.rightId,
+      start: cmd.key,
+      end: d.end,
+      replicas: d.replicas,
+      generation,
+    };
+    s.descriptor = left;
+    for (const { key, value } of this.requestsDb.getRange(requestBounds(right))) {
+      const index = decodeRequest(value).index;
+      this.expiryDb.removeSync(expiryKey(d.rangeId, index, key));
+      this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
+    }
+    this.clearLog(right.rangeId);
+    created({
+      descriptor: right,
+      hardState: { term: e.term, vote: 0, commit: e.index },
+      applied: e.index,
+      snapshot: { index: e.index, term: e.term, config: s.config },
+      config: s.config,
+      lastIndex: e.index,
+    });
+    return { ok: true, split: { left, right } };
   }
 
   /**
@@ -914,8 +1011,12 @@ export class Store {
     }
   }
 
-  private applyNormal(d: RangeDescriptor, e: Entry, records: RecordCache): ApplyResult {
-    const cmd = decodeCommand(e.data);
+  private applyNormal(
+    d: RangeDescriptor,
+    e: Entry,
+    cmd: Command | undefined,
+    records: RecordCache,
+  ): ApplyResult {
     if (cmd === undefined) {
       return { ok: false, code: 'BadRequest', msg: `entry ${e.index}: undecodable command` };
     }
@@ -994,7 +1095,13 @@ export class Store {
     const data = decodeSnapshotData(snapshot.data);
     assert(data.applied === snapshot.meta.index, 'snapshot data matches its meta');
     const rangeId = s.descriptor.rangeId;
+    // A snapshot taken after a split carries the shrunk span: this replica never applies
+    // the split entry, and the right-hand range reaches this node by a snapshot of its own.
+    const incoming = asDescriptor(data.descriptor);
+    assert(incoming !== undefined && incoming.rangeId === rangeId, 'a snapshot of this range');
+    assert(incoming.generation >= s.descriptor.generation, 'generations never go back');
     this.clearSpan(s.descriptor);
+    s.descriptor = incoming;
     this.clearExpiry(rangeId);
     for (const [key, record] of data.records) {
       assert(inSpan(s.descriptor, key), 'snapshot records are in the range span');

@@ -1,0 +1,164 @@
+// Range descriptors and the meta directory's keys (DESIGN.md, "Ranges, the directory and
+// splits"; docs/ranges.md).
+//
+// A descriptor says which span [start, end) a range owns, on which replicas, at which
+// generation. The descriptor stored with a range's state on each replica is the
+// authority; the meta directory, a copy of every descriptor under the reserved system
+// prefix inside the first range, may lag behind it.
+//
+// System keys (never writable by clients; readable with get and scan):
+//   <sys>range/<rangeId u32 BE>  -> descriptor (plain msgpack map)
+//   <sys>next-range-id           -> u32 BE: the last range id handed out
+// where <sys> is systemPrefix. The first range always starts at the empty key and no split
+// key may lie in the system prefix, so the whole directory stays in the first range.
+
+import { compareBytes, packr } from './commands.ts';
+
+export interface ReplicaDescriptor {
+  readonly nodeId: string;
+  readonly replicaId: number;
+  readonly role: 'voter' | 'learner';
+}
+
+export interface RangeDescriptor {
+  readonly rangeId: number;
+  /** Inclusive. The empty key is the start of the keyspace. */
+  readonly start: Uint8Array;
+  /** Exclusive; null = no end. */
+  readonly end: Uint8Array | null;
+  readonly replicas: readonly ReplicaDescriptor[];
+  readonly generation: number;
+}
+
+/** The reserved prefix of system keys: 0x00 "sys/". */
+export const systemPrefix: Uint8Array = Buffer.from([0x00, 0x73, 0x79, 0x73, 0x2f]);
+/** The first key after every system key. */
+export const systemPrefixEnd: Uint8Array = Buffer.from([0x00, 0x73, 0x79, 0x73, 0x30]);
+/** The meta range: the first range, which holds the directory. */
+export const metaRangeId = 1;
+export const rangeIdMax = 0xffff_fffe;
+
+const directoryPrefix = Buffer.concat([systemPrefix, Buffer.from('range/')]);
+/** Directory keys: [directoryStart, directoryEnd). */
+export const directoryStart: Uint8Array = directoryPrefix;
+export const directoryEnd: Uint8Array = Buffer.concat([systemPrefix, Buffer.from('range0')]);
+export const rangeIdCounterKey: Uint8Array = Buffer.concat([
+  systemPrefix,
+  Buffer.from('next-range-id'),
+]);
+
+export function isSystemKey(key: Uint8Array): boolean {
+  if (key.length < systemPrefix.length) return false;
+  for (let i = 0; i < systemPrefix.length; i++) if (key[i] !== systemPrefix[i]) return false;
+  return true;
+}
+
+/** The directory key of a range id. */
+export function directoryKey(rangeId: number): Uint8Array {
+  const key = Buffer.alloc(directoryPrefix.length + 4);
+  directoryPrefix.copy(key, 0);
+  key.writeUInt32BE(rangeId, directoryPrefix.length);
+  return key;
+}
+
+/** The range id of a directory key, or undefined for another key. */
+export function directoryKeyRangeId(key: Uint8Array): number | undefined {
+  if (key.length !== directoryPrefix.length + 4) return undefined;
+  for (let i = 0; i < directoryPrefix.length; i++)
+    if (key[i] !== directoryPrefix[i]) return undefined;
+  return Buffer.from(key.buffer, key.byteOffset, key.length).readUInt32BE(directoryPrefix.length);
+}
+
+export function encodeCounter(n: number): Uint8Array {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n, 0);
+  return b;
+}
+
+export function decodeCounter(bytes: Uint8Array): number | undefined {
+  if (bytes.length !== 4) return undefined;
+  return Buffer.from(bytes.buffer, bytes.byteOffset, 4).readUInt32BE(0);
+}
+
+export function inSpan(d: RangeDescriptor, key: Uint8Array): boolean {
+  return compareBytes(key, d.start) >= 0 && (d.end === null || compareBytes(key, d.end) < 0);
+}
+
+export function spansOverlap(
+  a: Pick<RangeDescriptor, 'start' | 'end'>,
+  b: Pick<RangeDescriptor, 'start' | 'end'>,
+): boolean {
+  const aBeforeB = a.end !== null && compareBytes(a.end, b.start) <= 0;
+  const bBeforeA = b.end !== null && compareBytes(b.end, a.start) <= 0;
+  return !aBeforeB && !bBeforeA;
+}
+
+/** A descriptor as a plain map (msgpack-able by any implementation). */
+export function descriptorToWire(d: RangeDescriptor): Record<string, unknown> {
+  return {
+    rangeId: d.rangeId,
+    start: d.start,
+    end: d.end,
+    replicas: d.replicas.map((r) => ({ nodeId: r.nodeId, replicaId: r.replicaId, role: r.role })),
+    generation: d.generation,
+  };
+}
+
+export function encodeDescriptor(d: RangeDescriptor): Uint8Array {
+  return packr.pack(descriptorToWire(d));
+}
+
+/** A descriptor checked for shape (untrusted input), or undefined. */
+export function asDescriptor(x: unknown): RangeDescriptor | undefined {
+  if (typeof x !== 'object' || x === null) return undefined;
+  const r = x as Record<string, unknown>;
+  const isU32 = (n: unknown): n is number =>
+    typeof n === 'number' && Number.isInteger(n) && n >= 0 && n <= rangeIdMax;
+  if (!isU32(r.rangeId) || r.rangeId === 0) return undefined;
+  if (!(r.start instanceof Uint8Array)) return undefined;
+  if (r.end !== null && !(r.end instanceof Uint8Array)) return undefined;
+  if (r.end !== null && compareBytes(r.start, r.end as Uint8Array) >= 0) return undefined;
+  if (typeof r.generation !== 'number' || !Number.isSafeInteger(r.generation)) return undefined;
+  if (r.generation < 1) return undefined;
+  if (!Array.isArray(r.replicas) || r.replicas.length === 0 || r.replicas.length > 64) {
+    return undefined;
+  }
+  const replicas: ReplicaDescriptor[] = [];
+  for (const x of r.replicas as unknown[]) {
+    if (typeof x !== 'object' || x === null) return undefined;
+    const p = x as Record<string, unknown>;
+    if (typeof p.nodeId !== 'string' || p.nodeId.length === 0 || p.nodeId.length > 64) {
+      return undefined;
+    }
+    if (!isU32(p.replicaId) || p.replicaId === 0) return undefined;
+    if (p.role !== 'voter' && p.role !== 'learner') return undefined;
+    replicas.push({ nodeId: p.nodeId, replicaId: p.replicaId, role: p.role });
+  }
+  return {
+    rangeId: r.rangeId,
+    start: r.start,
+    end: (r.end as Uint8Array | null) ?? null,
+    replicas,
+    generation: r.generation,
+  };
+}
+
+export function decodeDescriptor(bytes: Uint8Array): RangeDescriptor | undefined {
+  try {
+    return asDescriptor(packr.unpack(bytes));
+  } catch {
+    return undefined;
+  }
+}
+
+/** "[start, end)" for logs and errors: printable keys as text, others as hex. */
+export function showSpan(d: Pick<RangeDescriptor, 'start' | 'end'>): string {
+  return `[${showKey(d.start)}, ${d.end === null ? '∞' : showKey(d.end)})`;
+}
+
+export function showKey(key: Uint8Array): string {
+  if (key.length === 0) return "''";
+  const b = Buffer.from(key.buffer, key.byteOffset, key.length);
+  const printable = b.every((c) => c >= 0x20 && c < 0x7f);
+  return printable ? JSON.stringify(b.toString('latin1')) : `0x${b.toString('hex')}`;
+}
