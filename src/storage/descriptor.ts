@@ -47,6 +47,14 @@ export const rangeIdCounterKey: Uint8Array = Buffer.concat([
   Buffer.from('next-range-id'),
 ]);
 
+/** The system records the first range starts with: its own directory entry and the id counter. */
+export function bootstrapRecords(first: RangeDescriptor): [Uint8Array, Uint8Array][] {
+  return [
+    [directoryKey(first.rangeId), encodeDescriptor(first)],
+    [rangeIdCounterKey, encodeCounter(first.rangeId)],
+  ];
+}
+
 export function isSystemKey(key: Uint8Array): boolean {
   if (key.length < systemPrefix.length) return false;
   for (let i = 0; i < systemPrefix.length; i++) if (key[i] !== systemPrefix[i]) return false;
