@@ -28,6 +28,7 @@ const usage = `usage:
   rasputin del KEY
   rasputin scan [START [END]] [--limit N]   KEY<TAB>VALUE lines of [START, END), N default 100
   rasputin status
+  rasputin split KEY                   split the range holding KEY at KEY
   rasputin ranges                      span, replicas, leader, generation, size, keys, ops/s
   rasputin nodes                       every node: store, ranges, leaders, counters
 common options: --nats URL (or RASPUTIN_NATS), --prefix P (or RASPUTIN_PREFIX), --timeout-ms N`;
@@ -48,6 +49,8 @@ async function main(argv: string[]): Promise<number> {
       return scan(rest);
     case 'status':
       return status(rest);
+    case 'split':
+      return split(rest);
     case 'ranges':
       return ranges(rest);
     case 'nodes':
@@ -168,6 +171,39 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
   }
 }
 
+async function split(args: string[]): Promise<number> {
+  const { values, positionals } = commonOptions(args);
+  if (positionals.length !== 1) {
+    console.error(`rasputin split: expected 1 argument (KEY)\n${usage}`);
+    return 2;
+  }
+  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 10_000;
+  const client = await Client.connect({
+    servers: natsUrl(values),
+    prefix: prefixOf(values),
+    timeoutMs,
+  });
+  try {
+    const ds = await client.split(positionals[0]!);
+    const span = (d: (typeof ds)[number]) =>
+      `range ${d.rangeId} [${showKey(d.start, "''")}, ${showKey(d.end, '(end)')})`;
+    if (ds.length === 1) {
+      console.log(`OK ${span(ds[0]!)} already starts there (generation ${ds[0]!.generation})`);
+    } else {
+      console.log(`OK ${span(ds[0]!)} and ${span(ds[1]!)}, generation ${ds[0]!.generation}`);
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof RasputinError) {
+      console.error(`rasputin split: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    await client.close();
+  }
+}
+
 async function scan(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -257,7 +293,11 @@ async function ranges(args: string[]): Promise<number> {
       `${'leader'.padEnd(8)}${'term'.padStart(6)}  ${'keys'.padStart(9)} ${'size'.padStart(10)} ` +
       `${'ops/s'.padStart(7)}  replicas`,
   );
-  for (const [id, { r }] of [...byRange].sort((a, b) => a[0] - b[0])) {
+  // In keyspace order.
+  const rows = [...byRange].sort((a, b) =>
+    Buffer.compare(Buffer.from(a[1].r.start ?? []), Buffer.from(b[1].r.start ?? [])),
+  );
+  for (const [id, { r }] of rows) {
     console.log(
       `${String(id).padStart(5)}  ${showKey(r.start, '?').padEnd(12)} ${showKey(r.end, '(end)').padEnd(12)} ` +
         `${String(r.generation ?? '?').padStart(4)}  ${(r.leader || '-').padEnd(8)}${String(r.term).padStart(6)}  ` +

@@ -14,15 +14,22 @@
 //      (outcome unknown) or AbortError when its signal fires. Replies for a settled call
 //      are ignored.
 //
-// Routing with one range: `<p>.range.1` (its leader) first; `<p>.kv` (any node, which
-// forwards to the leader) after no responders there or after a NotLeader, whose hint is a
-// node id and not a subject.
+// Routing (docs/ranges.md): the client keeps a cache of range descriptors (RangeCache).
+// It starts out believing range 1 covers every key (true until the first split) and
+// learns from the descriptors that RangeKeyMismatch errors carry, and from the meta
+// directory when an op's key falls in a gap of the cache. An op whose key the cache places in a range goes to
+// `<p>.range.<id>` (that range's leader), in a request that names the range and the
+// generation the client routed by; a node where that generation is stale answers
+// RangeKeyMismatch with the current descriptors, and the op is rerouted at once. An op the
+// cache cannot place, or whose range had no responders or answered NotLeader (its hint is
+// a node id, not a subject), goes to `<p>.kv`: any node, which forwards it to the leader
+// of the range holding its key.
 //
 // A scan is a sequence of scan ops (pages), each a call as above: a page asks for the span
 // [start, end) and the node answers for the part its range covers, up to the page's limit
 // and byte budget, with `next` (the key to continue from) when it stopped early. The next
 // page starts at `next`. With several ranges, `next` at a range's end moves the scan to
-// the next range; today the one range covers every key.
+// the next range.
 
 import { randomBytes } from 'node:crypto';
 import {
@@ -55,7 +62,18 @@ import {
   type WireOp,
   type WireResult,
 } from '../protocol/wire.ts';
+import {
+  decodeCounter,
+  decodeDescriptor,
+  directoryEnd,
+  directoryKey,
+  directoryStart,
+  encodeDescriptor,
+  type RangeDescriptor,
+  rangeIdCounterKey,
+} from '../storage/descriptor.ts';
 import { checkPrefix, defaultPrefix, subjects } from '../transport/subjects.ts';
+import { asCachedRange, type CachedRange, RangeCache } from './range-cache.ts';
 
 export interface ClientOptions {
   /** NATS server URLs; default: env RASPUTIN_NATS (comma-separated) or nats://127.0.0.1:4222. */
@@ -153,6 +171,8 @@ type OkResult = Extract<WireResult, { ok: true }>;
 /** One call in flight: queued, sent, or waiting to be resent. */
 interface Call {
   readonly op: OpName;
+  /** The key that routes it (a scan's start). */
+  readonly key: Uint8Array;
   /** msgpack of the WireOp, sent as is in every batch and retry. */
   readonly encoded: Uint8Array;
   readonly timeoutMs: number;
@@ -175,11 +195,16 @@ export class Client {
   readonly stats: Readonly<ClientStats>;
   private readonly counters: ClientStats = { requests: 0, ops: 0, retries: 0 };
   private readonly nc: NatsConnection;
-  private readonly rangeSubject: string;
+  private readonly prefix: string;
   private readonly kvSubject: string;
   private readonly timeoutMs: number;
-  /** Calls waiting for the end of the turn, by subject. */
-  private queues = new Map<string, Call[]>();
+  /** Calls waiting for the end of the turn; routed when the turn's batches are cut. */
+  private queue: Call[] = [];
+  /** Where ranges are, as far as this client knows. */
+  private readonly cache = new RangeCache();
+  /** performance.now() of the last directory load started, and whether one is running. */
+  private directoryLoadedAtMs = Number.NEGATIVE_INFINITY;
+  private directoryLoading = false;
   private flushHandle: NodeJS.Immediate | undefined;
   /** Every unsettled call, so close() can settle them. */
   private readonly live = new Set<Call>();
@@ -189,10 +214,13 @@ export class Client {
 
   private constructor(nc: NatsConnection, prefix: string, timeoutMs: number) {
     this.nc = nc;
-    this.rangeSubject = subjects.range(prefix, 1);
+    this.prefix = prefix;
     this.kvSubject = subjects.kv(prefix);
     this.timeoutMs = timeoutMs;
     this.stats = this.counters;
+    // Until a reply says otherwise, range 1 (the first range, at an unknown generation)
+    // is taken to cover every key: a cluster that never split needs no directory read.
+    this.cache.update([{ rangeId: 1, start: new Uint8Array(0), end: null, generation: 0 }]);
     void nc.closed().then((err) => this.onConnectionClosed(err instanceof Error ? err : undefined));
   }
 
@@ -377,6 +405,86 @@ export class Client {
     return { entries, next: Buffer.from(next) };
   }
 
+  /**
+   * Splits the range holding `key` at `key` (docs/ranges.md); resolves with the
+   * descriptors of both sides once the split is applied, or with the one range's
+   * descriptor when a range already starts at `key`.
+   */
+  async split(key: string | Uint8Array, o?: CallOptions): Promise<RangeDescriptor[]> {
+    const r = await this.call({ op: 'split', key: keyBytes(key) }, o);
+    const ds = (r.descriptors ?? []).map((d) => asCachedRange(d));
+    if (ds.length === 0 || ds.some((d) => d === undefined)) {
+      throw new InternalError('malformed split result (descriptors)');
+    }
+    this.cache.update(ds as CachedRange[]);
+    return r.descriptors as RangeDescriptor[];
+  }
+
+  /**
+   * The meta directory: every range's descriptor as last recorded there, by start key.
+   * It may lag behind a split by a moment (each range's own descriptor is the
+   * authority); `rasputin ranges` shows the live view.
+   */
+  async ranges(o?: CallOptions): Promise<RangeDescriptor[]> {
+    const out: RangeDescriptor[] = [];
+    for await (const e of this.scanAll(directoryStart, directoryEnd, o)) {
+      const d = decodeDescriptor(e.value);
+      if (d !== undefined) out.push(d);
+    }
+    out.sort((a, b) => Buffer.compare(a.start, b.start));
+    return out;
+  }
+
+  /** System: the next range id from the meta range's counter (used by nodes to split). */
+  async allocRangeId(o?: CallOptions): Promise<number> {
+    const r = await this.call({ op: 'alloc', key: rangeIdCounterKey, id: newId() }, o);
+    const id = r.value instanceof Uint8Array ? decodeCounter(r.value) : undefined;
+    if (id === undefined) throw new InternalError('malformed alloc result');
+    return id;
+  }
+
+  /**
+   * System: records a descriptor in the meta directory unless it holds that range at the
+   * same or a newer generation. Resolves with whether it was written.
+   */
+  async putDescriptor(d: RangeDescriptor, o?: CallOptions): Promise<boolean> {
+    const op: WireOp = {
+      op: 'desc',
+      key: directoryKey(d.rangeId),
+      value: encodeDescriptor(d),
+      generation: d.generation,
+      id: newId(),
+    };
+    const r = await this.call(op, o);
+    return r.success === true;
+  }
+
+  /** The ranges this client routes by (for tests and tools). */
+  cachedRanges(): readonly CachedRange[] {
+    return this.cache.all();
+  }
+
+  /**
+   * Loads the meta directory into the range cache in the background, at most once a
+   * second; meanwhile, ops the cache cannot place go to `<p>.kv`.
+   */
+  refreshDirectory(): void {
+    const now = performance.now();
+    if (this.closed || this.directoryLoading || now - this.directoryLoadedAtMs < 1000) return;
+    this.directoryLoading = true;
+    this.directoryLoadedAtMs = now;
+    this.ranges({ timeoutMs: 2000 })
+      .then((ds) => {
+        this.cache.update(ds.map((d) => asCachedRange(d)!).filter((d) => d !== undefined));
+      })
+      .catch(() => {
+        // No cluster yet, or it is busy: ops go to `<p>.kv` meanwhile.
+      })
+      .finally(() => {
+        this.directoryLoading = false;
+      });
+  }
+
   /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -407,6 +515,7 @@ export class Client {
     return new Promise<OkResult>((resolve, reject) => {
       const call: Call = {
         op: op.op,
+        key: op.key,
         encoded,
         timeoutMs,
         deadlineMs: performance.now() + timeoutMs,
@@ -432,10 +541,7 @@ export class Client {
 
   private enqueue(call: Call): void {
     if (call.settled || this.closed) return;
-    const subject = call.route === 'range' ? this.rangeSubject : this.kvSubject;
-    let queue = this.queues.get(subject);
-    if (!queue) this.queues.set(subject, (queue = []));
-    queue.push(call);
+    this.queue.push(call);
     this.flushHandle ??= setImmediate(() => this.flush());
   }
 
@@ -486,34 +592,49 @@ export class Client {
       : limits.payloadBytesMax;
   }
 
-  /** Sends every queued call: one request per batch, all without waiting. */
+  /**
+   * Sends every queued call, routed now by the range cache: one request per batch (per
+   * range, or to `<p>.kv`), all without waiting.
+   */
   private flush(): void {
     this.flushHandle = undefined;
     if (this.closed) return;
-    const queues = this.queues;
-    this.queues = new Map();
+    const queue = this.queue;
+    this.queue = [];
+    const groups = new Map<number, { range: CachedRange | undefined; calls: Call[] }>();
+    let missed = false;
+    for (const call of queue) {
+      if (call.settled) continue;
+      const range = call.route === 'range' ? this.cache.lookup(call.key) : undefined;
+      if (call.route === 'range' && range === undefined) missed = true;
+      const id = range?.rangeId ?? 0; // 0: `<p>.kv`
+      let g = groups.get(id);
+      if (!g) groups.set(id, (g = { range, calls: [] }));
+      g.calls.push(call);
+    }
+    if (missed) this.refreshDirectory();
     const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
-    for (const [subject, queue] of queues) {
+    for (const { range, calls } of groups.values()) {
       let batch: Call[] = [];
       let batchBytes = 0;
-      for (const call of queue) {
-        if (call.settled) continue;
+      for (const call of calls) {
         const full =
           batch.length === limits.batchOpsMax || batchBytes + call.encoded.length > opsBytesMax;
         if (full && batch.length > 0) {
-          this.send(subject, batch);
+          this.send(range, batch);
           batch = [];
           batchBytes = 0;
         }
         batch.push(call);
         batchBytes += call.encoded.length;
       }
-      if (batch.length > 0) this.send(subject, batch);
+      if (batch.length > 0) this.send(range, batch);
     }
   }
 
-  private send(subject: string, batch: Call[]): void {
-    const route: Route = subject === this.rangeSubject ? 'range' : 'kv';
+  /** One request: to a range's leader (naming the range and generation), or to `<p>.kv`. */
+  private send(range: CachedRange | undefined, batch: Call[]): void {
+    const subject = range ? subjects.range(this.prefix, range.rangeId) : this.kvSubject;
     // Once a reply told us the cluster id, requests carry it: a node of another cluster on
     // the same prefix refuses them before applying anything.
     const cid =
@@ -523,6 +644,7 @@ export class Client {
     const payload = frameRequest(
       batch.map((c) => c.encoded),
       cid,
+      range && range.generation > 0 ? { id: range.rangeId, gen: range.generation } : undefined,
     );
     const nowMs = performance.now();
     let remainingMs = 1;
@@ -536,12 +658,18 @@ export class Client {
     const timeout = Math.max(1, Math.ceil(Math.min(attemptTimeoutMsMax, remainingMs)));
     this.nc.request(subject, payload, { timeout }).then(
       (msg) => this.onReply(batch, msg.data),
-      (err: unknown) => this.onRequestFailed(route, batch, err),
+      (err: unknown) => this.onRequestFailed(subject, range, batch, err),
     );
   }
 
   /** The request got no reply: no responders, attempt timeout, or a connection problem. */
-  private onRequestFailed(route: Route, batch: Call[], err: unknown): void {
+  private onRequestFailed(
+    subject: string,
+    range: CachedRange | undefined,
+    batch: Call[],
+    err: unknown,
+  ): void {
+    const route: Route = range ? 'range' : 'kv';
     if (this.closed) return;
     const noResponders = err instanceof NatsRequestError && err.isNoResponders();
     const timedOut = err instanceof NatsTimeoutError;
@@ -555,11 +683,7 @@ export class Client {
     const later: Call[] = [];
     for (const call of batch) {
       if (call.settled) continue;
-      call.lastError = noResponders
-        ? new UnavailableError(
-            `no responders on ${route === 'range' ? this.rangeSubject : this.kvSubject}`,
-          )
-        : err;
+      call.lastError = noResponders ? new UnavailableError(`no responders on ${subject}`) : err;
       if (nowMs >= call.deadlineMs) {
         this.expire(call);
         continue;
@@ -587,15 +711,32 @@ export class Client {
         this.fail(call, r);
       } else if (r.ok) {
         this.succeed(call, r);
+      } else if (r.code === 'RangeKeyMismatch' && this.learn(r.descriptors)) {
+        // Rerouted at once by what the error taught the cache.
+        call.lastError = errorFromWire(r);
+        call.route = 'range';
+        this.enqueue(call);
       } else if (retryableCodes.has(r.code)) {
         call.lastError = errorFromWire(r);
-        call.route = 'kv';
+        call.route = r.code === 'RangeKeyMismatch' ? 'range' : 'kv';
+        if (r.code === 'RangeKeyMismatch') this.refreshDirectory();
         later.push(call);
       } else {
         this.fail(call, errorFromWire(r));
       }
     }
     this.retryLater(later);
+  }
+
+  /** Adds descriptors from a reply to the cache; whether that changed anything. */
+  private learn(descriptors: readonly unknown[] | undefined): boolean {
+    if (!descriptors) return false;
+    const ranges: CachedRange[] = [];
+    for (const d of descriptors) {
+      const r = asCachedRange(d);
+      if (r) ranges.push(r);
+    }
+    return this.cache.update(ranges);
   }
 
   /**
@@ -664,7 +805,7 @@ export class Client {
     this.closed = true;
     if (this.flushHandle) clearImmediate(this.flushHandle);
     this.flushHandle = undefined;
-    this.queues.clear();
+    this.queue = [];
     for (const timer of this.backoffTimers) clearTimeout(timer);
     this.backoffTimers.clear();
     for (const call of [...this.live]) {
@@ -793,7 +934,10 @@ function checkResult(x: unknown): WireResult | undefined {
             e[1] instanceof Uint8Array,
         ));
     const nextOk = r.next === undefined || r.next === null || r.next instanceof Uint8Array;
-    return valueOk && successOk && entriesOk && nextOk ? (r as WireResult) : undefined;
+    const descriptorsOk = r.descriptors === undefined || Array.isArray(r.descriptors);
+    return valueOk && successOk && entriesOk && nextOk && descriptorsOk
+      ? (r as WireResult)
+      : undefined;
   }
   if (r.ok === false && typeof r.code === 'string') {
     return {
@@ -802,6 +946,7 @@ function checkResult(x: unknown): WireResult | undefined {
       msg: typeof r.msg === 'string' ? r.msg : r.code,
       ...(typeof r.leader === 'string' ? { leader: r.leader } : {}),
       ...(typeof r.limit === 'string' ? { limit: r.limit } : {}),
+      ...(Array.isArray(r.descriptors) ? { descriptors: r.descriptors } : {}),
     };
   }
   return undefined;

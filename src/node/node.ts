@@ -17,6 +17,7 @@ import { connect, type Msg, type NatsConnection, type Subscription } from '@nats
 import type { Entry, Message, ReplicaId } from '../../ranges/core/types.ts';
 import { defaultOptions } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
+import { Client } from '../client/client.ts';
 import { Logger } from '../lib/logger.ts';
 import { Prng } from '../lib/prng.ts';
 import {
@@ -24,13 +25,31 @@ import {
   checkRequest,
   decode,
   encode,
+  frameRequest,
   limits,
   protocolVersion,
+  type WireDescriptor,
   type WireOp,
   type WireResult,
 } from '../protocol/wire.ts';
-import { type ApplyResult, compareBytes, encodeCommand } from '../storage/commands.ts';
-import { type RangeDescriptor, Store, scanEntryBytes } from '../storage/store.ts';
+import {
+  type ApplyResult,
+  compareBytes,
+  decodeCommand,
+  encodeCommand,
+} from '../storage/commands.ts';
+import {
+  asDescriptor,
+  bootstrapRecords,
+  descriptorToWire,
+  inSpan,
+  metaRangeId,
+  type RangeDescriptor,
+  showSpan,
+  systemPrefix,
+  systemPrefixEnd,
+} from '../storage/descriptor.ts';
+import { Store, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import type { NodeConfig } from './config.ts';
@@ -39,7 +58,14 @@ type Done = (r: WireResult) => void;
 
 interface RangeHost {
   readonly rangeId: number;
+  /** The committed descriptor (refreshed after every apply that can change it). */
   descriptor: RangeDescriptor;
+  /**
+   * False for a replica created for a range this node learned of from its peers (a split
+   * it has not applied): it never votes and is not ticked until a snapshot initializes it
+   * (DESIGN.md, "Safety rules for splits").
+   */
+  initialized: boolean;
   readonly replica: RangeReplica;
   /** replica id -> node id, from the descriptor. */
   readonly nodeOf: Map<ReplicaId, string>;
@@ -72,6 +98,12 @@ export class Node {
   private nc!: NatsConnection;
   private clusterId = '';
   private readonly ranges = new Map<number, RangeHost>();
+  /** The local ranges by start key, for routing `<p>.kv` requests. */
+  private byStart: RangeHost[] = [];
+  /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
+  private client: Client | undefined;
+  /** Ranges this node heard of and asked a peer about, by id: when (performance.now()). */
+  private readonly learning = new Map<number, number>();
   private readonly subs: Subscription[] = [];
   private ticker: NodeJS.Timeout | undefined;
   private turnScheduled = false;
@@ -120,6 +152,13 @@ export class Node {
     await this.refuseDuplicate();
     await this.bootstrap();
     for (const d of this.store.ranges()) this.openRange(d);
+    this.reindex();
+    this.client = await Client.connect({
+      servers: c.natsUrl,
+      prefix: c.prefix,
+      name: `rasputin-${c.nodeId}-internal`,
+      timeoutMs: 5000,
+    });
     this.subscribe();
     this.ticker = setInterval(() => this.tick(), c.tickMs);
     void this.watchConnection();
@@ -167,14 +206,35 @@ export class Node {
       replicas: nodes.map((nodeId, i) => ({ nodeId, replicaId: i + 1, role: 'voter' as const })),
       generation: 1,
     };
-    await this.store.createRange(descriptor, {
-      voters: descriptor.replicas.map((r) => r.replicaId),
-      outgoing: [],
-      learners: [],
-    });
+    await this.store.createRange(
+      descriptor,
+      { voters: descriptor.replicas.map((r) => r.replicaId), outgoing: [], learners: [] },
+      bootstrapRecords(descriptor),
+    );
   }
 
-  private openRange(descriptor: RangeDescriptor): void {
+  /** Rebuilds the by-start index after ranges were added or their spans changed. */
+  private reindex(): void {
+    this.byStart = [...this.ranges.values()].sort((a, b) =>
+      compareBytes(a.descriptor.start, b.descriptor.start),
+    );
+  }
+
+  /** The local range whose span holds `key`, if any. */
+  private rangeFor(key: Uint8Array): RangeHost | undefined {
+    let lo = 0;
+    let hi = this.byStart.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const h = this.byStart[mid]!;
+      if (compareBytes(key, h.descriptor.start) < 0) hi = mid - 1;
+      else if (h.descriptor.end !== null && compareBytes(key, h.descriptor.end) >= 0) lo = mid + 1;
+      else return h;
+    }
+    return undefined;
+  }
+
+  private openRange(descriptor: RangeDescriptor): RangeHost {
     const loaded = this.store.loadRange(descriptor.rangeId);
     if (!loaded) throw new Error(`range ${descriptor.rangeId} has no state`);
     const me = descriptor.replicas.find((r) => r.nodeId === this.config.nodeId);
@@ -192,9 +252,12 @@ export class Node {
         takeSnapshot: () => this.store.takeSnapshot(rangeId),
       },
     );
-    this.ranges.set(rangeId, {
+    const h: RangeHost = {
       rangeId,
       descriptor,
+      // Range 1 starts empty at bootstrap; any other range starts at its split entry or
+      // from a snapshot, so an empty one is waiting for its snapshot.
+      initialized: rangeId === metaRangeId || loaded.state.applied > 0,
       replica,
       nodeOf: new Map(descriptor.replicas.map((r) => [r.replicaId, r.nodeId])),
       proposals: [],
@@ -206,7 +269,9 @@ export class Node {
       opsSinceMs: performance.now(),
       opsPerS: 0,
       leaderSub: undefined,
-    });
+    };
+    this.ranges.set(rangeId, h);
+    return h;
   }
 
   private subscribe(): void {
@@ -221,6 +286,9 @@ export class Node {
       }),
       this.nc.subscribe(subjects.adminStatus(p), {
         callback: this.guarded((msg) => this.reply(msg, this.status())),
+      }),
+      this.nc.subscribe(subjects.adminRange(p, this.config.nodeId), {
+        callback: this.guarded((msg) => this.onAdminRange(msg)),
       }),
       this.nc.subscribe(subjects.adminWhoami(p, this.config.nodeId), {
         callback: this.guarded((msg) =>
@@ -276,7 +344,7 @@ export class Node {
   private tick(): void {
     const now = performance.now();
     for (const h of this.ranges.values()) {
-      h.replica.tick();
+      if (h.initialized) h.replica.tick();
       if (now - h.opsSinceMs >= 1000) {
         h.opsPerS = Math.round((h.ops * 1000) / (now - h.opsSinceMs));
         h.ops = 0;
@@ -323,7 +391,23 @@ export class Node {
     const byRange = new Map<number, Message[]>();
     for (const [rangeId, m] of e.msgs) {
       const h = this.ranges.get(rangeId);
-      if (!h || h.nodeOf.get(m.from) !== e.from || m.to !== h.replica.core.id) {
+      if (!h) {
+        // A range a peer has and this node not yet: a split it has not applied, or one it
+        // will only learn of by snapshot.
+        this.learnRange(rangeId, e.from);
+        this.stats.dropped++;
+        this.log.limited(
+          'warn',
+          `raft-range-${rangeId}`,
+          `dropped a message for range ${rangeId} from ${e.from}: not here (yet)`,
+        );
+        continue;
+      }
+      if (!h.initialized && (m.type === 'vote' || m.type === 'prevote')) {
+        this.stats.dropped++; // an uninitialized replica never votes
+        continue;
+      }
+      if (h.nodeOf.get(m.from) !== e.from || m.to !== h.replica.core.id) {
         this.stats.dropped++;
         this.log.limited(
           'warn',
@@ -338,6 +422,77 @@ export class Node {
     }
     for (const [rangeId, ms] of byRange) this.ranges.get(rangeId)!.replica.step(ms);
     this.scheduleTurn();
+  }
+
+  /**
+   * Asks `from` for its descriptor of an unknown range (at most once a second per range)
+   * and, when no local range overlaps its span, creates an uninitialized replica of it: it
+   * answers appends (rejecting them, so the leader sends a snapshot) and never votes. A
+   * local replica whose span overlaps it has not applied the split yet: it will create the
+   * range itself, or install a snapshot with a smaller span first.
+   */
+  private learnRange(rangeId: number, from: string): void {
+    const now = performance.now();
+    const asked = this.learning.get(rangeId);
+    if (asked !== undefined && now - asked < 1000) return;
+    this.learning.set(rangeId, now);
+    this.nc
+      .request(
+        subjects.adminRange(this.config.prefix, from),
+        encode({ v: protocolVersion, rangeId }),
+        { timeout: 1000 },
+      )
+      .then(async (reply) => {
+        const d = asDescriptor((decode(reply.data) as { descriptor?: unknown }).descriptor);
+        if (d === undefined || d.rangeId !== rangeId || this.stopping) return;
+        if (this.ranges.has(rangeId) || this.store.descriptor(rangeId) !== undefined) return;
+        const me = d.replicas.find((r) => r.nodeId === this.config.nodeId);
+        if (me === undefined) return;
+        const overlap = this.store.overlapping(d);
+        if (overlap !== undefined) {
+          this.log.limited(
+            'info',
+            `learn-${rangeId}`,
+            `range ${rangeId} ${showSpan(d)} overlaps local range ${overlap.rangeId} ` +
+              `${showSpan(overlap)}; waiting for that range to catch up`,
+          );
+          return;
+        }
+        await this.store.createRange(d, {
+          voters: d.replicas.filter((r) => r.role === 'voter').map((r) => r.replicaId),
+          outgoing: [],
+          learners: d.replicas.filter((r) => r.role === 'learner').map((r) => r.replicaId),
+        });
+        if (this.ranges.has(rangeId) || this.stopping) return;
+        this.openRange(d);
+        this.reindex();
+        this.log.info(
+          `range ${rangeId} ${showSpan(d)}: uninitialized replica, awaiting a snapshot`,
+        );
+      })
+      .catch((err: Error) => {
+        this.log.limited(
+          'warn',
+          `learn-${rangeId}`,
+          `could not learn range ${rangeId}: ${err.message}`,
+        );
+      });
+  }
+
+  /** `<p>.admin.range.<node>`: this node's descriptor of a range (or none). */
+  private onAdminRange(msg: Msg): void {
+    let rangeId: unknown;
+    try {
+      rangeId = (decode(msg.data) as { rangeId?: unknown }).rangeId;
+    } catch {
+      rangeId = undefined;
+    }
+    const h = typeof rangeId === 'number' ? this.ranges.get(rangeId) : undefined;
+    this.reply(msg, {
+      v: protocolVersion,
+      cid: this.clusterId,
+      descriptor: h?.initialized ? descriptorToWire(h.descriptor) : null,
+    });
   }
 
   private knownNode(nodeId: string): boolean {
@@ -438,33 +593,25 @@ export class Node {
     });
   }
 
-  /** Requests on `<p>.kv`: served here when this node leads, else forwarded. */
-  private onKv(msg: Msg): void {
-    const h = this.ranges.get(1);
-    if (h && h.replica.role() === 'leader') {
-      this.onClient(msg, h);
-      return;
-    }
-    if (!msg.reply) return;
-    this.nc
-      .request(subjects.range(this.config.prefix, 1), msg.data, { timeout: forwardTimeoutMs })
-      .then((r) => msg.respond(r.data))
-      .catch((err: Error) => this.fail(msg, 'Unavailable', `no leader reachable: ${err.message}`));
-  }
-
-  private onClient(msg: Msg, h: RangeHost): void {
+  /**
+   * Decodes and checks a client request; answers it with the error and returns undefined
+   * when it is refused as a whole.
+   */
+  private readRequest(
+    msg: Msg,
+  ): { ops: unknown[]; range: { id: number; gen: number } | undefined } | undefined {
     this.stats.clientRequests++;
     let raw: unknown;
     try {
       raw = decode(msg.data);
     } catch {
       this.fail(msg, 'BadRequest', 'request is not msgpack');
-      return;
+      return undefined;
     }
     const req = checkRequest(raw);
     if (!req.ok) {
       this.fail(msg, req.code, req.msg, req.limit);
-      return;
+      return undefined;
     }
     if (req.value.cid && this.clusterId && req.value.cid !== this.clusterId) {
       // A client of another cluster that shares the prefix: apply nothing.
@@ -473,29 +620,105 @@ export class Node {
         'BadRequest',
         `request for cluster ${req.value.cid}, this is ${this.clusterId}`,
       );
-      return;
+      return undefined;
     }
-    const ops = req.value.ops;
-    const res: WireResult[] = new Array(ops.length);
-    let left = ops.length;
-    const doneAt = (i: number) => (r: WireResult) => {
+    return req.value;
+  }
+
+  /** One reply with a result per op, sent once every op has its result. */
+  private collector(msg: Msg, count: number): (i: number) => Done {
+    const res: WireResult[] = new Array(count);
+    let left = count;
+    return (i) => (r) => {
       if (res[i] !== undefined) return;
       res[i] = r;
       if (--left === 0) this.replyResults(msg, res);
     };
-    for (let i = 0; i < ops.length; i++) {
-      const checked = checkOp(ops[i]);
+  }
+
+  /**
+   * Requests on `<p>.kv`, from clients that do not track ranges: each op goes to the local
+   * range whose span holds its key; ops of ranges led here are served here, the others are
+   * forwarded to their leaders (one request per range) and the answers merged.
+   */
+  private onKv(msg: Msg): void {
+    const req = this.readRequest(msg);
+    if (req === undefined) return;
+    const doneAt = this.collector(msg, req.ops.length);
+    const forward = new Map<RangeHost, { ops: WireOp[]; done: Done[] }>();
+    for (let i = 0; i < req.ops.length; i++) {
+      const checked = checkOp(req.ops[i]);
       const done = doneAt(i);
       if (!checked.ok) {
+        done(opError(checked));
+        continue;
+      }
+      const op = checked.value;
+      const h = this.rangeFor(op.key);
+      if (h === undefined) {
         done({
           ok: false,
-          code: checked.code,
-          msg: checked.msg,
-          ...(checked.limit ? { limit: checked.limit } : {}),
+          code: 'Unavailable',
+          msg: 'no local range holds this key yet (a split is catching up); retry',
         });
         continue;
       }
-      this.submit(h, checked.value, done);
+      if (h.replica.role() === 'leader') {
+        this.submit(h, op, done);
+        continue;
+      }
+      let f = forward.get(h);
+      if (!f) forward.set(h, (f = { ops: [], done: [] }));
+      f.ops.push(op);
+      f.done.push(done);
+    }
+    for (const [h, f] of forward) this.forward(h, f.ops, f.done);
+    this.scheduleTurn();
+  }
+
+  /** Sends ops to a range's leader and hands each op its result. */
+  private forward(h: RangeHost, ops: WireOp[], done: Done[]): void {
+    const failAll = (r: WireResult) => {
+      for (const d of done) d(r);
+    };
+    const payload = frameRequest(
+      ops.map((op) => encode(op)),
+      this.clusterId || undefined,
+    );
+    this.nc
+      .request(subjects.range(this.config.prefix, h.rangeId), payload, {
+        timeout: forwardTimeoutMs,
+      })
+      .then((reply) => {
+        const body = decode(reply.data) as { res?: unknown; code?: unknown; msg?: unknown };
+        if (Array.isArray(body.res) && body.res.length === ops.length) {
+          for (let i = 0; i < ops.length; i++) done[i]!(body.res[i] as WireResult);
+        } else {
+          failAll({
+            ok: false,
+            code: typeof body.code === 'string' ? body.code : 'Unavailable',
+            msg: typeof body.msg === 'string' ? body.msg : 'malformed forwarded reply',
+          });
+        }
+      })
+      .catch((err: Error) =>
+        failAll({ ok: false, code: 'Unavailable', msg: `no leader reachable: ${err.message}` }),
+      );
+  }
+
+  /** Requests on `<p>.range.<id>`, which only that range's leader listens to. */
+  private onClient(msg: Msg, h: RangeHost): void {
+    const req = this.readRequest(msg);
+    if (req === undefined) return;
+    const doneAt = this.collector(msg, req.ops.length);
+    // A client that routed by an older generation learns the new descriptors first.
+    const stale = req.range !== undefined && req.range.gen < h.descriptor.generation;
+    for (let i = 0; i < req.ops.length; i++) {
+      const checked = checkOp(req.ops[i]);
+      const done = doneAt(i);
+      if (!checked.ok) done(opError(checked));
+      else if (stale) done(this.mismatch(h, checked.value.key, 'the range split since'));
+      else this.submit(h, checked.value, done);
     }
     this.scheduleTurn();
   }
@@ -505,9 +728,32 @@ export class Node {
     return { ok: false, code: 'NotLeader', msg: 'not the leader', leader };
   }
 
+  /**
+   * RangeKeyMismatch for `key` at range h, with the descriptors a client needs to route it:
+   * h's, and that of the local range holding the key when it is another one.
+   */
+  private mismatch(h: RangeHost, key: Uint8Array, why: string): WireResult {
+    const descriptors: WireDescriptor[] = [descriptorToWire(h.descriptor)];
+    const other = this.rangeFor(key);
+    if (other !== undefined && other !== h && other.initialized) {
+      descriptors.push(descriptorToWire(other.descriptor));
+    }
+    const d = h.descriptor;
+    return {
+      ok: false,
+      code: 'RangeKeyMismatch',
+      msg: `${why}: range ${d.rangeId} is ${showSpan(d)} at generation ${d.generation}`,
+      descriptors,
+    };
+  }
+
   private submit(h: RangeHost, op: WireOp, done: Done): void {
     if (h.replica.role() !== 'leader') {
       done(this.notLeader(h));
+      return;
+    }
+    if (!inSpan(h.descriptor, op.key)) {
+      done(this.mismatch(h, op.key, 'key outside the range'));
       return;
     }
     h.ops++;
@@ -520,19 +766,78 @@ export class Node {
       h.reads.set(id, { op, done });
       return;
     }
-    const data =
-      op.op === 'set'
-        ? encodeCommand({ op: 'set', key: op.key, value: op.value!, id: op.id! })
-        : op.op === 'cas'
-          ? encodeCommand({
-              op: 'cas',
-              key: op.key,
-              expect: op.expect ?? null,
-              value: op.value!,
-              id: op.id!,
-            })
-          : encodeCommand({ op: 'del', key: op.key, id: op.id! });
+    if (op.op === 'split') {
+      this.startSplit(h, op.key, done);
+      return;
+    }
+    let data: Uint8Array;
+    switch (op.op) {
+      case 'set':
+        data = encodeCommand({ op: 'set', key: op.key, value: op.value!, id: op.id! });
+        break;
+      case 'cas':
+        data = encodeCommand({
+          op: 'cas',
+          key: op.key,
+          expect: op.expect ?? null,
+          value: op.value!,
+          id: op.id!,
+        });
+        break;
+      case 'del':
+        data = encodeCommand({ op: 'del', key: op.key, id: op.id! });
+        break;
+      case 'alloc':
+        data = encodeCommand({ op: 'alloc', key: op.key, id: op.id! });
+        break;
+      case 'desc':
+        data = encodeCommand({
+          op: 'desc',
+          key: op.key,
+          value: op.value!,
+          generation: op.generation!,
+          id: op.id!,
+        });
+        break;
+    }
     h.proposals.push({ data, done });
+  }
+
+  /**
+   * A split of h at `key` (docs/ranges.md): a new range id from the meta range, then the
+   * split command in h's log, proposed under the generation h has now; the split answers
+   * when it applies. A range that already starts at `key` needs no split.
+   */
+  private startSplit(h: RangeHost, key: Uint8Array, done: Done): void {
+    const d = h.descriptor;
+    if (compareBytes(key, d.start) === 0) {
+      done({ ok: true, descriptors: [descriptorToWire(d)] });
+      return;
+    }
+    if (compareBytes(key, systemPrefixEnd) < 0) {
+      done({
+        ok: false,
+        code: 'InvalidArgument',
+        msg: 'split keys sort after the system keys (0x00 "sys/..."): range 1 keeps them',
+        limit: 'systemPrefix',
+      });
+      return;
+    }
+    const generation = d.generation;
+    this.client!.allocRangeId().then(
+      (rightId) => {
+        if (h.replica.role() !== 'leader') {
+          done(this.notLeader(h));
+          return;
+        }
+        h.proposals.push({
+          data: encodeCommand({ op: 'split', key, generation, rightId, id: new Uint8Array(0) }),
+          done,
+        });
+        this.scheduleTurn();
+      },
+      (err: Error) => done({ ok: false, code: 'Unavailable', msg: `no range id: ${err.message}` }),
+    );
   }
 
   // ------------------------------------------------------------------ the turn
@@ -586,6 +891,12 @@ export class Node {
       const { results, durable } = turn.commit();
       results.then(
         (byRange) => {
+          // Splits and snapshots may have changed descriptors and added ranges.
+          for (const h of installed.keys()) this.refreshDescriptor(h);
+          for (const [h, entries] of applied) {
+            const rs = byRange.get(h.rangeId) ?? [];
+            for (const r of rs) if (r.ok && r.split) this.splitApplied(h, r.split.right);
+          }
           // Committed entries: the clients can have their answers now; a read at this
           // leader still waits until the apply is visible (durable, below).
           for (const [h, entries] of applied) {
@@ -596,7 +907,15 @@ export class Node {
       );
       durable.then(
         () => {
-          for (const [h, index] of installed) h.applied = index;
+          for (const [h, index] of installed) {
+            h.applied = index;
+            if (!h.initialized && index > 0) {
+              h.initialized = true;
+              this.log.info(
+                `range ${h.rangeId} ${showSpan(h.descriptor)}: initialized by snapshot`,
+              );
+            }
+          }
           for (const [h, entries] of applied) h.applied = entries[entries.length - 1]!.index;
           for (const [h, id] of persistedIds) h.replica.persisted(id);
           for (const h of applied.keys()) if (h.readsWaiting.length > 0) this.serveReads(h);
@@ -630,6 +949,51 @@ export class Node {
       h.writes.set(r.index + i, { term: r.term, done: batch[i]!.done });
   }
 
+  private refreshDescriptor(h: RangeHost): void {
+    const d = this.store.descriptor(h.rangeId);
+    if (d === undefined || d === h.descriptor) return;
+    h.descriptor = d;
+    this.reindex();
+  }
+
+  /**
+   * Every replica, when it applies a split of h: h shrank; the right-hand range is opened
+   * here (its state was created in the same transaction). On the node whose replica of h
+   * leads, the new range campaigns at once; elsewhere it waits out any lease h's leader
+   * may still hold (DESIGN.md, "Safety rules for splits"), so normally the same node leads
+   * both sides. The leader then records both descriptors in the meta directory.
+   */
+  private splitApplied(h: RangeHost, right: RangeDescriptor): void {
+    const wasLeader = h.replica.role() === 'leader';
+    this.refreshDescriptor(h);
+    if (this.ranges.has(right.rangeId)) return;
+    const r = this.openRange(right);
+    this.reindex();
+    const o = h.replica.core.options;
+    if (wasLeader) r.replica.campaignNow();
+    else r.replica.splitOff(performance.now() + o.leaseDurationMs * (1 + 2 * o.maxDriftRate));
+    this.log.info(
+      `range ${h.rangeId} split: ${showSpan(h.descriptor)} and range ${right.rangeId} ` +
+        `${showSpan(right)} at generation ${right.generation}`,
+    );
+    if (wasLeader) this.recordDescriptors([h.descriptor, right]);
+    this.scheduleTurn();
+  }
+
+  /** Writes descriptors to the meta directory (compare-and-set by generation). */
+  private recordDescriptors(ds: RangeDescriptor[]): void {
+    for (const d of ds) {
+      this.client!.putDescriptor(d).catch((err: Error) =>
+        this.log.limited(
+          'warn',
+          'directory',
+          `could not record range ${d.rangeId} in the directory (the placement driver ` +
+            `repairs it): ${err.message}`,
+        ),
+      );
+    }
+  }
+
   private answerApplied(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
@@ -644,12 +1008,18 @@ export class Node {
           code: 'NotLeader',
           msg: 'leadership changed before the write committed',
         });
+      } else if (r.ok && r.split) {
+        w.done({ ok: true, descriptors: [r.split.left, r.split.right] });
       } else if (r.ok) {
         w.done({
           ok: true,
           ...(r.value !== undefined ? { value: r.value } : {}),
           ...(r.success !== undefined ? { success: r.success } : {}),
         });
+      } else if (r.code === 'RangeKeyMismatch') {
+        // Proposed before a split that applied first: the client reroutes with these.
+        const key = decodeCommandKey(e.data);
+        w.done(key ? this.mismatch(h, key, r.msg) : { ok: false, code: r.code, msg: r.msg });
       } else {
         w.done({ ok: false, code: r.code, msg: r.msg });
       }
@@ -666,6 +1036,12 @@ export class Node {
       const r = h.reads.get(w.id);
       if (!r) continue;
       h.reads.delete(w.id);
+      // Checked at serve time: after a split applied here, h serves nothing of the
+      // right-hand span.
+      if (!inSpan(h.descriptor, r.op.key)) {
+        r.done(this.mismatch(h, r.op.key, 'key outside the range'));
+        continue;
+      }
       if (r.op.op === 'scan') {
         r.done(this.scan(h, r.op));
         continue;
@@ -696,7 +1072,50 @@ export class Node {
       };
     }
     const clamped = d.end !== null && (end === null || compareBytes(d.end, end) < 0);
-    const r = this.store.scan(start, clamped ? d.end : end, op.limit ?? 1, limits.scanBytesMax);
+    const stop = clamped ? d.end : end;
+    const limit = op.limit ?? 1;
+    // System keys (the directory) are skipped unless the scan starts among them.
+    const skips =
+      compareBytes(start, systemPrefix) < 0 &&
+      (stop === null || compareBytes(stop, systemPrefix) > 0);
+    let r: { entries: [Uint8Array, Uint8Array][]; next?: Uint8Array };
+    if (!skips) {
+      r = this.store.scan(start, stop, limit, limits.scanBytesMax);
+    } else {
+      r = this.store.scan(start, systemPrefix, limit, limits.scanBytesMax);
+      const room = limit - r.entries.length;
+      if (
+        r.next === undefined &&
+        room > 0 &&
+        (stop === null || compareBytes(stop, systemPrefixEnd) > 0)
+      ) {
+        let used = 0;
+        for (const [k, v] of r.entries) used += scanEntryBytes(k, v);
+        const rest = this.store.scan(
+          systemPrefixEnd,
+          stop,
+          room,
+          Math.max(0, limits.scanBytesMax - used),
+        );
+        // The byte budget may let nothing more in: continue from the first key not returned.
+        if (r.entries.length > 0 && rest.entries.length > 0) {
+          const [k, v] = rest.entries[0]!;
+          if (used + scanEntryBytes(k, v) > limits.scanBytesMax) {
+            r = { entries: r.entries, next: k };
+          } else {
+            r = {
+              entries: [...r.entries, ...rest.entries],
+              ...(rest.next ? { next: rest.next } : {}),
+            };
+          }
+        } else {
+          r = {
+            entries: [...r.entries, ...rest.entries],
+            ...(rest.next ? { next: rest.next } : {}),
+          };
+        }
+      }
+    }
     const next = r.next ?? (clamped ? (d.end ?? undefined) : undefined);
     return { ok: true, entries: r.entries, ...(next !== undefined ? { next } : {}) };
   }
@@ -801,6 +1220,14 @@ export class Node {
       }),
     };
   }
+}
+
+function decodeCommandKey(data: Uint8Array): Uint8Array | undefined {
+  return decodeCommand(data)?.key;
+}
+
+function opError(c: { code: string; msg: string; limit?: string }): WireResult {
+  return { ok: false, code: c.code, msg: c.msg, ...(c.limit ? { limit: c.limit } : {}) };
 }
 
 /** Approximate encoded size of a message, to keep NATS payloads under the limit. */

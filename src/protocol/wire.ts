@@ -7,6 +7,12 @@
 // (as TiKV's batch commands do), and the reply holds one result per operation, in order.
 
 import { Packr } from 'msgpackr';
+import {
+  asDescriptor,
+  directoryKeyRangeId,
+  isSystemKey,
+  rangeIdCounterKey,
+} from '../storage/descriptor.ts';
 
 export const protocolVersion = 1;
 
@@ -33,11 +39,16 @@ export const limits = {
 /** The smallest `limit` of a scan op. */
 export const scanLimitMin = 1;
 
-export type OpName = 'get' | 'set' | 'cas' | 'del' | 'scan';
+/**
+ * User ops, and the admin/system ops: `split` (split the range holding `key` at `key`),
+ * `alloc` (the next range id) and `desc` (a directory write), which nodes send each other
+ * while splitting (docs/ranges.md).
+ */
+export type OpName = 'get' | 'set' | 'cas' | 'del' | 'scan' | 'split' | 'alloc' | 'desc';
 
 /** Ops that change data: they carry a request id and their outcome can be unknown. */
 export function isWrite(op: OpName): boolean {
-  return op === 'set' || op === 'cas' || op === 'del';
+  return op === 'set' || op === 'cas' || op === 'del' || op === 'alloc' || op === 'desc';
 }
 
 export interface WireOp {
@@ -54,6 +65,8 @@ export interface WireOp {
   readonly end?: Uint8Array | null;
   /** scan: the most entries to return, scanLimitMin .. limits.scanLimitMax. */
   readonly limit?: number;
+  /** desc: the descriptor's generation (the compare-and-set's version). */
+  readonly generation?: number;
 }
 
 /** A scan result entry: [key, value]. */
@@ -62,6 +75,18 @@ export type WireEntry = readonly [key: Uint8Array, value: Uint8Array];
 export interface WireRequest {
   readonly v: number;
   readonly ops: readonly WireOp[];
+  /** The range the client believes serves every op, and its generation (both or none). */
+  readonly range?: number;
+  readonly gen?: number;
+}
+
+/** A range descriptor on the wire (docs/ranges.md). */
+export interface WireDescriptor {
+  readonly rangeId: number;
+  readonly start: Uint8Array;
+  readonly end: Uint8Array | null;
+  readonly replicas: readonly { nodeId: string; replicaId: number; role: string }[];
+  readonly generation: number;
 }
 
 /**
@@ -78,6 +103,8 @@ export type WireResult =
       readonly success?: boolean;
       readonly entries?: readonly WireEntry[];
       readonly next?: Uint8Array;
+      /** split: the two new descriptors, left then right. */
+      readonly descriptors?: readonly WireDescriptor[];
     }
   | {
       readonly ok: false;
@@ -87,6 +114,8 @@ export type WireResult =
       readonly leader?: string;
       /** InvalidArgument: the limit exceeded. */
       readonly limit?: string;
+      /** RangeKeyMismatch: the current descriptors of the range asked and of the key's range. */
+      readonly descriptors?: readonly WireDescriptor[];
     };
 
 export interface WireReply {
@@ -124,9 +153,17 @@ export function checkOp(x: unknown): Checked<WireOp> {
   if (typeof x !== 'object' || x === null) return bad('an op must be a map');
   const o = x as Record<string, unknown>;
   if (o.op === 'scan') return checkScan(o);
-  if (o.op !== 'get' && o.op !== 'set' && o.op !== 'cas' && o.op !== 'del') {
+  if (
+    o.op !== 'get' &&
+    o.op !== 'set' &&
+    o.op !== 'cas' &&
+    o.op !== 'del' &&
+    o.op !== 'split' &&
+    o.op !== 'alloc' &&
+    o.op !== 'desc'
+  ) {
     return bad(
-      `op must be get, set, cas, del or scan, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
+      `op must be get, set, cas, del, scan or split, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
     );
   }
   if (!isBytes(o.key)) return bad('key must be bytes');
@@ -148,6 +185,21 @@ export function checkOp(x: unknown): Checked<WireOp> {
   }
   if (o.op === 'cas' && o.expect !== null && o.expect !== undefined && !isBytes(o.expect)) {
     return bad('cas expect must be bytes or nil');
+  }
+  if ((o.op === 'set' || o.op === 'cas' || o.op === 'del') && isSystemKey(o.key)) {
+    return invalid('keys starting with 0x00 "sys/" are reserved for the system', 'systemPrefix');
+  }
+  if (o.op === 'split' && isSystemKey(o.key)) {
+    return invalid('a split key cannot be a system key (0x00 "sys/...")', 'systemPrefix');
+  }
+  if (o.op === 'alloc' && Buffer.compare(o.key, rangeIdCounterKey) !== 0) {
+    return bad('alloc takes the range id counter key');
+  }
+  if (o.op === 'desc') {
+    const d = isBytes(o.value) ? safeDescriptor(o.value) : undefined;
+    if (d === undefined) return bad('desc needs a descriptor (value)');
+    if (directoryKeyRangeId(o.key) !== d.rangeId) return bad('desc key is not its directory key');
+    if (o.generation !== d.generation) return bad("desc generation is not its descriptor's");
   }
   if (isWrite(o.op)) {
     if (!isBytes(o.id) || o.id.length === 0) return bad(`${o.op} needs a request id (bytes)`);
@@ -203,8 +255,20 @@ function checkScan(o: Record<string, unknown>): Checked<WireOp> {
   };
 }
 
+function safeDescriptor(bytes: Uint8Array) {
+  try {
+    return asDescriptor(decode(bytes));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Validates a decoded request envelope (not its ops, which fail one by one). */
-export function checkRequest(x: unknown): Checked<{ ops: unknown[]; cid: string | undefined }> {
+export function checkRequest(x: unknown): Checked<{
+  ops: unknown[];
+  cid: string | undefined;
+  range: { id: number; gen: number } | undefined;
+}> {
   if (typeof x !== 'object' || x === null) return bad('request must be a map');
   const r = x as Record<string, unknown>;
   if (r.v !== protocolVersion) return bad(`unsupported protocol version ${String(r.v)}`);
@@ -219,7 +283,19 @@ export function checkRequest(x: unknown): Checked<{ ops: unknown[]; cid: string 
       'batchOpsMax',
     );
   }
-  return { ok: true, value: { ops: r.ops, cid: typeof r.cid === 'string' ? r.cid : undefined } };
+  let range: { id: number; gen: number } | undefined;
+  if (r.range !== undefined && r.range !== null) {
+    if (!isCount(r.range) || !isCount(r.gen)) return bad('range and gen must be positive integers');
+    range = { id: r.range, gen: r.gen };
+  }
+  return {
+    ok: true,
+    value: { ops: r.ops, cid: typeof r.cid === 'string' ? r.cid : undefined, range },
+  };
+}
+
+function isCount(x: unknown): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= 1;
 }
 
 function bad(msg: string): Checked<never> {
@@ -236,13 +312,22 @@ function invalid(msg: string, limit: string): Checked<never> {
  * once, when it is called, and sends the same bytes in whatever batch carries it and on
  * every retry; the encoded sizes also let it cut batches under the payload limit.
  */
-export function frameRequest(encodedOps: readonly Uint8Array[], clusterId?: string): Uint8Array {
+export function frameRequest(
+  encodedOps: readonly Uint8Array[],
+  clusterId?: string,
+  range?: { readonly id: number; readonly gen: number },
+): Uint8Array {
   const count = encodedOps.length;
   if (!(count >= 1 && count <= 0xffff)) throw new RangeError(`cannot frame ${count} ops`);
   if (!(protocolVersion >= 0 && protocolVersion <= 0x7f)) throw new RangeError('version');
-  // fixmap(2 or 3) "v" <fixint version> ["cid" <str>] "ops" <array header>
-  const head = [clusterId ? 0x83 : 0x82, 0xa1, 0x76, protocolVersion];
+  // fixmap(2..5) "v" <fixint version> ["cid" <str>] ["range" <int> "gen" <int>] "ops" <array>
+  const fields = 2 + (clusterId ? 1 : 0) + (range ? 2 : 0);
+  const head = [0x80 | fields, 0xa1, 0x76, protocolVersion];
   if (clusterId) head.push(0xa3, 0x63, 0x69, 0x64, ...encode(clusterId));
+  if (range) {
+    head.push(0xa5, 0x72, 0x61, 0x6e, 0x67, 0x65, ...encode(range.id));
+    head.push(0xa3, 0x67, 0x65, 0x6e, ...encode(range.gen));
+  }
   head.push(0xa3, 0x6f, 0x70, 0x73);
   if (count <= 15) head.push(0x90 | count);
   else head.push(0xdc, count >> 8, count & 0xff);
@@ -258,5 +343,8 @@ export function frameRequest(encodedOps: readonly Uint8Array[], clusterId?: stri
   return out;
 }
 
-/** Bytes `frameRequest` adds around the ops: at most 11, plus 6 + the cluster id's bytes. */
-export const requestFrameBytesMax = 11 + 6 + 64;
+/**
+ * Bytes `frameRequest` adds around the ops: at most 11, plus 6 + the cluster id's bytes,
+ * plus 24 for a range id and generation.
+ */
+export const requestFrameBytesMax = 11 + 6 + 64 + 24;

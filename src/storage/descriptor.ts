@@ -102,7 +102,7 @@ export function spansOverlap(
 }
 
 /** A descriptor as a plain map (msgpack-able by any implementation). */
-export function descriptorToWire(d: RangeDescriptor): Record<string, unknown> {
+export function descriptorToWire(d: RangeDescriptor): RangeDescriptor {
   return {
     rangeId: d.rangeId,
     start: d.start,

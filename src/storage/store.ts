@@ -747,7 +747,7 @@ export class Store {
       }
       const data: SnapshotData = {
         applied: s.applied,
-        descriptor: descriptorToWire(s.descriptor) as unknown as RangeDescriptor,
+        descriptor: descriptorToWire(s.descriptor),
         records,
         requests,
       };

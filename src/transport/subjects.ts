@@ -30,6 +30,12 @@ export const subjects = {
   adminStatus: (p: string) => `${p}.admin.status`,
   /** The node with that id answers with its store id (duplicate-process detection). */
   adminWhoami: (p: string, nodeId: string) => `${p}.admin.whoami.${nodeId}`,
+  /** The node with that id answers with its descriptor of a range (uninitialized replicas). */
+  adminRange: (p: string, nodeId: string) => `${p}.admin.range.${nodeId}`,
+  /** Range leaders' reports for the placement driver (listened to by the meta leader's node). */
+  adminReport: (p: string) => `${p}.admin.report`,
+  /** Every node answers: its placement driver's recent decisions (only the active one has any). */
+  adminPlacement: (p: string) => `${p}.admin.placement`,
   adminAll: (p: string) => `${p}.admin.>`,
 };
 

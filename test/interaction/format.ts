@@ -31,7 +31,7 @@ export function fmtMessage(m: Message): string {
         ? `${head} reject index=${m.index} hint=${m.hint} seq=${m.seq}`
         : `${head} index=${m.index} seq=${m.seq}`;
     case 'heartbeat':
-      return `${head} commit=${m.commit} seq=${m.seq}`;
+      return `${head} commit=${m.commit} seq=${m.seq}${m.quiesce ? ' quiesce' : ''}`;
     case 'heartbeatResponse':
       return `${head} seq=${m.seq}`;
     case 'snapshot':

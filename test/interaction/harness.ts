@@ -6,7 +6,8 @@
 //
 // Commands (IDS is one or more replica ids or `all`; `k=v` tokens are options):
 //   add-nodes N [mode= electionTicks= heartbeatTicks= leaseMs= drift= inflight= chunk=
-//               appendBytes= seed=]                 start a new cluster of voters 1..N
+//               appendBytes= seed= quiesce=]        start a new cluster of voters 1..N
+//                                 (quiesce=T: node liveness on, quiesce after T idle ticks)
 //   tick IDS [n=1] | tick-all [n=1]                  tick replicas (does not touch clocks)
 //   advance-clock IDS ms=M                           move replica clocks forward
 //   campaign ID                                      tick until it leaves the follower role
@@ -17,6 +18,8 @@
 //   stabilize [quiet]   ready+persist every replica and deliver every message until quiet
 //   propose ID DATA...  one batch of entries | read ID id=N | transfer-leadership from= to=
 //   compact ID index=N | partition A.. | B.. [| C..] | heal | crash ID | restart ID
+//   liveness IDS of=X live|dead    what IDS's nodes see of X's node (all live at first)
+//   leader-lapsed IDS | wake IDS   the host's calls to quiescent replicas
 //   status | log IDS [from=I] | progress ID (the leader's view of each follower)
 //
 // Messages to a replica across a partition or to a crashed replica are dropped when sent
@@ -118,6 +121,9 @@ export class Harness {
   private readonly nodes = new Map<number, Node>();
   /** `a>b`: messages from a to b are dropped. */
   private readonly blocked = new Set<string>();
+  /** `a>b`: replica a's node sees b's node as not live. */
+  private readonly notLive = new Set<string>();
+  private liveness = false;
   private out: string[] = [];
   private indent = '';
   private quiet = false;
@@ -220,6 +226,27 @@ export class Harness {
     },
     crash: (a) => this.crash(this.upNode(a.pos[0])),
     restart: (a) => this.restart(this.node(a.pos[0])),
+    liveness: (a) => {
+      const of = this.node(num(a, 'of')).id;
+      const live = a.pos.includes('live');
+      if (!live && !a.pos.includes('dead')) throw new Error('liveness IDS of=X live|dead');
+      const who = this.ids(a.pos.filter((t) => t !== 'live' && t !== 'dead'));
+      for (const n of who) {
+        if (live) this.notLive.delete(`${n.id}>${of}`);
+        else this.notLive.add(`${n.id}>${of}`);
+      }
+      this.emit(`${who.map((n) => n.id).join(' ')} see ${of} ${live ? 'live' : 'dead'}`);
+    },
+    'leader-lapsed': (a) =>
+      this.each(a, (n) => {
+        n.replica.leaderLapsed();
+        this.observe(n);
+      }),
+    wake: (a) =>
+      this.each(a, (n) => {
+        n.replica.wake();
+        this.observe(n);
+      }),
     status: () => {
       for (const n of this.nodes.values()) this.emit(this.statusLine(n));
     },
@@ -249,10 +276,14 @@ export class Harness {
       inflightAppendsMax: num(a, 'inflight', d.inflightAppendsMax),
       snapshotChunkBytesMax: num(a, 'chunk', d.snapshotChunkBytesMax),
       appendBytesMax: num(a, 'appendBytes', d.appendBytesMax),
+      quiesceAfterTicks: num(a, 'quiesce', d.quiesceAfterTicks),
     };
+    // Without node liveness the core never quiesces: the other scripts stay as they were.
+    this.liveness = a.opts.has('quiesce');
     this.seed = num(a, 'seed', 0);
     this.nodes.clear();
     this.blocked.clear();
+    this.notLive.clear();
     const voters = Array.from({ length: count }, (_, i) => i + 1);
     for (const id of voters) {
       const durable: Durable = {
@@ -266,7 +297,8 @@ export class Harness {
     const o = this.options;
     this.emit(
       `voters=[${voters.join(' ')}] mode=${o.mode} electionTicks=${o.electionTicks}` +
-        ` heartbeatTicks=${o.heartbeatTicks} leaseMs=${o.leaseDurationMs} drift=${o.maxDriftRate}`,
+        ` heartbeatTicks=${o.heartbeatTicks} leaseMs=${o.leaseDurationMs} drift=${o.maxDriftRate}` +
+        (this.liveness ? ` quiesce=${o.quiesceAfterTicks}` : ''),
     );
   }
 
@@ -302,15 +334,20 @@ export class Harness {
         if (term === undefined) throw new Error(`no term at applied index ${index}`);
         return { meta: { index, term, config: core.config }, data: node.kv.encode() };
       },
+      ...(this.liveness
+        ? { isLive: (replica: number) => !this.notLive.has(`${id}>${replica}`) }
+        : {}),
     });
     return node;
   }
 
-  /** Prints a role or term change of a replica; checks the machine and core agree. */
+  /** Prints a role, lifecycle or term change of a replica; checks the machine and core agree. */
   private observe(n: Node): void {
-    const role = n.replica.role();
+    const quiescent = n.replica.quiescent();
+    const role = `${quiescent ? 'quiescent-' : ''}${n.replica.role()}`;
     const core = n.replica.core;
-    if (role !== core.role) this.emit(`${this.indent}BUG: machine ${role}, core ${core.role}`);
+    const coreRole = `${core.quiescent ? 'quiescent-' : ''}${core.role}`;
+    if (role !== coreRole) this.emit(`${this.indent}BUG: machine ${role}, core ${coreRole}`);
     if (role !== n.role || core.term !== n.term) {
       this.emit(`${this.indent}${n.id} ${n.role}@${n.term} -> ${role}@${core.term}`);
       n.role = role;
@@ -330,7 +367,9 @@ export class Harness {
   }
 
   private campaign(n: Node): void {
-    if (n.replica.role() !== 'follower') throw new Error(`${n.id} is ${n.replica.role()}`);
+    if (n.replica.role() !== 'follower' || n.replica.quiescent()) {
+      throw new Error(`${n.id} is ${n.replica.quiescent() ? 'quiescent' : n.replica.role()}`);
+    }
     for (let i = 1; i <= campaignTicksMax; i++) {
       n.replica.tick();
       this.observe(n);
@@ -537,6 +576,7 @@ export class Harness {
     if (!n.up) return `${n.id}: down`;
     const core = n.replica.core;
     const s = core.status();
+    const role = `${s.quiescent ? 'quiescent-' : ''}${s.role}`;
     let lease = '';
     if (s.role === 'leader' && this.options.mode === 'harpoon') {
       const expiry = core.leaseExpiryMs();
@@ -551,7 +591,7 @@ export class Harness {
       }
     }
     return (
-      `${n.id}: ${s.role} term=${s.term} leader=${s.leader} commit=${s.commit}` +
+      `${n.id}: ${role} term=${s.term} leader=${s.leader} commit=${s.commit}` +
       ` applied=${s.applied} last=${s.lastIndex} clock=${fmtMs(n.clockMs)}${lease}`
     );
   }

@@ -86,6 +86,15 @@ interface Summary {
   faults: number;
   crashes: number;
   operations: number;
+  /** Runs in which some replica went quiescent. */
+  quiescedRuns: number;
+  quiesces: number;
+  wakes: number;
+  lapses: number;
+  /** Runs in which a quiescent range elected a new leader after its leader's node lapsed. */
+  lapseElectionRuns: number;
+  /** ... and after its leader's node crashed. */
+  lapseElectionLeaderDownRuns: number;
   violations: number;
 }
 
@@ -97,6 +106,12 @@ function emptySummary(): Summary {
     faults: 0,
     crashes: 0,
     operations: 0,
+    quiescedRuns: 0,
+    quiesces: 0,
+    wakes: 0,
+    lapses: 0,
+    lapseElectionRuns: 0,
+    lapseElectionLeaderDownRuns: 0,
     violations: 0,
   };
 }
@@ -109,6 +124,12 @@ function addRun(s: Summary, r: SeedResult): void {
     faults: r.faults,
     crashes: r.crashes,
     operations: r.operations,
+    quiescedRuns: r.quiesces > 0 ? 1 : 0,
+    quiesces: r.quiesces,
+    wakes: r.wakes,
+    lapses: r.lapses,
+    lapseElectionRuns: r.lapseElections > 0 ? 1 : 0,
+    lapseElectionLeaderDownRuns: r.lapseElectionsLeaderDown > 0 ? 1 : 0,
     violations: r.violations.length,
   });
 }
@@ -154,6 +175,13 @@ function runSeeds(): void {
           `messages=${s.messages} faults=${s.faults} crashes=${s.crashes} ` +
           `operations_checked=${s.operations} violations=${s.violations}`,
       );
+      if (s.quiesces > 0) {
+        console.log(
+          `${''.padEnd(20)} quiesced_runs=${s.quiescedRuns} quiesces=${s.quiesces} ` +
+            `wakes=${s.wakes} lapses=${s.lapses} lapse_election_runs=${s.lapseElectionRuns} ` +
+            `(leader_down=${s.lapseElectionLeaderDownRuns})`,
+        );
+      }
     }
     addSummary(total, s);
   }
@@ -163,12 +191,17 @@ function runSeeds(): void {
         seeds: total.seeds,
         operations: total.operations,
         violations: total.violations,
+        quiesced_runs: total.quiescedRuns,
+        lapse_election_runs: total.lapseElectionRuns,
       }),
     );
   } else {
     console.log(
       `total: ${total.seeds} seeds, ${total.operations} operations checked, ` +
-        `${total.violations} violations, ${((Date.now() - started) / 1000).toFixed(1)} s`,
+        `${total.violations} violations, ${total.quiescedRuns} runs quiesced, ` +
+        `${total.lapseElectionRuns} elected a leader after a lapse ` +
+        `(${total.lapseElectionLeaderDownRuns} after a crash), ` +
+        `${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   }
   if (failures.length > 0) process.exit(1);

@@ -49,9 +49,13 @@ function config(name: string, mode: ConsensusMode, over: Partial<SimConfig>): Si
     clients: 4,
     opsPerClient: 60,
     keys: 6,
+    quiescence: mode === 'harpoon',
     ...over,
   };
 }
+
+/** Client load in bursts with idle gaps long enough to quiesce (100 ms) and lapse (100 ms). */
+const idlePeriods = { busyMsMax: 600, idleMsMin: 150, idleMsMax: 1200 };
 
 /** The configurations a seed run cycles through: seed s runs configurations[s % length]. */
 export const configurations: readonly SimConfig[] = [
@@ -78,6 +82,16 @@ export const configurations: readonly SimConfig[] = [
   }),
   config('etcd-3', 'etcd', { faults: { ...baseFaults, transfers: true } }),
   config('raft-3', 'raft', {}),
+  // Quiescence under faults: the load stops and starts again, faults come more often.
+  config('harpoon-3-idle', 'harpoon', {
+    idle: idlePeriods,
+    faults: { ...baseFaults, faultIntervalMs: 400 },
+  }),
+  config('harpoon-5-idle', 'harpoon', {
+    nodes: 5,
+    idle: idlePeriods,
+    faults: { ...baseFaults, dropRate: 0.05, transfers: true, faultIntervalMs: 400 },
+  }),
 ];
 
 export interface SeedResult {
@@ -88,6 +102,11 @@ export interface SeedResult {
   readonly faults: number;
   readonly crashes: number;
   readonly operations: number;
+  readonly quiesces: number;
+  readonly wakes: number;
+  readonly lapses: number;
+  readonly lapseElections: number;
+  readonly lapseElectionsLeaderDown: number;
   readonly violations: readonly Violation[];
   readonly trace: readonly string[];
 }
@@ -131,6 +150,11 @@ export function runSeed(seed: number, cfg?: SimConfig, traceLive = false): SeedR
     faults: world.stats.faults,
     crashes: world.stats.crashes,
     operations: world.history.length,
+    quiesces: world.stats.quiesces,
+    wakes: world.stats.wakes,
+    lapses: world.stats.lapses,
+    lapseElections: world.stats.lapseElections,
+    lapseElectionsLeaderDown: world.stats.lapseElectionsLeaderDown,
     violations,
     trace: world.trace,
   };

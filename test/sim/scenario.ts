@@ -50,6 +50,7 @@ export function runPartialPartition(
     },
     compactEntries: 200,
     syncMsMax: 1,
+    quiescence: false,
     clients: 4,
     // About 20 operations per second in all, for the whole run.
     opsPerClient: Math.ceil((durationMs / 1000) * 5),

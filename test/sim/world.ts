@@ -4,10 +4,15 @@
 // storage that loses whatever was not synced when a node crashes, and clients doing
 // set/get/cas/del. Everything is chosen from one seed, so a run replays exactly.
 //
+// With quiescence on, nodes also exchange a node heartbeat every tick over the same
+// network (node liveness, as the node does), quiescent replicas are not ticked, and a
+// quiescent follower is told when its leader's node lapses.
+//
 // Checkers run after every event (one leader per term, no overlapping leases, committed
-// entries never change, log matching, the machine's role equals the core's) and at the
-// end (linearizability of every client history, no acknowledged write lost, replicas
-// converge).
+// entries never change, log matching, the machine's role and lifecycle equal the core's,
+// a quiescent replica sends nothing of an active one) and at the end (linearizability of
+// every client history, no acknowledged write lost, final reads all succeed, replicas
+// converge, and with quiescence an idle settled cluster is all quiescent).
 
 import type { ConsensusOptions, Entry, Message, PersistedState } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
@@ -60,6 +65,22 @@ export interface SimConfig {
   };
   /** Override of each clock's rate error (|rate - 1|); only to show that leases then break. */
   readonly clockDriftMax?: number;
+  /**
+   * Node liveness and quiescence: every node sends a node heartbeat to every other node
+   * each tick; a node is live to an observer that heard it within `electionTicks` ticks
+   * (on the observer's clock). Replicas get that as CoreEnvironment.isLive, quiescent ones
+   * are not ticked, and a quiescent follower whose leader's node is not live is told so.
+   */
+  readonly quiescence: boolean;
+  /**
+   * Client load in bursts: busy periods up to busyMsMax, then idle periods (no new
+   * operation starts) of idleMsMin..idleMsMax, so ranges quiesce while faults go on.
+   */
+  readonly idle?: {
+    readonly busyMsMax: number;
+    readonly idleMsMin: number;
+    readonly idleMsMax: number;
+  };
   /** Storage sync (fsync) latency is uniform in [0.1, syncMsMax]. */
   readonly syncMsMax: number;
   /** Entries after the snapshot point that trigger log truncation. */
@@ -95,6 +116,7 @@ interface GroupHost {
   readsWaiting: { index: number; id: number }[];
   lastRole: string;
   lastTerm: number;
+  lastQuiescent: boolean;
 }
 
 interface SimNode {
@@ -106,6 +128,8 @@ interface SimNode {
   readonly clockRate: number;
   syncScheduled: boolean;
   groups: GroupHost[];
+  /** Node liveness: when this node last heard each node's heartbeat, on its own clock. */
+  heardAtMs: number[];
 }
 
 type Reply =
@@ -187,6 +211,14 @@ export interface RunStats {
   crashes: number;
   operations: number;
   leaderChanges: number;
+  /** Replicas that went quiescent, and that woke (by a message, a client, or a lapse). */
+  quiesces: number;
+  wakes: number;
+  /** Quiescent followers woken because their leader's node was not live. */
+  lapses: number;
+  /** Elections of a newer term after such a lapse; `...LeaderDown`: its node had crashed. */
+  lapseElections: number;
+  lapseElectionsLeaderDown: number;
   /** Per group: committed normal entries per simulated second bucket. */
   commitsPerSecond: number[];
 }
@@ -203,6 +235,11 @@ export class World {
     crashes: 0,
     operations: 0,
     leaderChanges: 0,
+    quiesces: 0,
+    wakes: 0,
+    lapses: 0,
+    lapseElections: 0,
+    lapseElectionsLeaderDown: 0,
     commitsPerSecond: [],
   };
   /** Readable trace; printed whole with --trace, the tail on a failure. */
@@ -227,6 +264,11 @@ export class World {
   private readonly leaseUntil: Map<number, number>[] = [];
   /** Per group: term -> when a leader of that term first advanced its commit index. */
   private readonly firstCommitAt: Map<number, number>[] = [];
+  /** Per group: the latest lapse (its leader's term, whether its node was down), until an election. */
+  private readonly lapsed: ({ term: number; leaderDown: boolean } | undefined)[] = [];
+  /** Client idle periods [start, end) in simulated ms, ascending. */
+  private readonly idlePeriods: [number, number][] = [];
+  private readonly livenessTimeoutMs: number;
   private clientsActive = 0;
 
   constructor(config: SimConfig, seed: number) {
@@ -243,6 +285,17 @@ export class World {
       this.lastLeader.push('');
       this.leaseUntil.push(new Map());
       this.firstCommitAt.push(new Map());
+      this.lapsed.push(undefined);
+    }
+    this.livenessTimeoutMs = config.options.electionTicks * config.tickMs;
+    if (config.idle) {
+      const idle = config.idle;
+      const p = this.prng.fork();
+      for (let t = p.range(0, idle.busyMsMax); t < config.durationMs; ) {
+        const end = t + p.range(idle.idleMsMin, idle.idleMsMax);
+        this.idlePeriods.push([t, end]);
+        t = end + p.range(0, idle.busyMsMax);
+      }
     }
     // Any two clocks differ in rate by less than maxDriftRate, unless a run breaks the bound.
     const driftMax = config.clockDriftMax ?? config.options.maxDriftRate * 0.45;
@@ -256,6 +309,7 @@ export class World {
         clockRate: 1 + this.prng.range(-driftMax, driftMax),
         syncScheduled: false,
         groups: [],
+        heardAtMs: new Array<number>(config.nodes + 1).fill(Number.NEGATIVE_INFINITY),
       };
       for (let g = 0; g < config.groups; g++) {
         const durable: Durable = {
@@ -310,11 +364,16 @@ export class World {
       readsWaiting: [],
       lastRole: 'follower',
       lastTerm: durable.hardState.term,
+      lastQuiescent: false,
       replica: undefined as unknown as RangeReplica,
     };
     host.replica = new RangeReplica(node.id, state, this.config.options, {
       nowMs: () => this.localNowMs(node),
       random: () => random.next(),
+      // Replica ids are node ids here.
+      ...(this.config.quiescence
+        ? { isLive: (replica: number) => this.isLive(node, replica) }
+        : {}),
       takeSnapshot: () => {
         const core = host.replica.core;
         const index = host.kv.appliedIndex;
@@ -332,6 +391,7 @@ export class World {
     node.epoch++;
     node.bootAtMs = this.nowMs;
     node.clockOffsetMs = this.prng.range(0, 1e6); // a new process's monotonic clock
+    node.heardAtMs.fill(Number.NEGATIVE_INFINITY); // a new process has heard no one yet
     node.groups = node.groups.map((h) => this.newGroupHost(node, h.group, h.durable));
     this.scheduleTick(node, node.epoch);
   }
@@ -365,12 +425,52 @@ export class World {
     const realMs = this.config.tickMs / node.clockRate;
     this.queue.push(this.nowMs + realMs, () => {
       if (!node.up || node.epoch !== epoch) return;
+      if (this.config.quiescence) this.sendNodeHeartbeats(node);
       for (const h of node.groups) {
-        h.replica.tick();
+        const r = h.replica;
+        if (!r.quiescent()) {
+          r.tick();
+        } else if (r.role() === 'follower' && !this.isLive(node, r.core.leader)) {
+          this.leaderLapsed(node, h);
+        } else {
+          continue; // a quiescent replica is not ticked
+        }
         this.process(node, h);
       }
       this.scheduleTick(node, epoch);
     });
+  }
+
+  // ------------------------------------------------------------------ node liveness
+
+  /** One node heartbeat to every other node, over the same faulty network as the ranges. */
+  private sendNodeHeartbeats(node: SimNode): void {
+    for (const other of this.nodes) {
+      if (other.id === node.id) continue;
+      this.transmit(node.id, other.id, () => {
+        other.heardAtMs[node.id] = this.localNowMs(other);
+      });
+    }
+  }
+
+  /** Whether `observer` heard from node `id` within the liveness timeout (itself: always). */
+  private isLive(observer: SimNode, id: number): boolean {
+    if (id === observer.id) return true;
+    const heard = observer.heardAtMs[id] ?? Number.NEGATIVE_INFINITY;
+    return this.localNowMs(observer) - heard < this.livenessTimeoutMs;
+  }
+
+  /** The host's part of a lapse: wake the quiescent follower, and count the lapse. */
+  private leaderLapsed(node: SimNode, h: GroupHost): void {
+    const core = h.replica.core;
+    const leaderNode = this.nodes[core.leader - 1];
+    this.log(`n${node.id} g${h.group} leader n${core.leader} lapsed`);
+    this.stats.lapses++;
+    const seen = this.lapsed[h.group];
+    if (seen === undefined || seen.term < core.term) {
+      this.lapsed[h.group] = { term: core.term, leaderDown: leaderNode?.up === false };
+    }
+    h.replica.leaderLapsed();
   }
 
   private scheduleSync(node: SimNode): void {
@@ -399,6 +499,7 @@ export class World {
     const r = h.replica;
     for (let turns = 0; turns < 8 && r.hasReady(); turns++) {
       const rd = r.ready();
+      if (r.quiescent()) this.checkQuiet(node, h, rd.messages);
       for (const m of rd.messages) this.sendMessage(node.id, h.group, m);
       if (rd.write) {
         this.checkWrittenEntries(h.group, rd.write.entries);
@@ -491,17 +592,50 @@ export class World {
     }
   }
 
+  /**
+   * A quiescent replica sends nothing an active one would: no append, snapshot, vote
+   * request or TimeoutNow, and only the quiesce heartbeats of its last turn as a leader.
+   */
+  private checkQuiet(node: SimNode, h: GroupHost, messages: readonly Message[]): void {
+    for (const m of messages) {
+      const active =
+        m.type === 'append' ||
+        m.type === 'snapshot' ||
+        m.type === 'prevote' ||
+        m.type === 'vote' ||
+        m.type === 'timeoutNow' ||
+        (m.type === 'heartbeat' && m.quiesce !== true);
+      if (active) {
+        this.violation(
+          'quiescent-is-quiet',
+          `n${node.id} g${h.group} sent ${m.type} while quiescent`,
+        );
+      }
+    }
+  }
+
   /** Per-event checks of one replica: role mirror, leader per term, role-change trace. */
   private observe(node: SimNode, h: GroupHost): void {
     const core = h.replica.core;
     const role = h.replica.role();
-    if (role !== core.role) {
-      this.violation('machine-owns-role', `n${node.id} machine is ${role}, core is ${core.role}`);
+    const quiescent = h.replica.quiescent();
+    if (role !== core.role || quiescent !== core.quiescent) {
+      this.violation(
+        'machine-owns-role',
+        `n${node.id} machine is ${role}${quiescent ? ' (quiescent)' : ''}, core is ` +
+          `${core.role}${core.quiescent ? ' (quiescent)' : ''}`,
+      );
     }
     if (role !== h.lastRole || core.term !== h.lastTerm) {
       this.log(`n${node.id} g${h.group} ${h.lastRole}@${h.lastTerm} -> ${role}@${core.term}`);
       h.lastRole = role;
       h.lastTerm = core.term;
+    }
+    if (quiescent !== h.lastQuiescent) {
+      this.log(`n${node.id} g${h.group} ${quiescent ? 'quiesce' : 'wake'} ${role}@${core.term}`);
+      h.lastQuiescent = quiescent;
+      if (quiescent) this.stats.quiesces++;
+      else this.stats.wakes++;
     }
     if (role === 'leader') {
       if (core.log.committed > 0 && core.log.term(core.log.committed) === core.term) {
@@ -522,6 +656,14 @@ export class World {
         if (this.lastLeader[h.group] !== '') this.stats.leaderChanges++;
         this.lastLeader[h.group] = tag;
       }
+      const lapse = this.lapsed[h.group];
+      if (lapse !== undefined && core.term > lapse.term) {
+        // A quiescent range whose leader's node lapsed woke and elected a new leader.
+        this.stats.lapseElections++;
+        if (lapse.leaderDown) this.stats.lapseElectionsLeaderDown++;
+        this.lapsed[h.group] = undefined;
+        this.log(`g${h.group} elected n${node.id}@${core.term} after a lapse`);
+      }
     }
   }
 
@@ -534,6 +676,7 @@ export class World {
    */
   private checkLeases(): void {
     for (let g = 0; g < this.config.groups; g++) {
+      this.endLostLeases(g);
       let holder = 0;
       for (const node of this.nodes) {
         if (!node.up) continue;
@@ -561,6 +704,22 @@ export class World {
           }
         }
       }
+    }
+  }
+
+  /**
+   * A leader that stopped leading (stepped down, or crashed) serves no lease read from now
+   * on: its lease ends now. A quiescent leader is still leader, and keeps its entry.
+   */
+  private endLostLeases(g: number): void {
+    const held = this.leaseUntil[g]!;
+    for (const [term, until] of held) {
+      if (until <= this.nowMs) continue;
+      const leading = this.nodes.some((n) => {
+        const core = n.groups[g]!.replica.core;
+        return n.up && core.role === 'leader' && core.term === term;
+      });
+      if (!leading) held.set(term, this.nowMs);
     }
   }
 
@@ -592,7 +751,6 @@ export class World {
 
   private sendMessage(from: number, group: number, m: Message): void {
     this.stats.messages++;
-    const f = this.config.faults;
     const to = m.to;
     if (
       this.faultsOn &&
@@ -604,6 +762,20 @@ export class World {
       // The worst moment: right after an acknowledgement leaves.
       this.crashSoon(this.nodes[from - 1]!);
     }
+    this.transmit(from, to, () => {
+      const h = this.nodes[to - 1]!.groups[group]!;
+      h.replica.step([m]);
+      this.process(this.nodes[to - 1]!, h);
+    });
+  }
+
+  /**
+   * Sends something from node `from` to node `to` over the faulty network: it may be
+   * dropped (also by a partition), duplicated and delayed; `deliver` runs on arrival if
+   * the receiver is up and not cut off then.
+   */
+  private transmit(from: number, to: number, deliver: () => void): void {
+    const f = this.config.faults;
     if (this.blocked[from]![to]) return;
     if (this.faultsOn && this.prng.chance(f.dropRate)) return;
     const copies = this.faultsOn && this.prng.chance(f.duplicateRate) ? 2 : 1;
@@ -611,11 +783,8 @@ export class World {
       let delay = this.prng.range(0.05, f.delayMsMax);
       if (this.faultsOn && this.prng.chance(f.delaySpikeRate)) delay *= 10;
       this.queue.push(this.nowMs + delay, () => {
-        const node = this.nodes[to - 1]!;
-        if (!node.up || this.blocked[from]![to]) return;
-        const h = node.groups[group]!;
-        h.replica.step([m]);
-        this.process(node, h);
+        if (!this.nodes[to - 1]!.up || this.blocked[from]![to]) return;
+        deliver();
       });
     }
   }
@@ -839,7 +1008,7 @@ export class World {
         this.log(
           `client ${process} ${f} ${key} ${type} ${JSON.stringify(v)}${ok === null ? '' : ` ok=${ok}`}`,
         );
-        this.queue.push(this.nowMs + prng.range(0, thinkMsMax), nextOp);
+        this.queue.push(this.afterIdle(this.nowMs + prng.range(0, thinkMsMax), prng), nextOp);
       };
       const tryOnce = () => {
         if (done) return;
@@ -868,7 +1037,16 @@ export class World {
       };
       tryOnce();
     };
-    this.queue.push(this.nowMs + prng.range(0, 20), nextOp);
+    this.queue.push(this.afterIdle(this.nowMs + prng.range(0, 20), prng), nextOp);
+  }
+
+  /** The time an operation due at `at` starts: after the idle period it falls in, if any. */
+  private afterIdle(at: number, prng: Prng): number {
+    for (const [start, end] of this.idlePeriods) {
+      if (at < start) break;
+      if (at < end) return end + prng.range(0, 20);
+    }
+    return at;
   }
 
   private readonly lastValues = new Map<string, string>();
@@ -928,9 +1106,52 @@ export class World {
     this.runClient(0, keys.length, keys);
     const end = this.nowMs + 30_000;
     while (this.clientsActive > 0 && this.nowMs < end && this.step()) {}
+    this.checkFinalReads();
     this.runUntil(this.nowMs + this.config.settleMs);
     this.checkConvergence();
+    if (this.config.quiescence) this.checkSettledQuiescent();
     this.stats.simulatedMs = this.nowMs;
+  }
+
+  /** After healing and settling, every final read succeeds: no range is left stuck. */
+  private checkFinalReads(): void {
+    const finals = this.history.filter((op) => op.process === 0);
+    const failed = finals.filter((op) => op.type !== 'ok');
+    if (finals.length !== this.config.keys || failed.length > 0) {
+      this.violation(
+        'settled-available',
+        `${finals.length - failed.length} of ${this.config.keys} final reads succeeded`,
+      );
+    }
+  }
+
+  /**
+   * An idle, healed cluster goes quiet: every replica is quiescent, and every group has
+   * one leader whose term and commit index its followers share.
+   */
+  private checkSettledQuiescent(): void {
+    for (let g = 0; g < this.config.groups; g++) {
+      const cores = this.nodes.map((n) => n.groups[g]!.replica.core);
+      const awake = cores.filter((c) => !c.quiescent).map((c) => `n${c.id} ${c.role}@${c.term}`);
+      const leaders = cores.filter((c) => c.role === 'leader');
+      const leader = leaders[0];
+      const agree =
+        leaders.length === 1 &&
+        leader !== undefined &&
+        cores.every(
+          (c) =>
+            c.term === leader.term &&
+            c.leader === leader.id &&
+            c.log.committed === leader.log.committed,
+        );
+      if (awake.length > 0 || !agree) {
+        this.violation(
+          'settled-quiescent',
+          `g${g}: awake [${awake.join(', ')}], ` +
+            `${cores.map((c) => `n${c.id} ${c.role}@${c.term} leader=${c.leader} commit=${c.log.committed}`).join('; ')}`,
+        );
+      }
+    }
   }
 
   private step(): boolean {

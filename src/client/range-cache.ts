@@ -1,0 +1,107 @@
+// The client's range cache (docs/ranges.md, "Routing"): descriptors ordered by start key,
+// filled from the meta directory and from the descriptors that RangeKeyMismatch errors
+// carry. A descriptor replaces the cached ones whose spans it overlaps when it is newer
+// (a higher generation, or the same range id at a higher generation); an older one is
+// ignored, so replies arriving out of order never roll the cache back.
+
+import type { WireDescriptor } from '../protocol/wire.ts';
+
+export interface CachedRange {
+  readonly rangeId: number;
+  readonly start: Uint8Array;
+  readonly end: Uint8Array | null;
+  readonly generation: number;
+}
+
+function compare(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+function overlaps(a: CachedRange, b: CachedRange): boolean {
+  const aBeforeB = a.end !== null && compare(a.end, b.start) <= 0;
+  const bBeforeA = b.end !== null && compare(b.end, a.start) <= 0;
+  return !aBeforeB && !bBeforeA;
+}
+
+/** A descriptor from the wire, checked for the fields routing uses; undefined if malformed. */
+export function asCachedRange(x: unknown): CachedRange | undefined {
+  if (typeof x !== 'object' || x === null) return undefined;
+  const d = x as Partial<WireDescriptor>;
+  if (typeof d.rangeId !== 'number' || !Number.isInteger(d.rangeId) || d.rangeId < 1) {
+    return undefined;
+  }
+  if (!(d.start instanceof Uint8Array)) return undefined;
+  if (d.end !== null && !(d.end instanceof Uint8Array)) return undefined;
+  if (d.end !== null && compare(d.start, d.end) >= 0) return undefined;
+  if (typeof d.generation !== 'number' || !Number.isInteger(d.generation) || d.generation < 1) {
+    return undefined;
+  }
+  return {
+    rangeId: d.rangeId,
+    start: Buffer.from(d.start),
+    end: d.end === null ? null : Buffer.from(d.end),
+    generation: d.generation,
+  };
+}
+
+export class RangeCache {
+  /** Disjoint spans, by start key. */
+  private list: CachedRange[] = [];
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  all(): readonly CachedRange[] {
+    return this.list;
+  }
+
+  /** The cached range whose span holds `key`. */
+  lookup(key: Uint8Array): CachedRange | undefined {
+    let lo = 0;
+    let hi = this.list.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const r = this.list[mid]!;
+      if (compare(key, r.start) < 0) hi = mid - 1;
+      else if (r.end !== null && compare(key, r.end) >= 0) lo = mid + 1;
+      else return r;
+    }
+    return undefined;
+  }
+
+  /**
+   * Adds descriptors, newest wins; returns whether the cache changed. A descriptor that
+   * overlaps a cached range of a higher generation is ignored (it is stale); the cached
+   * ranges it overlaps with a lower or equal generation are dropped.
+   */
+  update(ranges: readonly CachedRange[]): boolean {
+    let changed = false;
+    for (const d of ranges) {
+      const overlapping = this.list.filter((r) => overlaps(r, d) || r.rangeId === d.rangeId);
+      if (overlapping.some((r) => r.generation > d.generation)) continue;
+      const same = overlapping.length === 1 && sameRange(overlapping[0]!, d);
+      if (same) continue;
+      this.list = this.list.filter((r) => !overlapping.includes(r));
+      let at = this.list.findIndex((r) => compare(r.start, d.start) > 0);
+      if (at < 0) at = this.list.length;
+      this.list.splice(at, 0, d);
+      changed = true;
+    }
+    return changed;
+  }
+
+  /** Forgets a range (say, its leader could not be found): the next lookup misses. */
+  evict(rangeId: number): void {
+    this.list = this.list.filter((r) => r.rangeId !== rangeId);
+  }
+}
+
+function sameRange(a: CachedRange, b: CachedRange): boolean {
+  return (
+    a.rangeId === b.rangeId &&
+    a.generation === b.generation &&
+    compare(a.start, b.start) === 0 &&
+    (a.end === null ? b.end === null : b.end !== null && compare(a.end, b.end) === 0)
+  );
+}
