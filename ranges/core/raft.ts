@@ -6,6 +6,12 @@
 // role is live. Every handler below belongs to one role and returns the role change it
 // wants (or undefined); only the machine calls the become* functions.
 //
+// Quiescence (the lifecycle state beside active): an idle leader and its caught-up
+// followers stop ticking. The host asks wantsQuiesce() after a tick or a message batch and
+// the machine runs quiesce(); while quiescent, messages go to stepQuiescent(), which
+// returns a WAKE when one needs the active role; the machine runs wake(). See
+// docs/consensus.md, "Quiescence".
+//
 // Output: see ready.ts. Messages that depend on durable state (vote and append
 // acknowledgements, vote requests) are held inside the core until the write they depend
 // on is reported persisted, so a caller cannot send them early.
@@ -57,6 +63,30 @@ export interface StepResult {
   readonly rest: readonly Message[];
 }
 
+/**
+ * Lifecycle changes between active and quiescent (a leader or follower keeps its role).
+ * `leaderLapsed`: the follower wakes because its leader's node is no longer live, and
+ * campaigns soon (within one election timeout, at a random point).
+ */
+export type LifecycleChange =
+  | { readonly type: 'QUIESCE' }
+  | { readonly type: 'WAKE'; readonly leaderLapsed: boolean };
+
+/** Result of stepping a batch while quiescent: wake, then step `rest` in the active role. */
+export interface WakeResult {
+  readonly change: { readonly type: 'WAKE'; readonly leaderLapsed: boolean };
+  readonly rest: readonly Message[];
+}
+
+/** A follower's record of the leader's quiesce heartbeat it accepted. */
+interface QuiesceRequest {
+  readonly term: Term;
+  readonly leader: ReplicaId;
+  readonly index: LogIndex;
+  /** The heartbeat's lease round: the leader sent every message up to it before quiescing. */
+  readonly seq: number;
+}
+
 interface PendingRead {
   readonly id: number;
   readonly index: LogIndex;
@@ -92,6 +122,11 @@ export class RaftCore {
   leader: ReplicaId = none;
   /** Mirror of the machine's role, written only by the become* functions. */
   role: Role = 'follower';
+  /**
+   * Mirror of the machine's lifecycle (quiescent or active), written only by quiesce() and
+   * wake(). Invariant: quiescent implies role is leader or follower.
+   */
+  quiescent = false;
   readonly log: RaftLog;
 
   private electionElapsedTicks = 0;
@@ -105,7 +140,13 @@ export class RaftCore {
   // conservative). A round is opened each heartbeat and for ReadIndex.
   private seq = 0;
   private readonly seqSentAtMs = new Map<number, number>();
-  private becameLeaderAtMs = 0;
+  /**
+   * When this replica became leader or last woke from quiescence: abdication counts from
+   * here at the earliest, so the time a leader slept never makes it abdicate.
+   */
+  private activeSinceMs = 0;
+  /** A leader that woke owes its followers a heartbeat (a new lease round) in ready(). */
+  private wakeRoundPending = false;
   /** Index of the leader's first entry of its term; reads wait until it commits. */
   private leaderStartIndex: LogIndex = 0;
   /** Set for the rest of a term once a transfer started: that term serves no lease reads. */
@@ -121,6 +162,18 @@ export class RaftCore {
   private voteBlackoutUntilMs = Number.NEGATIVE_INFINITY;
   /** A replica of a group just split off does not campaign before this (see splitOff). */
   private campaignNotBeforeMs = Number.NEGATIVE_INFINITY;
+
+  // Quiescence.
+  /** Leader: ticks since the last proposal, read, transfer or wake. */
+  private idleTicks = 0;
+  /** Follower: the quiesce heartbeat it accepted, until another leader message arrives. */
+  private quiesceRequest: QuiesceRequest | undefined;
+  /**
+   * Quiescent follower: the lease round of its leader's quiesce heartbeat. A leader message
+   * of this term with a round up to it was sent before the leader quiesced (a late or
+   * duplicated one) and does not wake the follower; a woken leader opens a new round first.
+   */
+  private quiescedSeq = 0;
 
   private pendingReads: PendingRead[] = [];
   private readStates: ReadState[] = [];
@@ -139,7 +192,14 @@ export class RaftCore {
   private broadcastPending = false;
 
   /** Counters for benchmarks and the simulator. */
-  readonly stats = { messagesSent: 0, writes: 0, leaseReads: 0, readIndexReads: 0 };
+  readonly stats = {
+    messagesSent: 0,
+    writes: 0,
+    leaseReads: 0,
+    readIndexReads: 0,
+    quiesces: 0,
+    wakes: 0,
+  };
 
   constructor(
     id: ReplicaId,
@@ -174,9 +234,9 @@ export class RaftCore {
     return isVoter(this.config, this.id);
   }
 
-  /** Whether a lease read may be served now. */
+  /** Whether a lease read may be served now. A quiescent leader holds no lease. */
   hasValidLease(): boolean {
-    if (this.options.mode !== 'harpoon' || this.role !== 'leader') return false;
+    if (this.options.mode !== 'harpoon' || this.role !== 'leader' || this.quiescent) return false;
     if (this.leaseReadsDisabled || !this.ownTermCommitted()) return false;
     return this.env.nowMs() < this.leaseExpiryMs();
   }
@@ -225,6 +285,7 @@ export class RaftCore {
       applied: this.log.applying,
       lastIndex: this.log.lastIndex(),
       lease: this.hasValidLease(),
+      quiescent: this.quiescent,
     };
   }
 
@@ -290,7 +351,7 @@ export class RaftCore {
     this.resetRoleState();
     this.role = 'leader';
     this.leader = this.id;
-    this.becameLeaderAtMs = this.env.nowMs();
+    this.activeSinceMs = this.env.nowMs();
     this.leaseReadsDisabled = false;
     for (const id of allMembers(this.config)) {
       if (id === this.id) continue;
@@ -312,6 +373,10 @@ export class RaftCore {
   }
 
   private resetRoleState(): void {
+    assert(!this.quiescent, 'a quiescent replica wakes before its role changes');
+    this.idleTicks = 0;
+    this.quiesceRequest = undefined;
+    this.wakeRoundPending = false;
     this.electionElapsedTicks = 0;
     this.heartbeatElapsedTicks = 0;
     this.randomizedElectionTicks = this.randomElectionTicks();
@@ -390,7 +455,7 @@ export class RaftCore {
     for (const pr of this.progress.values()) if (pr.sending) pr.sending.idleTicks++;
     if (o.mode === 'harpoon') {
       const now = this.env.nowMs();
-      const since = Math.max(this.leaseStartMs(), this.becameLeaderAtMs);
+      const since = Math.max(this.leaseStartMs(), this.activeSinceMs);
       if (now - since >= o.leaseDurationMs) {
         return { type: 'BECOME_FOLLOWER', term: this.term, leader: none }; // abdicate
       }
@@ -405,11 +470,225 @@ export class RaftCore {
       for (const pr of this.progress.values()) pr.recentActive = false;
       if (active < 1) return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
     }
+    this.idleTicks++;
     if (this.heartbeatElapsedTicks >= o.heartbeatTicks) {
       this.heartbeatElapsedTicks = 0;
+      // About to quiesce (the host asks wantsQuiesce next): its quiesce heartbeat will do.
+      if (this.leaderWantsQuiesce()) return undefined;
       this.openLeaseRound();
       this.broadcastHeartbeat();
     }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- quiescence
+
+  /** Quiescence runs in harpoon mode when enabled and the host provides node liveness. */
+  private quiescenceEnabled(): boolean {
+    const o = this.options;
+    return o.mode === 'harpoon' && o.quiesceAfterTicks > 0 && this.env.isLive !== undefined;
+  }
+
+  /**
+   * Whether this replica should go quiescent now; the host asks after each tick and each
+   * message batch, and sends the machine QUIESCE when it says yes. Cheap when it is no.
+   */
+  wantsQuiesce(): boolean {
+    if (this.quiescent) return false;
+    if (this.role === 'leader') return this.leaderWantsQuiesce();
+    if (this.role !== 'follower') return false;
+    const q = this.quiesceRequest;
+    return (
+      q !== undefined &&
+      q.term === this.term &&
+      q.leader === this.leader &&
+      q.index === this.log.lastIndex() &&
+      this.log.committed === q.index
+    );
+  }
+
+  /**
+   * An idle leader quiesces when nothing is left to do or to tell: no proposal or read for
+   * quiesceAfterTicks, no transfer, no pending read, its whole log committed, durable and
+   * handed to the state machine, no message of this turn left to send, every follower
+   * holding the whole log with no snapshot in flight, and a quorum heard from within the
+   * lease period (a leader cut off from its quorum does not quiesce, it abdicates).
+   */
+  private leaderWantsQuiesce(): boolean {
+    if (this.idleTicks < this.options.quiesceAfterTicks || !this.quiescenceEnabled()) return false;
+    if (this.transferee !== none || this.pendingReads.length > 0 || this.readStates.length > 0) {
+      return false;
+    }
+    const last = this.log.lastIndex();
+    const log = this.log;
+    if (log.committed !== last || log.stable !== last || log.applying !== last) return false;
+    if (this.inFlightWrites.length > 0 || this.dirtyFrom !== Number.POSITIVE_INFINITY) return false;
+    // Nothing left to say from this turn (a probe, a commit update): quiesce at a later tick.
+    if (this.outbox.length > 0 || this.broadcastPending) return false;
+    for (const pr of this.progress.values()) {
+      if (pr.match !== last || pr.state === 'snapshot') return false;
+    }
+    return this.env.nowMs() < this.leaseExpiryMs();
+  }
+
+  /**
+   * Entry into quiescent (machine only). A leader keeps leadership but not its lease: it
+   * forgets every lease round (late answers can no longer count) and tells its followers
+   * to quiesce with a heartbeat carrying the commit index. A follower just stops.
+   */
+  quiesce(): void {
+    assert(!this.quiescent, 'quiesce once');
+    assert(
+      this.role === 'leader' || this.role === 'follower',
+      'only a leader or follower quiesces',
+    );
+    this.quiescent = true;
+    this.quiescedSeq = this.quiesceRequest?.seq ?? 0;
+    this.quiesceRequest = undefined;
+    this.stats.quiesces++;
+    if (this.role !== 'leader') return;
+    for (const [to, pr] of this.progress) {
+      this.send({
+        type: 'heartbeat',
+        from: this.id,
+        to,
+        term: this.term,
+        commit: Math.min(pr.match, this.log.committed),
+        seq: this.seq,
+        quiesce: true,
+      });
+    }
+    this.seqSentAtMs.clear();
+  }
+
+  /**
+   * Exit from quiescent (machine only). A leader restarts its lease bookkeeping: abdication
+   * counts from now, and it opens a new lease round at once (every message it sends from
+   * now on carries it), which goes out in the next ready() with a heartbeat, the appends of
+   * new proposals, or a read's round; so its first read uses ReadIndex (or the lease that
+   * round earns). A follower restarts its election timer;
+   * when its leader's node lapsed, the timer is short (a random point within one election
+   * timeout), so one of the followers campaigns soon and they rarely collide.
+   */
+  wake(leaderLapsed: boolean): void {
+    assert(this.quiescent, 'wake only from quiescent');
+    this.quiescent = false;
+    this.stats.wakes++;
+    this.idleTicks = 0;
+    this.quiesceRequest = undefined;
+    this.electionElapsedTicks = 0;
+    this.heartbeatElapsedTicks = 0;
+    if (this.role === 'leader') {
+      this.activeSinceMs = this.env.nowMs();
+      for (const pr of this.progress.values()) {
+        pr.probeSent = false;
+        pr.matchAtLastHeartbeat = -1; // no heartbeat round answered since the wake
+      }
+      this.openLeaseRound();
+      this.wakeRoundPending = true;
+      return;
+    }
+    this.randomizedElectionTicks = leaderLapsed
+      ? 1 + Math.floor(this.env.random() * this.options.electionTicks)
+      : this.randomElectionTicks();
+  }
+
+  /** Whether a quiescent follower's leader is on a live node, as the host sees it. */
+  private leaderLive(): boolean {
+    return this.leader !== none && this.env.isLive !== undefined && this.env.isLive(this.leader);
+  }
+
+  /**
+   * Steps messages while quiescent. Answers what needs no active role and returns a WAKE
+   * (with the rest of the batch, starting at the message that woke it) otherwise:
+   * - responses of our term or older: dropped (a quiescent replica waits for none);
+   * - a (pre)vote request to a follower: refused, staying quiescent, while the leader's
+   *   node is live; it wakes (and handles the request normally) when the leader's node
+   *   lapsed (leaderLapsed), when the request comes from the leader itself (it lost
+   *   leadership, say by restarting) or carries the transfer flag;
+   * - a (pre)vote request to a leader: wakes it; it refuses as leader and its wake
+   *   heartbeat brings the requester back;
+   * - a message our leader sent before it quiesced (a late or duplicated one: its lease
+   *   round is not newer than the quiesce heartbeat's), or a repeated quiesce heartbeat
+   *   that finds our log complete: dropped;
+   * - a leader message of an older term: answered as by an active replica;
+   * - anything else (a leader message, a higher term): wakes it.
+   */
+  stepQuiescent(messages: readonly Message[]): WakeResult | undefined {
+    assert(this.quiescent, 'stepQuiescent only while quiescent');
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      const wake = this.quiescentWakes(m);
+      if (wake !== undefined) {
+        return {
+          change: { type: 'WAKE', leaderLapsed: wake === 'lapsed' },
+          rest: messages.slice(i),
+        };
+      }
+    }
+    return undefined;
+  }
+
+  /** undefined: handled while quiescent; 'wake' or 'lapsed': wake to handle it. */
+  private quiescentWakes(m: Message): 'wake' | 'lapsed' | undefined {
+    switch (m.type) {
+      case 'prevoteResponse':
+      case 'voteResponse':
+      case 'appendResponse':
+      case 'heartbeatResponse':
+      case 'snapshotResponse':
+        // A granted pre-vote answer carries term + 1 but changes nothing.
+        return m.term > this.term && m.type !== 'prevoteResponse' ? 'wake' : undefined;
+      case 'prevote':
+      case 'vote':
+        if (this.role === 'leader' || m.transfer || m.from === this.leader) return 'wake';
+        if (!this.leaderLive()) return 'lapsed';
+        // A refused request never changes our term.
+        this.hold({
+          type: m.type === 'vote' ? 'voteResponse' : 'prevoteResponse',
+          from: this.id,
+          to: m.from,
+          term: this.term,
+          reject: true,
+        });
+        return undefined;
+      case 'heartbeat':
+        if (this.sentBeforeQuiesce(m)) return undefined;
+        if (
+          m.quiesce === true &&
+          m.term === this.term &&
+          m.from === this.leader &&
+          m.commit === this.log.lastIndex() &&
+          this.log.committed === m.commit
+        ) {
+          // The leader woke and quiesced again while this follower slept through it.
+          this.quiescedSeq = m.seq;
+          return undefined;
+        }
+        return m.term < this.term ? this.answerStale(m) : 'wake';
+      case 'append':
+      case 'snapshot':
+        if (this.sentBeforeQuiesce(m)) return undefined;
+        return m.term < this.term ? this.answerStale(m) : 'wake';
+      case 'timeoutNow':
+        return m.term < this.term ? this.answerStale(m) : 'wake';
+    }
+  }
+
+  /** A quiescent follower's leader sent `m` before it quiesced. */
+  private sentBeforeQuiesce(m: Message & { readonly seq: number }): boolean {
+    return (
+      this.role === 'follower' &&
+      m.term === this.term &&
+      m.from === this.leader &&
+      m.seq <= this.quiescedSeq
+    );
+  }
+
+  /** A leader message of an older term: tell its sender our term, as checkTerm does. */
+  private answerStale(m: Message): undefined {
+    const checked = this.checkTerm(m);
+    assert(checked === undefined, 'a stale message is fully handled by checkTerm');
     return undefined;
   }
 
@@ -573,6 +852,12 @@ export class RaftCore {
         case 'heartbeat':
           this.heardFromLeader(m.from);
           this.log.commitTo(Math.min(m.commit, this.log.lastIndex()));
+          if (m.quiesce === true && this.acceptsQuiesce(m)) {
+            // Caught up: go quiescent (the host asks wantsQuiesce), without an answer, which
+            // would only reach a quiescent leader.
+            this.quiesceRequest = { term: this.term, leader: m.from, index: m.commit, seq: m.seq };
+            return undefined;
+          }
           this.hold({
             type: 'heartbeatResponse',
             from: this.id,
@@ -677,10 +962,21 @@ export class RaftCore {
     return undefined;
   }
 
+  /** A follower whose log ends at the quiesce heartbeat's commit index quiesces with it. */
+  private acceptsQuiesce(m: Heartbeat): boolean {
+    return (
+      this.quiescenceEnabled() &&
+      this.receiving === undefined &&
+      m.commit === this.log.lastIndex() &&
+      this.log.committed === m.commit
+    );
+  }
+
   /** A follower heard from the leader of its term: reset the timer and grant a lease. */
   private heardFromLeader(leader: ReplicaId): void {
     this.leader = leader;
     this.electionElapsedTicks = 0;
+    this.quiesceRequest = undefined;
     if (this.options.mode === 'harpoon') {
       this.grantedUntilMs = this.env.nowMs() + this.options.leaseDurationMs;
       this.grantedTo = leader;
@@ -945,10 +1241,12 @@ export class RaftCore {
   /** Appends proposals of one turn as one batch. Leader only (the machine checks). */
   propose(datas: readonly Uint8Array[]): { index: LogIndex; term: Term } | ProposeError {
     assert(this.role === 'leader', 'proposals reach the leader only');
+    assert(!this.quiescent, 'a quiescent leader wakes before a proposal');
     if (this.transferee !== none) return { code: 'transferring' };
     if (this.uncommittedBytes > this.options.uncommittedBytesMax) {
       return { code: 'overloaded', uncommittedBytes: this.uncommittedBytes };
     }
+    this.idleTicks = 0;
     const first = this.log.lastIndex() + 1;
     const entries = datas.map(
       (data, i): Entry => ({ index: first + i, term: this.term, kind: 'normal', data }),
@@ -960,6 +1258,8 @@ export class RaftCore {
   /** A linearizable read: by lease when one is held, else by ReadIndex. Leader only. */
   read(id: number): void {
     assert(this.role === 'leader', 'reads reach the leader only');
+    assert(!this.quiescent, 'a quiescent leader wakes before a read');
+    this.idleTicks = 0;
     if (this.hasValidLease()) {
       this.stats.leaseReads++;
       this.readStates.push({ id, index: this.log.committed, via: 'lease' });
@@ -994,22 +1294,26 @@ export class RaftCore {
     if (needRound) this.broadcastPending = true; // the round opens once per turn, in ready()
   }
 
-  private startReadRound(): void {
-    if (!this.pendingReads.some((r) => r.seq === 0)) return;
+  /** Opens a lease round for reads waiting for one; returns whether it did. */
+  private startReadRound(): boolean {
+    if (!this.pendingReads.some((r) => r.seq === 0)) return false;
     this.openLeaseRound();
     for (const r of this.pendingReads) if (r.seq === 0) r.seq = this.seq;
     this.broadcastHeartbeat();
     this.releaseConfirmedReads(); // a single voter confirms at once
+    return true;
   }
 
   transferLeadership(target: ReplicaId): { code: 'invalidTarget' } | undefined {
     assert(this.role === 'leader', 'only a leader transfers');
+    assert(!this.quiescent, 'a quiescent leader wakes before a transfer');
     const pr = this.progress.get(target);
     if (target === this.id || pr === undefined || !isVoter(this.config, target)) {
       return { code: 'invalidTarget' };
     }
     // Stop lease reads first: the target's campaign overrides the grants we hold.
     this.leaseReadsDisabled = true;
+    this.idleTicks = 0;
     this.transferee = target;
     this.transferElapsedTicks = 0;
     if (pr.match === this.log.lastIndex()) {
@@ -1043,6 +1347,7 @@ export class RaftCore {
       this.outbox.length > 0 ||
       this.heldForNextWrite.length > 0 ||
       this.broadcastPending ||
+      this.wakeRoundPending ||
       this.dirtyFrom !== Number.POSITIVE_INFINITY ||
       this.pendingSnapshotWrite !== undefined ||
       this.term !== this.writtenTerm ||
@@ -1056,7 +1361,20 @@ export class RaftCore {
   /** Collects this turn's output. See ready.ts for what the caller must do with it. */
   ready(): Ready {
     if (this.role === 'leader') {
-      this.startReadRound();
+      const opened = this.startReadRound();
+      if (this.wakeRoundPending) {
+        // The first round after waking; a read's round (just opened) serves as well, and
+        // so do the appends of proposals (no follower is paused after a wake).
+        this.wakeRoundPending = false;
+        if (!opened) {
+          if (this.broadcastPending) {
+            for (const [to, pr] of this.progress) this.sendAppend(to, pr, true);
+            this.broadcastPending = false;
+          } else {
+            this.broadcastHeartbeat();
+          }
+        }
+      }
       if (this.broadcastPending) {
         for (const [to, pr] of this.progress) this.sendAppend(to, pr, false);
       }

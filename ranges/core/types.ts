@@ -102,6 +102,11 @@ export interface Heartbeat extends MessageBase {
   readonly type: 'heartbeat';
   readonly commit: LogIndex;
   readonly seq: number;
+  /**
+   * Set on the last heartbeat of a leader that goes quiescent (absent means false): a
+   * follower whose log ends at `commit` goes quiescent too and does not answer.
+   */
+  readonly quiesce?: boolean;
 }
 
 export interface HeartbeatResponse extends MessageBase {
@@ -167,6 +172,12 @@ export interface ConsensusOptions {
   readonly snapshotChunkBytesMax: number;
   /** Proposals beyond this many uncommitted bytes are refused (back pressure). */
   readonly uncommittedBytesMax: number;
+  /**
+   * A harpoon leader goes quiescent after this many ticks without a proposal or a read,
+   * once every follower has its whole log (0: never). Quiescence also needs the host's
+   * node liveness (CoreEnvironment.isLive).
+   */
+  readonly quiesceAfterTicks: number;
 }
 
 export const defaultOptions: ConsensusOptions = {
@@ -179,9 +190,13 @@ export const defaultOptions: ConsensusOptions = {
   appendBytesMax: 512 * 1024,
   snapshotChunkBytesMax: 256 * 1024,
   uncommittedBytesMax: 64 * 1024 * 1024,
+  quiesceAfterTicks: 10,
 };
 
-/** The injected ports of a replica: a monotonic clock and a seeded random source. */
+/**
+ * The injected ports of a replica: a monotonic clock, a seeded random source, the state
+ * machine's snapshot, and (optionally) the host's node liveness.
+ */
 export interface CoreEnvironment {
   /** Monotonic milliseconds; never goes backwards within one process. */
   readonly nowMs: () => number;
@@ -189,6 +204,12 @@ export interface CoreEnvironment {
   readonly random: () => number;
   /** The state machine's snapshot at the applied index, taken when a follower needs one. */
   readonly takeSnapshot: () => Snapshot;
+  /**
+   * Node liveness as this host sees it: whether the node hosting `replica` is live (its
+   * node heartbeat was heard within the liveness timeout). Without it a replica never
+   * goes quiescent. Read only by a quiescent follower asked for a (pre)vote.
+   */
+  readonly isLive?: (replica: ReplicaId) => boolean;
 }
 
 /** What a replica starts from: the durable state, or nothing for a new one. */

@@ -1,20 +1,21 @@
 // The range replica machine: an xstate v5 statechart that owns the lifecycle
-// (initializing, active, removed) and, inside active, which role is live (follower,
-// preCandidate, candidate, leader). It is the role switch of etcd-io/raft's
+// (initializing, active, quiescent, removed) and, inside active, which role is live
+// (follower, preCandidate, candidate, leader); inside quiescent, which role sleeps (leader
+// or follower: an idle range stops ticking and heartbeating). It is the role switch of etcd-io/raft's
 // `r.step = stepLeader`: the host dispatches ticks, messages, proposals and reads to the
 // handlers of the role the machine is in, and a handler's requested role change is sent
 // to the machine, which checks that the change is legal (an illegal one, say follower ->
 // leader, throws) and runs the core's become* entry function.
 //
 // Cost: the hot path (appends, acknowledgements, proposals, reads) sends no event at
-// all; one event per role change. Context holds the core by reference and is never
+// all; one event per role change, per quiesce and per wake. Context holds the core by reference and is never
 // reassigned (assign would copy it).
 
 import { assertEvent, enqueueActions, setup } from 'xstate';
 import { InvariantViolation } from '../core/assert.ts';
-import type { RaftCore, RoleChange } from '../core/raft.ts';
+import type { LifecycleChange, RaftCore, RoleChange } from '../core/raft.ts';
 
-export type ReplicaEvent = { type: 'START' } | { type: 'REMOVE' } | RoleChange;
+export type ReplicaEvent = { type: 'START' } | { type: 'REMOVE' } | RoleChange | LifecycleChange;
 
 type Raise = (event: ReplicaEvent) => void;
 
@@ -44,8 +45,18 @@ export const replicaMachine = setup({
     enterLeader: enqueueActions(({ context, enqueue }) => {
       raiseChange(enqueue.raise, context.core.becomeLeader());
     }),
+    enterQuiescent: ({ context }) => {
+      context.core.quiesce();
+    },
+    wake: ({ context, event }) => {
+      assertEvent(event, 'WAKE');
+      context.core.wake(event.leaderLapsed);
+    },
     illegalChange: ({ event }) => {
       throw new InvariantViolation(`illegal role change: ${event.type}`);
+    },
+    illegalLifecycleChange: ({ event }) => {
+      throw new InvariantViolation(`illegal lifecycle change: ${event.type}`);
     },
   },
 }).createMachine({
@@ -65,6 +76,8 @@ export const replicaMachine = setup({
         BECOME_PRECANDIDATE: { actions: 'illegalChange' },
         BECOME_CANDIDATE: { actions: 'illegalChange' },
         BECOME_LEADER: { actions: 'illegalChange' },
+        QUIESCE: { actions: 'illegalLifecycleChange' },
+        WAKE: { actions: 'illegalLifecycleChange' },
       },
       states: {
         follower: {
@@ -72,6 +85,7 @@ export const replicaMachine = setup({
             BECOME_FOLLOWER: { target: 'follower', reenter: true, actions: 'enterFollower' },
             BECOME_PRECANDIDATE: { target: 'preCandidate', actions: 'enterPreCandidate' },
             BECOME_CANDIDATE: { target: 'candidate', actions: 'enterCandidate' },
+            QUIESCE: { target: '#replica.quiescent.follower', actions: 'enterQuiescent' },
           },
         },
         preCandidate: {
@@ -96,7 +110,28 @@ export const replicaMachine = setup({
         leader: {
           on: {
             BECOME_FOLLOWER: { target: 'follower', actions: 'enterFollower' },
+            QUIESCE: { target: '#replica.quiescent.leader', actions: 'enterQuiescent' },
           },
+        },
+      },
+    },
+    // No ticks and no heartbeats; the role is kept. A role change needs a WAKE first.
+    quiescent: {
+      initial: 'follower',
+      on: {
+        REMOVE: 'removed',
+        BECOME_FOLLOWER: { actions: 'illegalChange' },
+        BECOME_PRECANDIDATE: { actions: 'illegalChange' },
+        BECOME_CANDIDATE: { actions: 'illegalChange' },
+        BECOME_LEADER: { actions: 'illegalChange' },
+        QUIESCE: { actions: 'illegalLifecycleChange' },
+      },
+      states: {
+        follower: {
+          on: { WAKE: { target: '#replica.active.follower', actions: 'wake' } },
+        },
+        leader: {
+          on: { WAKE: { target: '#replica.active.leader', actions: 'wake' } },
         },
       },
     },

@@ -5,11 +5,17 @@
 //   replica.propose(datas) and replica.read(id) for clients; then, once per turn,
 //   const rd = replica.ready() and follow the order documented in ranges/core/ready.ts.
 //
+// Quiescence (when the host gives the core node liveness, CoreEnvironment.isLive): an idle
+// range goes quiescent by itself after a tick or a message batch. The host then stops
+// calling tick() for it (a tick while quiescent does nothing), and calls leaderLapsed()
+// when quiescent() and the node of core.leader is no longer live (or restarted). step(),
+// propose(), read() and transferLeadership() wake it; wake() does so explicitly.
+//
 // Every call is dispatched to the handlers of the role the machine is in; a role change
 // a handler asks for goes through the machine (see machine.ts).
 
 import { type Actor, createActor } from 'xstate';
-import { RaftCore, type RoleChange, type StepResult } from '../core/raft.ts';
+import { type LifecycleChange, RaftCore, type RoleChange, type StepResult } from '../core/raft.ts';
 import type { Ready } from '../core/ready.ts';
 import type {
   ConsensusOptions,
@@ -26,13 +32,18 @@ import type {
 import { type ReplicaEvent, replicaMachine } from './machine.ts';
 
 export type ProposeResult = { index: LogIndex; term: Term } | ProposeError;
+/** role() answers the role while active or quiescent (see quiescent()). */
 export type Lifecycle = Role | 'initializing' | 'removed';
+
+type MachineValue = 'initializing' | 'removed' | { active: Role } | { quiescent: Role };
 
 export class RangeReplica {
   readonly core: RaftCore;
   private readonly actor: Actor<typeof replicaMachine>;
-  /** The machine's state, read back after every event it handles. */
+  /** The machine's role (or lifecycle when not started or removed), read back after every event. */
   private state: Lifecycle = 'initializing';
+  /** Whether the machine is in quiescent (the role in `state` sleeps). */
+  private asleep = false;
   /** xstate events sent, for the cost-per-operation figures of the benchmark. */
   eventsSent = 0;
 
@@ -54,21 +65,64 @@ export class RangeReplica {
     const snap = this.actor.getSnapshot();
     // An invariant failure inside an action stops the actor: crash, never limp on.
     if (snap.status === 'error') throw snap.error;
-    const v = snap.value;
-    this.state = typeof v === 'string' ? (v as Lifecycle) : (v as { active: Role }).active;
+    const v = snap.value as MachineValue;
+    if (typeof v === 'string') {
+      this.state = v;
+      this.asleep = false;
+    } else if ('active' in v) {
+      this.state = v.active;
+      this.asleep = false;
+    } else {
+      this.state = v.quiescent;
+      this.asleep = true;
+    }
   }
 
-  private change(c: RoleChange | undefined): void {
+  private change(c: RoleChange | LifecycleChange | undefined): void {
     if (c) this.send(c);
   }
 
-  /** The state the machine is in (the core's `role` mirrors it). */
+  /**
+   * The role the machine is in (the core's `role` mirrors it); a quiescent leader is still
+   * 'leader'. 'initializing' or 'removed' outside the active and quiescent lifecycles.
+   */
   role(): Lifecycle {
     return this.state;
   }
 
+  /** Whether the range sleeps: the host need not tick it (the core's `quiescent` mirrors it). */
+  quiescent(): boolean {
+    return this.asleep;
+  }
+
+  /** Ticks an active replica; a quiescent one ignores ticks (the host may skip them). */
   tick(): void {
+    if (this.asleep) return;
     this.change(this.tickRole());
+    this.maybeQuiesce();
+  }
+
+  /** Sends QUIESCE when the core asks for it (an idle leader, a follower told to quiesce). */
+  private maybeQuiesce(): void {
+    if ((this.state === 'leader' || this.state === 'follower') && this.core.wantsQuiesce()) {
+      this.send({ type: 'QUIESCE' });
+    }
+  }
+
+  /** Wakes a quiescent replica (a no-op when active): a leader heartbeats at once. */
+  wake(): void {
+    if (this.asleep) this.send({ type: 'WAKE', leaderLapsed: false });
+  }
+
+  /**
+   * The host's node liveness says the node of this quiescent follower's leader
+   * (core.leader) lapsed or restarted: the follower wakes and campaigns within one election
+   * timeout (PreVote first). A no-op unless quiescent and a follower.
+   */
+  leaderLapsed(): void {
+    if (this.asleep && this.state === 'follower') {
+      this.send({ type: 'WAKE', leaderLapsed: true });
+    }
   }
 
   private tickRole(): RoleChange | undefined {
@@ -88,13 +142,14 @@ export class RangeReplica {
 
   step(messages: readonly Message[]): void {
     let rest = messages;
-    // Each round either consumes every message or makes one role change.
-    for (let rounds = 0; rest.length > 0 && rounds <= messages.length + 4; rounds++) {
-      const r = this.stepRole(rest);
-      if (r === undefined) return;
+    // Each round either consumes every message or makes one change (a wake or a role change).
+    for (let rounds = 0; rest.length > 0 && rounds <= 2 * messages.length + 4; rounds++) {
+      const r = this.asleep ? this.core.stepQuiescent(rest) : this.stepRole(rest);
+      if (r === undefined) break;
       this.send(r.change);
       rest = r.rest;
     }
+    this.maybeQuiesce();
   }
 
   private stepRole(messages: readonly Message[]): StepResult | undefined {
@@ -113,20 +168,27 @@ export class RangeReplica {
     }
   }
 
+  /** Proposes a batch; a quiescent leader wakes first. */
   propose(datas: readonly Uint8Array[]): ProposeResult {
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
+    this.wake();
     return this.core.propose(datas);
   }
 
-  /** Starts a linearizable read; its ReadState comes out of ready(). */
+  /**
+   * Starts a linearizable read; its ReadState comes out of ready(). A quiescent leader
+   * wakes first and holds no lease then: the read uses ReadIndex.
+   */
   read(id: number): ReadError | null {
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
+    this.wake();
     this.core.read(id);
     return null;
   }
 
   transferLeadership(target: ReplicaId): { code: 'invalidTarget' | 'notLeader' } | null {
     if (this.state !== 'leader') return { code: 'notLeader' };
+    this.wake();
     return this.core.transferLeadership(target) ?? null;
   }
 
@@ -137,7 +199,9 @@ export class RangeReplica {
 
   /** A follower campaigns now (the first replica of a range split off on its leader's node). */
   campaignNow(): void {
-    if (this.state === 'follower') this.change(this.core.campaignNow());
+    if (this.state !== 'follower') return;
+    this.wake();
+    this.change(this.core.campaignNow());
   }
 
   remove(): void {

@@ -893,7 +893,7 @@ export class Node {
         (byRange) => {
           // Splits and snapshots may have changed descriptors and added ranges.
           for (const h of installed.keys()) this.refreshDescriptor(h);
-          for (const [h, entries] of applied) {
+          for (const h of applied.keys()) {
             const rs = byRange.get(h.rangeId) ?? [];
             for (const r of rs) if (r.ok && r.split) this.splitApplied(h, r.split.right);
           }
