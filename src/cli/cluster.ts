@@ -59,10 +59,17 @@ function waitForLine(child: ChildProcess, needle: string, timeoutMs: number): Pr
   });
 }
 
+/** `rasputin cluster`'s split threshold: 64 KiB (a node's default is 64 MiB). */
+const demoSplitBytes = 64 * 1024;
+
 export async function runCluster(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { dir: { type: 'string' }, nodes: { type: 'string' } },
+    options: {
+      dir: { type: 'string' },
+      nodes: { type: 'string' },
+      'split-bytes': { type: 'string' },
+    },
     strict: true,
   });
   const count = Number(values.nodes ?? 3);
@@ -76,6 +83,12 @@ export async function runCluster(args: string[]): Promise<number> {
         'elsewhere: https://docs.nats.io/running-a-nats-service/introduction/installation), then retry.',
     );
     return 1;
+  }
+  // Small, so that a demo with a few thousand keys shows automatic splits.
+  const splitBytes = values['split-bytes'] ?? String(demoSplitBytes);
+  if (!/^[1-9][0-9]*$/.test(splitBytes)) {
+    console.error('--split-bytes must be a positive integer');
+    return 2;
   }
   const dir = resolve(values.dir ?? '.rasputin-cluster');
   mkdirSync(dir, { recursive: true });
@@ -134,6 +147,8 @@ export async function runCluster(args: string[]): Promise<number> {
         ids.join(','),
         '--logfile',
         join(dir, `${id}.log`),
+        '--split-bytes',
+        splitBytes,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
@@ -167,6 +182,8 @@ try it (in another terminal):
   ${env}npx rasputin set greeting hello
   ${env}npx rasputin get greeting
   ${env}npx rasputin status
+  ${env}npx rasputin split m        (or write more than 64 KiB: ranges split by size)
+  ${env}npx rasputin ranges
 or from code:  await Client.connect({ servers: '${url}' })
 
 Ctrl-C stops everything.`);

@@ -16,12 +16,20 @@ import { Node } from '../node/node.ts';
 import { RasputinError } from '../protocol/errors.ts';
 import { defaultPrefix } from '../transport/subjects.ts';
 import { runCluster } from './cluster.ts';
-import { collectStatus, type NodeStatus, type RangeStatus, showBytes, showKey } from './status.ts';
+import {
+  collectPlacement,
+  collectStatus,
+  type NodeStatus,
+  type RangeStatus,
+  showBytes,
+  showKey,
+} from './status.ts';
 
 const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
                  [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
-  rasputin cluster [--dir DIR] [--nodes N]
+                 [--split-bytes N]
+  rasputin cluster [--dir DIR] [--nodes N] [--split-bytes N]   (default 64 KiB, for demos)
   rasputin get KEY
   rasputin set KEY VALUE
   rasputin cas KEY EXPECTED NEW        (--absent instead of EXPECTED: expect no value)
@@ -31,6 +39,7 @@ const usage = `usage:
   rasputin split KEY                   split the range holding KEY at KEY
   rasputin ranges                      span, replicas, leader, generation, size, keys, ops/s
   rasputin nodes                       every node: store, ranges, leaders, counters
+  rasputin placement                   the placement driver's recent decisions, with reasons
 common options: --nats URL (or RASPUTIN_NATS), --prefix P (or RASPUTIN_PREFIX), --timeout-ms N`;
 
 async function main(argv: string[]): Promise<number> {
@@ -53,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
       return split(rest);
     case 'ranges':
       return ranges(rest);
+    case 'placement':
+      return placement(rest);
     case 'nodes':
       return nodes(rest);
     case undefined:
@@ -304,6 +315,28 @@ async function ranges(args: string[]): Promise<number> {
         `${String(r.keys ?? '?').padStart(9)} ${showBytes(r.bytes).padStart(10)} ` +
         `${String(r.opsPerS ?? '?').padStart(7)}  ${r.replicas.join(',')}`,
     );
+  }
+  return 0;
+}
+
+async function placement(args: string[]): Promise<number> {
+  const { values } = commonOptions(args);
+  const answers = await collectPlacement(natsUrl(values), prefixOf(values), 500);
+  const active = answers.find((a) => a.active);
+  if (answers.length === 0) {
+    console.error(`no node answered on ${natsUrl(values)} (prefix ${prefixOf(values)})`);
+    return 1;
+  }
+  if (!active) {
+    console.log(`no active placement driver (the meta range has no leader right now)`);
+    return 0;
+  }
+  console.log(`placement driver on node ${active.node}; ${active.decisions.length} decision(s)`);
+  for (const d of active.decisions) {
+    const outcome = d.outcome
+      ? `${d.outcome.status}${d.outcome.detail ? `: ${d.outcome.detail}` : ''}`
+      : 'in flight';
+    console.log(`  ${d.op.id.padEnd(24)} ${outcome.padEnd(12)} ${d.reason}`);
   }
   return 0;
 }

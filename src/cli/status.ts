@@ -56,9 +56,35 @@ export async function collectStatus(
   prefix: string,
   waitMs: number,
 ): Promise<NodeStatus[]> {
+  const out = await askAll<NodeStatus>(url, subjects.adminStatus(prefix), waitMs);
+  return out.sort((a, b) => (a.node < b.node ? -1 : 1));
+}
+
+/** One node's placement driver: active on the meta range's leader, with its decisions. */
+export interface PlacementStatus {
+  node: string;
+  active: boolean;
+  decisions: {
+    atMs: number;
+    op: { id: string; kind: string; rangeId?: number; reason: string };
+    reason: string;
+    outcome?: { status: string; detail?: string };
+  }[];
+}
+
+export function collectPlacement(
+  url: string,
+  prefix: string,
+  waitMs: number,
+): Promise<PlacementStatus[]> {
+  return askAll<PlacementStatus>(url, subjects.adminPlacement(prefix), waitMs);
+}
+
+/** Publishes one admin request and collects every node's answer for `waitMs`. */
+async function askAll<T>(url: string, subject: string, waitMs: number): Promise<T[]> {
   let nc: Awaited<ReturnType<typeof connect>>;
   try {
-    nc = await connect({ servers: url, name: 'rasputin-status' });
+    nc = await connect({ servers: url, name: 'rasputin-admin' });
   } catch (err) {
     throw new UnavailableError(`cannot reach NATS at ${url}: ${(err as Error).message}`, {
       cause: err,
@@ -66,21 +92,21 @@ export async function collectStatus(
   }
   try {
     const inbox = createInbox();
-    const out: NodeStatus[] = [];
+    const out: T[] = [];
     const sub = nc.subscribe(inbox, {
       callback: (err, msg) => {
         if (err) return;
         try {
-          out.push(decode(msg.data) as NodeStatus);
+          out.push(decode(msg.data) as T);
         } catch {
-          // not a status reply
+          // not an answer
         }
       },
     });
-    nc.publish(subjects.adminStatus(prefix), encode({ v: protocolVersion }), { reply: inbox });
+    nc.publish(subject, encode({ v: protocolVersion }), { reply: inbox });
     await new Promise((r) => setTimeout(r, waitMs));
     sub.unsubscribe();
-    return out.sort((a, b) => (a.node < b.node ? -1 : 1));
+    return out;
   } finally {
     await nc.close();
   }

@@ -408,10 +408,18 @@ export class Client {
   /**
    * Splits the range holding `key` at `key` (docs/ranges.md); resolves with the
    * descriptors of both sides once the split is applied, or with the one range's
-   * descriptor when a range already starts at `key`.
+   * descriptor when a range already starts at `key`. With `expectGeneration`, the split
+   * is refused (RangeKeyMismatchError) unless the range is at that generation.
    */
-  async split(key: string | Uint8Array, o?: CallOptions): Promise<RangeDescriptor[]> {
-    const r = await this.call({ op: 'split', key: keyBytes(key) }, o);
+  async split(
+    key: string | Uint8Array,
+    o?: CallOptions & { expectGeneration?: number },
+  ): Promise<RangeDescriptor[]> {
+    const g = o?.expectGeneration;
+    const r = await this.call(
+      { op: 'split', key: keyBytes(key), ...(g === undefined ? {} : { generation: g }) },
+      o,
+    );
     const ds = (r.descriptors ?? []).map((d) => asCachedRange(d));
     if (ds.length === 0 || ds.some((d) => d === undefined)) {
       throw new InternalError('malformed split result (descriptors)');

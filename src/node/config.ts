@@ -14,7 +14,12 @@ export interface NodeConfig {
   readonly tickMs: number;
   /** Log entries kept after the applied index before the log is truncated. */
   readonly logEntriesMax: number;
+  /** A range whose data passes this many bytes is split at its median key. */
+  readonly splitBytes: number;
 }
+
+/** Production-sized (as TiKV's region-split-size order of magnitude). */
+export const defaultSplitBytes = 64 * 1024 * 1024;
 
 export const defaultNatsUrl = 'nats://127.0.0.1:4222';
 
@@ -51,6 +56,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         logfile: { type: 'string' },
         'tick-ms': { type: 'string' },
         'log-entries-max': { type: 'string' },
+        'split-bytes': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -100,6 +106,12 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       str('log-entries-max') ?? env('RASPUTIN_LOG_ENTRIES_MAX'),
       10_000,
       100_000_000,
+    ),
+    splitBytes: positiveInt(
+      '--split-bytes',
+      str('split-bytes') ?? env('RASPUTIN_SPLIT_BYTES'),
+      defaultSplitBytes,
+      2 ** 40,
     ),
   };
 }

@@ -14,6 +14,13 @@
 
 import { webcrypto } from 'node:crypto';
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
+import { type Actor, createActor } from 'xstate';
+import {
+  decisions,
+  type Operation,
+  placementMachine,
+  type RangeReport,
+} from '../../placement/index.ts';
 import type { Entry, Message, ReplicaId } from '../../ranges/core/types.ts';
 import { defaultOptions } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
@@ -41,7 +48,10 @@ import {
 import {
   asDescriptor,
   bootstrapRecords,
+  decodeDescriptor,
   descriptorToWire,
+  directoryEnd,
+  directoryStart,
   inSpan,
   metaRangeId,
   type RangeDescriptor,
@@ -82,8 +92,12 @@ interface RangeHost {
   opsSinceMs: number;
   opsPerS: number;
   leaderSub: Subscription | undefined;
+  /** Span size, recomputed (for reports and status) only after applies changed data. */
+  spanStats: { keys: number; bytes: number } | undefined;
 }
 
+/** How often range leaders report to the placement driver. */
+const reportIntervalMs = 1000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
 const raftPayloadBytesSoftMax = 768 * 1024;
 /** Client attempts give up after 1 s; a forwarded request must answer before that. */
@@ -102,6 +116,10 @@ export class Node {
   private byStart: RangeHost[] = [];
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
   private client: Client | undefined;
+  /** The placement driver; active while this node leads the meta range (range 1). */
+  private placement!: Actor<typeof placementMachine>;
+  private placementSub: Subscription | undefined;
+  private reporter: NodeJS.Timeout | undefined;
   /** Ranges this node heard of and asked a peer about, by id: when (performance.now()). */
   private readonly learning = new Map<number, number>();
   private readonly subs: Subscription[] = [];
@@ -159,8 +177,19 @@ export class Node {
       name: `rasputin-${c.nodeId}-internal`,
       timeoutMs: 5000,
     });
+    this.placement = createActor(placementMachine, {
+      input: {
+        issue: (op: Operation) => this.issuePlacement(op),
+        config: { splitBytesThreshold: c.splitBytes },
+      },
+    });
+    this.placement.start();
     this.subscribe();
     this.ticker = setInterval(() => this.tick(), c.tickMs);
+    this.reporter = setInterval(
+      () => this.guardedCall('report', () => this.report()),
+      reportIntervalMs,
+    );
     void this.watchConnection();
     this.log.info(
       `ready: store ${this.store.storeId}, cluster ${this.clusterId || '(joining)'}, ` +
@@ -269,6 +298,7 @@ export class Node {
       opsSinceMs: performance.now(),
       opsPerS: 0,
       leaderSub: undefined,
+      spanStats: undefined,
     };
     this.ranges.set(rangeId, h);
     return h;
@@ -286,6 +316,9 @@ export class Node {
       }),
       this.nc.subscribe(subjects.adminStatus(p), {
         callback: this.guarded((msg) => this.reply(msg, this.status())),
+      }),
+      this.nc.subscribe(subjects.adminPlacement(p), {
+        callback: this.guarded((msg) => this.onAdminPlacement(msg)),
       }),
       this.nc.subscribe(subjects.adminRange(p, this.config.nodeId), {
         callback: this.guarded((msg) => this.onAdminRange(msg)),
@@ -330,6 +363,9 @@ export class Node {
     if (this.stopping) return;
     this.stopping = true;
     if (this.ticker) clearInterval(this.ticker);
+    if (this.reporter) clearInterval(this.reporter);
+    this.placement?.stop();
+    await this.client?.close().catch(() => {});
     // Drain what is in flight, but never hang on a connection that went bad.
     const drained = this.nc?.drain().catch(() => {});
     const timer = new Promise((done) => setTimeout(done, 2000).unref());
@@ -767,6 +803,10 @@ export class Node {
       return;
     }
     if (op.op === 'split') {
+      if (op.generation !== undefined && op.generation !== h.descriptor.generation) {
+        done(this.mismatch(h, op.key, `split expected generation ${op.generation}`));
+        return;
+      }
       this.startSplit(h, op.key, done);
       return;
     }
@@ -893,7 +933,9 @@ export class Node {
         (byRange) => {
           // Splits and snapshots may have changed descriptors and added ranges.
           for (const h of installed.keys()) this.refreshDescriptor(h);
+          for (const h of installed.keys()) h.spanStats = undefined;
           for (const h of applied.keys()) {
+            h.spanStats = undefined;
             const rs = byRange.get(h.rangeId) ?? [];
             for (const r of rs) if (r.ok && r.split) this.splitApplied(h, r.split.right);
           }
@@ -1136,7 +1178,9 @@ export class Node {
         callback: this.guarded((msg) => this.onClient(msg, h)),
       });
       this.log.info(`range ${h.rangeId}: leader at term ${h.replica.core.term}`);
+      if (h.rangeId === metaRangeId) this.leadPlacement(true);
     } else if (!leading && h.leaderSub) {
+      if (h.rangeId === metaRangeId) this.leadPlacement(false);
       h.leaderSub.unsubscribe();
       h.leaderSub = undefined;
       this.log.info(`range ${h.rangeId}: no longer leader (term ${h.replica.core.term})`);
@@ -1146,6 +1190,142 @@ export class Node {
       for (const r of h.reads.values()) r.done(res);
       h.reads.clear();
       h.readsWaiting = [];
+    }
+  }
+
+  // ------------------------------------------------------------------ placement
+
+  /** The placement driver runs where the meta range's leader is (DESIGN.md). */
+  private leadPlacement(leading: boolean): void {
+    if (leading) {
+      this.placementSub ??= this.nc.subscribe(subjects.adminReport(this.config.prefix), {
+        callback: this.guarded((msg) => this.onReport(msg)),
+      });
+      this.placement.send({ type: 'LEAD', nowMs: performance.now() });
+      this.log.info('placement driver: active (this node leads the meta range)');
+    } else {
+      this.placementSub?.unsubscribe();
+      this.placementSub = undefined;
+      this.placement.send({ type: 'UNLEAD' });
+      this.log.info('placement driver: standby');
+    }
+  }
+
+  /** Range leaders' reports, validated: a bad one is dropped, never acted on. */
+  private onReport(msg: Msg): void {
+    let body: { cid?: unknown; reports?: unknown };
+    try {
+      body = decode(msg.data) as typeof body;
+    } catch {
+      return;
+    }
+    if (body.cid !== this.clusterId || !Array.isArray(body.reports)) return;
+    const reports: RangeReport[] = [];
+    for (const x of body.reports as unknown[]) {
+      const r = x as Record<string, unknown>;
+      const descriptor = asDescriptor(r?.descriptor);
+      if (descriptor === undefined || typeof r.leaderNode !== 'string') continue;
+      const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
+      reports.push({
+        descriptor,
+        leaderNode: r.leaderNode,
+        keys: n(r.keys),
+        bytes: n(r.bytes),
+        opsPerS: n(r.opsPerS),
+        ...(r.splitKey instanceof Uint8Array ? { splitKey: r.splitKey } : {}),
+        atMs: performance.now(),
+      });
+    }
+    if (reports.length > 0) {
+      this.placement.send({ type: 'REPORT', reports, nowMs: performance.now() });
+    }
+  }
+
+  /**
+   * Every second: each range this node leads is reported (descriptor, size, load, and a
+   * split key once it is big); the node leading the meta range also hands its driver the
+   * directory (read locally: a hint, every operation is a compare-and-set) and a tick.
+   */
+  private report(): void {
+    if (this.stopping || this.nc.isClosed()) return;
+    const reports: Record<string, unknown>[] = [];
+    for (const h of this.ranges.values()) {
+      if (!h.initialized || h.replica.role() !== 'leader') continue;
+      const st = this.statsOf(h);
+      const splitKey =
+        st.bytes >= this.config.splitBytes ? this.store.medianKey(h.rangeId) : undefined;
+      reports.push({
+        descriptor: descriptorToWire(h.descriptor),
+        leaderNode: this.config.nodeId,
+        keys: st.keys,
+        bytes: st.bytes,
+        opsPerS: h.opsPerS,
+        ...(splitKey ? { splitKey } : {}),
+      });
+    }
+    if (reports.length > 0) {
+      this.nc.publish(
+        subjects.adminReport(this.config.prefix),
+        encode({ v: protocolVersion, cid: this.clusterId, node: this.config.nodeId, reports }),
+      );
+    }
+    const meta = this.ranges.get(metaRangeId);
+    if (meta && meta.replica.role() === 'leader') {
+      const descriptors: RangeDescriptor[] = [];
+      for (const [, value] of this.store.scan(directoryStart, directoryEnd, 100_000, 2 ** 30)
+        .entries) {
+        const d = decodeDescriptor(value);
+        if (d) descriptors.push(d);
+      }
+      const nowMs = performance.now();
+      this.placement.send({ type: 'DIRECTORY', descriptors, nowMs });
+      this.placement.send({ type: 'TICK', nowMs });
+    }
+  }
+
+  private statsOf(h: RangeHost): { keys: number; bytes: number } {
+    h.spanStats ??= this.store.spanStats(h.rangeId);
+    return h.spanStats;
+  }
+
+  /** Carries out a driver operation through the cluster's own API (each one a CAS). */
+  private issuePlacement(op: Operation): void {
+    this.log.info(`placement: ${op.id}: ${op.reason}`);
+    const done = () => this.placement.send({ type: 'OP_DONE', id: op.id });
+    const failed = (err: Error) => {
+      this.log.warn(`placement: ${op.id} failed: ${err.message}`);
+      this.placement.send({ type: 'OP_FAILED', id: op.id, why: err.message });
+    };
+    const client = this.client;
+    if (!client) return;
+    if (op.kind === 'split') {
+      client
+        .split(op.key, { expectGeneration: op.generation, timeoutMs: 10_000 })
+        .then(done, failed);
+    } else {
+      client
+        .putDescriptor(op.descriptor as RangeDescriptor, { timeoutMs: 5000 })
+        .then(done, failed);
+    }
+  }
+
+  private onAdminPlacement(msg: Msg): void {
+    const active = this.placement.getSnapshot().value === 'active';
+    this.reply(msg, {
+      v: protocolVersion,
+      cid: this.clusterId,
+      node: this.config.nodeId,
+      active,
+      decisions: active ? decisions(this.placement) : [],
+    });
+  }
+
+  /** A timer callback that exits on an exception instead of limping on (see guarded). */
+  private guardedCall(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (e) {
+      this.fatal(`${what}: ${(e as Error).stack ?? String(e)}`);
     }
   }
 
@@ -1214,7 +1394,7 @@ export class Node {
           start: h.descriptor.start,
           end: h.descriptor.end,
           generation: h.descriptor.generation,
-          ...this.store.spanStats(h.rangeId),
+          ...this.statsOf(h),
           opsPerS: h.opsPerS,
         };
       }),

@@ -65,7 +65,10 @@ export interface WireOp {
   readonly end?: Uint8Array | null;
   /** scan: the most entries to return, scanLimitMin .. limits.scanLimitMax. */
   readonly limit?: number;
-  /** desc: the descriptor's generation (the compare-and-set's version). */
+  /**
+   * desc: the descriptor's generation (the compare-and-set's version); split (optional):
+   * the generation the range must be at, or the split is refused with RangeKeyMismatch.
+   */
   readonly generation?: number;
 }
 
@@ -191,6 +194,9 @@ export function checkOp(x: unknown): Checked<WireOp> {
   }
   if (o.op === 'split' && isSystemKey(o.key)) {
     return invalid('a split key cannot be a system key (0x00 "sys/...")', 'systemPrefix');
+  }
+  if (o.op === 'split' && o.generation !== undefined && o.generation !== null) {
+    if (!isCount(o.generation)) return bad('split generation must be a positive integer');
   }
   if (o.op === 'alloc' && Buffer.compare(o.key, rangeIdCounterKey) !== 0) {
     return bad('alloc takes the range id counter key');

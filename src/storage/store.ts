@@ -780,6 +780,20 @@ export class Store {
     return { keys, bytes };
   }
 
+  /** The middle key of a range's span (a split point by size), when it has two keys or more. */
+  medianKey(rangeId: number): Uint8Array | undefined {
+    const s = this.rangeStates.get(rangeId);
+    assert(s !== undefined, 'the median of an existing range');
+    // (lmdb-js's getKeysCount writes `onlyCount` into the options it is given: fresh ones.)
+    const keys = this.dataDb.getKeysCount(spanBounds(s.descriptor));
+    if (keys < 2) return undefined;
+    const middle = Math.floor(keys / 2);
+    for (const key of this.dataDb.getKeys({ ...spanBounds(s.descriptor), offset: middle })) {
+      return Buffer.from(key);
+    }
+    return undefined;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     await this.sync();

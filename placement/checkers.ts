@@ -1,0 +1,134 @@
+// Checkers: pure functions from a cluster view to the operations it calls for (as PD's
+// checkers and schedulers in TiKV). They read nothing but their arguments; the driver
+// (driver.ts) runs them in order on every tick, drops what is already in flight and hands
+// the rest to the node.
+//
+// Contract of a checker:
+// - It ignores reports and directory reads older than config.reportStaleMs. The driver
+//   relies on this: once an operation has ended it waits for observations newer than the
+//   end before reissuing it, and forgets that wait after reportStaleMs.
+// - Every operation carries the generation it expects (the node applies it as a
+//   compare-and-set) and a reason with the numbers behind it.
+// - It respects its own in-flight bound by counting view.inFlight, which includes what
+//   checkers earlier in the list issued in the same round.
+
+import type { PlacementConfig } from './config.ts';
+import {
+  compareKeys,
+  formatBytes,
+  formatKey,
+  hasPrefix,
+  prefixEnd,
+  strictlyInside,
+} from './keys.ts';
+import type { ClusterView, Operation, OperationKind, RangeReport } from './types.ts';
+
+export type Checker = (view: ClusterView, config: PlacementConfig) => Operation[];
+
+/** The identity of an operation: at most one with a given id is in flight. */
+export function operationId(kind: OperationKind, rangeId: number, generation: number): string {
+  return `${kind}:${rangeId}@${generation}`;
+}
+
+/** The range an operation acts on and the generation it expects of it. */
+export function operationTarget(op: Operation): { rangeId: number; generation: number } {
+  return op.kind === 'split'
+    ? { rangeId: op.rangeId, generation: op.generation }
+    : { rangeId: op.descriptor.rangeId, generation: op.descriptor.generation };
+}
+
+export function isStale(atMs: number, view: ClusterView, config: PlacementConfig): boolean {
+  return view.nowMs - atMs > config.reportStaleMs;
+}
+
+/** The reports not older than reportStaleMs, by rangeId. */
+export function freshReports(view: ClusterView, config: PlacementConfig): RangeReport[] {
+  return [...view.reports.values()]
+    .filter((r) => !isStale(r.atMs, view, config))
+    .sort((a, b) => a.descriptor.rangeId - b.descriptor.rangeId);
+}
+
+/**
+ * Directory repair: the directory must hold every range at the generation its leader
+ * reports. A missing or older entry is rewritten with the reported descriptor; an entry at
+ * the same or a newer generation is left alone (a report that old comes from a deposed
+ * leader). Entries made obsolete by a split are overwritten through the same rangeId; this
+ * checker never deletes one.
+ */
+export const repairDirectory: Checker = (view, config) => {
+  if (isStale(view.directoryAtMs, view, config)) return [];
+  const ops: Operation[] = [];
+  for (const report of freshReports(view, config)) {
+    const reported = report.descriptor;
+    const listed = view.directory.get(reported.rangeId);
+    if (listed !== undefined && listed.generation >= reported.generation) continue;
+    const reason =
+      listed === undefined
+        ? `range ${reported.rangeId} (generation ${reported.generation}, leader on ` +
+          `${report.leaderNode}) is missing from the directory`
+        : `the directory has range ${reported.rangeId} at generation ${listed.generation}; ` +
+          `its leader on ${report.leaderNode} reports generation ${reported.generation}`;
+    ops.push({
+      kind: 'updateDirectory',
+      id: operationId('updateDirectory', reported.rangeId, reported.generation),
+      descriptor: reported,
+      reason,
+    });
+  }
+  return ops;
+};
+
+/**
+ * Whether a key may split a range: it must sort after every system key, so that the meta
+ * range (the first one) keeps the whole system prefix, and with it the directory.
+ */
+export function splittableKey(key: Uint8Array, config: PlacementConfig): boolean {
+  if (hasPrefix(key, config.systemPrefix)) return false;
+  const end = prefixEnd(config.systemPrefix);
+  return end !== null && compareKeys(key, end) >= 0;
+}
+
+/**
+ * Split by size: a range reported at splitBytesThreshold bytes or more is split at its
+ * median key, if that key lies strictly inside its span and outside the system keys.
+ * Biggest first, at most splitsInFlightMax splits in flight, one per range.
+ */
+export const splitBySize: Checker = (view, config) => {
+  const splitting = new Set<number>();
+  for (const op of view.inFlight) if (op.kind === 'split') splitting.add(op.rangeId);
+  let budget = config.splitsInFlightMax - splitting.size;
+  if (budget <= 0) return [];
+  const candidates = freshReports(view, config)
+    .filter((r) => r.bytes >= config.splitBytesThreshold && !splitting.has(r.descriptor.rangeId))
+    .sort((a, b) => b.bytes - a.bytes || a.descriptor.rangeId - b.descriptor.rangeId);
+  const ops: Operation[] = [];
+  for (const report of candidates) {
+    if (budget === 0) break;
+    const { rangeId, generation, start, end } = report.descriptor;
+    const key = report.splitKey;
+    if (key === undefined || !strictlyInside(key, start, end) || !splittableKey(key, config)) {
+      continue;
+    }
+    ops.push({
+      kind: 'split',
+      id: operationId('split', rangeId, generation),
+      rangeId,
+      generation,
+      key,
+      reason:
+        `range ${rangeId} is ${formatBytes(report.bytes)} >= ` +
+        `${formatBytes(config.splitBytesThreshold)} (${report.keys} keys): ` +
+        `split at ${formatKey(key)}, generation ${generation}`,
+    });
+    budget--;
+  }
+  return ops;
+};
+
+/**
+ * The checkers the driver runs, in this order. Repair comes first: the directory is what
+ * clients route by. A new checker (rebalancing replicas or leaders, splitting by load,
+ * merging) is a Checker appended here; if it needs more of the cluster (node stats), that
+ * goes into ClusterView, and its operation kind into Operation, with a test of its own.
+ */
+export const checkers: readonly Checker[] = [repairDirectory, splitBySize];

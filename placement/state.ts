@@ -1,0 +1,251 @@
+// What the driver remembers, and how each event changes it: plain functions from a state
+// to the next one (the machine in driver.ts only decides which of them run, and when).
+//
+// The driver is trusted with nothing it cannot observe again. Leadership of the meta range
+// starts from an empty view; progress is read from reports and directory reads, and
+// memory only keeps the driver from repeating itself:
+// - in flight: issued and not answered yet. Never issued twice. Forgotten on an answer
+//   (OP_DONE, OP_FAILED), when a report shows the range past the operation's generation
+//   (or, for a directory update, the directory shows that generation), or on timeout.
+// - ended: answered or timed out, but the view still shows what called for it. Not
+//   reissued until an observation taken after the end says it is still needed (a report
+//   of the range for a split, a directory read for a directory update); forgotten after
+//   reportStaleMs, when every observation from before the end is stale anyway.
+
+import { assert } from '../ranges/core/assert.ts';
+import { checkers, operationTarget } from './checkers.ts';
+import type { PlacementConfig } from './config.ts';
+import type { ClusterView, Decision, Operation, Outcome, RangeDesc, RangeReport } from './types.ts';
+
+export interface InFlightOperation {
+  readonly op: Operation;
+  readonly issuedAtMs: number;
+}
+
+/** The state of one term of leadership of the meta range; dropped when it ends. */
+export interface LeaderState {
+  readonly ledAtMs: number;
+  /** The latest nowMs of any event. */
+  readonly nowMs: number;
+  /** When the first REPORT of this term arrived; warm-up counts from it. */
+  readonly firstReportAtMs: number | null;
+  /** Invariant: per range, the report with the highest generation, then the latest. */
+  readonly reports: ReadonlyMap<number, RangeReport>;
+  /** null until the first directory read of this term. */
+  readonly directory: ReadonlyMap<number, RangeDesc> | null;
+  readonly directoryAtMs: number;
+  /** By operation id. Invariant: size <= operationsInFlightMax. */
+  readonly inFlight: ReadonlyMap<string, InFlightOperation>;
+  /** Operation id -> when it ended (see the top of this file). */
+  readonly ended: ReadonlyMap<string, number>;
+}
+
+export interface DriverState {
+  readonly config: PlacementConfig;
+  /** null while this node does not lead the meta range. */
+  readonly leader: LeaderState | null;
+  /** Oldest first. Kept across terms: it is history for the admin API, not input. */
+  readonly decisions: readonly Decision[];
+}
+
+export function initialState(config: PlacementConfig): DriverState {
+  return { config, leader: null, decisions: [] };
+}
+
+/** This node leads the meta range from now on: start from an empty view. */
+export function lead(state: DriverState, nowMs: number): DriverState {
+  const base = state.leader === null ? state : unlead(state);
+  return {
+    ...base,
+    leader: {
+      ledAtMs: nowMs,
+      nowMs,
+      firstReportAtMs: null,
+      reports: new Map(),
+      directory: null,
+      directoryAtMs: nowMs,
+      inFlight: new Map(),
+      ended: new Map(),
+    },
+  };
+}
+
+/** This node no longer leads the meta range: drop the view and everything in flight. */
+export function unlead(state: DriverState): DriverState {
+  const leader = state.leader;
+  if (leader === null) return state;
+  let decisions = state.decisions;
+  for (const id of leader.inFlight.keys()) {
+    decisions = recordOutcome(decisions, id, {
+      status: 'abandoned',
+      atMs: leader.nowMs,
+      detail: 'this node stopped leading the meta range',
+    });
+  }
+  return { ...state, leader: null, decisions };
+}
+
+function leaderOf(state: DriverState): LeaderState {
+  assert(state.leader !== null, 'the placement driver handles cluster events only while leading');
+  return state.leader;
+}
+
+/** A batch of leaders' reports, received at nowMs (which stamps them: see RangeReport.atMs). */
+export function observeReports(
+  state: DriverState,
+  reports: readonly RangeReport[],
+  nowMs: number,
+): DriverState {
+  let leader = leaderOf(state);
+  const at = Math.max(leader.nowMs, nowMs);
+  const latest = new Map(leader.reports);
+  for (const report of reports) {
+    const known = latest.get(report.descriptor.rangeId);
+    // A lower generation comes from a deposed leader that has not applied a split yet.
+    if (known !== undefined && known.descriptor.generation > report.descriptor.generation) continue;
+    latest.set(report.descriptor.rangeId, { ...report, atMs: at });
+  }
+  leader = { ...leader, nowMs: at, reports: latest, firstReportAtMs: leader.firstReportAtMs ?? at };
+  let next: DriverState = { ...state, leader };
+  for (const { op } of leader.inFlight.values()) {
+    const { rangeId, generation } = operationTarget(op);
+    const now = latest.get(rangeId)?.descriptor.generation;
+    if (now !== undefined && now > generation) {
+      next = endOperation(next, op.id, 'observed', `range ${rangeId} is at generation ${now}`);
+    }
+  }
+  return next;
+}
+
+/** A read of the whole meta directory, taken at nowMs. */
+export function observeDirectory(
+  state: DriverState,
+  descriptors: readonly RangeDesc[],
+  nowMs: number,
+): DriverState {
+  let leader = leaderOf(state);
+  const at = Math.max(leader.nowMs, nowMs);
+  const directory = new Map<number, RangeDesc>();
+  for (const d of descriptors) directory.set(d.rangeId, d);
+  leader = { ...leader, nowMs: at, directory, directoryAtMs: at };
+  let next: DriverState = { ...state, leader };
+  for (const { op } of leader.inFlight.values()) {
+    if (op.kind !== 'updateDirectory') continue;
+    const listed = directory.get(op.descriptor.rangeId)?.generation;
+    if (listed !== undefined && listed >= op.descriptor.generation) {
+      const detail = `the directory has range ${op.descriptor.rangeId} at generation ${listed}`;
+      next = endOperation(next, op.id, 'observed', detail);
+    }
+  }
+  return next;
+}
+
+/** An operation ended. Unknown ids (answered already, or issued in an earlier term) are ignored. */
+export function endOperation(
+  state: DriverState,
+  id: string,
+  status: Exclude<Outcome['status'], 'abandoned'>,
+  detail: string,
+): DriverState {
+  const leader = leaderOf(state);
+  if (!leader.inFlight.has(id)) return state;
+  const inFlight = new Map(leader.inFlight);
+  inFlight.delete(id);
+  const ended = new Map(leader.ended);
+  // An observed operation needs no wait: the view no longer calls for it.
+  if (status === 'observed') ended.delete(id);
+  else ended.set(id, leader.nowMs);
+  return {
+    ...state,
+    leader: { ...leader, inFlight, ended },
+    decisions: recordOutcome(state.decisions, id, { status, atMs: leader.nowMs, detail }),
+  };
+}
+
+/** Whether the driver has seen enough of the cluster to act on it. */
+export function warm(leader: LeaderState, config: PlacementConfig): boolean {
+  return (
+    leader.directory !== null &&
+    leader.firstReportAtMs !== null &&
+    leader.nowMs - leader.firstReportAtMs >= config.warmupMs
+  );
+}
+
+/**
+ * A tick: time out operations, drop stale memory, and, once warm, run the checkers. Returns
+ * the operations to issue now, already recorded as in flight and as decisions.
+ */
+export function tick(
+  state: DriverState,
+  nowMs: number,
+): { state: DriverState; issue: Operation[] } {
+  const { config } = state;
+  let leader = leaderOf(state);
+  const at = Math.max(leader.nowMs, nowMs);
+  leader = { ...leader, nowMs: at };
+  let next: DriverState = { ...state, leader };
+  for (const { op, issuedAtMs } of leader.inFlight.values()) {
+    if (at - issuedAtMs >= config.opTimeoutMs) {
+      next = endOperation(next, op.id, 'timedOut', `no answer after ${at - issuedAtMs} ms`);
+    }
+  }
+  leader = forgetStale(next.leader!, config);
+  next = { ...next, leader };
+  if (!warm(leader, config)) return { state: next, issue: [] };
+
+  const inFlight = new Map(leader.inFlight);
+  const issue: Operation[] = [];
+  let decisions = next.decisions;
+  for (const check of checkers) {
+    const view: ClusterView = {
+      nowMs: at,
+      reports: leader.reports,
+      directory: leader.directory!,
+      directoryAtMs: leader.directoryAtMs,
+      inFlight: [...inFlight.values()].map((f) => f.op),
+    };
+    for (const op of check(view, config)) {
+      if (inFlight.size >= config.operationsInFlightMax) break;
+      if (inFlight.has(op.id) || !neededSinceEnd(leader, op)) continue;
+      inFlight.set(op.id, { op, issuedAtMs: at });
+      issue.push(op);
+      decisions = [...decisions, { atMs: at, op, reason: op.reason }].slice(-config.decisionsMax);
+    }
+  }
+  const ended = new Map(leader.ended);
+  for (const op of issue) ended.delete(op.id);
+  return { state: { ...next, leader: { ...leader, inFlight, ended }, decisions }, issue };
+}
+
+/** Whether an observation newer than the operation's last end still calls for it. */
+function neededSinceEnd(leader: LeaderState, op: Operation): boolean {
+  const endedAtMs = leader.ended.get(op.id);
+  if (endedAtMs === undefined) return true;
+  if (op.kind === 'updateDirectory') return leader.directoryAtMs > endedAtMs;
+  const report = leader.reports.get(op.rangeId);
+  return report !== undefined && report.atMs > endedAtMs;
+}
+
+function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState {
+  const stale = (atMs: number) => leader.nowMs - atMs > config.reportStaleMs;
+  const reports = new Map([...leader.reports].filter(([, r]) => !stale(r.atMs)));
+  const ended = new Map([...leader.ended].filter(([, atMs]) => !stale(atMs)));
+  return { ...leader, reports, ended };
+}
+
+/** Sets the outcome of the newest open decision for this operation, if it is still kept. */
+function recordOutcome(
+  decisions: readonly Decision[],
+  id: string,
+  outcome: Outcome,
+): readonly Decision[] {
+  for (let i = decisions.length - 1; i >= 0; i--) {
+    const d = decisions[i]!;
+    if (d.op.id !== id) continue;
+    if (d.outcome !== undefined) return decisions;
+    const copy = decisions.slice();
+    copy[i] = { ...d, outcome };
+    return copy;
+  }
+  return decisions;
+}
