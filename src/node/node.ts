@@ -96,6 +96,10 @@ interface RangeHost {
   spanStats: { keys: number; bytes: number } | undefined;
 }
 
+/** Messages for a range not here yet wait this long for its split to apply here. */
+const earlyHoldMs = 1000;
+const earlyRangesMax = 64;
+const earlyMessagesMax = 16;
 /** How often range leaders report to the placement driver. */
 const reportIntervalMs = 1000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
@@ -120,6 +124,11 @@ export class Node {
   private placement!: Actor<typeof placementMachine>;
   private placementSub: Subscription | undefined;
   private reporter: NodeJS.Timeout | undefined;
+  /** Messages for ranges not here yet, by range id (a split about to apply here). */
+  private readonly early = new Map<
+    number,
+    { sinceMs: number; msgs: { from: string; m: Message }[] }
+  >();
   /** Ranges this node heard of and asked a peer about, by id: when (performance.now()). */
   private readonly learning = new Map<number, number>();
   private readonly subs: Subscription[] = [];
@@ -428,8 +437,11 @@ export class Node {
     for (const [rangeId, m] of e.msgs) {
       const h = this.ranges.get(rangeId);
       if (!h) {
-        // A range a peer has and this node not yet: a split it has not applied, or one it
-        // will only learn of by snapshot.
+        // A range a peer has and this node not yet: a split it has not applied (the
+        // messages wait a moment for it: the new leader's first votes usually arrive
+        // just before this node learns the split committed), or one it will only learn
+        // of by snapshot.
+        this.holdEarly(rangeId, e.from, m);
         this.learnRange(rangeId, e.from);
         this.stats.dropped++;
         this.log.limited(
@@ -513,6 +525,18 @@ export class Node {
           `could not learn range ${rangeId}: ${err.message}`,
         );
       });
+  }
+
+  /** Keeps a few messages for a range this node does not have yet (see onRaft). */
+  private holdEarly(rangeId: number, from: string, m: Message): void {
+    const now = performance.now();
+    for (const [id, e] of this.early) if (now - e.sinceMs > earlyHoldMs) this.early.delete(id);
+    let held = this.early.get(rangeId);
+    if (!held) {
+      if (this.early.size >= earlyRangesMax) return;
+      this.early.set(rangeId, (held = { sinceMs: now, msgs: [] }));
+    }
+    if (held.msgs.length < earlyMessagesMax) held.msgs.push({ from, m });
   }
 
   /** `<p>.admin.range.<node>`: this node's descriptor of a range (or none). */
@@ -1012,8 +1036,21 @@ export class Node {
     const r = this.openRange(right);
     this.reindex();
     const o = h.replica.core.options;
-    if (wasLeader) r.replica.campaignNow();
-    else r.replica.splitOff(performance.now() + o.leaseDurationMs * (1 + 2 * o.maxDriftRate));
+    if (wasLeader) {
+      r.replica.splitOff(Number.NEGATIVE_INFINITY);
+      r.replica.campaignNow();
+    } else {
+      r.replica.splitOff(performance.now() + o.leaseDurationMs * (1 + 2 * o.maxDriftRate));
+    }
+    // Votes and appends that arrived before the split applied here.
+    const early = this.early.get(right.rangeId);
+    this.early.delete(right.rangeId);
+    if (early && performance.now() - early.sinceMs <= earlyHoldMs) {
+      const msgs = early.msgs
+        .filter(({ from, m }) => r.nodeOf.get(m.from) === from && m.to === r.replica.core.id)
+        .map(({ m }) => m);
+      if (msgs.length > 0) r.replica.step(msgs);
+    }
     this.log.info(
       `range ${h.rangeId} split: ${showSpan(h.descriptor)} and range ${right.rangeId} ` +
         `${showSpan(right)} at generation ${right.generation}`,
