@@ -304,6 +304,13 @@ async function ranges(args: string[]): Promise<number> {
       `${'leader'.padEnd(8)}${'term'.padStart(6)}  ${'keys'.padStart(9)} ${'size'.padStart(10)} ` +
       `${'ops/s'.padStart(7)}  replicas`,
   );
+  const cut = nodes.filter((n) => (n.rangesTotal ?? 0) > n.ranges.length);
+  if (cut.length > 0) {
+    console.error(
+      `(${cut.map((n) => `${n.node} listed ${n.ranges.length} of its ${n.rangesTotal} ranges`).join('; ')}: ` +
+        'ranges led elsewhere may be missing)',
+    );
+  }
   // In keyspace order.
   const rows = [...byRange].sort((a, b) =>
     Buffer.compare(Buffer.from(a[1].r.start ?? []), Buffer.from(b[1].r.start ?? [])),

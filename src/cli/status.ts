@@ -29,6 +29,8 @@ export interface NodeStatus {
   node: string;
   store: string;
   ranges: RangeStatus[];
+  /** Ranges on the node; more than `ranges` holds when the reply had to leave some out. */
+  rangesTotal?: number;
   stats?: Record<string, number>;
 }
 

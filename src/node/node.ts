@@ -100,6 +100,8 @@ interface RangeHost {
 const earlyHoldMs = 1000;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
+/** Ranges listed in one status reply (about 200 bytes each, under max_payload). */
+const statusRangesMax = 2000;
 /** How often range leaders report to the placement driver. */
 const reportIntervalMs = 1000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
@@ -1416,25 +1418,32 @@ export class Node {
         storeFlushes: this.store.stats.flushes,
         xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
       },
-      ranges: [...this.ranges.values()].map((h) => {
-        const s = h.replica.core.status();
-        return {
-          rangeId: h.rangeId,
-          role: h.replica.role(),
-          term: s.term,
-          leader: h.nodeOf.get(s.leader) ?? '',
-          commit: s.commit,
-          applied: h.applied,
-          lastIndex: s.lastIndex,
-          lease: s.lease,
-          replicas: h.descriptor.replicas.map((r) => r.nodeId),
-          start: h.descriptor.start,
-          end: h.descriptor.end,
-          generation: h.descriptor.generation,
-          ...this.statsOf(h),
-          opsPerS: h.opsPerS,
-        };
-      }),
+      rangesTotal: this.ranges.size,
+      // Within one reply (max_payload): the ranges led here first, then the others.
+      ranges: [...this.ranges.values()]
+        .sort(
+          (a, b) => Number(b.replica.role() === 'leader') - Number(a.replica.role() === 'leader'),
+        )
+        .slice(0, statusRangesMax)
+        .map((h) => {
+          const s = h.replica.core.status();
+          return {
+            rangeId: h.rangeId,
+            role: h.replica.role(),
+            term: s.term,
+            leader: h.nodeOf.get(s.leader) ?? '',
+            commit: s.commit,
+            applied: h.applied,
+            lastIndex: s.lastIndex,
+            lease: s.lease,
+            replicas: h.descriptor.replicas.map((r) => r.nodeId),
+            start: h.descriptor.start,
+            end: h.descriptor.end,
+            generation: h.descriptor.generation,
+            ...this.statsOf(h),
+            opsPerS: h.opsPerS,
+          };
+        }),
     };
   }
 }
