@@ -566,9 +566,9 @@ export class RaftCore {
    * counts from now, and it opens a new lease round at once (every message it sends from
    * now on carries it), which goes out in the next ready() with a heartbeat, the appends of
    * new proposals, or a read's round; so its first read uses ReadIndex (or the lease that
-   * round earns). A follower restarts its election timer;
-   * when its leader's node lapsed, the timer is short (a random point within one election
-   * timeout), so one of the followers campaigns soon and they rarely collide.
+   * round earns). A follower restarts its election timer; when its leader's node lapsed,
+   * the timer is short (a random point within one election timeout), so one of the
+   * followers campaigns soon and they rarely collide.
    */
   wake(leaderLapsed: boolean): void {
     assert(this.quiescent, 'wake only from quiescent');

@@ -23,6 +23,23 @@ describe('simulator checkers', () => {
     );
   });
 
+  it('see idle ranges quiesce under faults, and elect a leader when its node dies', () => {
+    const idle = configurations.find((c) => c.name === 'harpoon-3-idle')!;
+    let quiescedRuns = 0;
+    let lapseElections = 0;
+    let lapseElectionsLeaderDown = 0;
+    for (let seed = 0; seed < 60; seed++) {
+      const r = runSeed(seed, idle);
+      expect(r.violations).toEqual([]);
+      if (r.quiescesUnderFaults > 0 && r.wakes > 0) quiescedRuns++;
+      lapseElections += r.lapseElections;
+      lapseElectionsLeaderDown += r.lapseElectionsLeaderDown;
+    }
+    expect(quiescedRuns).toBeGreaterThan(50); // before the cluster settles
+    expect(lapseElections).toBeGreaterThan(10);
+    expect(lapseElectionsLeaderDown).toBeGreaterThan(0);
+  });
+
   it('find nothing within the bound on the same seeds', () => {
     const base = configurations.find((c) => c.name === 'harpoon-3-longlease-drift')!;
     for (let seed = 0; seed < 40; seed++) expect(runSeed(seed, base).violations).toEqual([]);

@@ -86,8 +86,9 @@ interface Summary {
   faults: number;
   crashes: number;
   operations: number;
-  /** Runs in which some replica went quiescent. */
+  /** Runs in which some replica went quiescent; ...UnderFaults: before the cluster settled. */
   quiescedRuns: number;
+  quiescedUnderFaultsRuns: number;
   quiesces: number;
   wakes: number;
   lapses: number;
@@ -107,6 +108,7 @@ function emptySummary(): Summary {
     crashes: 0,
     operations: 0,
     quiescedRuns: 0,
+    quiescedUnderFaultsRuns: 0,
     quiesces: 0,
     wakes: 0,
     lapses: 0,
@@ -125,6 +127,7 @@ function addRun(s: Summary, r: SeedResult): void {
     crashes: r.crashes,
     operations: r.operations,
     quiescedRuns: r.quiesces > 0 ? 1 : 0,
+    quiescedUnderFaultsRuns: r.quiescesUnderFaults > 0 ? 1 : 0,
     quiesces: r.quiesces,
     wakes: r.wakes,
     lapses: r.lapses,
@@ -177,7 +180,8 @@ function runSeeds(): void {
       );
       if (s.quiesces > 0) {
         console.log(
-          `${''.padEnd(20)} quiesced_runs=${s.quiescedRuns} quiesces=${s.quiesces} ` +
+          `${''.padEnd(20)} quiesced_runs=${s.quiescedRuns} ` +
+            `under_faults=${s.quiescedUnderFaultsRuns} quiesces=${s.quiesces} ` +
             `wakes=${s.wakes} lapses=${s.lapses} lapse_election_runs=${s.lapseElectionRuns} ` +
             `(leader_down=${s.lapseElectionLeaderDownRuns})`,
         );
@@ -192,13 +196,15 @@ function runSeeds(): void {
         operations: total.operations,
         violations: total.violations,
         quiesced_runs: total.quiescedRuns,
+        quiesced_under_faults_runs: total.quiescedUnderFaultsRuns,
         lapse_election_runs: total.lapseElectionRuns,
       }),
     );
   } else {
     console.log(
       `total: ${total.seeds} seeds, ${total.operations} operations checked, ` +
-        `${total.violations} violations, ${total.quiescedRuns} runs quiesced, ` +
+        `${total.violations} violations, ${total.quiescedRuns} runs quiesced ` +
+        `(${total.quiescedUnderFaultsRuns} under faults), ` +
         `${total.lapseElectionRuns} elected a leader after a lapse ` +
         `(${total.lapseElectionLeaderDownRuns} after a crash), ` +
         `${((Date.now() - started) / 1000).toFixed(1)} s`,

@@ -103,6 +103,7 @@ export interface SeedResult {
   readonly crashes: number;
   readonly operations: number;
   readonly quiesces: number;
+  readonly quiescesUnderFaults: number;
   readonly wakes: number;
   readonly lapses: number;
   readonly lapseElections: number;
@@ -151,6 +152,7 @@ export function runSeed(seed: number, cfg?: SimConfig, traceLive = false): SeedR
     crashes: world.stats.crashes,
     operations: world.history.length,
     quiesces: world.stats.quiesces,
+    quiescesUnderFaults: world.stats.quiescesUnderFaults,
     wakes: world.stats.wakes,
     lapses: world.stats.lapses,
     lapseElections: world.stats.lapseElections,

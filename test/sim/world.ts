@@ -213,6 +213,8 @@ export interface RunStats {
   leaderChanges: number;
   /** Replicas that went quiescent, and that woke (by a message, a client, or a lapse). */
   quiesces: number;
+  /** Of `quiesces`, those while faults and clients run (before the cluster settles). */
+  quiescesUnderFaults: number;
   wakes: number;
   /** Quiescent followers woken because their leader's node was not live. */
   lapses: number;
@@ -236,6 +238,7 @@ export class World {
     operations: 0,
     leaderChanges: 0,
     quiesces: 0,
+    quiescesUnderFaults: 0,
     wakes: 0,
     lapses: 0,
     lapseElections: 0,
@@ -634,8 +637,12 @@ export class World {
     if (quiescent !== h.lastQuiescent) {
       this.log(`n${node.id} g${h.group} ${quiescent ? 'quiesce' : 'wake'} ${role}@${core.term}`);
       h.lastQuiescent = quiescent;
-      if (quiescent) this.stats.quiesces++;
-      else this.stats.wakes++;
+      if (quiescent) {
+        this.stats.quiesces++;
+        if (this.faultsOn) this.stats.quiescesUnderFaults++;
+      } else {
+        this.stats.wakes++;
+      }
     }
     if (role === 'leader') {
       if (core.log.committed > 0 && core.log.term(core.log.committed) === core.term) {

@@ -18,7 +18,7 @@ function state(voters: number[]): PersistedState {
   };
 }
 
-function env() {
+function env(isLive?: (replica: number) => boolean) {
   const prng = new Prng(7);
   return {
     nowMs: () => 0,
@@ -26,7 +26,23 @@ function env() {
     takeSnapshot: () => {
       throw new Error('unused');
     },
+    ...(isLive ? { isLive } : {}),
   };
+}
+
+/** A single voter elected and caught up: its own write durable, its entries handed over. */
+function singleLeader(isLive?: (replica: number) => boolean): RangeReplica {
+  const r = new RangeReplica(1, state([1]), defaultOptions, env(isLive));
+  for (let t = 0; t < 2 * defaultOptions.electionTicks && r.role() !== 'leader'; t++) r.tick();
+  settle(r);
+  return r;
+}
+
+function settle(r: RangeReplica): void {
+  for (let i = 0; i < 4 && r.hasReady(); i++) {
+    const rd = r.ready();
+    if (rd.write) r.persisted(rd.write.id);
+  }
 }
 
 describe('range machine', () => {
@@ -79,6 +95,69 @@ describe('range machine', () => {
     }
     expect(r.eventsSent).toBe(before);
     expect(r.core.log.committed).toBe(101); // the leader's noop and 100 proposals
+  });
+
+  it('quiesces an idle leader and wakes it with one event each; ticks are ignored meanwhile', () => {
+    const r = singleLeader(() => true);
+    const before = r.eventsSent;
+    for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    expect(r.core.quiescent).toBe(true);
+    expect(r.role()).toBe('leader'); // a quiescent leader keeps leadership...
+    expect(r.core.hasValidLease()).toBe(false); // ...but not its lease
+    expect(r.eventsSent).toBe(before + 1);
+    for (let t = 0; t < 100; t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    expect(r.hasReady()).toBe(false); // a single voter has no follower to tell
+    const res = r.propose([new Uint8Array([1])]);
+    expect(res).toEqual({ index: 2, term: 1 });
+    expect(r.quiescent()).toBe(false);
+    expect(r.eventsSent).toBe(before + 2);
+    settle(r);
+    expect(r.core.log.committed).toBe(2);
+  });
+
+  it('never quiesces without node liveness from the host', () => {
+    const r = singleLeader();
+    for (let t = 0; t < 10 * defaultOptions.quiesceAfterTicks; t++) r.tick();
+    expect(r.quiescent()).toBe(false);
+  });
+
+  it('refuses a role change while quiescent, and a wake while active', () => {
+    const core = new RaftCore(
+      1,
+      state([1, 2, 3]),
+      defaultOptions,
+      env(() => true),
+    );
+    const actor = createActor(replicaMachine, { input: { core } });
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (e) => errors.push(e) });
+    actor.start();
+    actor.send({ type: 'START' });
+    actor.send({ type: 'QUIESCE' });
+    expect(actor.getSnapshot().value).toEqual({ quiescent: 'follower' });
+    actor.send({ type: 'WAKE', leaderLapsed: false });
+    expect(actor.getSnapshot().value).toEqual({ active: 'follower' });
+    expect(core.quiescent).toBe(false);
+    actor.send({ type: 'QUIESCE' });
+    actor.send({ type: 'BECOME_PRECANDIDATE' });
+    expect(actor.getSnapshot().status).toBe('error');
+    expect(String(errors[0])).toContain('illegal role change: BECOME_PRECANDIDATE');
+
+    const other = new RaftCore(
+      2,
+      state([1, 2, 3]),
+      defaultOptions,
+      env(() => true),
+    );
+    const awake = createActor(replicaMachine, { input: { core: other } });
+    const wakeErrors: unknown[] = [];
+    awake.subscribe({ error: (e) => wakeErrors.push(e) });
+    awake.start();
+    awake.send({ type: 'START' });
+    awake.send({ type: 'WAKE', leaderLapsed: false });
+    expect(String(wakeErrors[0])).toContain('illegal lifecycle change: WAKE');
   });
 
   it('ignores ticks and messages once removed, and refuses proposals', () => {
