@@ -14,6 +14,8 @@ export interface RangeStatus {
   applied: number;
   lastIndex: number;
   lease: boolean;
+  /** Idle: not ticking, no heartbeats (DESIGN.md, "Quiescence and node liveness"). */
+  quiescent?: boolean;
   replicas: string[];
   /** Span [start, end); end null: no end. Absent from nodes older than this field. */
   start?: Uint8Array;

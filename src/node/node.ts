@@ -94,6 +94,8 @@ interface RangeHost {
   leaderSub: Subscription | undefined;
   /** Span size, recomputed (for reports and status) only after applies changed data. */
   spanStats: { keys: number; bytes: number } | undefined;
+  /** When this node last reported the range to the placement driver (performance.now()). */
+  reportedAtMs: number;
 }
 
 /** Messages for a range not here yet wait this long for its split to apply here. */
@@ -102,8 +104,9 @@ const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
 /** Ranges listed in one status reply (about 200 bytes each, under max_payload). */
 const statusRangesMax = 2000;
-/** How often range leaders report to the placement driver. */
+/** How often range leaders report to the placement driver; idle ranges less often. */
 const reportIntervalMs = 1000;
+const reportIdleIntervalMs = 5000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
 const raftPayloadBytesSoftMax = 768 * 1024;
 /** Client attempts give up after 1 s; a forwarded request must answer before that. */
@@ -136,6 +139,16 @@ export class Node {
   private readonly subs: Subscription[] = [];
   private ticker: NodeJS.Timeout | undefined;
   private turnScheduled = false;
+  /** Ranges with something to do in the next turn (the turn visits only these). */
+  private dirty = new Set<RangeHost>();
+  /** Initialized ranges that are not quiescent: the ones ticked. */
+  private readonly awake = new Set<RangeHost>();
+  /** Node liveness: when each peer node was last heard from (any raft envelope). */
+  private readonly lastHeard = new Map<string, number>();
+  /** Peers in any local range, and whether each was live at the last tick. */
+  private peers = new Map<string, boolean>();
+  private heartbeatDue = false;
+  private ticks = 0;
   private nextReadId = 1;
   private stopping = false;
   private readonly peerStores = new Map<string, string>();
@@ -258,6 +271,24 @@ export class Node {
     this.byStart = [...this.ranges.values()].sort((a, b) =>
       compareBytes(a.descriptor.start, b.descriptor.start),
     );
+    const peers = new Map<string, boolean>();
+    for (const h of this.ranges.values()) {
+      for (const r of h.descriptor.replicas) {
+        if (r.nodeId !== this.config.nodeId) peers.set(r.nodeId, this.peers.get(r.nodeId) ?? false);
+      }
+    }
+    this.peers = peers;
+  }
+
+  /** Node liveness (DESIGN.md): heard from within one election timeout. */
+  private nodeLive(nodeId: string, now = performance.now()): boolean {
+    if (nodeId === this.config.nodeId) return true;
+    const heard = this.lastHeard.get(nodeId);
+    return heard !== undefined && now - heard < this.livenessMs();
+  }
+
+  private livenessMs(): number {
+    return defaultOptions.electionTicks * this.config.tickMs;
   }
 
   /** The local range whose span holds `key`, if any. */
@@ -282,6 +313,7 @@ export class Node {
     const seed = webcrypto.getRandomValues(new Uint32Array(1))[0]!;
     const prng = new Prng(seed);
     const rangeId = descriptor.rangeId;
+    const nodeOf = new Map(descriptor.replicas.map((r) => [r.replicaId, r.nodeId]));
     const replica = new RangeReplica(
       me.replicaId,
       loaded.state,
@@ -290,6 +322,11 @@ export class Node {
         nowMs: () => performance.now(),
         random: () => prng.next(),
         takeSnapshot: () => this.store.takeSnapshot(rangeId),
+        // Quiescence (DESIGN.md): a replica's node is live if this node heard from it.
+        isLive: (id) => {
+          const node = nodeOf.get(id);
+          return node !== undefined && this.nodeLive(node);
+        },
       },
     );
     const h: RangeHost = {
@@ -299,7 +336,7 @@ export class Node {
       // from a snapshot, so an empty one is waiting for its snapshot.
       initialized: rangeId === metaRangeId || loaded.state.applied > 0,
       replica,
-      nodeOf: new Map(descriptor.replicas.map((r) => [r.replicaId, r.nodeId])),
+      nodeOf,
       proposals: [],
       writes: new Map(),
       reads: new Map(),
@@ -310,8 +347,11 @@ export class Node {
       opsPerS: 0,
       leaderSub: undefined,
       spanStats: undefined,
+      reportedAtMs: Number.NEGATIVE_INFINITY,
     };
     this.ranges.set(rangeId, h);
+    this.dirty.add(h);
+    if (h.initialized) this.awake.add(h);
     return h;
   }
 
@@ -388,17 +428,55 @@ export class Node {
 
   // ------------------------------------------------------------------ events
 
+  /**
+   * Ticks the ranges that are awake (quiescent ones cost nothing), sends this node's
+   * heartbeat to every peer (node liveness), and wakes the quiescent followers of a node
+   * whose liveness lapsed.
+   */
   private tick(): void {
     const now = performance.now();
-    for (const h of this.ranges.values()) {
-      if (h.initialized) h.replica.tick();
+    this.ticks++;
+    for (const h of this.awake) {
+      if (h.replica.quiescent()) {
+        this.awake.delete(h);
+        h.opsPerS = 0;
+        continue;
+      }
+      h.replica.tick();
+      this.dirty.add(h);
       if (now - h.opsSinceMs >= 1000) {
         h.opsPerS = Math.round((h.ops * 1000) / (now - h.opsSinceMs));
         h.ops = 0;
         h.opsSinceMs = now;
       }
     }
+    this.heartbeatDue = true;
+    const lapsed: string[] = [];
+    for (const [node, wasLive] of this.peers) {
+      const live = this.nodeLive(node, now);
+      if (wasLive && !live) lapsed.push(node);
+      this.peers.set(node, live);
+    }
+    // On a lapse, and every few seconds (a quiesce heartbeat delayed past a lapse).
+    if (lapsed.length > 0 || this.ticks % 20 === 0) this.wakeLapsed(now);
     this.scheduleTurn();
+  }
+
+  /** Quiescent followers whose leader's node is not live campaign (replica.leaderLapsed). */
+  private wakeLapsed(now: number): void {
+    for (const h of this.ranges.values()) {
+      if (!h.replica.quiescent() || h.replica.role() === 'leader') continue;
+      const node = h.nodeOf.get(h.replica.core.leader);
+      if (node !== undefined && this.nodeLive(node, now)) continue;
+      h.replica.leaderLapsed();
+      this.touch(h);
+    }
+  }
+
+  /** A range has work for the next turn (and is awake if it left quiescence). */
+  private touch(h: RangeHost): void {
+    this.dirty.add(h);
+    if (h.initialized && !h.replica.quiescent()) this.awake.add(h);
   }
 
   private scheduleTurn(): void {
@@ -434,6 +512,7 @@ export class Node {
       return;
     }
     if (!this.checkIdentity(e.from, e.store, e.cid)) return;
+    this.lastHeard.set(e.from, performance.now());
     this.stats.raftMessagesIn += e.msgs.length;
     const byRange = new Map<number, Message[]>();
     for (const [rangeId, m] of e.msgs) {
@@ -470,8 +549,12 @@ export class Node {
       if (!list) byRange.set(rangeId, (list = []));
       list.push(m);
     }
-    for (const [rangeId, ms] of byRange) this.ranges.get(rangeId)!.replica.step(ms);
-    this.scheduleTurn();
+    for (const [rangeId, ms] of byRange) {
+      const h = this.ranges.get(rangeId)!;
+      h.replica.step(ms);
+      this.touch(h);
+    }
+    if (byRange.size > 0) this.scheduleTurn();
   }
 
   /**
@@ -819,6 +902,7 @@ export class Node {
       return;
     }
     h.ops++;
+    this.touch(h);
     if (op.op === 'get' || op.op === 'scan') {
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
@@ -900,6 +984,7 @@ export class Node {
           data: encodeCommand({ op: 'split', key, generation, rightId, id: new Uint8Array(0) }),
           done,
         });
+        this.touch(h);
         this.scheduleTurn();
       },
       (err: Error) => done({ ok: false, code: 'Unavailable', msg: `no range id: ${err.message}` }),
@@ -918,7 +1003,9 @@ export class Node {
     /** Ranges that install a snapshot this turn: their applied index jumps to it. */
     const installed = new Map<RangeHost, number>();
     const outbox = new Map<string, [number, Message][]>();
-    for (const h of this.ranges.values()) {
+    const hosts = this.dirty;
+    this.dirty = new Set();
+    for (const h of hosts) {
       this.proposeBatch(h);
       for (let round = 0; round < 4 && h.replica.hasReady(); round++) {
         const rd = h.replica.ready();
@@ -952,6 +1039,11 @@ export class Node {
     // Messages first: a leader's appends need not wait for its own write (the leader
     // counts itself toward a commit only once durable), and followers' acknowledgements
     // in the outbox were released by persisted() already.
+    if (this.heartbeatDue) {
+      // The node heartbeat: every peer hears from this node at least once a tick.
+      this.heartbeatDue = false;
+      for (const node of this.peers.keys()) if (!outbox.has(node)) outbox.set(node, []);
+    }
     this.flushOutbox(outbox);
     if (!turn.isEmpty()) {
       const { results, durable } = turn.commit();
@@ -985,16 +1077,27 @@ export class Node {
             }
           }
           for (const [h, entries] of applied) h.applied = entries[entries.length - 1]!.index;
-          for (const [h, id] of persistedIds) h.replica.persisted(id);
-          for (const h of applied.keys()) if (h.readsWaiting.length > 0) this.serveReads(h);
+          for (const [h, id] of persistedIds) {
+            h.replica.persisted(id);
+            this.touch(h);
+          }
+          for (const h of applied.keys()) {
+            if (h.readsWaiting.length > 0) this.serveReads(h);
+            this.touch(h);
+          }
           this.scheduleTurn();
         },
         (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
       );
     }
-    for (const h of this.ranges.values()) {
+    for (const h of hosts) {
       if (h.readsWaiting.length > 0) this.serveReads(h);
       this.followLeadership(h);
+      if (h.replica.hasReady() || h.proposals.length > 0) {
+        this.dirty.add(h);
+        this.scheduleTurn();
+      }
+      if (h.initialized && !h.replica.quiescent()) this.awake.add(h);
     }
   }
 
@@ -1058,6 +1161,8 @@ export class Node {
         `${showSpan(right)} at generation ${right.generation}`,
     );
     if (wasLeader) this.recordDescriptors([h.descriptor, right]);
+    this.touch(h);
+    this.touch(r);
     this.scheduleTurn();
   }
 
@@ -1288,8 +1393,13 @@ export class Node {
   private report(): void {
     if (this.stopping || this.nc.isClosed()) return;
     const reports: Record<string, unknown>[] = [];
+    const now = performance.now();
     for (const h of this.ranges.values()) {
       if (!h.initialized || h.replica.role() !== 'leader') continue;
+      // Idle ranges are reported every few seconds, changed ones every second.
+      const changed = h.spanStats === undefined || h.opsPerS > 0;
+      if (!changed && now - h.reportedAtMs < reportIdleIntervalMs) continue;
+      h.reportedAtMs = now;
       const st = this.statsOf(h);
       const splitKey =
         st.bytes >= this.config.splitBytes ? this.store.medianKey(h.rangeId) : undefined;
@@ -1373,8 +1483,8 @@ export class Node {
     for (const [to, msgs] of outbox) {
       let batch: [number, Message][] = [];
       let bytes = 0;
-      const send = () => {
-        if (batch.length === 0) return;
+      const send = (force = false) => {
+        if (batch.length === 0 && !force) return;
         this.stats.raftBatchesOut++;
         this.nc.publish(
           subjects.raft(p, to),
@@ -1395,7 +1505,7 @@ export class Node {
         batch.push(item);
         bytes += size;
       }
-      send();
+      send(msgs.length === 0);
     }
   }
 
@@ -1436,6 +1546,7 @@ export class Node {
             applied: h.applied,
             lastIndex: s.lastIndex,
             lease: s.lease,
+            quiescent: h.replica.quiescent(),
             replicas: h.descriptor.replicas.map((r) => r.nodeId),
             start: h.descriptor.start,
             end: h.descriptor.end,

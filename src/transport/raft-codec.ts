@@ -144,7 +144,16 @@ export function checkMessage(x: unknown): Message | string {
       };
     case 'heartbeat':
       if (!isInt(m.commit) || !isInt(m.seq)) return 'bad heartbeat';
-      return { type: 'heartbeat', ...base, commit: m.commit, seq: m.seq };
+      if (m.quiesce !== undefined && m.quiesce !== null && !isBool(m.quiesce)) {
+        return 'bad heartbeat';
+      }
+      return {
+        type: 'heartbeat',
+        ...base,
+        commit: m.commit,
+        seq: m.seq,
+        ...(m.quiesce === true ? { quiesce: true } : {}),
+      };
     case 'heartbeatResponse':
       if (!isInt(m.seq)) return 'bad heartbeatResponse';
       return { type: 'heartbeatResponse', ...base, seq: m.seq };

@@ -135,9 +135,10 @@ describe('the rasputin CLI', () => {
     );
     expect(rest).toEqual([]);
     const cols = row!.trim().split(/\s+/);
-    // range 1, start "" (the empty key), no end, generation 1, its leader, the live key count
+    // range 1, start "" (the empty key), no end, generation 1, its leader, the key count
     expect(cols.slice(0, 5)).toEqual(['1', '""', '(end)', '1', leaderRow[0]]);
-    expect(Number(cols[6])).toBe(keys);
+    // The meta range also holds the system keys: its directory entry and the id counter.
+    expect(Number(cols[6])).toBe(keys + 2);
     expect(cols[cols.length - 1]).toBe('a,b,c');
 
     const nodes = await rasputin('nodes');
