@@ -37,6 +37,8 @@ const usage = `usage:
   rasputin scan [START [END]] [--limit N]   KEY<TAB>VALUE lines of [START, END), N default 100
   rasputin status
   rasputin split KEY                   split the range holding KEY at KEY
+  rasputin watch [PATTERN]             print mutations as they apply: '' all keys, 'a.' keys
+                                       under a., else that key (at most once, no history)
   rasputin ranges                      span, replicas, leader, generation, size, keys, ops/s
   rasputin nodes                       every node: store, ranges, leaders, counters
   rasputin placement                   the placement driver's recent decisions, with reasons
@@ -60,6 +62,8 @@ async function main(argv: string[]): Promise<number> {
       return status(rest);
     case 'split':
       return split(rest);
+    case 'watch':
+      return watch(rest);
     case 'ranges':
       return ranges(rest);
     case 'placement':
@@ -177,6 +181,30 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
       return 1;
     }
     throw err;
+  } finally {
+    await client.close();
+  }
+}
+
+async function watch(args: string[]): Promise<number> {
+  const { values, positionals } = commonOptions(args);
+  if (positionals.length > 1) {
+    console.error(`rasputin watch: expected at most 1 argument (PATTERN)\n${usage}`);
+    return 2;
+  }
+  const client = await Client.connect({ servers: natsUrl(values), prefix: prefixOf(values) });
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  process.once('SIGTERM', () => stop.abort());
+  try {
+    for await (const e of client.watch(positionals[0] ?? '', { signal: stop.signal })) {
+      const line =
+        e.op === 'set'
+          ? `set\t${show(e.key)}\t${show(e.value)}\t(revision ${e.revision}, range ${e.range})`
+          : `del\t${show(e.key)}\t\t(revision ${e.revision}, range ${e.range})`;
+      console.log(line);
+    }
+    return 0;
   } finally {
     await client.close();
   }

@@ -73,6 +73,7 @@ import {
   rangeIdCounterKey,
 } from '../storage/descriptor.ts';
 import { checkPrefix, defaultPrefix, subjects } from '../transport/subjects.ts';
+import { watchPattern } from '../transport/watch-subject.ts';
 import { asCachedRange, type CachedRange, RangeCache } from './range-cache.ts';
 
 export interface ClientOptions {
@@ -114,6 +115,18 @@ export interface CasResult {
 export interface DelResult {
   /** The last value; null when the key was absent. */
   value: Buffer | null;
+}
+
+/** A watch notification (docs/streams.md): a mutation, applied; at most once, no history. */
+export interface WatchEvent {
+  key: Buffer;
+  op: 'set' | 'del';
+  /** set: the new value. */
+  value?: Buffer;
+  /** The log position of the mutation in its range's lineage (per key, increasing). */
+  revision: number;
+  /** The range that applied it. */
+  range: number;
 }
 
 export interface ScanEntry {
@@ -491,6 +504,42 @@ export class Client {
       .finally(() => {
         this.directoryLoading = false;
       });
+  }
+
+  /**
+   * At-most-once notifications of applied mutations, from now on (docs/streams.md):
+   * `pattern` '' watches every key, a pattern ending with '.' every key that starts with
+   * it, any other pattern exactly that key. Nothing is replayed and a notification can be
+   * lost (a leader change, a slow consumer, a NATS reconnect): use subscribe for streams
+   * without gaps. Ends when `signal` fires or the client closes.
+   */
+  watch(
+    pattern: string | Uint8Array = '',
+    o: { signal?: AbortSignal } = {},
+  ): AsyncGenerator<WatchEvent, void, undefined> {
+    const bytes = toBytes(pattern, 'watch pattern');
+    if (bytes.length > limits.keyBytesMax) {
+      throw new InvalidArgumentError(
+        `watch pattern is ${bytes.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+        'keyBytesMax',
+      );
+    }
+    if (this.closed) throw new ClientClosedError();
+    const sub = this.nc.subscribe(watchPattern(this.prefix, bytes));
+    const stop = () => sub.unsubscribe();
+    o.signal?.addEventListener('abort', stop, { once: true });
+    if (o.signal?.aborted) stop();
+    return (async function* () {
+      try {
+        for await (const msg of sub) {
+          const e = asWatchEvent(msg.data);
+          if (e) yield e;
+        }
+      } finally {
+        o.signal?.removeEventListener('abort', stop);
+        if (!sub.isClosed()) sub.unsubscribe();
+      }
+    })();
   }
 
   /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
@@ -958,6 +1007,27 @@ function checkResult(x: unknown): WireResult | undefined {
     };
   }
   return undefined;
+}
+
+function asWatchEvent(data: Uint8Array): WatchEvent | undefined {
+  let raw: unknown;
+  try {
+    raw = decode(data);
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const r = raw as Record<string, unknown>;
+  if (!(r.key instanceof Uint8Array) || (r.op !== 'set' && r.op !== 'del')) return undefined;
+  if (typeof r.revision !== 'number' || typeof r.range !== 'number') return undefined;
+  if (r.op === 'set' && !(r.value instanceof Uint8Array)) return undefined;
+  return {
+    key: Buffer.from(r.key),
+    op: r.op,
+    ...(r.op === 'set' ? { value: Buffer.from(r.value as Uint8Array) } : {}),
+    revision: r.revision,
+    range: r.range,
+  };
 }
 
 function optionalBytes(value: Uint8Array | null | undefined, op: OpName): Buffer | null {

@@ -15,6 +15,7 @@ export {
   UnavailableError,
 } from '../protocol/errors.ts';
 export { limits, scanLimitMin } from '../protocol/wire.ts';
+export { keyOfSubject, watchPattern, watchSubject } from '../transport/watch-subject.ts';
 export {
   type CallOptions,
   type CasResult,
@@ -28,4 +29,5 @@ export {
   type ScanOptions,
   type ScanResult,
   scanLimits,
+  type WatchEvent,
 } from './client.ts';

@@ -16,6 +16,8 @@ export interface NodeConfig {
   readonly logEntriesMax: number;
   /** A range whose data passes this many bytes is split at its median key. */
   readonly splitBytes: number;
+  /** Whether range leaders publish watch notifications (docs/streams.md). */
+  readonly watch: boolean;
 }
 
 /** Production-sized (as TiKV's region-split-size order of magnitude). */
@@ -41,6 +43,13 @@ function positiveInt(name: string, raw: string | undefined, fallback: number, ma
   return n;
 }
 
+function onOff(name: string, raw: string | undefined, fallback: boolean): boolean {
+  if (raw === undefined) return fallback;
+  if (raw === 'on') return true;
+  if (raw === 'off') return false;
+  throw new ConfigError(`${name} must be on or off, got ${JSON.stringify(raw)}`);
+}
+
 /** Parses `rasputin start` arguments (without the `start`). Throws ConfigError on bad input. */
 export function parseNodeConfig(args: string[]): NodeConfig {
   let values: Record<string, string | boolean | undefined>;
@@ -57,6 +66,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         'tick-ms': { type: 'string' },
         'log-entries-max': { type: 'string' },
         'split-bytes': { type: 'string' },
+        watch: { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -107,6 +117,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       10_000,
       100_000_000,
     ),
+    watch: onOff('--watch', str('watch') ?? env('RASPUTIN_WATCH'), true),
     splitBytes: positiveInt(
       '--split-bytes',
       str('split-bytes') ?? env('RASPUTIN_SPLIT_BYTES'),

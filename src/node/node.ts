@@ -53,6 +53,7 @@ import {
   directoryEnd,
   directoryStart,
   inSpan,
+  isSystemKey,
   metaRangeId,
   type RangeDescriptor,
   showSpan,
@@ -62,6 +63,7 @@ import {
 import { Store, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
+import { watchSubject } from '../transport/watch-subject.ts';
 import type { NodeConfig } from './config.ts';
 
 type Done = (r: WireResult) => void;
@@ -1060,7 +1062,9 @@ export class Node {
           // Committed entries: the clients can have their answers now; a read at this
           // leader still waits until the apply is visible (durable, below).
           for (const [h, entries] of applied) {
-            this.answerApplied(h, entries, byRange.get(h.rangeId) ?? []);
+            const rs = byRange.get(h.rangeId) ?? [];
+            this.answerApplied(h, entries, rs);
+            if (this.config.watch) this.publishWatch(h, entries, rs);
           }
         },
         (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
@@ -1118,6 +1122,48 @@ export class Node {
     }
     for (let i = 0; i < batch.length; i++)
       h.writes.set(r.index + i, { term: r.term, done: batch[i]!.done });
+  }
+
+  /**
+   * Watch (docs/streams.md): the leader publishes each applied mutation of its own term on
+   * `<p>.watch.<key tokens>`, at most once, with no state per watcher. Entries of earlier
+   * terms were published (or lost) by their own leader, so a leader change repeats none.
+   */
+  private publishWatch(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
+    if (h.replica.role() !== 'leader') return;
+    const term = h.replica.core.term;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      const r = results[i];
+      if (e.term !== term || e.kind !== 'normal' || r === undefined || !r.ok) continue;
+      const cmd = decodeCommand(e.data);
+      if (cmd === undefined || isSystemKey(cmd.key)) continue;
+      let event: { op: 'set' | 'del'; value?: Uint8Array } | undefined;
+      if (cmd.op === 'set') event = { op: 'set', value: cmd.value };
+      else if (cmd.op === 'cas' && r.success === true) event = { op: 'set', value: cmd.value };
+      else if (cmd.op === 'del' && r.value !== null && r.value !== undefined) event = { op: 'del' };
+      // A retried write whose first attempt applied changed nothing now.
+      if (event === undefined || r.duplicate) continue;
+      try {
+        this.nc.publish(
+          watchSubject(this.config.prefix, cmd.key),
+          encode({
+            v: protocolVersion,
+            key: cmd.key,
+            op: event.op,
+            ...(event.value ? { value: event.value } : {}),
+            revision: e.index,
+            range: h.rangeId,
+          }),
+        );
+      } catch (err) {
+        this.log.limited(
+          'warn',
+          'watch',
+          `could not publish a watch event: ${(err as Error).message}`,
+        );
+      }
+    }
   }
 
   private refreshDescriptor(h: RangeHost): void {

@@ -68,6 +68,8 @@ export type ApplyResult =
       readonly ok: true;
       readonly value?: Uint8Array | null;
       readonly success?: boolean;
+      /** A retried request: this result is the first one's, and nothing changed now. */
+      readonly duplicate?: boolean;
       /** An applied split: both sides' new descriptors. */
       readonly split?: { readonly left: RangeDescriptor; readonly right: RangeDescriptor };
     }
@@ -245,7 +247,11 @@ export function applyCommand(
   if (cmd.id.length > 0 && prior !== undefined) {
     assert(prior.index < index, 'a request was recorded before this command');
     if (isRemembered(prior.index, index, windowEntries)) {
-      return { result: prior.result, record: 'unchanged', request: undefined };
+      // A retry: the first result, marked so that nobody reports the mutation twice.
+      const result: ApplyResult = prior.result.ok
+        ? { ...prior.result, duplicate: true }
+        : prior.result;
+      return { result, record: 'unchanged', request: undefined };
     }
   }
 

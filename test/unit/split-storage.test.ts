@@ -164,7 +164,7 @@ describe('split', () => {
     // A retry of the write to x, now in range 9, returns the first result and changes nothing.
     await run(store, 9, [set('x', '2', 'other')]);
     const [retry] = await run(store, 9, [set('x', 'retried', 'id-x')]);
-    expect(retry).toEqual({ ok: true });
+    expect(retry).toEqual({ ok: true, duplicate: true });
     expect(String(store.get(b('x'))!.value)).toBe('2');
   });
 

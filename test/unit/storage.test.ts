@@ -588,7 +588,7 @@ describe('state machine', () => {
     });
     const prior = { index: 2, result: { ok: true, success: false, value: null } } as const;
     expect(applyCommand(withId, 12, current, prior, 10)).toEqual({
-      result: prior.result,
+      result: { ...prior.result, duplicate: true },
       record: 'unchanged',
       request: undefined,
     });
