@@ -60,8 +60,20 @@ export type Command =
     };
 
 /**
+ * A command about the range itself rather than a key, applied by the store, the same on
+ * every replica (store.ts). Encoded apart from Command (encodeRangeCommand) and never
+ * returned by decodeCommand, so code that handles keyed commands never meets one.
+ *
+ * compactEvents: deletes the range's mutation events with revision <= upTo (an upTo past
+ * the entry's own index means the entry's index) and makes upTo + 1 the oldest retained
+ * revision; an upTo below the current point changes nothing (docs/streams.md).
+ */
+export type RangeCommand = { readonly op: 'compactEvents'; readonly upTo: LogIndex };
+
+/**
  * set: {ok}; cas: {ok, success, value: the current value after the op (the new one on
- * success)}; del: {ok, value: the last value or null}. noop and config entries: {ok}.
+ * success)}; del: {ok, value: the last value or null}. noop and config entries, and
+ * compactEvents: {ok}.
  */
 export type ApplyResult =
   | {
@@ -140,6 +152,26 @@ export function encodeCommand(cmd: Command): Uint8Array {
         id: cmd.id,
       });
   }
+}
+
+export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
+  assert(Number.isSafeInteger(cmd.upTo) && cmd.upTo >= 0, 'revisions are safe integers');
+  return packr.pack({ op: 'compactEvents', upTo: cmd.upTo });
+}
+
+/** The range command in `bytes`, or undefined for anything else (keyed commands too). */
+export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined {
+  let raw: unknown;
+  try {
+    raw = packr.unpack(bytes);
+  } catch {
+    return undefined;
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
+  const { op, upTo } = raw as Record<string, unknown>;
+  if (op !== 'compactEvents') return undefined;
+  if (typeof upTo !== 'number' || !Number.isSafeInteger(upTo) || upTo < 0) return undefined;
+  return { op, upTo };
 }
 
 function isCount(x: unknown): x is number {

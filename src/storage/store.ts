@@ -7,6 +7,7 @@
 //   data   user key bytes -> DataRecord          keys are global: a range owns a span
 //   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
 //   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
+//   events [rangeId u32 BE][revision u64 BE] -> event (plain msgpack map, events.ts)
 //
 // At most once (DESIGN.md, "Client semantics"): each applied request id has a record of
 // its own in `requests`, so applying a command reads and writes O(1) records however many
@@ -21,6 +22,25 @@
 // a snapshot carries the request records with their indexes and the installing replica
 // rebuilds the same queue from them (invariant: the queue holds exactly one item per
 // request record of the range, at the record's index).
+//
+// Mutation events (DESIGN.md, "Streams"; docs/streams.md): applying entry i of a range
+// writes at most one event, under (rangeId, i), in the apply's transaction: a set or a cas
+// that succeeded ({key, op: set, value, prevValue?}), a del of an existing key ({key, op:
+// del, prevValue}), or, for a split, a marker {op: split, left, right} in the parent's
+// stream. A revision is the log index of the entry that caused the event (the data
+// record's revision too); the right-hand range of a split continues the parent's log, so
+// its events have higher revisions than the marker. Retries that changed nothing, failed
+// cas, dels of absent keys and system-key writes leave none. Each range's state records
+// `eventsOldestRetained`: events below it are compacted (a reader after a revision below
+// eventsOldestRetained - 1 is told so, never given a gap). The replicated command
+// compactEvents{upTo} raises it to upTo + 1 at once, identically on every replica; the
+// compacted events are then deleted eventsDeletedPerEntry per applied entry (as the
+// expiry queue is), so no apply does a burst of deletes. Invariant, per range: every
+// event with a revision in [eventsOldestRetained, applied] is stored; stored events below
+// eventsOldestRetained are ones not deleted yet, at or after `eventsFloor` (derived at
+// open) and never read. Snapshots carry the retained events and eventsOldestRetained; the
+// parent of a split keeps its events, and the right-hand range starts with none and
+// eventsOldestRetained = split index + 1.
 //
 // All writes of one event-loop turn, for all ranges, go into ONE LMDB write transaction
 // (Turn.commit), an asynchronous lmdb-js transaction: lmdb-js commits it and fsyncs on
@@ -37,6 +57,8 @@
 // - the log holds exactly the entries (snapshot.index, lastIndex], contiguous;
 // - snapshot.index <= applied <= lastIndex;
 // - the data of the range's span is the state machine after applying (0, applied];
+// - eventsFloor <= eventsOldestRetained <= applied + 1, and the events database holds the
+//   range's events of (eventsOldestRetained - 1, applied] exactly;
 // - the spans of the ranges on one node are disjoint.
 
 import { randomUUID } from 'node:crypto';
@@ -64,6 +86,7 @@ import {
   compareBytes,
   type DataRecord,
   decodeCommand,
+  decodeRangeCommand,
   decodeRecord,
   decodeRequest,
   dedupWindowEntries,
@@ -71,6 +94,7 @@ import {
   encodeRequest,
   keyBytesMax,
   packr,
+  type RangeCommand,
   type RequestRecord,
   requestIdBytesMax,
 } from './commands.ts';
@@ -85,8 +109,25 @@ import {
   spansOverlap,
   systemPrefixEnd,
 } from './descriptor.ts';
+import {
+  asRangeEvent,
+  copyEvent,
+  decodeEvent,
+  type EventsOptions,
+  type EventsRead,
+  encodeEvent,
+  eventBytes,
+  eventMatches,
+  eventsDeletedPerEntry,
+  eventsExaminedMax,
+  eventsPageBytesMax,
+  eventToWire,
+  type RangeEvent,
+  type StoredEvent,
+} from './events.ts';
 
 export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
+export type { EventsOptions, EventsRead, RangeEvent, StoredEvent } from './events.ts';
 
 export interface StoreOptions {
   /** Log positions a request id is remembered for; every replica must use the same. */
@@ -117,6 +158,10 @@ interface SnapshotData {
   readonly requests: ReadonlyArray<
     readonly [key: Uint8Array, id: Uint8Array, index: LogIndex, result: ApplyResult]
   >;
+  /** The range's eventsOldestRetained at `applied`. */
+  readonly oldestRetained: LogIndex;
+  /** The range's retained events, by ascending revision (keys may lie outside the span). */
+  readonly events: ReadonlyArray<readonly [revision: LogIndex, event: RangeEvent]>;
 }
 
 /** A request record with the key and id it is stored under (Store.inspectRequests). */
@@ -137,11 +182,22 @@ interface RangeRecord {
   readonly snapshot: SnapshotMeta;
   /** The configuration as of `applied` (what takeSnapshot reports). */
   readonly config: Configuration;
+  /**
+   * The oldest revision whose event is retained: the events of (eventsOldestRetained - 1,
+   * applied] are all stored; older ones are compacted. 1 for a new range.
+   */
+  readonly eventsOldestRetained: LogIndex;
 }
 
-/** The cached state of a range; `lastIndex` is derived from the log at open. */
+/** The cached state of a range; `lastIndex` and `eventsFloor` are derived at open. */
 interface RangeState extends RangeRecord {
   readonly lastIndex: LogIndex;
+  /**
+   * No event of the range below this revision is stored. Compacted events in [eventsFloor,
+   * eventsOldestRetained) are still to be deleted. Invariant: eventsFloor <=
+   * eventsOldestRetained. Local bookkeeping, not replicated (a snapshot install resets it).
+   */
+  readonly eventsFloor: LogIndex;
 }
 
 export interface TurnCommit {
@@ -168,8 +224,16 @@ type TurnOp =
   | { readonly kind: 'apply'; readonly rangeId: number; readonly entries: readonly Entry[] }
   | { readonly kind: 'compact'; readonly rangeId: number; readonly meta: SnapshotMeta };
 
-/** The layout of data, requests and expiry (stored in meta; see Store's constructor). */
-const storageFormat = '2';
+/**
+ * The layout of data, requests, expiry and events (stored in meta; see Store's
+ * constructor). 2 had no events database and no eventsOldestRetained in range records.
+ */
+const storageFormat = '3';
+/** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
+const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
+  [undefined, 'request ids inside data records'],
+  ['2', 'no mutation events'],
+]);
 /**
  * Expiry queue items an applied entry may delete: more than the one request an entry can
  * record, so the queue drains after a backlog (a snapshot, a bigger window before), and a
@@ -331,6 +395,12 @@ function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
   const r = packr.unpack(bytes) as RangeRecord;
   assert(typeof r === 'object' && r !== null, 'a stored range record decodes');
   assert(Number.isSafeInteger(r.applied) && r.descriptor !== undefined, 'range record shape');
+  assert(
+    Number.isSafeInteger(r.eventsOldestRetained) &&
+      r.eventsOldestRetained >= 1 &&
+      r.eventsOldestRetained <= r.applied + 1,
+    'a range record has its oldest retained event revision',
+  );
   return r;
 }
 
@@ -341,6 +411,7 @@ function encodeRangeRecord(s: RangeState): Buffer {
     applied: s.applied,
     snapshot: s.snapshot,
     config: s.config,
+    eventsOldestRetained: s.eventsOldestRetained,
   };
   return packr.pack(record);
 }
@@ -350,7 +421,13 @@ function isSnapshotKey(x: unknown): x is Uint8Array {
 }
 
 function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
-  const raw = packr.unpack(bytes) as { applied?: unknown; records?: unknown; requests?: unknown };
+  const raw = packr.unpack(bytes) as {
+    applied?: unknown;
+    records?: unknown;
+    requests?: unknown;
+    oldestRetained?: unknown;
+    events?: unknown;
+  };
   assert(typeof raw === 'object' && raw !== null, 'snapshot data is a map');
   assert(typeof raw.applied === 'number', 'snapshot data has its applied index');
   assert(
@@ -379,7 +456,57 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
     assert(previous === undefined || Buffer.compare(previous, reqKey) < 0, 'requests ascend');
     previous = reqKey;
   }
-  return raw as SnapshotData;
+  const oldest = raw.oldestRetained;
+  assert(
+    typeof oldest === 'number' &&
+      Number.isSafeInteger(oldest) &&
+      oldest >= 1 &&
+      oldest <= raw.applied + 1,
+    'snapshot data has its oldest retained event revision, at most applied + 1',
+  );
+  assert(Array.isArray(raw.events), 'snapshot data has its events');
+  const events: Array<SnapshotData['events'][number]> = [];
+  let revision = oldest - 1;
+  for (const pair of raw.events as unknown[]) {
+    assert(Array.isArray(pair) && pair.length === 2, 'snapshot events are [revision, event]');
+    const r = pair[0];
+    // Ascending and unique (one event per entry), all retained and applied.
+    assert(
+      typeof r === 'number' && Number.isSafeInteger(r) && r > revision && r <= raw.applied,
+      'snapshot event revisions ascend within the retained, applied window',
+    );
+    revision = r;
+    const event = asRangeEvent(pair[1]);
+    assert(event !== undefined, 'snapshot events are events');
+    events.push([r, event]);
+  }
+  return { ...(raw as SnapshotData), events };
+}
+
+/**
+ * The event of an applied set, cas or del that changed `key` from `before` to `after`, or
+ * undefined for commands that leave none (system keys: the directory, the id counter).
+ */
+function mutationEvent(
+  cmd: Command,
+  key: Buffer,
+  before: DataRecord | undefined,
+  after: DataRecord | undefined,
+): RangeEvent | undefined {
+  if (isSystemKey(key)) return undefined;
+  switch (cmd.op) {
+    case 'set':
+    case 'cas':
+      assert(after !== undefined, 'a set or cas that changed its key leaves a value');
+      return before === undefined
+        ? { op: 'set', key, value: after.value }
+        : { op: 'set', key, value: after.value, prevValue: before.value };
+    case 'del':
+      assert(before !== undefined && after === undefined, 'a del that changed its key had one');
+      return { op: 'del', key, prevValue: before.value };
+    default:
+      return undefined;
+  }
 }
 
 export class StoreLockedError extends Error {
@@ -432,6 +559,7 @@ export class Store {
   private readonly dataDb: Database<Buffer, Buffer>;
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
+  private readonly eventsDb: Database<Buffer, Buffer>;
   /** The committed state of every range, as stored; replaced only after a commit. */
   private readonly rangeStates = new Map<number, RangeState>();
   private closed = false;
@@ -471,17 +599,26 @@ export class Store {
       keyEncoding: 'binary',
       encoding: 'binary',
     });
+    this.eventsDb = this.root.openDB<Buffer, Buffer>('events', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
 
     let storeId = this.metaDb.get('storeId');
     const format = this.metaDb.get('storageFormat');
-    if (format === undefined) {
+    if (format !== storageFormat) {
+      const older = olderLayouts.get(format);
+      if (older === undefined) {
+        throw new Error(`${dir}: unknown storage layout ${format} (expected ${storageFormat})`);
+      }
       // A store without ranges has no state in any layout; one with ranges was written by
-      // the layout that kept request ids inside data records, which this code cannot read.
+      // an older layout, which this code cannot read.
       if (storeId !== undefined && this.stateDb.getKeysCount() > 0) {
         throw new Error(
-          `${dir}: the store holds ranges in an older storage layout (request ids inside ` +
-            `data records); this version reads layout ${storageFormat}. Remove the directory ` +
-            'and let the node rejoin (it catches up by snapshot).',
+          `${dir}: the store holds ranges in an older storage layout ` +
+            `(${format === undefined ? '' : `${format}: `}${older}); this version reads ` +
+            `layout ${storageFormat}. Remove the directory and let the node rejoin (it ` +
+            'catches up by snapshot).',
         );
       }
       const id = storeId ?? randomUUID();
@@ -491,8 +628,6 @@ export class Store {
       });
       this.stats.commits++;
       storeId = id;
-    } else if (format !== storageFormat) {
-      throw new Error(`${dir}: unknown storage layout ${format} (expected ${storageFormat})`);
     }
     assert(storeId !== undefined, 'a store has its id');
     this.storeId = storeId;
@@ -512,7 +647,15 @@ export class Store {
       assert(lastIndex >= record.snapshot.index, 'the log ends at or after the snapshot');
       assert(record.applied >= record.snapshot.index, 'applied is at or after the snapshot');
       assert(record.applied <= lastIndex, 'applied entries are in the log');
-      this.rangeStates.set(key, { ...record, lastIndex });
+      let eventsFloor = record.eventsOldestRetained;
+      for (const first of this.eventsDb.getKeys({
+        start: logKey(key, 0),
+        end: logKey(key, record.eventsOldestRetained),
+        limit: 1,
+      })) {
+        eventsFloor = logKeyIndex(first);
+      }
+      this.rangeStates.set(key, { ...record, lastIndex, eventsFloor });
     }
   }
 
@@ -607,11 +750,14 @@ export class Store {
       snapshot: { index: 0, term: 0, config },
       config,
       lastIndex: 0,
+      eventsOldestRetained: 1,
+      eventsFloor: 1,
     };
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
       this.clearLog(descriptor.rangeId);
       this.clearExpiry(descriptor.rangeId);
+      this.clearEvents(descriptor.rangeId);
       for (const [key, value] of records) {
         assert(inSpan(descriptor, key), 'initial records are in the span');
         this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord({ value, revision: 0 })));
@@ -711,8 +857,115 @@ export class Store {
   }
 
   /**
+   * A page of the range's stream of mutation events (docs/streams.md): its events with a
+   * revision > afterRevision, ascending, read in ONE read transaction together with the
+   * range's state, so `applied` and `oldestRetained` describe exactly the events seen.
+   * With `prefix`, only events of keys that start with it, and every split marker. The
+   * page stops after `limit` events, before the event that would take its eventBytes over
+   * `bytesMax` (but holds at least one), or after examining `examinedMax` stored events
+   * (a rare prefix costs a bounded read; `events` may then be empty with `next` moved on);
+   * `next` is the revision to continue after, `applied` once the page reached the end.
+   * - afterRevision < oldestRetained - 1 (events the reader has not seen were compacted):
+   *   {compacted: true, oldestRetained}, never a page with a gap;
+   * - afterRevision >= applied (nothing yet, or a cursor from a replica that is ahead):
+   *   no events, next = afterRevision.
+   * Undefined when the range has no committed state on this node.
+   */
+  events(
+    rangeId: number,
+    afterRevision: LogIndex,
+    limit: number,
+    options: EventsOptions = {},
+  ): EventsRead | undefined {
+    assert(!this.closed, 'the store is open');
+    assert(Number.isSafeInteger(afterRevision) && afterRevision >= 0, 'a revision cursor');
+    assert(Number.isSafeInteger(limit) && limit >= 1, 'an events limit is a positive integer');
+    const prefix = options.prefix ?? emptyValue;
+    const bytesMax = options.bytesMax ?? eventsPageBytesMax;
+    const examinedMax = options.examinedMax ?? eventsExaminedMax;
+    assert(bytesMax >= 0, 'an events byte budget is not negative');
+    assert(Number.isSafeInteger(examinedMax) && examinedMax >= 1, 'examinedMax is positive');
+    const transaction = this.root.useReadTransaction();
+    try {
+      const stored = this.stateDb.get(rangeId, { transaction });
+      if (stored === undefined) return undefined;
+      const { applied, eventsOldestRetained: oldestRetained } = decodeRangeRecord(stored);
+      if (afterRevision < oldestRetained - 1) return { compacted: true, oldestRetained, applied };
+      const events: StoredEvent[] = [];
+      if (afterRevision >= applied) {
+        return { compacted: false, events, next: afterRevision, oldestRetained, applied };
+      }
+      let next = afterRevision;
+      let bytes = 0;
+      let examined = 0;
+      // The range's events up to `applied` are exactly those of the state read here: each
+      // is written in the transaction that applies its entry.
+      for (const { key, value } of this.eventsDb.getRange({
+        start: logKey(rangeId, afterRevision + 1),
+        end: logKey(rangeId, applied + 1),
+        transaction,
+      })) {
+        if (events.length === limit || examined === examinedMax) {
+          return { compacted: false, events, next, oldestRetained, applied };
+        }
+        const revision = logKeyIndex(key);
+        const event = decodeEvent(value);
+        if (eventMatches(event, prefix)) {
+          const size = eventBytes(event);
+          if (events.length > 0 && bytes + size > bytesMax) {
+            return { compacted: false, events, next, oldestRetained, applied };
+          }
+          // Copies: nothing returned points into a buffer LMDB or msgpackr may reuse.
+          events.push(copyEvent(event, revision));
+          bytes += size;
+        }
+        examined++;
+        next = revision;
+      }
+      return { compacted: false, events, next: applied, oldestRetained, applied };
+    } finally {
+      transaction.done();
+    }
+  }
+
+  /**
+   * For the range's leader: the `upTo` of a compactEvents command (encodeRangeCommand)
+   * that keeps the stream's last `retainRevisions` revisions, or undefined while fewer
+   * than `batchRevisions` revisions (by default a quarter of the window) have passed out
+   * of the window, so a busy range proposes one compaction per batch, not one per entry.
+   * Reads the latest applied state; the command itself is what every replica applies.
+   */
+  eventsToCompact(
+    rangeId: number,
+    retainRevisions: number,
+    batchRevisions: number = Math.max(1, Math.ceil(retainRevisions / 4)),
+  ): LogIndex | undefined {
+    assert(Number.isSafeInteger(retainRevisions) && retainRevisions >= 0, 'a retention window');
+    assert(Number.isSafeInteger(batchRevisions) && batchRevisions >= 1, 'a compaction batch');
+    const s = this.rangeStates.get(rangeId);
+    assert(s !== undefined, 'events of an existing range are compacted');
+    const upTo = s.applied - retainRevisions;
+    return upTo - (s.eventsOldestRetained - 1) >= batchRevisions ? upTo : undefined;
+  }
+
+  /**
+   * For tests and debugging: the revisions of the range's events as stored, including
+   * compacted ones not deleted yet, and the committed oldest retained revision.
+   */
+  inspectEvents(rangeId: number): { revisions: LogIndex[]; oldestRetained: LogIndex } {
+    const s = this.rangeStates.get(rangeId);
+    assert(s !== undefined, 'events of an existing range');
+    const revisions = Array.from(
+      this.eventsDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
+      logKeyIndex,
+    );
+    return { revisions, oldestRetained: s.eventsOldestRetained };
+  }
+
+  /**
    * The state machine of the range's span at its applied index, read in one read
-   * transaction. meta.term is the term of the entry at `applied`.
+   * transaction. meta.term is the term of the entry at `applied`. It carries the range's
+   * retained events (and their oldest revision) too.
    */
   takeSnapshot(rangeId: number): Snapshot {
     const transaction = this.root.useReadTransaction();
@@ -745,11 +998,21 @@ export class Store {
         const request = decodeRequest(value);
         requests.push([userKey, id, request.index, request.result]);
       }
+      const events: Array<SnapshotData['events'][number]> = [];
+      for (const { key, value } of this.eventsDb.getRange({
+        start: logKey(rangeId, s.eventsOldestRetained),
+        end: logKey(rangeId, s.applied + 1),
+        transaction,
+      })) {
+        events.push([logKeyIndex(key), eventToWire(decodeEvent(value))]);
+      }
       const data: SnapshotData = {
         applied: s.applied,
         descriptor: descriptorToWire(s.descriptor),
         records,
         requests,
+        oldestRetained: s.eventsOldestRetained,
+        events,
       };
       return {
         meta: { index: s.applied, term, config: s.config },
@@ -919,17 +1182,58 @@ export class Store {
       s.applied = e.index;
       // Per entry, not per turn: replicas batch entries into turns differently.
       this.expire(s.descriptor.rangeId, e.index);
-      if (e.kind !== 'normal') {
-        out.push({ ok: true });
-        continue;
-      }
-      const cmd = decodeCommand(e.data);
-      out.push(
-        cmd?.op === 'split'
-          ? this.applySplit(s, e, cmd, created)
-          : this.applyNormal(s.descriptor, e, cmd, records),
-      );
+      out.push(this.applyEntry(s, e, records, created));
+      this.deleteCompactedEvents(s);
     }
+  }
+
+  private applyEntry(
+    s: Mutable<RangeState>,
+    e: Entry,
+    records: RecordCache,
+    created: (right: Mutable<RangeState>) => void,
+  ): ApplyResult {
+    if (e.kind !== 'normal') return { ok: true };
+    const cmd = decodeCommand(e.data);
+    if (cmd?.op === 'split') return this.applySplit(s, e, cmd, created);
+    const rangeCmd = cmd === undefined ? decodeRangeCommand(e.data) : undefined;
+    if (rangeCmd !== undefined) return this.applyCompactEvents(s, e, rangeCmd);
+    return this.applyNormal(s.descriptor, e, cmd, records);
+  }
+
+  /**
+   * compactEvents (commands.ts): events with revision <= upTo are compacted at once (no
+   * reader gets them), and deleted a few per applied entry (deleteCompactedEvents). Events
+   * only exist up to this entry, so a later upTo compacts up to here. Reads only
+   * replicated state: every replica ends at the same eventsOldestRetained.
+   */
+  private applyCompactEvents(s: Mutable<RangeState>, e: Entry, cmd: RangeCommand): ApplyResult {
+    const oldest = Math.min(cmd.upTo, e.index) + 1;
+    if (oldest > s.eventsOldestRetained) s.eventsOldestRetained = oldest;
+    return { ok: true };
+  }
+
+  /**
+   * Deletes up to eventsDeletedPerEntry of the range's compacted events that are still
+   * stored (those in [eventsFloor, eventsOldestRetained)), oldest first.
+   */
+  private deleteCompactedEvents(s: Mutable<RangeState>): void {
+    if (s.eventsFloor >= s.eventsOldestRetained) return;
+    const rangeId = s.descriptor.rangeId;
+    const due = Array.from(
+      this.eventsDb.getKeys({
+        start: logKey(rangeId, s.eventsFloor),
+        end: logKey(rangeId, s.eventsOldestRetained),
+        limit: eventsDeletedPerEntry,
+      }),
+    );
+    this.stats.applyReads += due.length;
+    for (const key of due) this.eventsDb.removeSync(key);
+    const last = due[due.length - 1];
+    s.eventsFloor =
+      due.length < eventsDeletedPerEntry || last === undefined
+        ? s.eventsOldestRetained
+        : logKeyIndex(last) + 1;
   }
 
   /**
@@ -975,12 +1279,19 @@ export class Store {
       generation,
     };
     s.descriptor = left;
+    // The parent's stream says where the right-hand span went; the new range's own
+    // stream starts after this entry.
+    this.eventsDb.putSync(
+      logKey(d.rangeId, e.index),
+      asBuffer(encodeEvent({ op: 'split', left, right })),
+    );
     for (const { key, value } of this.requestsDb.getRange(requestBounds(right))) {
       const index = decodeRequest(value).index;
       this.expiryDb.removeSync(expiryKey(d.rangeId, index, key));
       this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
     }
     this.clearLog(right.rangeId);
+    this.clearEvents(right.rangeId);
     created({
       descriptor: right,
       hardState: { term: e.term, vote: 0, commit: e.index },
@@ -988,6 +1299,8 @@ export class Store {
       snapshot: { index: e.index, term: e.term, config: s.config },
       config: s.config,
       lastIndex: e.index,
+      eventsOldestRetained: e.index + 1,
+      eventsFloor: e.index + 1,
     });
     return { ok: true, split: { left, right } };
   }
@@ -1053,10 +1366,15 @@ export class Store {
       this.stats.applyReads++;
       if (stored !== undefined) prior = decodeRequest(stored);
     }
-    const outcome = applyCommand(cmd, e.index, cached.record, prior, this.dedupWindowEntries);
+    const before = cached.record;
+    const outcome = applyCommand(cmd, e.index, before, prior, this.dedupWindowEntries);
     if (outcome.record !== 'unchanged') {
       cached.record = outcome.record;
       cached.dirty = true;
+      const event = mutationEvent(cmd, key, before, outcome.record);
+      if (event !== undefined) {
+        this.eventsDb.putSync(logKey(d.rangeId, e.index), asBuffer(encodeEvent(event)));
+      }
     }
     if (outcome.request !== undefined) {
       assert(reqKey !== undefined, 'only a request with an id is recorded');
@@ -1124,6 +1442,13 @@ export class Store {
       this.requestsDb.putSync(reqKey, asBuffer(encodeRequest({ index, result })));
       this.expiryDb.putSync(expiryKey(rangeId, index, reqKey), emptyValue);
     }
+    // The range's stream: the retained events, whatever this replica had before.
+    this.clearEvents(rangeId);
+    for (const [revision, event] of data.events) {
+      this.eventsDb.putSync(logKey(rangeId, revision), asBuffer(encodeEvent(event)));
+    }
+    s.eventsOldestRetained = data.oldestRetained;
+    s.eventsFloor = data.oldestRetained;
     this.clearLog(rangeId);
     s.applied = snapshot.meta.index;
     s.snapshot = snapshot.meta;
@@ -1145,6 +1470,14 @@ export class Store {
       this.expiryDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
     );
     for (const key of keys) this.expiryDb.removeSync(key);
+  }
+
+  /** Deletes every stored event of a range (inside the caller's write transaction). */
+  private clearEvents(rangeId: number): void {
+    const keys = Array.from(
+      this.eventsDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
+    );
+    for (const key of keys) this.eventsDb.removeSync(key);
   }
 
   /** Deletes the whole log of a range (inside the caller's write transaction). */

@@ -1,0 +1,969 @@
+// Mutation events in the store (subscribe's storage, docs/streams.md): written with the
+// apply, read in revision order, carried across splits, compacted by a replicated command,
+// carried by snapshots. On real LMDB environments in temporary directories.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { open as lmdbOpen } from 'lmdb';
+import { afterEach, describe, expect, it } from 'vitest';
+import { InvariantViolation } from '../../ranges/core/assert.ts';
+import type { Configuration, Entry, Snapshot } from '../../ranges/core/types.ts';
+import { Prng } from '../../src/lib/prng.ts';
+import {
+  type ApplyResult,
+  type Command,
+  decodeCommand,
+  decodeRangeCommand,
+  encodeCommand,
+  encodeRangeCommand,
+  packr,
+  type RangeCommand,
+} from '../../src/storage/commands.ts';
+import {
+  directoryKey,
+  encodeDescriptor,
+  inSpan,
+  type RangeDescriptor,
+  rangeIdCounterKey,
+  showSpan,
+  spansOverlap,
+  systemPrefix,
+} from '../../src/storage/descriptor.ts';
+import { eventBytes, eventsDeletedPerEntry } from '../../src/storage/events.ts';
+import { type EventsRead, Store, type StoredEvent } from '../../src/storage/store.ts';
+
+const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
+const b = (s: string): Buffer => Buffer.from(s);
+const str = (x: Uint8Array | undefined): string | undefined =>
+  x === undefined ? undefined : Buffer.from(x).toString();
+
+const dirs: string[] = [];
+const stores: Store[] = [];
+
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rasputin-events-'));
+  dirs.push(dir);
+  return dir;
+}
+
+function openStore(dir = tempDir()): Store {
+  const store = Store.open(dir);
+  stores.push(store);
+  return store;
+}
+
+async function closeStore(store: Store): Promise<void> {
+  stores.splice(stores.indexOf(store), 1);
+  await store.close();
+}
+
+function range(rangeId: number, start: string, end: string | null): RangeDescriptor {
+  return {
+    rangeId,
+    start: b(start),
+    end: end === null ? null : b(end),
+    replicas: [
+      { nodeId: 'a', replicaId: 1, role: 'voter' },
+      { nodeId: 'b', replicaId: 2, role: 'voter' },
+      { nodeId: 'c', replicaId: 3, role: 'voter' },
+    ],
+    generation: 1,
+  };
+}
+
+const whole = range(1, '', null);
+
+type Item = Command | RangeCommand | 'noop' | Uint8Array;
+
+const set = (key: string, value: string, id = ''): Command => ({
+  op: 'set',
+  key: b(key),
+  value: b(value),
+  id: b(id),
+});
+const cas = (key: string, expect: string | null, value: string, id = ''): Command => ({
+  op: 'cas',
+  key: b(key),
+  expect: expect === null ? null : b(expect),
+  value: b(value),
+  id: b(id),
+});
+const del = (key: string, id = ''): Command => ({ op: 'del', key: b(key), id: b(id) });
+const split = (key: string, generation: number, rightId: number): Command => ({
+  op: 'split',
+  key: b(key),
+  generation,
+  rightId,
+  id: new Uint8Array(0),
+});
+const compact = (upTo: number): RangeCommand => ({ op: 'compactEvents', upTo });
+
+function encodeItem(item: Exclude<Item, 'noop'>): Uint8Array {
+  if (item instanceof Uint8Array) return item;
+  return item.op === 'compactEvents' ? encodeRangeCommand(item) : encodeCommand(item);
+}
+
+/**
+ * Appends and applies entries to a store's ranges as a replica does (write, then apply,
+ * in one turn), keeping each range's last index; every turn is recorded so that another
+ * store can replay the same log with other batching.
+ */
+class Replica {
+  private readonly last = new Map<number, number>();
+  readonly turns: Array<{ rangeId: number; entries: Entry[] }> = [];
+
+  constructor(readonly store: Store) {}
+
+  lastIndex(rangeId: number): number {
+    let last = this.last.get(rangeId);
+    if (last === undefined) {
+      last = this.store.loadRange(rangeId)!.state.applied;
+      this.last.set(rangeId, last);
+    }
+    return last;
+  }
+
+  async run(rangeId: number, items: Item[], term = 1): Promise<ApplyResult[]> {
+    let index = this.lastIndex(rangeId);
+    const entries: Entry[] = items.map((item) =>
+      item === 'noop'
+        ? { index: ++index, term, kind: 'noop', data: new Uint8Array(0) }
+        : { index: ++index, term, kind: 'normal', data: encodeItem(item) },
+    );
+    return this.apply(rangeId, entries);
+  }
+
+  async apply(rangeId: number, entries: Entry[]): Promise<ApplyResult[]> {
+    const turn = this.store.beginTurn();
+    turn.write(rangeId, {
+      id: 1,
+      hardState: { term: entries.at(-1)!.term, vote: 0, commit: entries.at(-1)!.index },
+      entries,
+      snapshot: null,
+    });
+    turn.apply(rangeId, entries);
+    const { results, durable } = turn.commit();
+    const out = (await results).get(rangeId)!;
+    await durable;
+    expect(out).toHaveLength(entries.length);
+    this.last.set(rangeId, entries.at(-1)!.index);
+    this.turns.push({ rangeId, entries });
+    for (const r of out) {
+      if (r.ok && r.split) this.last.set(r.split.right.rangeId, entries.at(-1)!.index);
+    }
+    return out;
+  }
+}
+
+async function newReplica(d: RangeDescriptor = whole): Promise<Replica> {
+  const store = openStore();
+  await store.createRange(d, config);
+  return new Replica(store);
+}
+
+/** An event as a short readable row. */
+function row(e: StoredEvent): unknown[] {
+  switch (e.op) {
+    case 'set':
+      return e.prevValue === undefined
+        ? [e.revision, 'set', str(e.key), str(e.value)]
+        : [e.revision, 'set', str(e.key), str(e.value), `prev ${str(e.prevValue)}`];
+    case 'del':
+      return [e.revision, 'del', str(e.key), `prev ${str(e.prevValue)}`];
+    case 'split':
+      return [
+        e.revision,
+        'split',
+        `${e.left.rangeId} ${showSpan(e.left)} g${e.left.generation}`,
+        `${e.right.rangeId} ${showSpan(e.right)} g${e.right.generation}`,
+      ];
+  }
+}
+
+function page(read: EventsRead | undefined): Extract<EventsRead, { compacted: false }> {
+  expect(read).toBeDefined();
+  expect(read!.compacted).toBe(false);
+  return read as Extract<EventsRead, { compacted: false }>;
+}
+
+/** Every event after `after`, following `next` in pages of `limit`. */
+function readAll(store: Store, rangeId: number, after: number, limit = 1000, prefix?: string) {
+  const events: StoredEvent[] = [];
+  for (;;) {
+    const p = page(store.events(rangeId, after, limit, prefix ? { prefix: b(prefix) } : {}));
+    for (const e of p.events) expect(e.revision).toBeGreaterThan(after);
+    expect(p.next).toBeGreaterThanOrEqual(after);
+    events.push(...p.events);
+    if (p.next === p.applied) return events;
+    expect(p.next).toBeGreaterThan(after); // a page that is not the last makes progress
+    after = p.next;
+  }
+}
+
+describe('events of applied entries', () => {
+  it('one event per change of user data, with the previous value; none for no-ops', async () => {
+    const r = await newReplica(range(1, '', 'm'));
+    const results = await r.run(1, [
+      set('a', '1', 'i1'), // 1
+      set('a', '2', 'i2'), // 2
+      cas('a', '2', '3', 'i3'), // 3: succeeds
+      cas('a', 'x', '4', 'i4'), // 4: fails
+      cas('f', null, 'new', 'i5'), // 5: creates
+      del('a', 'i6'), // 6
+      del('a', 'i7'), // 7: absent
+      set('a', '2', 'i2'), // 8: a retry of 2, which applied already
+      del('f'), // 9: no request id
+      cas('a', 'x', '4', 'i4'), // 10: a retry of the failed cas
+      { op: 'alloc', key: rangeIdCounterKey, id: b('i11') }, // 11: system key
+      {
+        op: 'desc',
+        key: directoryKey(1),
+        value: encodeDescriptor(whole),
+        generation: 1,
+        id: b('i12'),
+      }, // 12: system key
+      'noop', // 13
+      b('garbage'), // 14
+      set('z', 'outside'), // 15: outside the span
+      set('k', 'same', 'i16'), // 16
+      set('k', 'same', 'i17'), // 17: the same value is still a set
+      // 18: a system key (the node refuses these from clients; the store applies them)
+      { op: 'set', key: Buffer.concat([systemPrefix, b('x')]), value: b('v'), id: b('') },
+    ]);
+    // Only the garbage and the key outside the span fail.
+    expect(results.flatMap((x, i) => (x.ok ? [] : [i + 1]))).toEqual([14, 15]);
+    const read = page(r.store.events(1, 0, 100));
+    expect(read.events.map(row)).toEqual([
+      [1, 'set', 'a', '1'],
+      [2, 'set', 'a', '2', 'prev 1'],
+      [3, 'set', 'a', '3', 'prev 2'],
+      [5, 'set', 'f', 'new'],
+      [6, 'del', 'a', 'prev 3'],
+      [9, 'del', 'f', 'prev new'],
+      [16, 'set', 'k', 'same'],
+      [17, 'set', 'k', 'same', 'prev same'],
+    ]);
+    expect(read).toMatchObject({ next: 18, applied: 18, oldestRetained: 1 });
+    // The revision is the data record's revision: the log index of the change.
+    expect(r.store.get(b('k'))!.revision).toBe(17);
+  });
+
+  it('a failed turn writes no events', async () => {
+    const r = await newReplica();
+    await r.run(1, [set('a', '1')]);
+    const turn = r.store.beginTurn();
+    const e2: Entry = { index: 2, term: 1, kind: 'normal', data: encodeCommand(set('b', '2')) };
+    turn.write(1, {
+      id: 1,
+      hardState: { term: 1, vote: 0, commit: 2 },
+      entries: [e2],
+      snapshot: null,
+    });
+    turn.apply(1, [e2]);
+    turn.apply(1, [e2]); // applied twice: an invariant violation, the turn rolls back
+    await expect(turn.commit().results).rejects.toThrow(InvariantViolation);
+    expect(r.store.inspectEvents(1).revisions).toEqual([1]);
+    expect(page(r.store.events(1, 0, 10)).applied).toBe(1);
+  });
+});
+
+describe('reading events', () => {
+  async function filled(): Promise<{ r: Replica; all: StoredEvent[] }> {
+    const r = await newReplica();
+    const keys = ['x1', 'y1', 'x2'];
+    await r.run(
+      1,
+      Array.from({ length: 20 }, (_, i) => set(keys[i % 3]!, `v${i}`.padEnd(100, '.'))),
+    );
+    await r.run(1, ['noop', 'noop']); // applied runs past the last event
+    const all = page(r.store.events(1, 0, 1000)).events;
+    return { r, all };
+  }
+
+  it('pages follow `next` in revision order, up to a limit, to the applied index', async () => {
+    const { r, all } = await filled();
+    expect(all.map((e) => e.revision)).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    const first = page(r.store.events(1, 0, 7));
+    expect(first.events.map((e) => e.revision)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(first).toMatchObject({ next: 7, applied: 22, oldestRetained: 1 });
+    for (const limit of [1, 3, 7, 19, 20, 21]) {
+      expect(readAll(r.store, 1, 0, limit)).toEqual(all);
+    }
+    // The last page reaches the end of the stream: next is the applied index.
+    expect(page(r.store.events(1, 15, 100))).toMatchObject({ next: 22, applied: 22 });
+  });
+
+  it('a prefix keeps its keys only; next moves past events it skips', async () => {
+    const { r, all } = await filled();
+    const xs = all.filter((e) => e.op === 'set' && str(e.key)!.startsWith('x'));
+    expect(xs).toHaveLength(13);
+    for (const limit of [1, 2, 5]) expect(readAll(r.store, 1, 0, limit, 'x')).toEqual(xs);
+    const p = page(r.store.events(1, 0, 2, { prefix: b('x') }));
+    expect(p.events.map((e) => [e.revision, str((e as { key: Uint8Array }).key)])).toEqual([
+      [1, 'x1'],
+      [3, 'x2'],
+    ]);
+    expect(p.next).toBe(3);
+    expect(page(r.store.events(1, 0, 100, { prefix: b('x2') })).events).toHaveLength(6);
+    // A prefix that matches nothing reads to the end and reports it.
+    expect(page(r.store.events(1, 0, 100, { prefix: b('q') }))).toMatchObject({
+      events: [],
+      next: 22,
+    });
+  });
+
+  it('a page stays within its byte budget, but holds at least one event', async () => {
+    const { r, all } = await filled();
+    const two = eventBytes(all[0]!) + eventBytes(all[1]!);
+    expect(page(r.store.events(1, 0, 100, { bytesMax: two })).events).toEqual(all.slice(0, 2));
+    expect(page(r.store.events(1, 0, 100, { bytesMax: two - 1 })).events).toEqual(all.slice(0, 1));
+    const tiny = page(r.store.events(1, 0, 100, { bytesMax: 1 }));
+    expect(tiny.events).toEqual(all.slice(0, 1));
+    expect(tiny.next).toBe(1);
+  });
+
+  it('examinedMax bounds the work of a rare prefix; next says how far it got', async () => {
+    const { r } = await filled();
+    const p = page(r.store.events(1, 0, 100, { prefix: b('q'), examinedMax: 5 }));
+    expect(p).toMatchObject({ events: [], next: 5, applied: 22 });
+    const q = page(r.store.events(1, 5, 100, { prefix: b('y'), examinedMax: 5 }));
+    expect(q.events.map((e) => e.revision)).toEqual([8]);
+    expect(q.next).toBe(10);
+  });
+
+  it('tells "nothing yet" by applied, never moves a cursor back, and knows no foreign range', async () => {
+    const { r } = await filled();
+    expect(page(r.store.events(1, 22, 10))).toMatchObject({ events: [], next: 22, applied: 22 });
+    // A cursor from a replica that is ahead of this one stays where it is.
+    expect(page(r.store.events(1, 30, 10))).toMatchObject({ events: [], next: 30, applied: 22 });
+    await r.run(1, ['noop']);
+    expect(page(r.store.events(1, 22, 10))).toMatchObject({ events: [], next: 23, applied: 23 });
+    await r.run(1, [set('x9', 'new')]);
+    expect(page(r.store.events(1, 23, 10)).events.map(row)).toEqual([[24, 'set', 'x9', 'new']]);
+    expect(r.store.events(99, 0, 10)).toBeUndefined();
+  });
+
+  it('returned events share no memory with the store', async () => {
+    const r = await newReplica();
+    await r.run(1, [set('a', 'one'), set('a', 'two')]);
+    const first = page(r.store.events(1, 0, 10)).events;
+    (first[1] as { value: Uint8Array }).value.fill(0);
+    const again = page(r.store.events(1, 0, 10)).events;
+    expect(again.map(row)).toEqual([
+      [1, 'set', 'a', 'one'],
+      [2, 'set', 'a', 'two', 'prev one'],
+    ]);
+  });
+});
+
+describe('events across a split', () => {
+  it('the parent keeps a marker; the right-hand range continues with higher revisions', async () => {
+    const r = await newReplica();
+    await r.run(1, [set('a', '1'), set('x', '1')]);
+    const [refused] = await r.run(1, [split('m', 5, 7)]); // stale generation: no marker
+    expect(refused!.ok).toBe(false);
+    await r.run(1, [split('m', 1, 7)], 2); // 4
+    expect(r.store.inspectEvents(7)).toEqual({ revisions: [], oldestRetained: 5 });
+    await r.run(7, [set('x', '2')], 2); // 5 in range 7
+    await r.run(1, [set('a', '2')], 2); // 5 in range 1
+    expect(readAll(r.store, 1, 0).map(row)).toEqual([
+      [1, 'set', 'a', '1'],
+      [2, 'set', 'x', '1'],
+      [4, 'split', '1 [\'\', "m") g2', '7 ["m", ∞) g2'],
+      [5, 'set', 'a', '2', 'prev 1'],
+    ]);
+    // A reader of x's prefix in the parent learns where x went, and continues there.
+    const parent = page(r.store.events(1, 0, 10, { prefix: b('x') }));
+    expect(parent.events.map(row)).toEqual([
+      [2, 'set', 'x', '1'],
+      [4, 'split', '1 [\'\', "m") g2', '7 ["m", ∞) g2'],
+    ]);
+    const marker = parent.events[1]!;
+    expect(marker.op === 'split' && marker.right.rangeId).toBe(7);
+    expect(page(r.store.events(7, marker.revision, 10)).events.map(row)).toEqual([
+      [5, 'set', 'x', '2', 'prev 1'],
+    ]);
+    // The right-hand range holds nothing before the split: an older cursor is told so.
+    expect(r.store.events(7, 3, 10)).toEqual({ compacted: true, oldestRetained: 5, applied: 5 });
+  });
+});
+
+describe('compaction of events', () => {
+  it('compactEvents is a replicated command; keyed-command code never sees it', () => {
+    const bytes = encodeRangeCommand(compact(30));
+    expect(packr.unpack(bytes)).toEqual({ op: 'compactEvents', upTo: 30 });
+    expect(decodeRangeCommand(bytes)).toEqual({ op: 'compactEvents', upTo: 30 });
+    expect(decodeCommand(bytes)).toBeUndefined();
+    expect(decodeRangeCommand(encodeCommand(set('a', '1')))).toBeUndefined();
+    for (const upTo of [-1, 1.5, '3', null]) {
+      expect(decodeRangeCommand(packr.pack({ op: 'compactEvents', upTo }))).toBeUndefined();
+    }
+  });
+
+  it('compacts at once, deletes a bounded number per entry, and refuses older cursors', async () => {
+    const r = await newReplica();
+    await r.run(
+      1,
+      Array.from({ length: 40 }, (_, i) => set(`k${i % 4}`, `${i + 1}`)),
+    );
+    expect(await r.run(1, [compact(30)])).toEqual([{ ok: true }]); // entry 41
+    // Every reader sees the new window at once.
+    expect(r.store.events(1, 29, 10)).toEqual({ compacted: true, oldestRetained: 31, applied: 41 });
+    expect(r.store.events(1, 0, 10)).toEqual({ compacted: true, oldestRetained: 31, applied: 41 });
+    const ok = page(r.store.events(1, 30, 100));
+    expect(ok.events.map((e) => e.revision)).toEqual(revisions(31, 40));
+    expect(ok.oldestRetained).toBe(31);
+    // The deletes: eventsDeletedPerEntry per applied entry, oldest first.
+    expect(eventsDeletedPerEntry).toBe(8);
+    const stored = () => r.store.inspectEvents(1).revisions;
+    expect(stored()).toEqual(revisions(9, 40));
+    await r.run(1, ['noop']);
+    expect(stored()).toEqual(revisions(17, 40));
+    await r.run(1, ['noop', 'noop']); // per entry, not per turn
+    expect(stored()).toEqual(revisions(31, 40));
+    await r.run(1, ['noop']);
+    expect(stored()).toEqual(revisions(31, 40));
+    // An older point changes nothing; a point past the entry compacts up to the entry.
+    await r.run(1, [compact(10)]); // 46
+    expect(r.store.inspectEvents(1).oldestRetained).toBe(31);
+    await r.run(1, [compact(1000)]); // 47
+    expect(r.store.inspectEvents(1).oldestRetained).toBe(48);
+    expect(page(r.store.events(1, 47, 10))).toMatchObject({ events: [], next: 47 });
+    expect(r.store.events(1, 46, 10)).toMatchObject({ compacted: true, oldestRetained: 48 });
+    await r.run(1, [set('k0', 'after')]); // 48
+    expect(page(r.store.events(1, 47, 10)).events.map(row)).toEqual([
+      [48, 'set', 'k0', 'after', 'prev 37'],
+    ]);
+    await r.run(1, ['noop']);
+    expect(stored()).toEqual([48]);
+  });
+
+  it('replicas that batch entries differently retain and delete the same events', async () => {
+    const a = await newReplica();
+    const items: Item[] = [];
+    for (let i = 0; i < 60; i++) {
+      items.push(i % 7 === 3 ? del(`k${i % 5}`) : set(`k${i % 5}`, `${i}`));
+      if (i === 25) items.push(compact(20));
+      if (i === 50) items.push(compact(45));
+    }
+    await a.run(1, items);
+    const b2 = await newReplica();
+    for (const { entries } of a.turns) {
+      for (const e of entries) await b2.apply(1, [e]);
+    }
+    expect(b2.store.inspectEvents(1)).toEqual(a.store.inspectEvents(1));
+    for (const after of [0, 19, 45, 46, 50, 62]) {
+      expect(b2.store.events(1, after, 5)).toEqual(a.store.events(1, after, 5));
+    }
+  });
+
+  it('eventsToCompact proposes a window of revisions, one batch at a time', async () => {
+    const r = await newReplica();
+    await r.run(
+      1,
+      Array.from({ length: 40 }, (_, i) => set('k', `${i}`)),
+    );
+    expect(r.store.eventsToCompact(1, 100)).toBeUndefined();
+    expect(r.store.eventsToCompact(1, 40)).toBeUndefined();
+    expect(r.store.eventsToCompact(1, 20)).toBe(20); // batch: a quarter of the window, 5
+    expect(r.store.eventsToCompact(1, 36)).toBeUndefined(); // 4 revisions over, batch 9
+    expect(r.store.eventsToCompact(1, 36, 4)).toBe(4);
+    await r.run(1, [compact(20)]); // 41
+    expect(r.store.eventsToCompact(1, 20)).toBeUndefined();
+    await r.run(1, ['noop', 'noop', 'noop']); // 44
+    expect(r.store.eventsToCompact(1, 20)).toBeUndefined(); // 24 - 20 = 4 < 5
+    await r.run(1, ['noop']); // 45
+    expect(r.store.eventsToCompact(1, 20)).toBe(25);
+    expect(r.store.eventsToCompact(1, 0)).toBe(45);
+  });
+});
+
+/** Installs `snap` into `store`'s range in one turn. */
+async function install(store: Store, rangeId: number, snap: Snapshot): Promise<void> {
+  const turn = store.beginTurn();
+  turn.write(rangeId, {
+    id: 1,
+    hardState: { term: snap.meta.term, vote: 0, commit: snap.meta.index },
+    entries: [],
+    snapshot: snap,
+  });
+  await turn.commit().durable;
+}
+
+/** Every answer of events() a reader could get, for cursors 0..applied + 1. */
+function answers(store: Store, rangeId: number, applied: number): unknown[] {
+  const out: unknown[] = [];
+  for (let after = 0; after <= applied + 1; after++) {
+    out.push(store.events(rangeId, after, 3));
+    out.push(store.events(rangeId, after, 100, { prefix: b('k1') }));
+  }
+  return out;
+}
+
+describe('snapshots carry events', () => {
+  async function source(): Promise<Replica> {
+    const r = await newReplica();
+    await r.run(
+      1,
+      Array.from({ length: 30 }, (_, i) =>
+        i % 6 === 5 ? del(`k${i % 3}`) : set(`k${i % 3}`, `${i}`),
+      ),
+    );
+    await r.run(1, [split('k2', 1, 7)], 2); // 31
+    await r.run(7, [set('k2', 'right'), del('k2'), set('k3', 'r')], 2); // 32..34
+    await r.run(1, [set('k1', 'left'), compact(12)], 2); // 32, 33: 8 of 12 deleted so far
+    return r;
+  }
+
+  it('a snapshot holds the retained events as plain msgpack; an install rebuilds them', async () => {
+    const src = await source();
+    expect(src.store.inspectEvents(1).revisions[0]).toBe(9); // compacted, not all deleted
+    const snap = src.store.takeSnapshot(1);
+    const data = packr.unpack(snap.data) as { oldestRetained: number; events: unknown[] };
+    expect(data.oldestRetained).toBe(13);
+    // Only the retained events travel, as [revision, event] with plain maps.
+    expect(data.events.map((pair) => (pair as [number])[0])).toEqual(
+      page(src.store.events(1, 12, 1000)).events.map((e) => e.revision),
+    );
+    expect(data.events[0]).toEqual([
+      13,
+      { op: 'set', key: b('k0'), value: b('12'), prevValue: b('9') },
+    ]);
+
+    // A replica with another history of the range: all of it is replaced.
+    const dst = await newReplica();
+    await dst.run(
+      1,
+      Array.from({ length: 50 }, (_, i) => set(`other${i}`, 'x')),
+    );
+    await install(dst.store, 1, snap);
+    const installed = new Replica(dst.store);
+    expect(dst.store.inspectEvents(1)).toEqual({
+      revisions: data.events.map((pair) => (pair as [number])[0]),
+      oldestRetained: 13,
+    });
+    expect(answers(dst.store, 1, 33)).toEqual(answers(src.store, 1, 33));
+    expect(Buffer.from(dst.store.takeSnapshot(1).data).equals(Buffer.from(snap.data))).toBe(true);
+
+    // The right-hand range's snapshot: its own events only, from the split on.
+    const snap7 = src.store.takeSnapshot(7);
+    const right = openStore();
+    await right.createRange(src.store.descriptor(7)!, config);
+    await install(right, 7, snap7);
+    expect(right.inspectEvents(7)).toEqual({ revisions: [32, 33, 34], oldestRetained: 32 });
+    expect(answers(right, 7, 34)).toEqual(answers(src.store, 7, 34));
+
+    // Both go on alike.
+    const more: Item[] = [set('k1', 'more'), 'noop', del('k1')];
+    await src.run(1, more, 3);
+    await installed.run(1, more, 3);
+    expect(answers(dst.store, 1, 36)).toEqual(answers(src.store, 1, 36));
+    // The source still holds compacted events it has not deleted yet; the installed replica
+    // never had them.
+    const retained = (store: Store) => {
+      const { revisions, oldestRetained } = store.inspectEvents(1);
+      return { revisions: revisions.filter((x) => x >= oldestRetained), oldestRetained };
+    };
+    expect(retained(dst.store)).toEqual(retained(src.store));
+    expect(dst.store.inspectEvents(1).revisions[0]).toBe(13);
+  });
+
+  it('refuses a snapshot whose events are out of order, outside the window or malformed', async () => {
+    const src = await source();
+    const snap = src.store.takeSnapshot(1);
+    const data = packr.unpack(snap.data) as Record<string, unknown> & { events: unknown[][] };
+    const [e13, e14] = data.events as [unknown[], unknown[]];
+    const order = /revisions ascend within the retained, applied window/;
+    const bad: Array<[Record<string, unknown>, RegExp]> = [
+      [{ events: [e14, e13] }, order],
+      [{ events: [e13, e13] }, order],
+      [{ events: [[12, e13[1]], e14] }, order], // below oldestRetained
+      [{ events: [[34, e13[1]]] }, order], // past applied (33)
+      [{ events: [[13, { op: 'set', key: b('k0') }]] }, /events are events/], // no value
+      [{ events: [[13, { op: 'split', left: 1, right: 2 }]] }, /events are events/],
+      [{ events: [[13, { op: 'del', key: b('k0') }]] }, /events are events/], // no prevValue
+      [{ events: [13] }, /\[revision, event\]/],
+      [{ oldestRetained: undefined }, /oldest retained/],
+      [{ oldestRetained: 35 }, /oldest retained/], // past applied + 1
+      [{ events: undefined }, /has its events/],
+    ];
+    const dst = await newReplica();
+    await dst.run(1, [set('mine', '1')]);
+    // The unchanged data installs (on another store): the cases differ from it in one field.
+    const good = openStore();
+    await good.createRange(whole, config);
+    await install(good, 1, { meta: snap.meta, data: packr.pack(data) });
+    for (const [change, why] of bad) {
+      const broken = { ...data, ...change };
+      const turn = dst.store.beginTurn();
+      turn.write(1, {
+        id: 1,
+        hardState: { term: 2, vote: 0, commit: 33 },
+        entries: [],
+        snapshot: { meta: snap.meta, data: packr.pack(broken) },
+      });
+      const results = turn.commit().results;
+      await expect(results).rejects.toThrow(InvariantViolation);
+      await expect(results).rejects.toThrow(why);
+    }
+    expect(dst.store.inspectEvents(1)).toEqual({ revisions: [1], oldestRetained: 1 });
+  });
+});
+
+describe('events on disk', () => {
+  it('survive a restart, and a compaction goes on deleting after it', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(whole, config);
+    let r = new Replica(store);
+    await r.run(
+      1,
+      Array.from({ length: 30 }, (_, i) => set(`k${i % 2}`, `${i}`)),
+    );
+    await r.run(1, [compact(25)]); // 31: 8 deleted
+    const before = answers(store, 1, 31);
+    const stored = store.inspectEvents(1);
+    expect(stored.revisions[0]).toBe(9);
+    await closeStore(store);
+    store = openStore(dir);
+    expect(answers(store, 1, 31)).toEqual(before);
+    expect(store.inspectEvents(1)).toEqual(stored);
+    r = new Replica(store);
+    await r.run(1, ['noop']);
+    expect(store.inspectEvents(1).revisions[0]).toBe(17);
+    await r.run(1, ['noop', 'noop']);
+    expect(store.inspectEvents(1).revisions).toEqual(revisions(26, 30));
+  });
+
+  it('refuses a store with ranges in layout 2 (no events) and upgrades one without', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(whole, config);
+    await closeStore(store);
+    const setFormat = async (format: string) => {
+      const raw = lmdbOpen(dir, { maxDbs: 8 });
+      await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', format);
+      await raw.close();
+    };
+    await setFormat('2');
+    expect(() => Store.open(dir)).toThrow(/older storage layout \(2: no mutation events\)/);
+    await setFormat('9');
+    expect(() => Store.open(dir)).toThrow(/unknown storage layout 9/);
+
+    const empty = tempDir();
+    store = openStore(empty);
+    const storeId = store.storeId;
+    await closeStore(store);
+    const raw = lmdbOpen(empty, { maxDbs: 8 });
+    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '2');
+    await raw.close();
+    store = openStore(empty);
+    expect(store.storeId).toBe(storeId);
+    expect(store.getMeta('storageFormat')).toBe('3');
+  });
+});
+
+/** A mutation the model says a range applied, and so its stream must carry. */
+interface Mutation {
+  readonly rangeId: number;
+  readonly revision: number;
+  readonly key: string;
+  readonly op: 'set' | 'del';
+  readonly value?: string;
+  readonly prev?: string;
+}
+
+function mutationOf(rangeId: number, e: StoredEvent): Mutation {
+  if (e.op === 'split') throw new Error('a split marker is no mutation');
+  const m: { -readonly [K in keyof Mutation]: Mutation[K] } = {
+    rangeId,
+    revision: e.revision,
+    key: str(e.key)!,
+    op: e.op,
+  };
+  if (e.op === 'set') m.value = str(e.value);
+  if (e.prevValue !== undefined) m.prev = str(e.prevValue);
+  return m;
+}
+
+/**
+ * A subscriber of one prefix, as a client would be: it starts at range 1 after revision
+ * 0, follows `next`, and on a split marker whose right-hand span overlaps its prefix it
+ * follows that range too, after the marker's revision. Told that it fell behind, it stops
+ * following that range and remembers where.
+ */
+class Reader {
+  readonly span: { start: Uint8Array; end: Uint8Array | null };
+  readonly streams: Array<{ rangeId: number; from: number; after: number; behind?: number }> = [
+    { rangeId: 1, from: 0, after: 0 },
+  ];
+  readonly received: Mutation[] = [];
+  behind = 0;
+
+  constructor(readonly prefix: string) {
+    const end = b(prefix);
+    if (prefix.length > 0) end[end.length - 1]! += 1;
+    this.span = { start: b(prefix), end: prefix.length > 0 ? end : null };
+  }
+
+  live() {
+    return this.streams.filter((x) => x.behind === undefined);
+  }
+
+  /** Reads one page of one of its streams; checks it against the model of the range. */
+  read(
+    store: Store,
+    rng: Prng,
+    model: { compactedThrough(id: number): number; applied(id: number): number },
+    whole = false,
+  ): void {
+    const stream = rng.pick(this.live());
+    const limit = whole ? 1000 : 1 + rng.int(4);
+    const bytesMax = !whole && rng.chance(0.2) ? 1 + rng.int(200) : undefined;
+    const read = store.events(stream.rangeId, stream.after, limit, {
+      prefix: b(this.prefix),
+      ...(bytesMax === undefined ? {} : { bytesMax }),
+    })!;
+    expect(read.applied).toBe(model.applied(stream.rangeId));
+    expect(read.oldestRetained).toBe(model.compactedThrough(stream.rangeId) + 1);
+    if (read.compacted) {
+      // Told clearly, and only when events after its cursor are gone.
+      expect(stream.after).toBeLessThan(read.oldestRetained - 1);
+      stream.behind = stream.after;
+      this.behind++;
+      return;
+    }
+    let previous = stream.after;
+    for (const e of read.events) {
+      expect(e.revision).toBeGreaterThan(previous);
+      previous = e.revision;
+      if (e.op !== 'split') {
+        expect(str(e.key)!.startsWith(this.prefix)).toBe(true);
+        this.received.push(mutationOf(stream.rangeId, e));
+      } else if (spansOverlap(e.right, this.span)) {
+        expect(this.streams.some((x) => x.rangeId === e.right.rangeId)).toBe(false);
+        this.streams.push({ rangeId: e.right.rangeId, from: e.revision, after: e.revision });
+      }
+    }
+    expect(read.next).toBeGreaterThanOrEqual(previous);
+    stream.after = read.next;
+  }
+
+  caughtUp(model: { applied(id: number): number }): boolean {
+    return this.live().every((x) => x.after === model.applied(x.rangeId));
+  }
+
+  /** What it must have received: every mutation of its prefix in what it followed. */
+  expected(history: readonly Mutation[]): Mutation[] {
+    return history.filter(
+      (m) =>
+        m.key.startsWith(this.prefix) &&
+        this.streams.some(
+          (x) =>
+            x.rangeId === m.rangeId &&
+            m.revision > x.from &&
+            (x.behind === undefined || m.revision <= x.behind),
+        ),
+    );
+  }
+}
+
+/**
+ * One seed: random writes (set, cas that succeed or fail, del of present and absent keys,
+ * retries, misrouted writes), splits, compactions by a retention window, and readers that
+ * read at a seed-chosen pace. The model predicts every event; the readers must see their
+ * prefix's events once each, in revision order per key, or be told they fell behind.
+ */
+async function runSeed(seed: number) {
+  const rng = new Prng(seed);
+  const a = await newReplica();
+  const keys = ['a1', 'a2', 'b', 'b1', 'b2', 'ba1', 'bb', 'c1', 'c2', 'd1'];
+  const splitKeys = ['a2', 'b', 'b2', 'ba', 'c', 'c2', 'd'];
+  const values = new Map<string, string>();
+  const recordedIds = new Set<string>();
+  const sent: Command[] = [];
+  const history: Mutation[] = [];
+  const compacted = new Map<number, number>([[1, 0]]);
+  const model = {
+    compactedThrough: (id: number) => compacted.get(id)!,
+    applied: (id: number) => a.lastIndex(id),
+  };
+  const readers = [new Reader('b'), new Reader(''), new Reader('c2')];
+  const readChance = rng.pick([0.05, 0.3, 1]);
+  const windowRevisions = rng.pick([4, 15, 60, 1000]);
+  let nextRangeId = 2;
+  let nextId = 0;
+  let splits = 0;
+
+  for (let step = 0; step < 120; step++) {
+    const ranges = a.store.ranges();
+    const roll = rng.next();
+    if (roll < 0.75) {
+      const retry = sent.length > 0 && rng.chance(0.15);
+      let cmd: Command;
+      if (retry) {
+        cmd = rng.pick(sent);
+      } else {
+        const key = rng.pick(keys);
+        const id = rng.chance(0.8) ? `id${nextId++}` : '';
+        const current = values.get(key);
+        const kind = rng.int(4);
+        if (kind === 0) cmd = set(key, `v${step}`, id);
+        else if (kind === 1) cmd = cas(key, current ?? null, `c${step}`, id);
+        else if (kind === 2) cmd = cas(key, rng.chance(0.5) ? null : 'nope', `w${step}`, id);
+        else cmd = del(key, id);
+        sent.push(cmd);
+      }
+      const key = str(cmd.key)!;
+      const owner = ranges.find((d) => inSpan(d, cmd.key))!;
+      const misrouted = ranges.length > 1 && rng.chance(0.1);
+      const target = misrouted ? rng.pick(ranges.filter((d) => d !== owner)) : owner;
+      const [result] = await a.run(target.rangeId, [cmd]);
+      const revision = a.lastIndex(target.rangeId);
+      if (misrouted) {
+        expect(result).toMatchObject({ ok: false, code: 'RangeKeyMismatch' });
+        continue;
+      }
+      const id = str(cmd.id)!;
+      if (id !== '' && recordedIds.has(id)) continue; // a retry: nothing changes
+      if (id !== '') recordedIds.add(id);
+      const prev = values.get(key);
+      let change: Pick<Mutation, 'op' | 'value'> | undefined;
+      if (cmd.op === 'set') change = { op: 'set', value: str(cmd.value)! };
+      else if (cmd.op === 'cas') {
+        const matches = cmd.expect === null ? prev === undefined : prev === str(cmd.expect);
+        if (matches) change = { op: 'set', value: str(cmd.value)! };
+      } else if (prev !== undefined) change = { op: 'del' };
+      if (change === undefined) continue;
+      if (change.op === 'set') values.set(key, change.value!);
+      else values.delete(key);
+      history.push({
+        rangeId: target.rangeId,
+        revision,
+        key,
+        ...change,
+        ...(prev === undefined ? {} : { prev }),
+      });
+    } else if (roll < 0.82) {
+      const d = rng.pick(ranges);
+      const inside = splitKeys.filter(
+        (k) => inSpan(d, b(k)) && Buffer.compare(b(k), Buffer.from(d.start)) !== 0,
+      );
+      if (inside.length === 0) continue;
+      const rightId = nextRangeId++;
+      const [result] = await a.run(d.rangeId, [split(rng.pick(inside), d.generation, rightId)]);
+      expect(result).toMatchObject({ ok: true });
+      compacted.set(rightId, a.lastIndex(d.rangeId));
+      splits++;
+    } else if (roll < 0.87) {
+      await a.run(rng.pick(ranges).rangeId, ['noop']);
+    } else {
+      const d = rng.pick(ranges);
+      const upTo = a.store.eventsToCompact(d.rangeId, windowRevisions);
+      if (upTo === undefined) continue;
+      await a.run(d.rangeId, [compact(upTo)]);
+      compacted.set(d.rangeId, Math.max(model.compactedThrough(d.rangeId), upTo));
+    }
+    for (const reader of readers) {
+      if (reader.live().length > 0 && rng.chance(readChance)) reader.read(a.store, rng, model);
+    }
+  }
+  // The readers catch up with what is left.
+  for (const reader of readers) {
+    for (let i = 0; i < 1000 && !reader.caughtUp(model); i++) {
+      reader.read(a.store, rng, model, true);
+    }
+    expect(reader.caughtUp(model)).toBe(true);
+  }
+  for (const reader of readers) {
+    const byRevision = (x: Mutation, y: Mutation) =>
+      x.rangeId - y.rangeId || x.revision - y.revision;
+    // Exactly once: what it got is what its streams hold, each once.
+    expect([...reader.received].sort(byRevision)).toEqual(
+      reader.expected(history).sort(byRevision),
+    );
+    // Never behind: that is every mutation of its prefix.
+    if (reader.behind === 0) {
+      expect(reader.received.length).toBe(
+        history.filter((m) => m.key.startsWith(reader.prefix)).length,
+      );
+    }
+    // In order per key (a key's revisions grow across the ranges it moves through).
+    const last = new Map<string, number>();
+    for (const m of reader.received) {
+      expect(m.revision).toBeGreaterThan(last.get(m.key) ?? 0);
+      last.set(m.key, m.revision);
+    }
+  }
+  return { a, readers, history, splits };
+}
+
+/** Every range's events() answers on `other` equal those on `store`. */
+function sameStreams(store: Store, other: Store): void {
+  for (const d of store.ranges()) {
+    const applied = store.loadRange(d.rangeId)!.state.applied;
+    const { oldestRetained } = store.inspectEvents(d.rangeId);
+    for (const after of [
+      0,
+      oldestRetained - 2,
+      oldestRetained - 1,
+      Math.floor(applied / 2),
+      applied,
+    ]) {
+      if (after < 0) continue;
+      expect(other.events(d.rangeId, after, 1000)).toEqual(store.events(d.rangeId, after, 1000));
+      const prefix = { prefix: b('b') };
+      expect(other.events(d.rangeId, after, 2, prefix)).toEqual(
+        store.events(d.rangeId, after, 2, prefix),
+      );
+    }
+  }
+}
+
+describe('readers of random histories (property)', () => {
+  it('see every mutation of their prefix once, in order, or are told they fell behind', async () => {
+    const totals = { behind: 0, complete: 0, splits: 0, delivered: 0, mutations: 0 };
+    for (let seed = 1; seed <= 24; seed++) {
+      const { a, readers, history, splits } = await runSeed(seed);
+      totals.splits += splits;
+      totals.mutations += history.length;
+      for (const reader of readers) {
+        if (reader.behind > 0) totals.behind++;
+        else totals.complete++;
+        totals.delivered += reader.received.length;
+      }
+      if (seed % 6 === 0) {
+        // Another replica, one entry per turn, and one that installs every range's snapshot.
+        const other = openStore();
+        await other.createRange(whole, config);
+        const replay = new Replica(other);
+        for (const turn of a.turns) {
+          for (const e of turn.entries) await replay.apply(turn.rangeId, [e]);
+        }
+        sameStreams(a.store, other);
+        const installed = openStore();
+        for (const d of a.store.ranges()) {
+          await installed.createRange(d, config);
+          await install(installed, d.rangeId, a.store.takeSnapshot(d.rangeId));
+        }
+        sameStreams(a.store, installed);
+      }
+      await closeStore(a.store);
+    }
+    // The seeds cover both outcomes, and real histories.
+    expect(totals.complete).toBeGreaterThan(30);
+    expect(totals.behind).toBeGreaterThan(10);
+    expect(totals.splits).toBeGreaterThan(50);
+    expect(totals.delivered).toBeGreaterThan(1000);
+  });
+});
+
+function revisions(from: number, to: number): number[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => from + i);
+}
