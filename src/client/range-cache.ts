@@ -78,14 +78,24 @@ export class RangeCache {
   update(ranges: readonly CachedRange[]): boolean {
     let changed = false;
     for (const d of ranges) {
-      const overlapping = this.list.filter((r) => overlaps(r, d) || r.rangeId === d.rangeId);
+      // The cached spans are disjoint and sorted: the ones d overlaps are contiguous, from
+      // the last one starting at or before d's start. (A range keeps its start for life,
+      // so an older generation of d itself is among them.)
+      let lo = 0;
+      let hi = this.list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (compare(this.list[mid]!.start, d.start) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      let first = lo > 0 && overlaps(this.list[lo - 1]!, d) ? lo - 1 : lo;
+      let end = first;
+      while (end < this.list.length && overlaps(this.list[end]!, d)) end++;
+      if (first === end) first = end = lo;
+      const overlapping = this.list.slice(first, end);
       if (overlapping.some((r) => r.generation > d.generation)) continue;
-      const same = overlapping.length === 1 && sameRange(overlapping[0]!, d);
-      if (same) continue;
-      this.list = this.list.filter((r) => !overlapping.includes(r));
-      let at = this.list.findIndex((r) => compare(r.start, d.start) > 0);
-      if (at < 0) at = this.list.length;
-      this.list.splice(at, 0, d);
+      if (overlapping.length === 1 && sameRange(overlapping[0]!, d)) continue;
+      this.list.splice(first, end - first, d);
       changed = true;
     }
     return changed;

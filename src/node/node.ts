@@ -109,6 +109,7 @@ const statusRangesMax = 2000;
 /** How often range leaders report to the placement driver; idle ranges less often. */
 const reportIntervalMs = 1000;
 const reportIdleIntervalMs = 5000;
+const reportsPerMessage = 2000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
 const raftPayloadBytesSoftMax = 768 * 1024;
 /** Client attempts give up after 1 s; a forwarded request must answer before that. */
@@ -130,6 +131,8 @@ export class Node {
   /** The placement driver; active while this node leads the meta range (range 1). */
   private placement!: Actor<typeof placementMachine>;
   private placementSub: Subscription | undefined;
+  /** The meta range's applied index at the driver's last directory read, and when. */
+  private directoryRead: { applied: number; atMs: number } | undefined;
   private reporter: NodeJS.Timeout | undefined;
   /** Messages for ranges not here yet, by range id (a split about to apply here). */
   private readonly early = new Map<
@@ -196,7 +199,6 @@ export class Node {
     await this.refuseDuplicate();
     await this.bootstrap();
     for (const d of this.store.ranges()) this.openRange(d);
-    this.reindex();
     this.client = await Client.connect({
       servers: c.natsUrl,
       prefix: c.prefix,
@@ -268,18 +270,25 @@ export class Node {
     );
   }
 
-  /** Rebuilds the by-start index after ranges were added or their spans changed. */
-  private reindex(): void {
-    this.byStart = [...this.ranges.values()].sort((a, b) =>
-      compareBytes(a.descriptor.start, b.descriptor.start),
-    );
-    const peers = new Map<string, boolean>();
-    for (const h of this.ranges.values()) {
-      for (const r of h.descriptor.replicas) {
-        if (r.nodeId !== this.config.nodeId) peers.set(r.nodeId, this.peers.get(r.nodeId) ?? false);
+  /**
+   * Adds a new range to the by-start index (binary search: thousands of splits must not
+   * re-sort every range) and its replicas' nodes to the peers. A range's start never
+   * changes (a split or a snapshot only moves its end), so the order stays right.
+   */
+  private index(h: RangeHost): void {
+    let lo = 0;
+    let hi = this.byStart.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareBytes(this.byStart[mid]!.descriptor.start, h.descriptor.start) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    this.byStart.splice(lo, 0, h);
+    for (const r of h.descriptor.replicas) {
+      if (r.nodeId !== this.config.nodeId && !this.peers.has(r.nodeId)) {
+        this.peers.set(r.nodeId, false);
       }
     }
-    this.peers = peers;
   }
 
   /** Node liveness (DESIGN.md): heard from within one election timeout. */
@@ -352,6 +361,7 @@ export class Node {
       reportedAtMs: Number.NEGATIVE_INFINITY,
     };
     this.ranges.set(rangeId, h);
+    this.index(h);
     this.dirty.add(h);
     if (h.initialized) this.awake.add(h);
     return h;
@@ -600,7 +610,6 @@ export class Node {
         });
         if (this.ranges.has(rangeId) || this.stopping) return;
         this.openRange(d);
-        this.reindex();
         this.log.info(
           `range ${rangeId} ${showSpan(d)}: uninitialized replica, awaiting a snapshot`,
         );
@@ -1170,7 +1179,6 @@ export class Node {
     const d = this.store.descriptor(h.rangeId);
     if (d === undefined || d === h.descriptor) return;
     h.descriptor = d;
-    this.reindex();
   }
 
   /**
@@ -1185,7 +1193,6 @@ export class Node {
     this.refreshDescriptor(h);
     if (this.ranges.has(right.rangeId)) return;
     const r = this.openRange(right);
-    this.reindex();
     const o = h.replica.core.options;
     if (wasLeader) {
       r.replica.splitOff(Number.NEGATIVE_INFINITY);
@@ -1458,21 +1465,39 @@ export class Node {
         ...(splitKey ? { splitKey } : {}),
       });
     }
-    if (reports.length > 0) {
+    // In messages well under max_payload (a report is about 220 bytes).
+    for (let i = 0; i < reports.length; i += reportsPerMessage) {
       this.nc.publish(
         subjects.adminReport(this.config.prefix),
-        encode({ v: protocolVersion, cid: this.clusterId, node: this.config.nodeId, reports }),
+        encode({
+          v: protocolVersion,
+          cid: this.clusterId,
+          node: this.config.nodeId,
+          reports: reports.slice(i, i + reportsPerMessage),
+        }),
       );
     }
     const meta = this.ranges.get(metaRangeId);
     if (meta && meta.replica.role() === 'leader') {
+      // The directory is read again only when range 1 applied something since, or every
+      // few seconds (the driver wants a recent read); decoding thousands of descriptors
+      // every second would be the one idle cost that grows with the number of ranges.
+      const nowMs = performance.now();
+      const fresh =
+        this.directoryRead !== undefined &&
+        this.directoryRead.applied === meta.applied &&
+        nowMs - this.directoryRead.atMs < reportIdleIntervalMs;
+      if (fresh) {
+        this.placement.send({ type: 'TICK', nowMs });
+        return;
+      }
       const descriptors: RangeDescriptor[] = [];
       for (const [, value] of this.store.scan(directoryStart, directoryEnd, 100_000, 2 ** 30)
         .entries) {
         const d = decodeDescriptor(value);
         if (d) descriptors.push(d);
       }
-      const nowMs = performance.now();
+      this.directoryRead = { applied: meta.applied, atMs: nowMs };
       this.placement.send({ type: 'DIRECTORY', descriptors, nowMs });
       this.placement.send({ type: 'TICK', nowMs });
     }

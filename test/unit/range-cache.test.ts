@@ -1,0 +1,80 @@
+// The client's range cache: newest generation wins, older descriptors never roll it back,
+// lookups find the range holding a key; checked against a plain model over random splits.
+
+import { describe, expect, it } from 'vitest';
+import { type CachedRange, RangeCache } from '../../src/client/range-cache.ts';
+
+const k = (s: string) => Buffer.from(s);
+const r = (
+  rangeId: number,
+  start: string,
+  end: string | null,
+  generation: number,
+): CachedRange => ({
+  rangeId,
+  start: k(start),
+  end: end === null ? null : k(end),
+  generation,
+});
+const view = (c: RangeCache) =>
+  c.all().map((x) => `${x.rangeId}@${x.generation}[${x.start},${x.end ?? ''})`);
+
+describe('range cache', () => {
+  it('replaces what a newer descriptor overlaps and ignores older ones', () => {
+    const c = new RangeCache();
+    expect(c.update([r(1, '', null, 1)])).toBe(true);
+    expect(c.update([r(1, '', 'm', 2), r(2, 'm', null, 2)])).toBe(true);
+    expect(view(c)).toEqual(['1@2[,m)', '2@2[m,)']);
+    expect(c.update([r(1, '', null, 1)])).toBe(false); // stale: ignored
+    expect(c.update([r(2, 'm', null, 2)])).toBe(false); // known
+    expect(c.lookup(k('q'))?.rangeId).toBe(2);
+    expect(c.lookup(k('a'))?.rangeId).toBe(1);
+    // Range 2 splits at t: the new right range alone leaves a gap until 2@3 arrives.
+    expect(c.update([r(3, 't', null, 3)])).toBe(true);
+    expect(view(c)).toEqual(['1@2[,m)', '3@3[t,)']);
+    expect(c.lookup(k('p'))).toBeUndefined();
+    c.update([r(2, 'm', 't', 3)]);
+    expect(c.lookup(k('p'))?.rangeId).toBe(2);
+  });
+
+  it('ends in the true layout whatever order the descriptors of a split history arrive in', () => {
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    for (let run = 0; run < 200; run++) {
+      // A random split history over keys k00..k99; every descriptor ever produced.
+      let layout: CachedRange[] = [r(1, '', null, 1)];
+      const history: CachedRange[] = [layout[0]!];
+      let nextId = 2;
+      for (let s = 0; s < 30; s++) {
+        const key = `k${String(rand(100)).padStart(2, '0')}`;
+        const i = layout.findIndex(
+          (x) =>
+            Buffer.compare(x.start, k(key)) < 0 &&
+            (x.end === null || Buffer.compare(k(key), x.end) < 0),
+        );
+        if (i < 0) continue;
+        const p = layout[i]!;
+        const left = { ...p, end: k(key), generation: p.generation + 1 };
+        const right = {
+          rangeId: nextId++,
+          start: k(key),
+          end: p.end,
+          generation: p.generation + 1,
+        };
+        layout.splice(i, 1, left, right);
+        history.push(left, right);
+      }
+      // Deliver every descriptor in a random order.
+      const c = new RangeCache();
+      const order = history.map((d) => [rand(1 << 20), d] as const).sort((a, b) => a[0] - b[0]);
+      for (const [, d] of order) c.update([d]);
+      layout = [...layout].sort((a, b) => Buffer.compare(a.start, b.start));
+      expect(view(c)).toEqual(
+        layout.map((x) => `${x.rangeId}@${x.generation}[${x.start},${x.end ?? ''})`),
+      );
+    }
+  });
+});
