@@ -2,7 +2,8 @@
 // in a process of its own (like loadgen.mjs), so the client's CPU is measured apart from
 // the servers'. Forked by run.ts with its config in BENCH_LOAD; reports over IPC:
 //
-//   ready                    connected (and, for cas, learnt the current values)
+//   ready                    connected (and, for cas, learnt the current values; with
+//                            warmRanges, learnt every range: one get per range)
 //   window start / end       the measured window begins / ends (the parent samples the
 //                            servers' CPU and counters at these moments)
 //   result                   client-side figures of the window
@@ -21,7 +22,9 @@ import {
   type LoadResult,
   makeValue,
   pct,
+  prefixSpan,
   randInt,
+  splitPoints,
 } from './shape.ts';
 
 const cfg = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadConfig;
@@ -48,10 +51,25 @@ interface Target {
   /** One op of the workload; false when a cas did not succeed. */
   op(wid: number, n: number): Promise<boolean>;
   requests(): { requests: number; retries: number };
+  /** Ranges the client routes by, and those of them holding this workload's keys. */
+  ranges?(): { cached: number; used: number };
   close(): Promise<void>;
 }
 
-async function rasputinTarget(): Promise<{ target: Target; setupS: number; fill?: number }> {
+/** Ranges of `cached` whose spans hold a key of [first, last] (both inclusive). */
+function rangesOver(
+  cached: readonly { start: Uint8Array; end: Uint8Array | null }[],
+  first: string,
+  last: string,
+): number {
+  const lo = Buffer.from(first);
+  const hi = Buffer.from(last);
+  return cached.filter(
+    (r) => Buffer.compare(r.start, hi) <= 0 && (r.end === null || Buffer.compare(r.end, lo) > 0),
+  ).length;
+}
+
+async function rasputinTarget(): Promise<{ target: Target; setupS: number; warmS?: number }> {
   const client = await Client.connect({
     servers: cfg.servers.split(','),
     timeoutMs: 5000,
@@ -88,6 +106,19 @@ async function rasputinTarget(): Promise<{ target: Target; setupS: number; fill?
     });
     if (missing > 0) throw new Error(`cas: ${missing} k_ keys absent; the fill did not finish`);
   }
+  let warmS: number | undefined;
+  if (cfg.warmRanges !== undefined && cfg.warmRanges > 1) {
+    // One get in every range: the first one goes by the client's initial belief (range 1
+    // holds everything) and comes back RangeKeyMismatch with the descriptors that hold the
+    // key, which fill the cache; the op is then rerouted. Afterwards every op of the
+    // window goes straight to its range's leader.
+    const w0 = performance.now();
+    const keys = [keyName('k', 0), ...splitPoints(cfg.keyspace, cfg.warmRanges)];
+    await bulk(keys.length, cfg.setupInflight, async (i) => {
+      await client.get(keys[i]!);
+    });
+    warmS = (performance.now() - w0) / 1000;
+  }
   const setupS = (performance.now() - t0) / 1000;
   const slots = (wid: number) => Math.ceil((cfg.keyspace - wid) / cfg.inflight);
   const target: Target = {
@@ -108,9 +139,14 @@ async function rasputinTarget(): Promise<{ target: Target; setupS: number; fill?
       return r.success;
     },
     requests: () => ({ requests: client.stats.requests, retries: client.stats.retries }),
+    ranges: () => {
+      const cached = client.cachedRanges();
+      const [first, last] = prefixSpan(cfg.op === 'put' ? 'p' : 'k', cfg.keyspace);
+      return { cached: cached.length, used: rangesOver(cached, first, last) };
+    },
     close: () => client.close(),
   };
-  return { target, setupS };
+  return { target, setupS, ...(warmS === undefined ? {} : { warmS }) };
 }
 
 async function echoTarget(): Promise<{ target: Target; setupS: number }> {
@@ -133,7 +169,8 @@ async function echoTarget(): Promise<{ target: Target; setupS: number }> {
 }
 
 async function main(): Promise<LoadResult> {
-  const { target, setupS } = cfg.mode === 'echo' ? await echoTarget() : await rasputinTarget();
+  const { target, setupS, warmS } =
+    cfg.mode === 'echo' ? { ...(await echoTarget()), warmS: undefined } : await rasputinTarget();
   await send({ type: 'ready' });
   if (cfg.op === 'fill') {
     await target.close();
@@ -220,6 +257,7 @@ async function main(): Promise<LoadResult> {
   timers.forEach(clearTimeout);
   endWindow();
   await Promise.all(pending);
+  const ranges = target.ranges?.();
   await target.close();
   const sorted = Float64Array.from(lat).sort();
   const cpu = cpuUsed ?? { user: 0, system: 0 };
@@ -237,6 +275,8 @@ async function main(): Promise<LoadResult> {
     clientRetries: req1.retries - req0.retries,
     firstErr,
     setupS,
+    ...(ranges ? { cachedRanges: ranges.cached, rangesUsed: ranges.used } : {}),
+    ...(warmS === undefined ? {} : { warmS }),
   };
 }
 

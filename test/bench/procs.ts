@@ -347,6 +347,8 @@ export async function startNode(opts: {
   storageDir: string;
   initialNodes: readonly string[];
   logFile: string;
+  /** Extra node (V8) options, before the script: e.g. --cpu-prof. */
+  execArgv?: readonly string[];
 }): Promise<Proc> {
   let readySeen = false;
   let onReady: (() => void) | undefined;
@@ -355,6 +357,7 @@ export async function startNode(opts: {
     `node ${opts.nodeId}`,
     process.execPath,
     [
+      ...(opts.execArgv ?? []),
       '--import',
       'tsx',
       join(repoRoot, 'src/cli/main.ts'),
@@ -387,4 +390,32 @@ export async function startNode(opts: {
     );
   }
   return proc;
+}
+
+/** Resident memory of a process in KiB (/proc/<pid>/status); NaN when it is gone. */
+export interface MemoryKiB {
+  /** VmRSS: everything resident. */
+  rss: number;
+  /** RssAnon: the heap and other private memory (the part ranges cost). */
+  anon: number;
+  /** RssFile: mapped files resident (mostly LMDB pages, which the page cache shares). */
+  file: number;
+}
+
+export function memoryKiB(pid: number): MemoryKiB {
+  const out: MemoryKiB = { rss: Number.NaN, anon: Number.NaN, file: Number.NaN };
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return out;
+  }
+  const field = (name: string) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(text);
+    return m ? Number(m[1]) : Number.NaN;
+  };
+  out.rss = field('VmRSS');
+  out.anon = field('RssAnon');
+  out.file = field('RssFile');
+  return out;
 }

@@ -6,6 +6,9 @@
 //                    [--inflight 1,64] [--workloads put,get,cas] [--keyspace N] [--maxops N]
 //                    [--peer-inflight 64] [--peers-dir /tmp/peers]
 //                    [--batches N] [--batch-size N]        (for the consensus section)
+//                    [--ranges 1,16,256,4096] [--idle-s S] [--idle-ranges N]
+//                    [--split-time S] [--split-inflight N] [--splits-during N]
+//                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
 //
 // Sections (--only picks some, comma-separated; default all but peers, which --peers adds):
 //   ceiling    bare NATS request/reply through the same nats-server and closed loop: a
@@ -20,7 +23,30 @@
 // the nodes' counters per op (`<p>.admin.status` stats: xstate events, fsyncs = store
 // flushes, store commits, raft batches, node requests). `--json` prints one line per
 // workload instead of tables. Every process started here is stopped by PID, also on error.
+//
+// Many ranges (--ranges LIST; the rasputin section then runs this instead, with --inflight
+// 64 and --workloads put,get unless given). Split keys are the N-quantiles of the key names
+// the load uses (shape.ts splitPoints: k_ and p_ names in key order), so uniform random
+// keys spread evenly; puts use the p_ half of the ranges, gets the k_ half. For each N:
+//   1. a cluster with N ranges: the one of the previous N, split further when its split
+//      keys are a subset of N's (nested quantiles: 1,16,256,4096), else a fresh one
+//      (filled first); the pre-split (splits.ts splitAll) is timed: wall time, ms per
+//      split, each split's latency;
+//   2. each workload at each --inflight, from a load process that first learns every
+//      range (one get per range) so its client routes straight to range leaders; the row
+//      says how many ranges its cache held (cache) and how many hold its keys (used);
+//   3. idle: --idle-s of no load, then each node's CPU (% of one core, /proc/<pid>/stat),
+//      RSS (VmRSS and RssAnon, /proc/<pid>/status), and the nodes' counters per second.
+// Then, on the last cluster: a put load (put-nosplits), and the same load with
+// --splits-during splits of ranges with data spread over its window (put+splits: time per
+// split, the first one the time to split a range with data under load; p99 against
+// put-nosplits),
+// and, on a fresh empty cluster, idle CPU and memory at 1 range and after splitting to
+// --idle-ranges (default 10,000; as many as --split-time allows): KiB per extra range.
+// Targets: ops/s at 256 ranges within 10% of 1 range's, idle CPU under 5% of a core, memory
+// under 16 KiB per range.
 
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -35,7 +61,9 @@ import {
   cpuSeconds,
   cpuSplit,
   forkTs,
+  type MemoryKiB,
   type MonitoredNats,
+  memoryKiB,
   type Proc,
   repoRoot,
   runToEnd,
@@ -46,7 +74,18 @@ import {
   varz,
   within,
 } from './procs.ts';
-import { type LoadConfig, type LoadMessage, type LoadResult, type Op, ops } from './shape.ts';
+import {
+  keyName,
+  keyspaceSortedMax,
+  type LoadConfig,
+  type LoadMessage,
+  type LoadResult,
+  type Op,
+  ops,
+  pct,
+  splitPoints,
+} from './shape.ts';
+import { type SplitOutcome, splitAll, splitSeries } from './splits.ts';
 
 // -------------------------------------------------------------------- options
 
@@ -57,14 +96,21 @@ const { values: a } = parseArgs({
     json: { type: 'boolean', default: false },
     peers: { type: 'boolean', default: false },
     only: { type: 'string' },
-    inflight: { type: 'string', default: '1,64' },
-    workloads: { type: 'string', default: 'put,get,cas' },
+    inflight: { type: 'string' },
+    workloads: { type: 'string' },
     keyspace: { type: 'string', default: '100000' },
     maxops: { type: 'string', default: '2000000' },
     'peer-inflight': { type: 'string', default: '64' },
     'peers-dir': { type: 'string', default: '/tmp/peers' },
     batches: { type: 'string' },
     'batch-size': { type: 'string' },
+    ranges: { type: 'string' },
+    'idle-s': { type: 'string', default: '10' },
+    'idle-ranges': { type: 'string', default: '10000' },
+    'split-time': { type: 'string', default: '120' },
+    'split-inflight': { type: 'string', default: '16' },
+    'splits-during': { type: 'string', default: '20' },
+    'node-cpu-prof': { type: 'string' },
   },
   strict: true,
 });
@@ -86,11 +132,20 @@ const durationS = bounded('duration', a.duration, 0.5, 600);
 const warmupS = bounded('warmup', a.warmup, 0, 60);
 const keyspace = Math.round(bounded('keyspace', a.keyspace, 100, 10_000_000));
 const maxOps = Math.round(bounded('maxops', a.maxops, 1, 100_000_000));
-const inflights = list(a.inflight).map((x) => Math.round(bounded('inflight', x, 1, 4096)));
+/** --ranges: the range counts to measure, ascending (absent: the one-range run). */
+const rangesList =
+  a.ranges === undefined
+    ? undefined
+    : [...new Set(list(a.ranges).map((x) => Math.round(bounded('ranges', x, 1, 100_000))))].sort(
+        (x, y) => x - y,
+      );
+const inflights = list(a.inflight ?? (rangesList ? '64' : '1,64')).map((x) =>
+  Math.round(bounded('inflight', x, 1, 4096)),
+);
 const peerInflights = list(a['peer-inflight']).map((x) =>
   Math.round(bounded('peer-inflight', x, 1, 4096)),
 );
-const workloads = list(a.workloads).map((w) => {
+const workloads = list(a.workloads ?? (rangesList ? 'put,get' : 'put,get,cas')).map((w) => {
   if (!(ops as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
   return w as Op;
 });
@@ -107,8 +162,27 @@ const sections = new Set<Section>(
       }),
 );
 if (a.peers && a.only !== undefined) sections.add('peers');
+const idleS = bounded('idle-s', a['idle-s'], 1, 600);
+const idleRanges = Math.round(bounded('idle-ranges', a['idle-ranges'], 0, 100_000));
+const splitTimeS = bounded('split-time', a['split-time'], 1, 3600);
+const splitInflight = Math.round(bounded('split-inflight', a['split-inflight'], 1, 1024));
+const splitsDuring = Math.round(bounded('splits-during', a['splits-during'], 0, 10_000));
+if (rangesList && keyspace > keyspaceSortedMax) {
+  throw new Error(`--ranges needs --keyspace at most ${keyspaceSortedMax} (sortable key names)`);
+}
+if (rangesList && Math.max(idleRanges, ...rangesList) > 2 * keyspace) {
+  throw new Error(`--ranges, --idle-ranges: at most 2 x --keyspace (${2 * keyspace}) ranges`);
+}
 const json = a.json;
 const nodeIds = ['a', 'b', 'c'];
+/** --node-cpu-prof DIR: each node writes a V8 CPU profile there when it stops. */
+const nodeCpuProfDir = a['node-cpu-prof'];
+/** Deadline of one split, retries included. */
+const splitTimeoutMs = 20_000;
+/** Quiet time before an idle measurement (splits' trailing directory writes, elections). */
+const idleSettleMs = 3000;
+/** How long a pre-split waits for the meta directory to list every range it made. */
+const directoryCatchUpMs = 5000;
 const valueBytes = 100;
 const setupInflight = 256;
 const echoSubject = 'bench.echo';
@@ -154,6 +228,20 @@ interface Row {
   client_requests_per_op?: number | null;
   client_retries?: number;
   setup_s?: number;
+  /** Ranges in the load client's cache at the end, and those holding the load's keys. */
+  cached_ranges?: number;
+  ranges_used?: number;
+  /** Seconds the load client took to learn every range (one get per range). */
+  warm_s?: number;
+  /** put+splits: the splits made during the window, and their durations. */
+  splits_made?: number;
+  splits_failed?: number;
+  split_first_ms?: number | null;
+  split_p50_ms?: number | null;
+  split_max_ms?: number | null;
+  /** put+splits: the put-nosplits row run just before (same load, no splits). */
+  baseline_ops_per_s?: number | null;
+  baseline_p99_ms?: number | null;
   first_err?: string;
   note?: string;
 }
@@ -198,10 +286,24 @@ const legend = [
   'msgIn/msgOut: nats-server messages per op; xstate, fsync (store flushes), commit (store',
   'commits), batch (raft batches out): summed over the nodes, per op; req: NATS requests',
   'the client sent per op; bg%: machine CPU used by no process of the bench (1 core = 100).',
+  ...(rangesList
+    ? [
+        "rngs: ranges the cluster was split into; cache: ranges in the load client's cache at",
+        "the end; used: of those, the ranges holding the workload's keys (puts p_, gets k_).",
+      ]
+    : []),
 ].join('\n');
 
+/** With --ranges, each row also shows its range count and the load client's cache. */
+const rangeColumns: typeof columns = [
+  ['rngs', 6, 0, (r) => r.ranges],
+  ['cache', 6, 0, (r) => r.cached_ranges],
+  ['used', 5, 0, (r) => r.ranges_used],
+];
+const shownColumns = rangesList ? [...rangeColumns, ...columns] : columns;
+
 function header(): string {
-  const titles = columns.map(([title, width]) => title.padStart(width)).join('');
+  const titles = shownColumns.map(([title, width]) => title.padStart(width)).join('');
   return `${'system'.padEnd(11)}${'workload'.padEnd(14)}${'inflt'.padStart(5)}${titles}`;
 }
 
@@ -220,7 +322,7 @@ function show(r: Row): void {
     r.system.padEnd(11) +
       r.workload.padEnd(14) +
       String(r.inflight).padStart(5) +
-      columns.map(([, width, digits, f]) => cell(f(r), digits, width)).join(''),
+      shownColumns.map(([, width, digits, f]) => cell(f(r), digits, width)).join(''),
   );
   if (r.first_err) out(`    first error: ${r.first_err}`);
   if (r.note) out(`    note: ${r.note}`);
@@ -256,6 +358,8 @@ const counterNames: (keyof NodeCounters)[] = [
 
 interface StatusReply {
   node?: string;
+  /** Ranges hosted (the list may be cut short to fit one reply: led ranges first). */
+  rangesTotal?: number;
   ranges?: { rangeId?: number; role?: string; leader?: string }[];
   stats?: Partial<Record<keyof NodeCounters, unknown>>;
 }
@@ -412,6 +516,7 @@ async function runLoad(
   cfg: LoadConfig,
   p: Probe | undefined,
   watch: readonly Proc[],
+  onWindow?: (phase: 'start' | 'end') => void,
 ): Promise<{ result: LoadResult; s0?: Sample; s1?: Sample }> {
   const child = forkTs(`load ${cfg.op} c${cfg.inflight}`, 'load.ts', {
     BENCH_LOAD: JSON.stringify(cfg),
@@ -421,6 +526,7 @@ async function runLoad(
   let settle: ((r: LoadResult | Error) => void) | undefined;
   const outcome = new Promise<LoadResult | Error>((resolve) => (settle = resolve));
   child.child.on('message', (m: LoadMessage) => {
+    if (m.type === 'window') onWindow?.(m.phase);
     if (m.type === 'window' && m.phase === 'start' && p) s0 = sample(p);
     else if (m.type === 'window' && m.phase === 'end' && p) s1 = sample(p);
     else if (m.type === 'result') settle?.(m.result);
@@ -461,8 +567,10 @@ function toRow(
   r: LoadResult,
   s0: Sample | undefined,
   s1: Sample | undefined,
-  withRanges: boolean,
+  /** Ranges of the cluster; undefined for a run without Rasputin nodes (the ceiling). */
+  ranges: number | undefined,
 ): Row {
+  const withRanges = ranges !== undefined;
   const n = r.ops;
   const d = (f: (s: Sample) => number | undefined): number =>
     s0 && s1 ? (f(s1) ?? Number.NaN) - (f(s0) ?? Number.NaN) : Number.NaN;
@@ -482,7 +590,7 @@ function toRow(
   const row: Row = {
     workload,
     inflight,
-    ...(withRanges ? { ranges: 1 } : {}),
+    ...(withRanges ? { ranges } : {}),
     ops_per_s: fixed(r.elapsedS > 0 ? n / r.elapsedS : Number.NaN, 1) ?? Number.NaN,
     p50_ms: fixed(r.p50, 3) ?? Number.NaN,
     p99_ms: fixed(r.p99, 3) ?? Number.NaN,
@@ -521,6 +629,9 @@ function toRow(
         '(or a node did not answer within 2 s)';
     }
   }
+  if (r.cachedRanges !== undefined) row.cached_ranges = r.cachedRanges;
+  if (r.rangesUsed !== undefined) row.ranges_used = r.rangesUsed;
+  if (r.warmS !== undefined) row.warm_s = fixed(r.warmS, 2) ?? 0;
   if (r.firstErr) row.first_err = r.firstErr;
   return row;
 }
@@ -563,65 +674,115 @@ async function ceiling(nats: MonitoredNats): Promise<void> {
     for (const inflight of inflights) {
       const cfg: LoadConfig = { ...baseConfig(nats), mode: 'echo', op: 'echo', inflight };
       const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, responder]);
-      addRow(toRow('nats-echo', 'request-reply', inflight, result, s0, s1, false));
+      addRow(toRow('nats-echo', 'request-reply', inflight, result, s0, s1, undefined));
     }
   } finally {
     await responder.stop();
   }
 }
 
-async function rasputin(nats: MonitoredNats): Promise<void> {
-  const baseDir = await mkdtemp(join(tmpdir(), 'rasputin-runbench-'));
-  const nodes: Proc[] = [];
-  let nc: NatsConnection | undefined;
-  let failed = false;
-  try {
-    log(`rasputin: starting 3 nodes in ${baseDir}`);
+/** A 3-node Rasputin cluster in a temp dir, on the run's nats-server. */
+class Cluster {
+  readonly nodes: Proc[] = [];
+  baseDir = '';
+  /** For status requests. */
+  nc: NatsConnection | undefined;
+  /** For splits (opened on first use). */
+  private splitClient: Client | undefined;
+  leader = '';
+
+  constructor(readonly nats: MonitoredNats) {}
+
+  get watch(): Proc[] {
+    return [this.nats.proc, ...this.nodes];
+  }
+
+  get probe(): Probe {
+    const nc = this.nc!;
+    return {
+      nodePids: this.nodes.map((n) => n.pid),
+      natsPids: [this.nats.proc.pid],
+      otherPids: [],
+      monitorPort: this.nats.monitorPort,
+      counters: () => clusterCounters(nc),
+    };
+  }
+
+  /** Starts the nodes and waits for a leader of range 1 that answers a write. */
+  async start(): Promise<void> {
+    this.baseDir = await mkdtemp(join(tmpdir(), 'rasputin-runbench-'));
+    log(`rasputin: starting 3 nodes in ${this.baseDir}`);
     const started = await Promise.allSettled(
       nodeIds.map((id) =>
         startNode({
           nodeId: id,
-          natsUrl: nats.url,
-          storageDir: join(baseDir, id),
+          natsUrl: this.nats.url,
+          storageDir: join(this.baseDir, id),
           initialNodes: nodeIds,
-          logFile: join(baseDir, `${id}.log`),
+          logFile: join(this.baseDir, `${id}.log`),
+          ...(nodeCpuProfDir
+            ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${join(nodeCpuProfDir, id)}`] }
+            : {}),
         }),
       ),
     );
-    for (const s of started) if (s.status === 'fulfilled') nodes.push(s.value);
+    for (const s of started) if (s.status === 'fulfilled') this.nodes.push(s.value);
     const bad = started.find((s) => s.status === 'rejected');
     if (bad) throw bad.reason;
-    nc = await connect({ servers: nats.url, name: 'bench-status' });
-    const statusNc = nc;
-    const watch = [nats.proc, ...nodes];
-    const leader = await waitForLeader(statusNc, nats.url, watch);
-    log(`rasputin: leader of range 1 is node ${leader}`);
-    const probe: Probe = {
-      nodePids: nodes.map((n) => n.pid),
-      natsPids: [nats.proc.pid],
-      otherPids: [],
-      monitorPort: nats.monitorPort,
-      counters: () => clusterCounters(statusNc),
-    };
-    const first = await askStatus(statusNc, nodeIds.length, 2000);
+    this.nc = await connect({ servers: this.nats.url, name: 'bench-status' });
+    this.leader = await waitForLeader(this.nc, this.nats.url, this.watch);
+    log(`rasputin: leader of range 1 is node ${this.leader}`);
+    const first = await askStatus(this.nc, nodeIds.length, 2000);
     if (!first.some((r) => r.stats && typeof r.stats.xstateEvents === 'number')) {
       log('rasputin: the nodes report no stats in <p>.admin.status: per-op counters are n/a');
     }
+  }
 
+  /** Writes every k_ key once (the data gets and cas read). */
+  async fill(): Promise<void> {
     log(`rasputin: fill ${keyspace} k_ keys, ${setupInflight} in flight`);
     const fill = await runLoad(
-      { ...baseConfig(nats), mode: 'rasputin', op: 'fill', inflight: setupInflight },
+      { ...baseConfig(this.nats), mode: 'rasputin', op: 'fill', inflight: setupInflight },
       undefined,
-      watch,
+      this.watch,
     );
     const fillRate = fill.result.ops / fill.result.setupS;
     log(`rasputin: filled in ${fill.result.setupS.toFixed(1)} s (${fillRate.toFixed(0)} sets/s)`);
+  }
+
+  async client(): Promise<Client> {
+    this.splitClient ??= await Client.connect({
+      servers: this.nats.url,
+      timeoutMs: splitTimeoutMs,
+      name: 'bench-split',
+    });
+    return this.splitClient;
+  }
+
+  /** Stops every node by PID; keeps the node logs when the run failed. */
+  async stop(failed: boolean): Promise<void> {
+    await this.splitClient?.close().catch(() => undefined);
+    await this.nc?.close().catch(() => undefined);
+    await Promise.all(this.nodes.map((n) => n.stop().catch(() => undefined)));
+    if (this.baseDir === '') return;
+    if (failed) log(`rasputin: node logs kept in ${this.baseDir}`);
+    else await rm(this.baseDir, { recursive: true, force: true });
+  }
+}
+
+async function rasputin(nats: MonitoredNats): Promise<void> {
+  const cluster = new Cluster(nats);
+  let failed = false;
+  try {
+    await cluster.start();
+    await cluster.fill();
+    const probe = cluster.probe;
     for (const op of workloads) {
       for (const inflight of inflights) {
         log(`rasputin: ${op}, ${inflight} in flight`);
         const cfg: LoadConfig = { ...baseConfig(nats), mode: 'rasputin', op, inflight };
-        const { result, s0, s1 } = await runLoad(cfg, probe, watch);
-        const row = toRow('rasputin', op, inflight, result, s0, s1, true);
+        const { result, s0, s1 } = await runLoad(cfg, probe, cluster.watch);
+        const row = toRow('rasputin', op, inflight, result, s0, s1, 1);
         if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
         addRow(row);
       }
@@ -630,11 +791,463 @@ async function rasputin(nats: MonitoredNats): Promise<void> {
     failed = true;
     throw err;
   } finally {
-    await nc?.close().catch(() => undefined);
-    await Promise.all(nodes.map((n) => n.stop().catch(() => undefined)));
-    if (failed) log(`rasputin: node logs kept in ${baseDir}`);
-    else await rm(baseDir, { recursive: true, force: true });
+    await cluster.stop(failed);
   }
+}
+
+// -------------------------------------------------------------------- many ranges
+
+/** A pre-split: the splits that took a cluster to `ranges` ranges. */
+interface PresplitRow {
+  system: string;
+  workload: 'presplit';
+  /** Splits in flight at most. */
+  inflight: number;
+  ranges: number;
+  /** Ranges the cluster has after it (the keys it is cut at, plus one). */
+  ranges_made: number;
+  /** Ranges in the meta directory (it may lag; read until it matches, for 5 s at most). */
+  ranges_directory: number | null;
+  splits_asked: number;
+  splits_made: number;
+  splits_failed: number;
+  splits_skipped: number;
+  elapsed_s: number;
+  /** Wall time per split made (splits run `inflight` at a time). */
+  ms_per_split: number | null;
+  split_p50_ms: number | null;
+  split_p99_ms: number | null;
+  split_max_ms: number | null;
+  first_err?: string;
+}
+
+/** No client load for --idle-s: each node's CPU and memory, the nodes' counters per second. */
+interface IdleRow {
+  system: string;
+  workload: 'idle';
+  inflight: 0;
+  ranges: number;
+  ranges_made: number;
+  /** 'data': the cluster of the load runs (filled, loaded); 'empty': never had client data. */
+  cluster: 'data' | 'empty';
+  elapsed_s: number;
+  /** Per node, in the order of `nodes`: % of one core. */
+  nodes: string[];
+  node_cpu_pct: (number | null)[];
+  node_cpu_pct_max: number | null;
+  nats_cpu_pct: number | null;
+  nats_in_msgs_per_s: number | null;
+  node_rss_kib: (number | null)[];
+  node_rss_anon_kib: (number | null)[];
+  /**
+   * Ranges (replicas) and leaders per node, from `<p>.admin.status` (null: no answer;
+   * leaders are counted among the ranges the reply lists, led ones first).
+   */
+  node_ranges: (number | null)[];
+  node_leaders: (number | null)[];
+  /** Ranges each reply listed: below node_ranges, node_leaders may be a lower bound. */
+  node_ranges_listed: (number | null)[];
+  /** The node whose reply shows it leading range 1 (the meta range; placement driver). */
+  meta_leader: string | null;
+  /** Summed over the nodes. */
+  turns_per_s: number | null;
+  raft_msgs_in_per_s: number | null;
+  raft_batches_out_per_s: number | null;
+  xstate_events_per_s: number | null;
+  store_commits_per_s: number | null;
+  /** CPU per hosted range: the busiest node's CPU us per second, divided by its ranges. */
+  cpu_us_per_range_per_s: number | null;
+  /** Against the 1-range idle row of the same kind of cluster: (RSS - RSS_1) / (N - 1). */
+  kib_per_range?: (number | null)[];
+  anon_kib_per_range?: (number | null)[];
+  /** Against that row too: each node's extra CPU us per second per extra range. */
+  cpu_us_per_extra_range_per_s?: (number | null)[];
+  note?: string;
+}
+
+/** Leaders per node; "N+" where the status reply listed only part of the node's ranges. */
+function leadersShown(r: IdleRow): string {
+  return r.node_leaders
+    .map((x, i) => {
+      if (x === null) return '-';
+      const listed = r.node_ranges_listed[i] ?? null;
+      const total = r.node_ranges[i] ?? null;
+      return listed !== null && total !== null && listed < total && x === listed
+        ? `${x}+`
+        : String(x);
+    })
+    .join('/');
+}
+
+const presplitRows: PresplitRow[] = [];
+const idleRows: IdleRow[] = [];
+
+function emit(r: PresplitRow | IdleRow): void {
+  if (r.workload === 'presplit') presplitRows.push(r);
+  else idleRows.push(r);
+  if (json) out(JSON.stringify(r));
+}
+
+/** Splits cluster `c` (cut at `cut` now) at every key of `want`, bounded by --split-time. */
+async function presplit(
+  c: Cluster,
+  ranges: number,
+  want: readonly string[],
+  cut: ReadonlySet<string>,
+): Promise<SplitOutcome> {
+  const client = await c.client();
+  const asked = want.filter((k) => !cut.has(k)).length;
+  log(
+    `rasputin: pre-split to ${ranges} ranges: ${asked} splits, ${splitInflight} in flight, ` +
+      `at most ${splitTimeS} s`,
+  );
+  let dead = false;
+  const watchdog = setInterval(() => {
+    dead ||= c.watch.some((p) => !p.running());
+  }, 200);
+  let o: SplitOutcome;
+  try {
+    o = await splitAll(client, want, cut, {
+      inflight: splitInflight,
+      deadlineMs: performance.now() + splitTimeS * 1000,
+      timeoutMs: splitTimeoutMs,
+      stop: () => dead,
+      onProgress: (made, of, s) =>
+        log(
+          `  ${made}/${of} splits in ${s.toFixed(0)} s (${((s * 1000) / made).toFixed(1)} ms each)`,
+        ),
+    });
+  } finally {
+    clearInterval(watchdog);
+  }
+  checkAlive(c.watch);
+  const made = cut.size + o.made.length + 1;
+  // The directory is written after each split commits: give it a moment to catch up.
+  let directory: number | null = null;
+  const directoryDeadline = performance.now() + directoryCatchUpMs;
+  while (directory !== made && performance.now() < directoryDeadline) {
+    try {
+      directory = (await client.ranges({ timeoutMs: 10_000 })).length;
+    } catch (err) {
+      log(`rasputin: could not read the directory: ${(err as Error).message}`);
+    }
+    if (directory !== made) await sleep(250);
+  }
+  const row: PresplitRow = {
+    system: 'rasputin',
+    workload: 'presplit',
+    inflight: splitInflight,
+    ranges,
+    ranges_made: made,
+    ranges_directory: directory,
+    splits_asked: o.asked,
+    splits_made: o.made.length,
+    splits_failed: o.failed,
+    splits_skipped: o.skipped,
+    elapsed_s: fixed(o.elapsedS, 3) ?? 0,
+    ms_per_split: fixed(o.made.length > 0 ? (o.elapsedS * 1000) / o.made.length : Number.NaN, 2),
+    split_p50_ms: fixed(pct(o.latenciesMs, 0.5), 2),
+    split_p99_ms: fixed(pct(o.latenciesMs, 0.99), 2),
+    split_max_ms: fixed(pct(o.latenciesMs, 1), 2),
+    ...(o.firstErr ? { first_err: o.firstErr } : {}),
+  };
+  log(
+    `rasputin: ${made} ranges (${o.made.length} splits made, ${o.failed} failed, ${o.skipped} ` +
+      `not started) in ${o.elapsedS.toFixed(1)} s: ${row.ms_per_split ?? '-'} ms per split, ` +
+      `each ${row.split_p50_ms ?? '-'} ms p50 / ${row.split_max_ms ?? '-'} ms max; the directory ` +
+      `lists ${directory ?? '?'}` +
+      (o.firstErr ? `; first error: ${o.firstErr}` : ''),
+  );
+  emit(row);
+  return o;
+}
+
+const counterRate = (
+  c0: Record<keyof NodeCounters, number> | undefined,
+  c1: Record<keyof NodeCounters, number> | undefined,
+  k: keyof NodeCounters,
+  s: number,
+): number | null => (c0 && c1 ? fixed((c1[k] - c0[k]) / s, 1) : null);
+
+/** --idle-s of no client load on `c`: CPU, memory and counters (see IdleRow). */
+async function measureIdle(
+  c: Cluster,
+  ranges: number,
+  made: number,
+  kind: IdleRow['cluster'],
+  baseline: IdleRow | undefined,
+): Promise<IdleRow> {
+  log(`rasputin: idle ${idleS} s with ${made} ranges (${kind} cluster)`);
+  await sleep(idleSettleMs);
+  checkAlive(c.watch);
+  const nc = c.nc!;
+  // Status first (it costs the nodes CPU): the window starts once the answers are in.
+  const st0 = await askStatus(nc, nodeIds.length, 5000);
+  const v0 = await varz(c.nats.monitorPort).catch(() => undefined);
+  const pids = c.nodes.map((n) => n.pid);
+  const cpu0 = pids.map((pid) => cpuSeconds([pid]));
+  const nats0 = cpuSeconds([c.nats.proc.pid]);
+  const t0 = performance.now();
+  const deadline = t0 + idleS * 1000;
+  while (performance.now() < deadline) {
+    await sleep(Math.min(200, Math.max(1, deadline - performance.now())));
+    checkAlive(c.watch);
+  }
+  const cpu1 = pids.map((pid) => cpuSeconds([pid]));
+  const nats1 = cpuSeconds([c.nats.proc.pid]);
+  const wallS = (performance.now() - t0) / 1000;
+  const mem: MemoryKiB[] = pids.map((pid) => memoryKiB(pid));
+  const v1 = await varz(c.nats.monitorPort).catch(() => undefined);
+  const st1 = await askStatus(nc, nodeIds.length, 5000);
+  const sum = (replies: StatusReply[]) => {
+    if (replies.length < nodeIds.length) return undefined;
+    const total = {} as Record<keyof NodeCounters, number>;
+    for (const k of counterNames) {
+      total[k] = replies.reduce(
+        (n, r) => n + (typeof r.stats?.[k] === 'number' ? (r.stats[k] as number) : Number.NaN),
+        0,
+      );
+    }
+    return total;
+  };
+  const c0 = sum(st0);
+  const c1 = sum(st1);
+  const byNode = new Map(st1.map((r) => [r.node ?? '', r]));
+  const nodeCpu = cpu0.map((x, i) => fixed(((cpu1[i]! - x) / wallS) * 100, 2));
+  const cpuMax = nodeCpu.reduce<number | null>(
+    (m, x) => (x === null ? m : Math.max(m ?? 0, x)),
+    null,
+  );
+  const nodeRanges = nodeIds.map((id) => {
+    const r = byNode.get(id);
+    return r?.rangesTotal ?? r?.ranges?.length ?? null;
+  });
+  const row: IdleRow = {
+    system: 'rasputin',
+    workload: 'idle',
+    inflight: 0,
+    ranges,
+    ranges_made: made,
+    cluster: kind,
+    elapsed_s: fixed(wallS, 3) ?? 0,
+    nodes: nodeIds,
+    node_cpu_pct: nodeCpu,
+    node_cpu_pct_max: cpuMax,
+    nats_cpu_pct: fixed(((nats1 - nats0) / wallS) * 100, 2),
+    nats_in_msgs_per_s: v0 && v1 ? fixed((v1.in_msgs - v0.in_msgs) / wallS, 1) : null,
+    node_rss_kib: mem.map((m) => fixed(m.rss, 0)),
+    node_rss_anon_kib: mem.map((m) => fixed(m.anon, 0)),
+    node_ranges: nodeRanges,
+    node_leaders: nodeIds.map((id) => {
+      const r = byNode.get(id)?.ranges;
+      return r ? r.filter((g) => g.role === 'leader').length : null;
+    }),
+    node_ranges_listed: nodeIds.map((id) => byNode.get(id)?.ranges?.length ?? null),
+    meta_leader:
+      st1.find((r) => r.ranges?.some((g) => g.rangeId === 1 && g.role === 'leader'))?.node ?? null,
+    turns_per_s: counterRate(c0, c1, 'turns', wallS),
+    raft_msgs_in_per_s: counterRate(c0, c1, 'raftMessagesIn', wallS),
+    raft_batches_out_per_s: counterRate(c0, c1, 'raftBatchesOut', wallS),
+    xstate_events_per_s: counterRate(c0, c1, 'xstateEvents', wallS),
+    store_commits_per_s: counterRate(c0, c1, 'storeCommits', wallS),
+    cpu_us_per_range_per_s: cpuMax === null ? null : fixed((cpuMax * 1e4) / made, 2),
+  };
+  if (baseline && made > baseline.ranges_made) {
+    // Per node: the ranges it hosts now (status) over those it hosted then; the count the
+    // bench made when a node did not say.
+    const extraOf = (i: number) =>
+      (nodeRanges[i] ?? made) - (baseline.node_ranges[i] ?? baseline.ranges_made);
+    const per = (now: (number | null)[], then: (number | null)[], scale = 1) =>
+      now.map((x, i) => {
+        const b = then[i];
+        const extra = extraOf(i);
+        return x === null || b === null || b === undefined || extra <= 0
+          ? null
+          : fixed(((x - b) * scale) / extra, 2);
+      });
+    row.kib_per_range = per(row.node_rss_kib, baseline.node_rss_kib);
+    row.anon_kib_per_range = per(row.node_rss_anon_kib, baseline.node_rss_anon_kib);
+    // % of a core -> us per second: x 10^4.
+    row.cpu_us_per_extra_range_per_s = per(row.node_cpu_pct, baseline.node_cpu_pct, 1e4);
+  }
+  if (st1.length < nodeIds.length) {
+    row.note =
+      `${nodeIds.length - st1.length} node(s) did not answer <p>.admin.status within 5 s ` +
+      '(a reply over max_payload is dropped): counters n/a';
+  }
+  const show = (xs: (number | null)[], scale = 1, digits = 1) =>
+    xs.map((x) => (x === null ? '-' : (x / scale).toFixed(digits))).join('/');
+  log(
+    `rasputin: idle at ${made} ranges: cpu % ${show(nodeCpu)} (nats ${row.nats_cpu_pct}, ` +
+      `${row.nats_in_msgs_per_s ?? '-'} msgs/s in), rss MiB ${show(row.node_rss_kib, 1024)} ` +
+      `(anon ${show(row.node_rss_anon_kib, 1024)})` +
+      (row.kib_per_range ? `, KiB/range ${show(row.kib_per_range)}` : '') +
+      `; ranges/leaders per node ${show(nodeRanges, 1, 0)} / ${leadersShown(row)}, meta ` +
+      `range led by ${row.meta_leader ?? '?'}; ` +
+      `per s: ${row.turns_per_s ?? '-'} turns, ${row.raft_msgs_in_per_s ?? '-'} raft msgs in, ` +
+      `${row.xstate_events_per_s ?? '-'} xstate events`,
+  );
+  emit(row);
+  return row;
+}
+
+/** --splits-during splits of ranges with data, spread over a put load's window. */
+async function splitsUnderLoad(c: Cluster, ranges: number, cut: Set<string>): Promise<void> {
+  const count = Math.min(splitsDuring, keyspace);
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const idx = Math.floor(((i + 0.5) * keyspace) / count);
+    const key = [keyName('p', idx), keyName('p', Math.min(keyspace - 1, idx + 1))].find(
+      (k) => !cut.has(k),
+    );
+    if (key !== undefined && !keys.includes(key)) keys.push(key);
+  }
+  const inflight = inflights[inflights.length - 1]!;
+  const client = await c.client();
+  const cfg: LoadConfig = {
+    ...baseConfig(c.nats),
+    mode: 'rasputin',
+    op: 'put',
+    inflight,
+    ...(ranges > 1 ? { warmRanges: ranges } : {}),
+  };
+  // The same load without splits first, just before, so both see the same machine.
+  log(`rasputin: put, ${inflight} in flight, ${ranges} ranges, no splits (baseline)`);
+  const plain = await runLoad(cfg, c.probe, c.watch);
+  const base = toRow(
+    'rasputin',
+    'put-nosplits',
+    inflight,
+    plain.result,
+    plain.s0,
+    plain.s1,
+    ranges,
+  );
+  addRow(base);
+  log(
+    `rasputin: put, ${inflight} in flight, with ${keys.length} splits of ranges with data ` +
+      `spread over the ${durationS} s window`,
+  );
+  const everyMs = (durationS * 1000) / Math.max(1, keys.length);
+  let ended = false;
+  let series: ReturnType<typeof splitSeries> | undefined;
+  let loaded: Awaited<ReturnType<typeof runLoad>>;
+  try {
+    loaded = await runLoad(cfg, c.probe, c.watch, (phase) => {
+      if (phase === 'end') ended = true;
+      else
+        series ??= splitSeries(client, keys, {
+          everyMs,
+          timeoutMs: splitTimeoutMs,
+          stop: () => ended,
+        });
+    });
+  } finally {
+    ended = true;
+    await series?.catch(() => undefined);
+  }
+  const s = series ? await series : undefined;
+  for (const k of s?.made ?? []) cut.add(k);
+  const row = toRow(
+    'rasputin',
+    'put+splits',
+    inflight,
+    loaded.result,
+    loaded.s0,
+    loaded.s1,
+    ranges,
+  );
+  const lat = s ? Float64Array.from(s.latenciesMs).sort() : new Float64Array(0);
+  row.splits_made = s?.made.length ?? 0;
+  row.splits_failed = s?.failed ?? 0;
+  row.split_first_ms = fixed(s?.latenciesMs[0], 2);
+  row.split_p50_ms = fixed(pct(lat, 0.5), 2);
+  row.split_max_ms = fixed(pct(lat, 1), 2);
+  row.baseline_ops_per_s = base.ops_per_s;
+  row.baseline_p99_ms = base.p99_ms;
+  row.note =
+    `${s?.made.length ?? 0} splits during the window (${s?.failed ?? 0} failed): first ` +
+    `${row.split_first_ms ?? '-'} ms, p50 ${row.split_p50_ms ?? '-'} ms, max ` +
+    `${row.split_max_ms ?? '-'} ms; without splits (put-nosplits, just before): ` +
+    `${base.ops_per_s.toFixed(0)} ops/s, p99 ${base.p99_ms.toFixed(2)} ms` +
+    (s?.firstErr ? `; first split error: ${s.firstErr}` : '');
+  addRow(row);
+}
+
+/** The load runs over --ranges, then idle CPU and memory with many ranges. */
+async function rasputinRanges(nats: MonitoredNats): Promise<void> {
+  let cluster: Cluster | undefined;
+  let failed: unknown;
+  /** The keys the current cluster is cut at. */
+  let cut = new Set<string>();
+  let baseline: IdleRow | undefined;
+  let last = 0;
+  try {
+    for (const n of rangesList!) {
+      const want = splitPoints(keyspace, n);
+      const wanted = new Set(want);
+      if (cluster && ![...cut].every((k) => wanted.has(k))) {
+        log(`rasputin: ${n} ranges do not refine ${cut.size + 1}: a fresh cluster`);
+        await cluster.stop(false);
+        cluster = undefined;
+      }
+      if (!cluster) {
+        cluster = new Cluster(nats);
+        cut = new Set();
+        await cluster.start();
+        await cluster.fill();
+      }
+      const c = cluster;
+      if (want.some((k) => !cut.has(k))) {
+        const o = await presplit(c, n, want, cut);
+        for (const k of o.made) cut.add(k);
+      }
+      const made = cut.size + 1;
+      for (const op of workloads) {
+        for (const inflight of inflights) {
+          log(`rasputin: ${op}, ${inflight} in flight, ${made} ranges`);
+          const cfg: LoadConfig = {
+            ...baseConfig(nats),
+            mode: 'rasputin',
+            op,
+            inflight,
+            ...(n > 1 ? { warmRanges: n } : {}),
+          };
+          const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
+          const row = toRow('rasputin', op, inflight, result, s0, s1, n);
+          if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
+          if (made !== n) row.note = `the pre-split made ${made} ranges, not ${n}`;
+          addRow(row);
+        }
+      }
+      const idle = await measureIdle(c, n, made, 'data', baseline);
+      if (n === 1) baseline = idle;
+      last = n;
+    }
+    if (cluster && splitsDuring > 0) await splitsUnderLoad(cluster, last, cut);
+  } catch (err) {
+    failed = err;
+    log(`rasputin: many-ranges loads failed: ${(err as Error).stack ?? String(err)}`);
+  } finally {
+    await cluster?.stop(failed !== undefined);
+  }
+  if (idleRanges > 0) {
+    const empty = new Cluster(nats);
+    let emptyFailed = false;
+    try {
+      await empty.start();
+      const base = await measureIdle(empty, 1, 1, 'empty', undefined);
+      const o = await presplit(empty, idleRanges, splitPoints(keyspace, idleRanges), new Set());
+      await measureIdle(empty, idleRanges, o.made.length + 1, 'empty', base);
+    } catch (err) {
+      emptyFailed = true;
+      failed ??= err;
+      log(`rasputin: idle with many ranges failed: ${(err as Error).stack ?? String(err)}`);
+    } finally {
+      await empty.stop(emptyFailed);
+    }
+  }
+  if (failed !== undefined) throw failed;
 }
 
 async function consensus(): Promise<void> {
@@ -686,6 +1299,107 @@ async function peers(): Promise<PeerRow[]> {
   return peerRows;
 }
 
+// -------------------------------------------------------------------- many-ranges summary
+
+const num = (x: number | null | undefined, digits: number, width: number) =>
+  cell(x ?? null, digits, width);
+const perNode = (xs: readonly (number | null)[] | undefined, digits: number, scale = 1) =>
+  xs ? xs.map((x) => (x === null ? '-' : (x / scale).toFixed(digits))).join('/') : '-';
+
+/** The throughput row of `op` at `ranges` (the largest --inflight). */
+function rangesRow(op: string, ranges: number): Row | undefined {
+  const inflight = inflights[inflights.length - 1];
+  return rows.find(
+    (r) =>
+      r.system === 'rasputin' &&
+      r.workload === op &&
+      r.inflight === inflight &&
+      r.ranges === ranges,
+  );
+}
+
+/** Text mode: the pre-splits, throughput against 1 range, idle CPU and memory. */
+function rangesSummary(): void {
+  if (!rangesList || json) return;
+  const inflight = inflights[inflights.length - 1];
+  out(
+    `\nmany ranges: pre-split, and throughput at ${inflight} in flight against 1 range ` +
+      '(x1r); split keys at the N-quantiles of the k_/p_ key names, so puts use the p_ half ' +
+      'of the ranges and gets the k_ half',
+  );
+  out(
+    `${'ranges'.padStart(7)}${'made'.padStart(7)}${'split_s'.padStart(9)}${'ms/split'.padStart(9)}` +
+      `${'p50ms'.padStart(8)}${'maxms'.padStart(9)}${'fail'.padStart(5)}  ` +
+      workloads
+        .map(
+          (op) =>
+            `${`${op} ops/s`.padStart(11)}${'p99ms'.padStart(8)}${'x1r'.padStart(6)}` +
+            `${'cache'.padStart(7)}`,
+        )
+        .join(''),
+  );
+  for (const n of rangesList) {
+    const pre = presplitRows.find((r) => r.ranges === n);
+    const cols = workloads.map((op) => {
+      const r = rangesRow(op, n);
+      const one = rangesRow(op, 1);
+      const ratio = r && one ? r.ops_per_s / one.ops_per_s : null;
+      return (
+        num(r?.ops_per_s, 0, 11) +
+        num(r?.p99_ms, 2, 8) +
+        num(ratio, 2, 6) +
+        num(r?.cached_ranges, 0, 7)
+      );
+    });
+    out(
+      `${String(n).padStart(7)}${num(pre?.ranges_made ?? n, 0, 7)}${num(pre?.elapsed_s, 1, 9)}` +
+        `${num(pre?.ms_per_split, 2, 9)}${num(pre?.split_p50_ms, 1, 8)}` +
+        `${num(pre?.split_max_ms, 1, 9)}${num(pre?.splits_failed, 0, 5)}  ${cols.join('')}`,
+    );
+  }
+  const many = presplitRows.find((r) => r.ranges === idleRanges && !rangesList.includes(r.ranges));
+  if (many) {
+    out(
+      `  empty cluster to ${idleRanges} ranges: ${many.ranges_made} made (directory ` +
+        `${many.ranges_directory ?? '?'}) in ${many.elapsed_s} s: ${many.ms_per_split ?? '-'} ms ` +
+        `per split (${many.inflight} in flight), each p50 ${many.split_p50_ms ?? '-'} / p99 ` +
+        `${many.split_p99_ms ?? '-'} / max ${many.split_max_ms ?? '-'} ms; ` +
+        `${many.splits_failed} failed, ${many.splits_skipped} not started (time bound)`,
+    );
+  }
+  if (idleRows.length === 0) return;
+  out(
+    `\nidle: ${idleS} s without client load; per node (${nodeIds.join('/')}): CPU in % of one ` +
+      'core, RSS and RssAnon in MiB, KiB per extra range against 1 range of the same cluster',
+  );
+  const idleColumns: [string, number, (r: IdleRow) => string][] = [
+    ['cluster', 7, (r) => r.cluster],
+    ['ranges', 6, (r) => String(r.ranges_made)],
+    ['hosted', 14, (r) => perNode(r.node_ranges, 0)],
+    ['leaders', 14, leadersShown],
+    ['meta', 4, (r) => r.meta_leader ?? '?'],
+    ['cpu%', 14, (r) => perNode(r.node_cpu_pct, 1)],
+    ['nats%', 5, (r) => num(r.nats_cpu_pct, 1, 0)],
+    ['msg/s', 6, (r) => num(r.nats_in_msgs_per_s, 0, 0)],
+    ['turn/s', 6, (r) => num(r.turns_per_s, 0, 0)],
+    ['xst/s', 6, (r) => num(r.xstate_events_per_s, 0, 0)],
+    ['rssMiB', 12, (r) => perNode(r.node_rss_kib, 0, 1024)],
+    ['anonMiB', 12, (r) => perNode(r.node_rss_anon_kib, 0, 1024)],
+    ['KiB/range', 18, (r) => perNode(r.kib_per_range, 1)],
+    ['anonKiB/range', 18, (r) => perNode(r.anon_kib_per_range, 1)],
+    ['us/s/range', 16, (r) => perNode(r.cpu_us_per_extra_range_per_s, 1)],
+  ];
+  out(idleColumns.map(([title, width]) => title.padStart(width)).join(' '));
+  for (const r of idleRows) {
+    out(idleColumns.map(([, width, f]) => f(r).padStart(width)).join(' '));
+    if (r.note) out(`    note: ${r.note}`);
+  }
+  out(
+    '  (per range: against the 1-range row of the same cluster kind; on the data cluster the\n' +
+      "  loads in between grow the nodes' heaps, so only large range counts say much)",
+  );
+}
+
 // -------------------------------------------------------------------- targets
 
 function targets(peerRows: PeerRow[]): void {
@@ -721,6 +1435,39 @@ function targets(peerRows: PeerRow[]): void {
   check('put p99 <= 15 ms (64 in flight)', put64?.p99_ms, ' ms', put64 ? put64.p99_ms <= 15 : null);
   const put1 = ours('put', 1);
   check('put p50 <= 1.5 ms (1 in flight)', put1?.p50_ms, ' ms', put1 ? put1.p50_ms <= 1.5 : null);
+  if (rangesList) {
+    // Throughput with many ranges against one range: at 256 ranges, or the most measured.
+    const many = rangesList.includes(256) ? 256 : rangesList[rangesList.length - 1]!;
+    for (const op of workloads) {
+      const r = rangesRow(op, many);
+      const one = rangesRow(op, 1);
+      const ratio = r && one && many !== 1 ? r.ops_per_s / one.ops_per_s : undefined;
+      check(
+        `${op} ops/s at ${many} ranges >= 0.9x 1 range's`,
+        ratio,
+        'x',
+        ratio === undefined || !Number.isFinite(ratio) ? null : ratio >= 0.9,
+      );
+    }
+    const idle = idleRows.filter((r) => r.cluster === 'empty' && r.ranges_made > 1).at(-1);
+    const cpu = idle?.node_cpu_pct_max ?? undefined;
+    check(
+      `idle CPU < 5% of a core, ${idle?.ranges_made ?? '-'} ranges (busiest)`,
+      cpu,
+      ' %',
+      cpu === undefined ? null : cpu < 5,
+    );
+    const kib = idle?.kib_per_range?.reduce<number | undefined>(
+      (m, x) => (x === null ? m : Math.max(m ?? x, x)),
+      undefined,
+    );
+    check(
+      `memory < 16 KiB/range (RSS, ${idle?.ranges_made ?? '-'} ranges, max)`,
+      kib,
+      ' KiB',
+      kib === undefined ? null : kib < 16,
+    );
+  }
   const info: string[] = [];
   for (const op of workloads) {
     const r = ours(op, 64);
@@ -752,6 +1499,25 @@ function targets(peerRows: PeerRow[]): void {
 
 // -------------------------------------------------------------------- main
 
+/** The commit measured, and the source files changed on top of it (read-only git). */
+function sourceState(): string {
+  const git = (args: string[]) =>
+    spawnSync('git', ['--no-optional-locks', ...args], {
+      cwd: repoRoot,
+      encoding: 'utf8',
+      timeout: 10_000,
+    });
+  const head = git(['rev-parse', '--short', 'HEAD']);
+  if (head.status !== 0) return 'source: not a git checkout';
+  const changed = git(['diff', '--name-only', 'HEAD', '--', 'src', 'ranges', 'placement'])
+    .stdout.split('\n')
+    .filter(Boolean);
+  return (
+    `source: ${head.stdout.trim()}` +
+    (changed.length > 0 ? ` with uncommitted changes in ${changed.join(', ')}` : '')
+  );
+}
+
 async function main(): Promise<number> {
   const cores = readFileSync('/proc/cpuinfo', 'utf8').match(/^processor/gm)?.length ?? 0;
   log(
@@ -759,6 +1525,14 @@ async function main(): Promise<number> {
       `${inflights.join(',')} in flight; warmup ${warmupS} s + ${durationS} s each; ` +
       `keyspace ${keyspace}, ${valueBytes}-byte values; ${cores} cores`,
   );
+  log(sourceState());
+  if (rangesList) {
+    log(
+      `ranges: ${rangesList.join(',')}; idle ${idleS} s; then ${splitsDuring} splits during a ` +
+        `put load, and an empty cluster split to ${idleRanges} ranges (at most ${splitTimeS} s ` +
+        `per pre-split, ${splitInflight} splits in flight)`,
+    );
+  }
   let nats: MonitoredNats | undefined;
   let peerRows: PeerRow[] = [];
   try {
@@ -768,7 +1542,7 @@ async function main(): Promise<number> {
     }
     for (const [name, run] of [
       ['ceiling', () => ceiling(nats!)],
-      ['rasputin', () => rasputin(nats!)],
+      ['rasputin', () => (rangesList ? rasputinRanges(nats!) : rasputin(nats!))],
     ] as const) {
       if (!sections.has(name)) continue;
       try {
@@ -790,6 +1564,7 @@ async function main(): Promise<number> {
     }
   }
   if (sections.has('peers')) peerRows = await peers();
+  if (sections.has('rasputin')) rangesSummary();
   if (sections.has('rasputin') || sections.has('peers')) targets(peerRows);
   if (problems.length > 0) {
     log(`\nproblems:\n${problems.map((p) => `  ${p}`).join('\n')}`);

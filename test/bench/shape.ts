@@ -27,6 +27,12 @@ export interface LoadConfig {
   echoSubject: string;
   /** Distinguishes the values of this run from earlier ones. */
   nonce: number;
+  /**
+   * The cluster was pre-split into this many ranges at splitPoints(keyspace, ranges): before
+   * its window the load process sends one get per range, so its client's range cache holds
+   * every range and routes each op straight to its leader (absent: no warm-up).
+   */
+  warmRanges?: number;
 }
 
 /** Client-side figures of one run, sent back to the parent. */
@@ -47,6 +53,12 @@ export interface LoadResult {
   firstErr: string | undefined;
   /** Setup time (fill, cas state) in seconds. */
   setupS: number;
+  /** Ranges in the client's cache at the window's end (rasputin mode). */
+  cachedRanges?: number;
+  /** Of those, the ranges holding keys this workload uses. */
+  rangesUsed?: number;
+  /** Seconds the range-cache warm-up took (warmRanges). */
+  warmS?: number;
 }
 
 /** Messages from a load child. */
@@ -58,6 +70,38 @@ export type LoadMessage =
 
 export const keyName = (prefix: 'k' | 'p', i: number): string =>
   `${prefix}_${String(i).padStart(6, '0')}`;
+
+/** Largest keyspace whose key names sort as their indexes (6 digits). */
+export const keyspaceSortedMax = 1_000_000;
+
+/**
+ * The N-quantiles of every key name the workloads use (k_ and p_ names, in key order):
+ * N - 1 split keys that cut the keys into N ranges of equal counts, so keys drawn
+ * uniformly at random spread evenly. Nested: the points for N include those for any
+ * divisor of N. The first range (it holds the system keys) ends at the first point.
+ */
+export function splitPoints(keyspace: number, n: number): string[] {
+  if (!Number.isInteger(keyspace) || keyspace < 1 || keyspace > keyspaceSortedMax) {
+    throw new Error(`split points need a keyspace in [1, ${keyspaceSortedMax}], got ${keyspace}`);
+  }
+  const total = 2 * keyspace;
+  if (!Number.isInteger(n) || n < 1 || n > total) {
+    throw new Error(`split points: ranges must be an integer in [1, ${total}], got ${n}`);
+  }
+  const points: string[] = [];
+  for (let i = 1; i < n; i++) {
+    // Exact: i * total < 2^53, and a quotient that is not whole is 1/n or more from one.
+    const at = Math.floor((i * total) / n);
+    points.push(at < keyspace ? keyName('k', at) : keyName('p', at - keyspace));
+  }
+  return points;
+}
+
+/** The first and last key names of a workload's prefix. */
+export const prefixSpan = (prefix: 'k' | 'p', keyspace: number): [string, string] => [
+  keyName(prefix, 0),
+  keyName(prefix, keyspace - 1),
+];
 
 export const randInt = (n: number): number => Math.floor(Math.random() * n);
 
