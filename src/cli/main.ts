@@ -4,6 +4,7 @@
 //   rasputin cluster [--dir DIR] [--nodes 3]      nats-server and a local cluster, Ctrl-C stops it
 //   rasputin get KEY | set KEY VALUE | cas KEY EXPECTED|--absent NEW | del KEY
 //   rasputin scan [START [END]] [--limit N]        KEY<TAB>VALUE lines in key order
+//   rasputin subscribe PREFIX [--from CURSOR]      the mutations under PREFIX, in order, resumable
 //   rasputin status
 //
 // Client commands find the cluster through --nats, then RASPUTIN_NATS, then
@@ -28,7 +29,8 @@ import {
 const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
                  [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
-                 [--split-bytes N]
+                 [--split-bytes N] [--watch on|off] [--events-retain N]
+                 [--events-polls-max N]
   rasputin cluster [--dir DIR] [--nodes N] [--split-bytes N]   (default 64 KiB, for demos)
   rasputin get KEY
   rasputin set KEY VALUE
@@ -39,6 +41,11 @@ const usage = `usage:
   rasputin split KEY                   split the range holding KEY at KEY
   rasputin watch [PATTERN]             print mutations as they apply: '' all keys, 'a.' keys
                                        under a., else that key (at most once, no history)
+  rasputin subscribe PREFIX [--from CURSOR] [--count N]
+                                       print the mutations of keys under PREFIX ('' all) as
+                                       they apply, in order, each once, with the cursor to
+                                       resume after it (--from); from now by default;
+                                       stop after N events
   rasputin ranges                      span, replicas, leader, generation, size, keys, ops/s
   rasputin nodes                       every node: store, ranges, leaders, counters
   rasputin placement                   the placement driver's recent decisions, with reasons
@@ -64,6 +71,8 @@ async function main(argv: string[]): Promise<number> {
       return split(rest);
     case 'watch':
       return watch(rest);
+    case 'subscribe':
+      return subscribe(rest);
     case 'ranges':
       return ranges(rest);
     case 'placement':
@@ -205,6 +214,60 @@ async function watch(args: string[]): Promise<number> {
       console.log(line);
     }
     return 0;
+  } finally {
+    await client.close();
+  }
+}
+
+/**
+ * Prints OP<TAB>KEY<TAB>VALUE<TAB>REVISION<TAB>RANGE<TAB>CURSOR per event (a del has an
+ * empty VALUE), and the starting cursor on stderr: pass a CURSOR to --from to resume
+ * right after that event.
+ */
+async function subscribe(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { ...clientOptions, from: { type: 'string' }, count: { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length > 1) {
+    console.error(`rasputin subscribe: expected at most 1 argument (PREFIX)\n${usage}`);
+    return 2;
+  }
+  const count = values.count === undefined ? undefined : Number(values.count);
+  if (count !== undefined && !(Number.isInteger(count) && count >= 1)) {
+    console.error(`rasputin subscribe: --count must be a positive integer, got ${values.count}`);
+    return 2;
+  }
+  const client = await Client.connect({ servers: natsUrl(values), prefix: prefixOf(values) });
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  process.once('SIGTERM', () => stop.abort());
+  const write = (text: string) =>
+    new Promise<void>((resolve) => process.stdout.write(text, () => resolve()));
+  try {
+    const sub = client.subscribe(positionals[0] ?? '', {
+      signal: stop.signal,
+      ...(values.from === undefined ? {} : { fromRevision: values.from }),
+    });
+    sub.started.then(
+      (cursor) => console.error(`(subscribed; cursor ${cursor})`),
+      () => {},
+    );
+    let seen = 0;
+    for await (const e of sub) {
+      const value = e.op === 'set' ? show(e.value) : '';
+      await write(`${e.op}\t${show(e.key)}\t${value}\t${e.revision}\t${e.range}\t${e.cursor}\n`);
+      if (count !== undefined && ++seen >= count) break;
+    }
+    return 0;
+  } catch (err) {
+    if (err instanceof RasputinError) {
+      console.error(`rasputin subscribe: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
   } finally {
     await client.close();
   }

@@ -25,6 +25,10 @@
 // a node id, not a subject), goes to `<p>.kv`: any node, which forwards it to the leader
 // of the range holding its key.
 //
+// A subscription (subscription.ts, docs/streams.md) reads each range's stream with events
+// ops: calls routed by range id, not by key, each alone in its request (its reply waits
+// for the long poll) with an attempt timeout that covers the poll's wait.
+//
 // A scan is a sequence of scan ops (pages), each a call as above: a page asks for the span
 // [start, end) and the node answers for the part its range covers, up to the page's limit
 // and byte budget, with `next` (the key to continue from) when it stopped early. The next
@@ -75,6 +79,16 @@ import {
 import { checkPrefix, defaultPrefix, subjects } from '../transport/subjects.ts';
 import { watchPattern } from '../transport/watch-subject.ts';
 import { asCachedRange, type CachedRange, RangeCache } from './range-cache.ts';
+import {
+  decodeCursor,
+  type EventsPage,
+  type EventsSource,
+  type RangeSpan,
+  readPage,
+  type SubscribeOptions,
+  Subscription,
+  subscribeDefaults,
+} from './subscription.ts';
 
 export interface ClientOptions {
   /** NATS server URLs; default: env RASPUTIN_NATS (comma-separated) or nats://127.0.0.1:4222. */
@@ -167,6 +181,10 @@ const defaultServers = 'nats://127.0.0.1:4222';
 const defaultTimeoutMs = 5000;
 /** Upper bound of one NATS request attempt; a call retries until its own deadline. */
 const attemptTimeoutMsMax = 1000;
+/** An events poll's attempt waits this much longer than the poll may be held. */
+const pollAttemptSlackMs = 1000;
+/** An events poll's call (its retries) ends this much after the poll's wait; then it is asked again. */
+const pollCallSlackMs = 3000;
 /** No new attempt when less than this is left before the deadline. */
 const attemptTimeoutMsMin = 5;
 /** Backoff before resending after a retryable error: jittered, doubling, capped. */
@@ -195,6 +213,10 @@ interface Call {
   readonly resolve: (r: OkResult) => void;
   readonly reject: (e: Error) => void;
   route: Route;
+  /** Set for ops of one range's stream (events): always sent to that range, alone. */
+  readonly fixedRangeId: number | undefined;
+  /** The longest one NATS request attempt of this call waits. */
+  readonly attemptTimeoutMs: number;
   /** Times this op was put in a NATS request. */
   sends: number;
   settled: boolean;
@@ -542,6 +564,95 @@ export class Client {
     })();
   }
 
+  /**
+   * An ordered, resumable stream of the mutations of the keys that start with `prefix`
+   * ('' = every key), from now or right after a cursor (o.fromRevision), pulled from the
+   * range leaders (docs/streams.md): every applied set, successful cas and del of an
+   * existing key arrives once, in revision order per key, across leader changes, node
+   * crashes and splits. Each event carries a cursor to resume after it. A subscription
+   * that fell behind the retained history fails with CompactedError (never a gap); it
+   * retries everything else without end. Ends when `o.signal` fires or the loop breaks.
+   * From now: "now" is fixed when subscribe is called (`started` resolves once it is).
+   * Bad input (a prefix over keyBytesMax, a cursor of another prefix) throws here.
+   */
+  subscribe(prefix: string | Uint8Array = '', o: SubscribeOptions = {}): Subscription {
+    const bytes = toBytes(prefix, 'subscribe prefix');
+    if (bytes.length > limits.keyBytesMax) {
+      throw new InvalidArgumentError(
+        `subscribe prefix is ${bytes.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+        'keyBytesMax',
+      );
+    }
+    const waitMs = o.waitMs ?? subscribeDefaults.waitMs;
+    if (!Number.isInteger(waitMs) || waitMs < 0 || waitMs > limits.eventsWaitMsMax) {
+      throw new InvalidArgumentError(
+        `waitMs must be an integer in [0, ${limits.eventsWaitMsMax}], got ${String(waitMs)}`,
+        'eventsWaitMsMax',
+      );
+    }
+    const pageSize = o.pageSize ?? limits.eventsLimitMax;
+    if (!Number.isInteger(pageSize) || pageSize < 1 || pageSize > limits.eventsLimitMax) {
+      throw new InvalidArgumentError(
+        `pageSize must be an integer in [1, ${limits.eventsLimitMax}], got ${String(pageSize)}`,
+        'eventsLimitMax',
+      );
+    }
+    const from = o.fromRevision === undefined ? undefined : decodeCursor(o.fromRevision, bytes);
+    if (this.closed) throw new ClientClosedError();
+    return new Subscription(this.eventsSource, bytes, {
+      from,
+      waitMs,
+      pageSize,
+      signal: o.signal,
+    });
+  }
+
+  /** What subscriptions read the cluster through. */
+  private readonly eventsSource: EventsSource = {
+    head: (key, signal) => this.eventsHead(key, signal),
+    page: (rangeId, prefix, after, limit, waitMs, signal) =>
+      this.eventsPage(rangeId, prefix, after, limit, waitMs, signal),
+    prime: async () => {
+      const ds = await this.ranges({ timeoutMs: 2000 });
+      this.cache.update(ds.map((d) => asCachedRange(d)).filter((d) => d !== undefined));
+    },
+    learn: (ranges) => {
+      this.cache.update(ranges);
+    },
+  };
+
+  /** eventsHead: the stream position of the range holding `key` now, and that range. */
+  private async eventsHead(
+    key: Uint8Array,
+    signal: AbortSignal,
+  ): Promise<{ after: number; range: RangeSpan }> {
+    const r = await this.call({ op: 'eventsHead', key }, { signal });
+    const range = asCachedRange(r.descriptors?.[0]);
+    if (typeof r.after !== 'number' || range === undefined) {
+      throw new InternalError('malformed eventsHead result');
+    }
+    this.cache.update([range]);
+    return { after: r.after, range };
+  }
+
+  /** events: a page of range `rangeId`'s stream after `after`, long polled for up to waitMs. */
+  private async eventsPage(
+    rangeId: number,
+    prefix: Uint8Array,
+    after: number,
+    limit: number,
+    waitMs: number,
+    signal: AbortSignal,
+  ): Promise<EventsPage> {
+    const op: WireOp = { op: 'events', key: prefix, rangeId, after, limit, waitMs };
+    const r = await this.call(
+      op,
+      { timeoutMs: waitMs + pollCallSlackMs, signal },
+      { rangeId, attemptTimeoutMs: waitMs + pollAttemptSlackMs },
+    );
+    return readPage(r, rangeId, after, prefix);
+  }
+
   /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -551,7 +662,11 @@ export class Client {
 
   // ------------------------------------------------------------------ calls
 
-  private call(op: WireOp, o: CallOptions | undefined): Promise<OkResult> {
+  private call(
+    op: WireOp,
+    o: CallOptions | undefined,
+    fixed?: { rangeId: number; attemptTimeoutMs: number },
+  ): Promise<OkResult> {
     const signal = o?.signal;
     if (this.closed) return Promise.reject(new ClientClosedError());
     if (signal?.aborted) {
@@ -580,6 +695,8 @@ export class Client {
         resolve,
         reject,
         route: 'range',
+        fixedRangeId: fixed?.rangeId,
+        attemptTimeoutMs: fixed?.attemptTimeoutMs ?? attemptTimeoutMsMax,
         sends: 0,
         settled: false,
         lastError: undefined,
@@ -662,6 +779,12 @@ export class Client {
     let missed = false;
     for (const call of queue) {
       if (call.settled) continue;
+      if (call.fixedRangeId !== undefined) {
+        // Generation 0: the request names no range, so no generation check applies.
+        const stream = { rangeId: call.fixedRangeId, start: call.key, end: null, generation: 0 };
+        this.send(stream, [call]);
+        continue;
+      }
       const range = call.route === 'range' ? this.cache.lookup(call.key) : undefined;
       if (call.route === 'range' && range === undefined) missed = true;
       const id = range?.rangeId ?? 0; // 0: `<p>.kv`
@@ -705,14 +828,16 @@ export class Client {
     );
     const nowMs = performance.now();
     let remainingMs = 1;
+    let attemptMs = attemptTimeoutMsMax;
     for (const call of batch) {
       remainingMs = Math.max(remainingMs, call.deadlineMs - nowMs);
+      attemptMs = Math.max(attemptMs, call.attemptTimeoutMs);
       if (call.sends > 0) this.counters.retries++;
       call.sends++;
     }
     this.counters.requests++;
     this.counters.ops += batch.length;
-    const timeout = Math.max(1, Math.ceil(Math.min(attemptTimeoutMsMax, remainingMs)));
+    const timeout = Math.max(1, Math.ceil(Math.min(attemptMs, remainingMs)));
     this.nc.request(subject, payload, { timeout }).then(
       (msg) => this.onReply(batch, msg.data),
       (err: unknown) => this.onRequestFailed(subject, range, batch, err),
@@ -750,7 +875,9 @@ export class Client {
       // The leader's subject had no listener or no answer: ask any node. Any node had
       // none either: a leader may have appeared since.
       call.route = route === 'range' ? 'kv' : 'range';
-      if ((noResponders && route === 'range') || timedOut) this.enqueue(call);
+      // A range's stream has one place to ask: without a leader there, wait a little.
+      const elsewhere = noResponders && route === 'range' && call.fixedRangeId === undefined;
+      if (elsewhere || timedOut) this.enqueue(call);
       else later.push(call);
     }
     this.retryLater(later);
@@ -992,7 +1119,11 @@ function checkResult(x: unknown): WireResult | undefined {
         ));
     const nextOk = r.next === undefined || r.next === null || r.next instanceof Uint8Array;
     const descriptorsOk = r.descriptors === undefined || Array.isArray(r.descriptors);
-    return valueOk && successOk && entriesOk && nextOk && descriptorsOk
+    const eventsOk = r.events === undefined || Array.isArray(r.events);
+    const revisionsOk = [r.after, r.oldest].every(
+      (n) => n === undefined || (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0),
+    );
+    return valueOk && successOk && entriesOk && nextOk && descriptorsOk && eventsOk && revisionsOk
       ? (r as WireResult)
       : undefined;
   }
@@ -1004,6 +1135,7 @@ function checkResult(x: unknown): WireResult | undefined {
       ...(typeof r.leader === 'string' ? { leader: r.leader } : {}),
       ...(typeof r.limit === 'string' ? { limit: r.limit } : {}),
       ...(Array.isArray(r.descriptors) ? { descriptors: r.descriptors } : {}),
+      ...(typeof r.oldest === 'number' ? { oldest: r.oldest } : {}),
     };
   }
   return undefined;

@@ -4,6 +4,7 @@ export {
   AbortedError,
   BadRequestError,
   ClientClosedError,
+  CompactedError,
   type ErrorCode,
   InternalError,
   InvalidArgumentError,
@@ -31,3 +32,9 @@ export {
   scanLimits,
   type WatchEvent,
 } from './client.ts';
+export {
+  type SubscribeEvent,
+  type SubscribeOptions,
+  Subscription,
+  subscribeDefaults,
+} from './subscription.ts';

@@ -18,10 +18,27 @@ export interface NodeConfig {
   readonly splitBytes: number;
   /** Whether range leaders publish watch notifications (docs/streams.md). */
   readonly watch: boolean;
+  /**
+   * Revisions of each range's mutation events kept for subscribe (docs/streams.md): the
+   * leader compacts older ones with a replicated command.
+   */
+  readonly eventsRetainRevisions: number;
+  /** Subscribe polls this node holds at once (long polling); past it, Overloaded. */
+  readonly eventsPollsMax: number;
 }
 
 /** Production-sized (as TiKV's region-split-size order of magnitude). */
 export const defaultSplitBytes = 64 * 1024 * 1024;
+
+/**
+ * Revisions of history a range keeps for subscribers: as the request dedup window, so a
+ * subscriber can be away as long as a retried write is remembered. At 1,000 writes/s on
+ * one range that is 100 s; see docs/operations.md for the disk it takes.
+ */
+export const defaultEventsRetainRevisions = 100_000;
+
+/** Held subscribe polls per node (each is a pending NATS request and a small record). */
+export const defaultEventsPollsMax = 10_000;
 
 export const defaultNatsUrl = 'nats://127.0.0.1:4222';
 
@@ -67,6 +84,8 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         'log-entries-max': { type: 'string' },
         'split-bytes': { type: 'string' },
         watch: { type: 'string' },
+        'events-retain': { type: 'string' },
+        'events-polls-max': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -123,6 +142,18 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       str('split-bytes') ?? env('RASPUTIN_SPLIT_BYTES'),
       defaultSplitBytes,
       2 ** 40,
+    ),
+    eventsRetainRevisions: positiveInt(
+      '--events-retain',
+      str('events-retain') ?? env('RASPUTIN_EVENTS_RETAIN'),
+      defaultEventsRetainRevisions,
+      2 ** 40,
+    ),
+    eventsPollsMax: positiveInt(
+      '--events-polls-max',
+      str('events-polls-max') ?? env('RASPUTIN_EVENTS_POLLS_MAX'),
+      defaultEventsPollsMax,
+      1_000_000,
     ),
   };
 }

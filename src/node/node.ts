@@ -2,6 +2,13 @@
 // and one NATS connection, ticks them, moves their output to storage and the network,
 // and serves clients.
 //
+// Subscribe (docs/streams.md): a range's leader serves pages of the range's stream of
+// mutation events (`events` ops) from its committed state, and holds an op that finds
+// nothing new for up to its waitMs (long polling, at most --events-polls-max held per
+// node), answering it when a turn that applied entries of the range becomes durable. It
+// keeps nothing per subscriber beyond a held op. Every second it proposes compactEvents
+// for the revisions that passed out of the --events-retain window.
+//
 // One turn (runTurn, scheduled once per event-loop turn when anything happened):
 //   1. proposals collected since the last turn go to each leader as one batch;
 //   2. every replica's Ready: messages into the per-node outbox, writes and applies of
@@ -36,6 +43,7 @@ import {
   limits,
   protocolVersion,
   type WireDescriptor,
+  type WireEvent,
   type WireOp,
   type WireResult,
 } from '../protocol/wire.ts';
@@ -44,6 +52,7 @@ import {
   compareBytes,
   decodeCommand,
   encodeCommand,
+  encodeRangeCommand,
 } from '../storage/commands.ts';
 import {
   asDescriptor,
@@ -60,13 +69,26 @@ import {
   systemPrefix,
   systemPrefixEnd,
 } from '../storage/descriptor.ts';
-import { Store, scanEntryBytes } from '../storage/store.ts';
+import { eventBytes } from '../storage/events.ts';
+import { Store, type StoredEvent, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
 import type { NodeConfig } from './config.ts';
 
 type Done = (r: WireResult) => void;
+
+/** An events op held by a leader until its range applies more (long polling). */
+interface HeldPoll {
+  readonly op: WireOp;
+  /**
+   * The revision to read after. It moves on, while the op is held, past revisions with no
+   * event for the op's prefix, so a wake reads only what is new.
+   */
+  after: number;
+  readonly done: Done;
+  timer: NodeJS.Timeout | undefined;
+}
 
 interface RangeHost {
   readonly rangeId: number;
@@ -98,6 +120,10 @@ interface RangeHost {
   spanStats: { keys: number; bytes: number } | undefined;
   /** When this node last reported the range to the placement driver (performance.now()). */
   reportedAtMs: number;
+  /** Subscribe polls held here until the range applies more (leader only). */
+  readonly polls: Set<HeldPoll>;
+  /** A compactEvents command of this leader is in flight (one at a time). */
+  compactingEvents: boolean;
 }
 
 /** Messages for a range not here yet wait this long for its split to apply here. */
@@ -164,6 +190,8 @@ export class Node {
     raftBatchesOut: 0,
     clientRequests: 0,
     dropped: 0,
+    /** Subscribe polls held now, over every range (bounded by --events-polls-max). */
+    pollsHeld: 0,
   };
 
   constructor(config: NodeConfig) {
@@ -178,7 +206,8 @@ export class Node {
     this.log.info(
       `starting: node-id=${c.nodeId} nats=${c.natsUrl} storage-dir=${c.storageDir} ` +
         `initial-nodes=${c.initialNodes.join(',')} prefix=${c.prefix} tick-ms=${c.tickMs} ` +
-        `log-entries-max=${c.logEntriesMax}`,
+        `log-entries-max=${c.logEntriesMax} events-retain=${c.eventsRetainRevisions} ` +
+        `events-polls-max=${c.eventsPollsMax}`,
     );
     this.store = Store.open(c.storageDir);
     const owner = this.store.getMeta('nodeId');
@@ -215,7 +244,11 @@ export class Node {
     this.subscribe();
     this.ticker = setInterval(() => this.tick(), c.tickMs);
     this.reporter = setInterval(
-      () => this.guardedCall('report', () => this.report()),
+      () =>
+        this.guardedCall('report', () => {
+          this.report();
+          this.compactEvents();
+        }),
       reportIntervalMs,
     );
     void this.watchConnection();
@@ -359,6 +392,8 @@ export class Node {
       leaderSub: undefined,
       spanStats: undefined,
       reportedAtMs: Number.NEGATIVE_INFINITY,
+      polls: new Set(),
+      compactingEvents: false,
     };
     this.ranges.set(rangeId, h);
     this.index(h);
@@ -428,6 +463,9 @@ export class Node {
     if (this.ticker) clearInterval(this.ticker);
     if (this.reporter) clearInterval(this.reporter);
     this.placement?.stop();
+    // Held subscribe polls are answered now: their clients move on at once.
+    const stopping: WireResult = { ok: false, code: 'Unavailable', msg: 'the node is stopping' };
+    for (const h of this.ranges.values()) this.failPolls(h, stopping);
     await this.client?.close().catch(() => {});
     // Drain what is in flight, but never hang on a connection that went bad.
     const drained = this.nc?.drain().catch(() => {});
@@ -717,6 +755,7 @@ export class Node {
       if (!r.ok) return 64;
       let n = 64 + (r.value ? r.value.length : 0) + (r.next ? r.next.length : 0);
       if (r.entries) for (const [k, v] of r.entries) n += scanEntryBytes(k, v);
+      if (r.events) for (const e of r.events) n += wireEventBytes(e);
       return n;
     };
     let estimate = 64;
@@ -810,6 +849,22 @@ export class Node {
         continue;
       }
       const op = checked.value;
+      if (op.op === 'events') {
+        // A page of one range's stream: routed by range id, not by key. Forwarded ones
+        // do not wait (a forward gives up within a second).
+        const r = this.ranges.get(op.rangeId!);
+        if (r === undefined) {
+          done({ ok: false, code: 'Unavailable', msg: `range ${op.rangeId} is not on this node` });
+        } else if (r.replica.role() === 'leader') {
+          this.submit(r, op, done);
+        } else {
+          let f = forward.get(r);
+          if (!f) forward.set(r, (f = { ops: [], done: [] }));
+          f.ops.push({ ...op, waitMs: 0 });
+          f.done.push(done);
+        }
+        continue;
+      }
       const h = this.rangeFor(op.key);
       if (h === undefined) {
         done({
@@ -873,8 +928,10 @@ export class Node {
       const checked = checkOp(req.ops[i]);
       const done = doneAt(i);
       if (!checked.ok) done(opError(checked));
-      else if (stale) done(this.mismatch(h, checked.value.key, 'the range split since'));
-      else this.submit(h, checked.value, done);
+      // A range's stream is read by range id whatever its generation now.
+      else if (stale && checked.value.op !== 'events') {
+        done(this.mismatch(h, checked.value.key, 'the range split since'));
+      } else this.submit(h, checked.value, done);
     }
     this.scheduleTurn();
   }
@@ -908,13 +965,25 @@ export class Node {
       done(this.notLeader(h));
       return;
     }
+    if (op.op === 'events') {
+      if (op.rangeId !== h.rangeId) {
+        done({
+          ok: false,
+          code: 'BadRequest',
+          msg: `events of range ${op.rangeId} asked of range ${h.rangeId}`,
+        });
+        return;
+      }
+      this.poll(h, op, done);
+      return;
+    }
     if (!inSpan(h.descriptor, op.key)) {
       done(this.mismatch(h, op.key, 'key outside the range'));
       return;
     }
     h.ops++;
     this.touch(h);
-    if (op.op === 'get' || op.op === 'scan') {
+    if (op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead') {
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
         done(this.notLeader(h));
@@ -1098,6 +1167,10 @@ export class Node {
             if (h.readsWaiting.length > 0) this.serveReads(h);
             this.touch(h);
           }
+          // New events are visible (committed) now: held subscribe polls read them.
+          for (const h of new Set([...applied.keys(), ...installed.keys()])) {
+            if (h.polls.size > 0) this.wakePolls(h);
+          }
           this.scheduleTurn();
         },
         (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
@@ -1173,6 +1246,137 @@ export class Node {
         );
       }
     }
+  }
+
+  // ------------------------------------------------------------------ subscribe
+
+  /**
+   * An events op (docs/protocol.md, "Subscribe") at h's leader: a page of h's stream
+   * after op.after, from the committed state. A page with nothing to return yet is held
+   * for op.waitMs, until a turn that applied entries of h becomes durable (wakePolls),
+   * and answered then, or empty when the wait ends. Past --events-polls-max held polls on
+   * this node, such an op is answered Overloaded (the client backs off and asks again).
+   */
+  private poll(h: RangeHost, op: WireOp, done: Done): void {
+    const { result, caughtUp } = this.readEvents(h, op, op.after!);
+    if (!caughtUp || !result.ok || !op.waitMs) {
+      done(result);
+      return;
+    }
+    if (this.stats.pollsHeld >= this.config.eventsPollsMax) {
+      done({
+        ok: false,
+        code: 'Overloaded',
+        msg:
+          `node ${this.config.nodeId} holds ${this.stats.pollsHeld} subscribe polls ` +
+          '(--events-polls-max): retry later',
+      });
+      return;
+    }
+    const held: HeldPoll = { op, after: result.after!, done, timer: undefined };
+    held.timer = setTimeout(
+      () => this.guardedCall('poll', () => this.releasePoll(h, held)),
+      op.waitMs,
+    );
+    h.polls.add(held);
+    this.stats.pollsHeld++;
+  }
+
+  /**
+   * A page of h's stream for an events op, after `after`: the events of keys under the
+   * op's prefix and every split marker. `caughtUp` when it holds no event and reached
+   * the range's applied index (a long poll may wait for more).
+   */
+  private readEvents(
+    h: RangeHost,
+    op: WireOp,
+    after: number,
+  ): { result: WireResult; caughtUp: boolean } {
+    const r = this.store.events(h.rangeId, after, op.limit!, {
+      prefix: op.key,
+      bytesMax: limits.eventsBytesMax,
+    });
+    if (r === undefined) {
+      const msg = `range ${h.rangeId} has no committed state on this node yet`;
+      return { result: { ok: false, code: 'Unavailable', msg }, caughtUp: false };
+    }
+    if (r.compacted) {
+      const result: WireResult = {
+        ok: false,
+        code: 'Compacted',
+        msg:
+          `events of range ${h.rangeId} after revision ${after} were compacted: the oldest ` +
+          `revision still available is ${r.oldestRetained} (history is kept for the last ` +
+          `${this.config.eventsRetainRevisions} revisions of each range, --events-retain)`,
+        oldest: r.oldestRetained,
+      };
+      return { result, caughtUp: false };
+    }
+    const events = r.events.map(toWireEvent);
+    return {
+      result: { ok: true, events, after: r.next, oldest: r.oldestRetained },
+      caughtUp: events.length === 0 && r.next >= r.applied,
+    };
+  }
+
+  /** h applied more: each held poll reads again, and is answered once it has something. */
+  private wakePolls(h: RangeHost): void {
+    for (const held of h.polls) {
+      const { result, caughtUp } = this.readEvents(h, held.op, held.after);
+      if (caughtUp && result.ok) {
+        held.after = result.after!;
+        continue;
+      }
+      this.dropPoll(h, held);
+      held.done(result);
+    }
+  }
+
+  /** A held poll's wait ended: it is answered with whatever is there (often nothing). */
+  private releasePoll(h: RangeHost, held: HeldPoll): void {
+    if (!h.polls.has(held)) return;
+    this.dropPoll(h, held);
+    held.done(this.readEvents(h, held.op, held.after).result);
+  }
+
+  private dropPoll(h: RangeHost, held: HeldPoll): void {
+    clearTimeout(held.timer);
+    h.polls.delete(held);
+    this.stats.pollsHeld--;
+  }
+
+  /** Answers every held poll of h with `res` (h stopped leading, or the node stops). */
+  private failPolls(h: RangeHost, res: WireResult): void {
+    for (const held of h.polls) {
+      this.dropPoll(h, held);
+      held.done(res);
+    }
+  }
+
+  /**
+   * Every second: the leader of each range proposes compactEvents for the revisions that
+   * passed out of the --events-retain window, once a quarter of the window has
+   * (Store.eventsToCompact), one command at a time per range. The command is replicated:
+   * every replica retains the same history.
+   */
+  private compactEvents(): void {
+    if (this.stopping) return;
+    let proposed = false;
+    for (const h of this.ranges.values()) {
+      if (!h.initialized || h.compactingEvents || h.replica.role() !== 'leader') continue;
+      const upTo = this.store.eventsToCompact(h.rangeId, this.config.eventsRetainRevisions);
+      if (upTo === undefined) continue;
+      h.compactingEvents = true;
+      h.proposals.push({
+        data: encodeRangeCommand({ op: 'compactEvents', upTo }),
+        done: () => {
+          h.compactingEvents = false;
+        },
+      });
+      this.touch(h);
+      proposed = true;
+    }
+    if (proposed) this.scheduleTurn();
   }
 
   private refreshDescriptor(h: RangeHost): void {
@@ -1285,6 +1489,12 @@ export class Node {
         r.done(this.scan(h, r.op));
         continue;
       }
+      if (r.op.op === 'eventsHead') {
+        // Linearizable: every write acknowledged before the op was sent is at or below
+        // h.applied, so polling after it streams exactly what comes later.
+        r.done({ ok: true, after: h.applied, descriptors: [descriptorToWire(h.descriptor)] });
+        continue;
+      }
       const rec = this.store.get(r.op.key);
       r.done({ ok: true, value: rec?.value ?? null });
     }
@@ -1387,6 +1597,7 @@ export class Node {
       for (const r of h.reads.values()) r.done(res);
       h.reads.clear();
       h.readsWaiting = [];
+      this.failPolls(h, res);
     }
   }
 
@@ -1628,6 +1839,51 @@ export class Node {
         }),
     };
   }
+}
+
+/**
+ * A stored event as it goes on the wire. A set whose key, value and prevValue would pass
+ * limits.eventBytesMax goes without its prevValue, flagged, so any event fits one reply.
+ */
+function toWireEvent(e: StoredEvent): WireEvent {
+  switch (e.op) {
+    case 'set':
+      if (e.prevValue === undefined) {
+        return { revision: e.revision, op: 'set', key: e.key, value: e.value };
+      }
+      if (eventBytes(e) > limits.eventBytesMax) {
+        return {
+          revision: e.revision,
+          op: 'set',
+          key: e.key,
+          value: e.value,
+          prevValueOmitted: true,
+        };
+      }
+      return {
+        revision: e.revision,
+        op: 'set',
+        key: e.key,
+        value: e.value,
+        prevValue: e.prevValue,
+      };
+    case 'del':
+      return { revision: e.revision, op: 'del', key: e.key, prevValue: e.prevValue };
+    case 'split':
+      return {
+        revision: e.revision,
+        op: 'split',
+        left: descriptorToWire(e.left),
+        right: descriptorToWire(e.right),
+      };
+  }
+}
+
+/** Bytes of an event in a reply, about (for the reply budget). */
+function wireEventBytes(e: WireEvent): number {
+  if (e.op === 'split') return 512 + e.left.start.length * 2 + e.right.start.length * 2;
+  const value = e.op === 'set' ? e.value.length : 0;
+  return 48 + e.key.length + value + (e.prevValue?.length ?? 0);
 }
 
 function decodeCommandKey(data: Uint8Array): Uint8Array | undefined {

@@ -9,7 +9,8 @@ export type ErrorCode =
   | 'Unavailable'
   | 'Overloaded'
   | 'BadRequest'
-  | 'Internal';
+  | 'Internal'
+  | 'Compacted';
 
 export class RasputinError extends Error {
   readonly code: ErrorCode;
@@ -81,6 +82,23 @@ export class RangeKeyMismatchError extends RasputinError {
 }
 
 /**
+ * A subscription asked for events its range no longer retains (docs/streams.md): its
+ * cursor fell behind the history kept (`--events-retain` revisions per range). Nothing
+ * is skipped silently: resubscribe from now (and read the current state, e.g. with
+ * scanAll) or from a newer cursor. `oldestRetained` is the oldest revision of range
+ * `rangeId` still available (undefined when the server did not say).
+ */
+export class CompactedError extends RasputinError {
+  readonly oldestRetained: number | undefined;
+  readonly rangeId: number | undefined;
+  constructor(message: string, oldestRetained?: number, rangeId?: number) {
+    super('Compacted', message);
+    this.oldestRetained = oldestRetained;
+    this.rangeId = rangeId;
+  }
+}
+
+/**
  * The caller's AbortSignal fired. Never on the wire. `outcomeUnknown`: the operation was a
  * write that had been sent, so it may or may not have been applied.
  */
@@ -119,6 +137,7 @@ export function errorFromWire(e: {
   readonly msg?: string;
   readonly leader?: string;
   readonly limit?: string;
+  readonly oldest?: number;
 }): RasputinError {
   const msg = typeof e.msg === 'string' && e.msg !== '' ? e.msg : e.code;
   switch (e.code) {
@@ -138,6 +157,8 @@ export function errorFromWire(e: {
       return new BadRequestError(msg);
     case 'Internal':
       return new InternalError(msg);
+    case 'Compacted':
+      return new CompactedError(msg, typeof e.oldest === 'number' ? e.oldest : undefined);
     default:
       return new InternalError(`unknown error code ${JSON.stringify(e.code)}: ${msg}`);
   }

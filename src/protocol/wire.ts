@@ -34,17 +34,43 @@ export const limits = {
    * reply with a scan result stays well under payloadBytesMax.
    */
   scanBytesMax: 512 * 1024,
+  /** Events one events op returns at most (its `limit`). */
+  eventsLimitMax: 1000,
+  /**
+   * Bytes of the events of one page (docs/protocol.md, "Subscribe"): the page stops before
+   * the event that would pass it, but holds at least one event.
+   */
+  eventsBytesMax: 512 * 1024,
+  /**
+   * Bytes one event may take in a reply: a set whose key, value and prevValue pass it is
+   * sent without its prevValue (flagged prevValueOmitted), so it fits under max_payload.
+   */
+  eventBytesMax: 960 * 1024,
+  /** The longest an events op may wait at the leader for new events (long polling). */
+  eventsWaitMsMax: 30_000,
 } as const;
 
 /** The smallest `limit` of a scan op. */
 export const scanLimitMin = 1;
 
 /**
- * User ops, and the admin/system ops: `split` (split the range holding `key` at `key`),
- * `alloc` (the next range id) and `desc` (a directory write), which nodes send each other
- * while splitting (docs/ranges.md).
+ * User ops, the ops of subscribe (`eventsHead`: where the stream of the range holding
+ * `key` is now; `events`: a page of a range's stream, long polled; docs/streams.md), and
+ * the admin/system ops: `split` (split the range holding `key` at `key`), `alloc` (the
+ * next range id) and `desc` (a directory write), which nodes send each other while
+ * splitting (docs/ranges.md).
  */
-export type OpName = 'get' | 'set' | 'cas' | 'del' | 'scan' | 'split' | 'alloc' | 'desc';
+export type OpName =
+  | 'get'
+  | 'set'
+  | 'cas'
+  | 'del'
+  | 'scan'
+  | 'eventsHead'
+  | 'events'
+  | 'split'
+  | 'alloc'
+  | 'desc';
 
 /** Ops that change data: they carry a request id and their outcome can be unknown. */
 export function isWrite(op: OpName): boolean {
@@ -53,7 +79,11 @@ export function isWrite(op: OpName): boolean {
 
 export interface WireOp {
   readonly op: OpName;
-  /** The key; scan: the start of the span (inclusive; empty = the start of the keyspace). */
+  /**
+   * The key; scan: the start of the span (inclusive; empty = the start of the keyspace);
+   * eventsHead: a key of the range asked (may be empty); events: the prefix of the keys
+   * whose events are wanted (may be empty: every key).
+   */
   readonly key: Uint8Array;
   /** set and cas: the new value. */
   readonly value?: Uint8Array;
@@ -63,8 +93,20 @@ export interface WireOp {
   readonly id?: Uint8Array;
   /** scan: the end of the span (exclusive); absent or null = no end. */
   readonly end?: Uint8Array | null;
-  /** scan: the most entries to return, scanLimitMin .. limits.scanLimitMax. */
+  /**
+   * scan: the most entries to return, scanLimitMin .. limits.scanLimitMax; events: the
+   * most events, 1 .. limits.eventsLimitMax.
+   */
   readonly limit?: number;
+  /** events: the range whose stream is read (the op is not routed by its key). */
+  readonly rangeId?: number;
+  /** events: the revision to read after (the page starts above it). */
+  readonly after?: number;
+  /**
+   * events: how long the leader may hold the op when there is nothing after `after` yet,
+   * 0 .. limits.eventsWaitMsMax (0: answer at once).
+   */
+  readonly waitMs?: number;
   /**
    * desc: the descriptor's generation (the compare-and-set's version); split (optional):
    * the generation the range must be at, or the split is refused with RangeKeyMismatch.
@@ -74,6 +116,35 @@ export interface WireOp {
 
 /** A scan result entry: [key, value]. */
 export type WireEntry = readonly [key: Uint8Array, value: Uint8Array];
+
+/**
+ * One event of an events page (docs/protocol.md, "Subscribe"): a mutation of a key, or
+ * the marker of a split of the range (the right-hand span continues in range
+ * `right.rangeId` after `revision`).
+ */
+export type WireEvent =
+  | {
+      readonly revision: number;
+      readonly op: 'set';
+      readonly key: Uint8Array;
+      readonly value: Uint8Array;
+      /** The value before; absent when the key had none or when omitted (below). */
+      readonly prevValue?: Uint8Array;
+      /** True when the event had a prevValue too large to send with it (eventBytesMax). */
+      readonly prevValueOmitted?: boolean;
+    }
+  | {
+      readonly revision: number;
+      readonly op: 'del';
+      readonly key: Uint8Array;
+      readonly prevValue: Uint8Array;
+    }
+  | {
+      readonly revision: number;
+      readonly op: 'split';
+      readonly left: WireDescriptor;
+      readonly right: WireDescriptor;
+    };
 
 export interface WireRequest {
   readonly v: number;
@@ -106,13 +177,27 @@ export type WireResult =
       readonly success?: boolean;
       readonly entries?: readonly WireEntry[];
       readonly next?: Uint8Array;
-      /** split: the two new descriptors, left then right. */
+      /**
+       * split: the two new descriptors, left then right; eventsHead: the descriptor of the
+       * range that answered.
+       */
       readonly descriptors?: readonly WireDescriptor[];
+      /** events: the page, ascending by revision. */
+      readonly events?: readonly WireEvent[];
+      /**
+       * eventsHead: the range's applied revision (read linearizably): poll after it for
+       * everything from now on. events: the revision to poll after next.
+       */
+      readonly after?: number;
+      /** events: the oldest revision of the range's stream still retained. */
+      readonly oldest?: number;
     }
   | {
       readonly ok: false;
       readonly code: string;
       readonly msg: string;
+      /** Compacted: the oldest revision still retained (poll after oldest - 1 or later). */
+      readonly oldest?: number;
       /** NotLeader: the node id believed to lead. */
       readonly leader?: string;
       /** InvalidArgument: the limit exceeded. */
@@ -156,6 +241,8 @@ export function checkOp(x: unknown): Checked<WireOp> {
   if (typeof x !== 'object' || x === null) return bad('an op must be a map');
   const o = x as Record<string, unknown>;
   if (o.op === 'scan') return checkScan(o);
+  if (o.op === 'eventsHead') return checkEventsHead(o);
+  if (o.op === 'events') return checkEvents(o);
   if (
     o.op !== 'get' &&
     o.op !== 'set' &&
@@ -166,7 +253,7 @@ export function checkOp(x: unknown): Checked<WireOp> {
     o.op !== 'desc'
   ) {
     return bad(
-      `op must be get, set, cas, del, scan or split, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
+      `op must be get, set, cas, del, scan, eventsHead, events or split, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
     );
   }
   if (!isBytes(o.key)) return bad('key must be bytes');
@@ -258,6 +345,64 @@ function checkScan(o: Record<string, unknown>): Checked<WireOp> {
   return {
     ok: true,
     value: { op: 'scan', key: o.key, end: end ?? null, limit: o.limit },
+  };
+}
+
+/** eventsHead: `key` is any key of the range asked (may be empty: the first range). */
+function checkEventsHead(o: Record<string, unknown>): Checked<WireOp> {
+  if (!isBytes(o.key)) return bad('eventsHead key must be bytes');
+  if (o.key.length > limits.keyBytesMax) {
+    return invalid(
+      `eventsHead key is ${o.key.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  return { ok: true, value: { op: 'eventsHead', key: o.key } };
+}
+
+/**
+ * events: `key` is the prefix (may be empty), `rangeId` a positive integer, `after` a
+ * revision (a non-negative safe integer), `limit` in [1, eventsLimitMax], `waitMs` in
+ * [0, eventsWaitMsMax] (absent: 0).
+ */
+function checkEvents(o: Record<string, unknown>): Checked<WireOp> {
+  if (!isBytes(o.key)) return bad('events key (the prefix) must be bytes');
+  if (o.key.length > limits.keyBytesMax) {
+    return invalid(
+      `events prefix is ${o.key.length} bytes, over keyBytesMax ${limits.keyBytesMax}`,
+      'keyBytesMax',
+    );
+  }
+  if (!isCount(o.rangeId)) return bad('events needs a rangeId (a positive integer)');
+  if (typeof o.after !== 'number' || !Number.isSafeInteger(o.after) || o.after < 0) {
+    return bad('events needs after (a revision: a non-negative integer)');
+  }
+  if (typeof o.limit !== 'number') return bad('events needs a limit (an integer)');
+  if (!Number.isInteger(o.limit) || o.limit < 1) {
+    return invalid(
+      `events limit must be an integer of at least 1, got ${o.limit}`,
+      'eventsLimitMin',
+    );
+  }
+  if (o.limit > limits.eventsLimitMax) {
+    return invalid(
+      `events limit ${o.limit} is over eventsLimitMax ${limits.eventsLimitMax}`,
+      'eventsLimitMax',
+    );
+  }
+  const waitMs = o.waitMs ?? 0;
+  if (typeof waitMs !== 'number' || !Number.isInteger(waitMs) || waitMs < 0) {
+    return bad('events waitMs must be a non-negative integer');
+  }
+  if (waitMs > limits.eventsWaitMsMax) {
+    return invalid(
+      `events waitMs ${waitMs} is over eventsWaitMsMax ${limits.eventsWaitMsMax}`,
+      'eventsWaitMsMax',
+    );
+  }
+  return {
+    ok: true,
+    value: { op: 'events', key: o.key, rangeId: o.rangeId, after: o.after, limit: o.limit, waitMs },
   };
 }
 
