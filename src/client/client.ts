@@ -237,6 +237,11 @@ export class Client {
   private queue: Call[] = [];
   /** Where ranges are, as far as this client knows. */
   private readonly cache = new RangeCache();
+  /**
+   * The node that last answered for each range as its leader: the ops of ranges one node
+   * leads go in one request (as TiKV batches per store).
+   */
+  private readonly leaders = new Map<number, string>();
   /** performance.now() of the last directory load started, and whether one is running. */
   private directoryLoadedAtMs = Number.NEGATIVE_INFINITY;
   private directoryLoading = false;
@@ -793,8 +798,26 @@ export class Client {
       g.calls.push(call);
     }
     if (missed) this.refreshDirectory();
+    // Ranges with a known leader go to that node together; the others one request each.
+    const byNode = new Map<string, { range: CachedRange; calls: Call[] }[]>();
+    const alone: { range: CachedRange | undefined; calls: Call[] }[] = [];
+    for (const g of groups.values()) {
+      const node =
+        g.range && g.range.generation > 0 ? this.leaders.get(g.range.rangeId) : undefined;
+      if (node === undefined || g.range === undefined) {
+        alone.push(g);
+        continue;
+      }
+      let list = byNode.get(node);
+      if (!list) byNode.set(node, (list = []));
+      list.push({ range: g.range, calls: g.calls });
+    }
+    for (const list of byNode.values()) {
+      if (list.length === 1) alone.push(list[0]!);
+      else this.sendRouted(list);
+    }
     const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
-    for (const { range, calls } of groups.values()) {
+    for (const { range, calls } of alone) {
       let batch: Call[] = [];
       let batchBytes = 0;
       for (const call of calls) {
@@ -812,8 +835,39 @@ export class Client {
     }
   }
 
-  /** One request: to a range's leader (naming the range and generation), or to `<p>.kv`. */
-  private send(range: CachedRange | undefined, batch: Call[]): void {
+  /**
+   * The ops of several ranges that one node leads, in requests of up to batchOpsMax ops
+   * with a route (range id, generation) per op, sent to one of those ranges' subjects.
+   */
+  private sendRouted(groups: { range: CachedRange; calls: Call[] }[]): void {
+    const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
+    let batch: Call[] = [];
+    let ranges: CachedRange[] = [];
+    let batchBytes = 0;
+    const send = () => {
+      if (batch.length === 1) this.send(ranges[0], batch);
+      else if (batch.length > 1) this.send(ranges[0], batch, ranges);
+      batch = [];
+      ranges = [];
+      batchBytes = 0;
+    };
+    for (const { range, calls } of groups) {
+      for (const call of calls) {
+        const bytes = call.encoded.length + routeBytesMax;
+        if (batch.length === limits.batchOpsMax || batchBytes + bytes > opsBytesMax) send();
+        batch.push(call);
+        ranges.push(range);
+        batchBytes += bytes;
+      }
+    }
+    send();
+  }
+
+  /**
+   * One request: to a range's leader (naming the range and generation), or to `<p>.kv`;
+   * with `routes` (one range per op), ops of several ranges for the node leading `range`.
+   */
+  private send(range: CachedRange | undefined, batch: Call[], routes?: CachedRange[]): void {
     const subject = range ? subjects.range(this.prefix, range.rangeId) : this.kvSubject;
     // Once a reply told us the cluster id, requests carry it: a node of another cluster on
     // the same prefix refuses them before applying anything.
@@ -821,11 +875,18 @@ export class Client {
       this.clusterIdSeen !== undefined && this.clusterIdSeen.length <= 60
         ? this.clusterIdSeen
         : undefined;
-    const payload = frameRequest(
-      batch.map((c) => c.encoded),
-      cid,
-      range && range.generation > 0 ? { id: range.rangeId, gen: range.generation } : undefined,
-    );
+    const payload = routes
+      ? frameRequest(
+          batch.map((c) => c.encoded),
+          cid,
+          undefined,
+          routes.map((r) => [r.rangeId, r.generation] as const),
+        )
+      : frameRequest(
+          batch.map((c) => c.encoded),
+          cid,
+          range && range.generation > 0 ? { id: range.rangeId, gen: range.generation } : undefined,
+        );
     const nowMs = performance.now();
     let remainingMs = 1;
     let attemptMs = attemptTimeoutMsMax;
@@ -838,9 +899,13 @@ export class Client {
     this.counters.requests++;
     this.counters.ops += batch.length;
     const timeout = Math.max(1, Math.ceil(Math.min(attemptMs, remainingMs)));
+    const rangeIds = range ? batch.map((_, i) => (routes ? routes[i]! : range).rangeId) : undefined;
     this.nc.request(subject, payload, { timeout }).then(
-      (msg) => this.onReply(batch, msg.data),
-      (err: unknown) => this.onRequestFailed(subject, range, batch, err),
+      (msg) => this.onReply(batch, msg.data, rangeIds),
+      (err: unknown) => {
+        for (const id of rangeIds ?? []) this.leaders.delete(id);
+        this.onRequestFailed(subject, range, batch, err);
+      },
     );
   }
 
@@ -883,13 +948,23 @@ export class Client {
     this.retryLater(later);
   }
 
-  private onReply(batch: Call[], data: Uint8Array): void {
+  private onReply(batch: Call[], data: Uint8Array, rangeIds?: number[]): void {
     if (this.closed) return;
-    const results = this.readReply(data, batch.length);
+    const from: { node?: string } = {};
+    const results = this.readReply(data, batch.length, from);
+    const node = from.node;
     const later: Call[] = [];
     for (let i = 0; i < batch.length; i++) {
       const call = batch[i]!;
       const r = results instanceof Error ? results : results[i]!;
+      // Who leads the range: the node that served the op, or the one a NotLeader names.
+      const rangeId = rangeIds?.[i];
+      if (rangeId !== undefined && !(r instanceof Error)) {
+        if (r.ok || (r.code !== 'NotLeader' && r.code !== 'Unavailable')) {
+          if (node !== undefined) this.leaders.set(rangeId, node);
+        } else if (r.code === 'NotLeader' && r.leader) this.leaders.set(rangeId, r.leader);
+        else this.leaders.delete(rangeId);
+      }
       if (call.settled) continue;
       if (r instanceof Error) {
         this.fail(call, r);
@@ -927,7 +1002,11 @@ export class Client {
    * The results of a reply, one per op; a refused request (code, no res) gives every op
    * that error. An unreadable reply is an Error for every op.
    */
-  private readReply(data: Uint8Array, opCount: number): (WireResult | Error)[] | Error {
+  private readReply(
+    data: Uint8Array,
+    opCount: number,
+    from: { node?: string } = {},
+  ): (WireResult | Error)[] | Error {
     const malformed = (why: string) =>
       new InternalError(`malformed reply (${why}): the outcome is unknown`);
     let reply: unknown;
@@ -938,6 +1017,7 @@ export class Client {
     }
     if (typeof reply !== 'object' || reply === null) return malformed('not a map');
     const r = reply as Record<string, unknown>;
+    if (typeof r.node === 'string' && r.node.length <= 64) from.node = r.node;
     if (typeof r.cid === 'string' && r.cid !== '') {
       if (this.clusterIdSeen === undefined) this.clusterIdSeen = r.cid;
       else if (r.cid !== this.clusterIdSeen) {
@@ -1140,6 +1220,9 @@ function checkResult(x: unknown): WireResult | undefined {
   }
   return undefined;
 }
+
+/** Bytes a route ([rangeId, gen] in msgpack) adds to an op, at most. */
+const routeBytesMax = 16;
 
 function asWatchEvent(data: Uint8Array): WatchEvent | undefined {
   let raw: unknown;

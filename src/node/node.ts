@@ -764,11 +764,12 @@ export class Node {
       estimate -= sizeOf(res[i]!) - sizeOf(tooLarge);
       res[i] = tooLarge;
     }
-    let body = encode({ v: protocolVersion, cid: this.clusterId, res });
+    const node = this.config.nodeId;
+    let body = encode({ v: protocolVersion, cid: this.clusterId, node, res });
     for (let i = res.length - 1; i >= 0 && body.length > replyBytesMax; i--) {
       if (res[i] === tooLarge) continue;
       res[i] = tooLarge;
-      body = encode({ v: protocolVersion, cid: this.clusterId, res });
+      body = encode({ v: protocolVersion, cid: this.clusterId, node, res });
     }
     if (!msg.reply) return;
     try {
@@ -792,9 +793,13 @@ export class Node {
    * Decodes and checks a client request; answers it with the error and returns undefined
    * when it is refused as a whole.
    */
-  private readRequest(
-    msg: Msg,
-  ): { ops: unknown[]; range: { id: number; gen: number } | undefined } | undefined {
+  private readRequest(msg: Msg):
+    | {
+        ops: unknown[];
+        range: { id: number; gen: number } | undefined;
+        routes: (readonly [number, number])[] | undefined;
+      }
+    | undefined {
     this.stats.clientRequests++;
     let raw: unknown;
     try {
@@ -922,6 +927,10 @@ export class Node {
     const req = this.readRequest(msg);
     if (req === undefined) return;
     const doneAt = this.collector(msg, req.ops.length);
+    if (req.routes !== undefined) {
+      this.onRoutedOps(req.ops, req.routes, doneAt);
+      return;
+    }
     // A client that routed by an older generation learns the new descriptors first.
     const stale = req.range !== undefined && req.range.gen < h.descriptor.generation;
     for (let i = 0; i < req.ops.length; i++) {
@@ -930,6 +939,36 @@ export class Node {
       if (!checked.ok) done(opError(checked));
       // A range's stream is read by range id whatever its generation now.
       else if (stale && checked.value.op !== 'events') {
+        done(this.mismatch(h, checked.value.key, 'the range split since'));
+      } else this.submit(h, checked.value, done);
+    }
+    this.scheduleTurn();
+  }
+
+  /**
+   * A request with ops of several ranges that the client believes this node leads (one
+   * request per leader node, as TiKV batches per store): each op goes to the range its
+   * route names, checked like a request to that range's own subject.
+   */
+  private onRoutedOps(
+    ops: unknown[],
+    routes: readonly (readonly [number, number])[],
+    doneAt: (i: number) => Done,
+  ): void {
+    for (let i = 0; i < ops.length; i++) {
+      const checked = checkOp(ops[i]);
+      const done = doneAt(i);
+      const [rangeId, gen] = routes[i]!;
+      const h = this.ranges.get(rangeId);
+      if (!checked.ok) done(opError(checked));
+      else if (h === undefined) {
+        done({
+          ok: false,
+          code: 'NotLeader',
+          msg: `range ${rangeId} is not on this node`,
+          leader: '',
+        });
+      } else if (gen > 0 && gen < h.descriptor.generation && checked.value.op !== 'events') {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
       } else this.submit(h, checked.value, done);
     }

@@ -149,6 +149,11 @@ export type WireEvent =
 export interface WireRequest {
   readonly v: number;
   readonly ops: readonly WireOp[];
+  /**
+   * Instead of range and gen: one [rangeId, gen] per op, for a request that carries ops of
+   * several ranges led by one node (gen 0: not known). Sent to any of those ranges' subjects.
+   */
+  readonly routes?: readonly (readonly [number, number])[];
   /** The range the client believes serves every op, and its generation (both or none). */
   readonly range?: number;
   readonly gen?: number;
@@ -419,6 +424,7 @@ export function checkRequest(x: unknown): Checked<{
   ops: unknown[];
   cid: string | undefined;
   range: { id: number; gen: number } | undefined;
+  routes: (readonly [id: number, gen: number])[] | undefined;
 }> {
   if (typeof x !== 'object' || x === null) return bad('request must be a map');
   const r = x as Record<string, unknown>;
@@ -439,9 +445,27 @@ export function checkRequest(x: unknown): Checked<{
     if (!isCount(r.range) || !isCount(r.gen)) return bad('range and gen must be positive integers');
     range = { id: r.range, gen: r.gen };
   }
+  let routes: (readonly [number, number])[] | undefined;
+  if (r.routes !== undefined && r.routes !== null) {
+    if (range !== undefined) return bad('a request has range and gen, or routes, not both');
+    if (!Array.isArray(r.routes) || r.routes.length !== r.ops.length) {
+      return bad('routes must be an array with one [rangeId, gen] per op');
+    }
+    routes = [];
+    for (const x of r.routes as unknown[]) {
+      if (!Array.isArray(x) || x.length !== 2 || !isCount(x[0])) {
+        return bad('each route must be [rangeId, gen]');
+      }
+      const gen = x[1] as unknown;
+      if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0) {
+        return bad('each route must be [rangeId, gen]');
+      }
+      routes.push([x[0], gen]);
+    }
+  }
   return {
     ok: true,
-    value: { ops: r.ops, cid: typeof r.cid === 'string' ? r.cid : undefined, range },
+    value: { ops: r.ops, cid: typeof r.cid === 'string' ? r.cid : undefined, range, routes },
   };
 }
 
@@ -467,18 +491,20 @@ export function frameRequest(
   encodedOps: readonly Uint8Array[],
   clusterId?: string,
   range?: { readonly id: number; readonly gen: number },
+  routes?: readonly (readonly [number, number])[],
 ): Uint8Array {
   const count = encodedOps.length;
   if (!(count >= 1 && count <= 0xffff)) throw new RangeError(`cannot frame ${count} ops`);
   if (!(protocolVersion >= 0 && protocolVersion <= 0x7f)) throw new RangeError('version');
   // fixmap(2..5) "v" <fixint version> ["cid" <str>] ["range" <int> "gen" <int>] "ops" <array>
-  const fields = 2 + (clusterId ? 1 : 0) + (range ? 2 : 0);
+  const fields = 2 + (clusterId ? 1 : 0) + (range ? 2 : 0) + (routes ? 1 : 0);
   const head = [0x80 | fields, 0xa1, 0x76, protocolVersion];
   if (clusterId) head.push(0xa3, 0x63, 0x69, 0x64, ...encode(clusterId));
   if (range) {
     head.push(0xa5, 0x72, 0x61, 0x6e, 0x67, 0x65, ...encode(range.id));
     head.push(0xa3, 0x67, 0x65, 0x6e, ...encode(range.gen));
   }
+  if (routes) head.push(0xa6, 0x72, 0x6f, 0x75, 0x74, 0x65, 0x73, ...encode(routes));
   head.push(0xa3, 0x6f, 0x70, 0x73);
   if (count <= 15) head.push(0x90 | count);
   else head.push(0xdc, count >> 8, count & 0xff);

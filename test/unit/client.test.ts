@@ -18,6 +18,7 @@ import {
   UnavailableError,
 } from '../../src/client/index.ts';
 import {
+  checkRequest,
   decode,
   encode,
   frameRequest,
@@ -175,6 +176,56 @@ describe('frameRequest', () => {
     expect(decode(framed)).toEqual(
       decode(new Uint8Array(encode({ v: protocolVersion, cid: id, ops }))),
     );
+  });
+
+  it('carries a range and generation, or a route per op, which checkRequest accepts', () => {
+    const ops = [
+      { op: 'get', key: Buffer.from('a') },
+      { op: 'get', key: Buffer.from('z') },
+    ];
+    const encoded = ops.map((op) => encode(op));
+    const one = decode(frameRequest(encoded, undefined, { id: 7, gen: 3 }));
+    expect(one).toEqual(
+      decode(new Uint8Array(encode({ v: protocolVersion, range: 7, gen: 3, ops }))),
+    );
+    expect(checkRequest(one)).toMatchObject({ ok: true, value: { range: { id: 7, gen: 3 } } });
+    const routes = [
+      [7, 3],
+      [70_000, 0],
+    ] as const;
+    const routed = decode(frameRequest(encoded, 'cid', undefined, routes));
+    expect(routed).toEqual(
+      decode(new Uint8Array(encode({ v: protocolVersion, cid: 'cid', routes, ops }))),
+    );
+    expect(checkRequest(routed)).toMatchObject({
+      ok: true,
+      value: {
+        routes: [
+          [7, 3],
+          [70_000, 0],
+        ],
+      },
+    });
+    // A route per op, no more and no less; not with range and gen.
+    expect(checkRequest({ v: protocolVersion, ops, routes: [[7, 3]] })).toMatchObject({
+      ok: false,
+    });
+    expect(checkRequest({ v: protocolVersion, ops, routes, range: 7, gen: 3 })).toMatchObject({
+      ok: false,
+      code: 'BadRequest',
+    });
+    expect(
+      checkRequest({
+        v: protocolVersion,
+        ops,
+        routes: [
+          [0, 1],
+          [1, -1],
+        ],
+      }),
+    ).toMatchObject({
+      ok: false,
+    });
   });
 });
 

@@ -119,6 +119,10 @@ describe('harness: node processes (a fake node script)', () => {
       'a,b,c',
     ]);
     expect(node.output).toContain('env vanilla');
+    // stderr is another pipe: its line may arrive after stdout's "ready".
+    for (let i = 0; i < 100 && !node.output.includes('[stderr] a line on stderr'); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
     expect(node.output).toContain('[stderr] a line on stderr');
     expect(await node.waitForLine(/^env /, 1000)).toBe('env vanilla');
 
