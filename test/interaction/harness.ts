@@ -20,6 +20,7 @@
 //   compact ID index=N | partition A.. | B.. [| C..] | heal | crash ID | restart ID
 //   liveness IDS of=X live|dead    what IDS's nodes see of X's node (all live at first)
 //   leader-lapsed IDS | wake IDS   the host's calls to quiescent replicas
+//   split-off IDS [after=MS] | campaign-now IDS     the host's calls to a range a split made
 //   status | log IDS [from=I] | progress ID (the leader's view of each follower)
 //
 // Messages to a replica across a partition or to a crashed replica are dropped when sent
@@ -237,6 +238,21 @@ export class Harness {
       }
       this.emit(`${who.map((n) => n.id).join(' ')} see ${of} ${live ? 'live' : 'dead'}`);
     },
+    'split-off': (a) =>
+      this.each(a, (n) => {
+        // A replica of a range just created by a split (DESIGN.md, "Safety rules for
+        // splits"): campaign not before clock + after (ms), or any time without it.
+        const after = a.opts.has('after') ? num(a, 'after') : Number.NEGATIVE_INFINITY;
+        n.replica.splitOff(n.clockMs + after);
+        this.emit(
+          `${n.id} split off: campaigns ${after === Number.NEGATIVE_INFINITY ? 'any time' : `not before ${fmtMs(n.clockMs + after)}`}`,
+        );
+      }),
+    'campaign-now': (a) =>
+      this.each(a, (n) => {
+        n.replica.campaignNow();
+        this.observe(n);
+      }),
     'leader-lapsed': (a) =>
       this.each(a, (n) => {
         n.replica.leaderLapsed();

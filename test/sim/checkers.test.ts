@@ -1,5 +1,6 @@
 // The simulator's checkers are not vacuous: runs that break an assumption of the protocol
-// must be reported. (The mutation runs in docs/simulation.md do the same for the core.)
+// must be reported. (The mutation runs in docs/simulation.md do the same for the core and
+// for the split protocol.)
 
 import { describe, expect, it } from 'vitest';
 import { configurations, runSeed } from './run.ts';
@@ -38,6 +39,36 @@ describe('simulator checkers', () => {
     expect(quiescedRuns).toBeGreaterThan(50); // before the cluster settles
     expect(lapseElections).toBeGreaterThan(10);
     expect(lapseElectionsLeaderDown).toBeGreaterThan(0);
+  });
+
+  it('see splits under faults: races refused, ranges learned by snapshot and from peers', () => {
+    const lossy = configurations.find((c) => c.name === 'harpoon-3x2-lossy')!;
+    const totals = { applied: 0, refused: 0, created: 0, initialized: 0, snapshotSplits: 0 };
+    for (let seed = 0; seed < 40; seed++) {
+      const r = runSeed(seed, lossy);
+      expect(r.violations).toEqual([]);
+      totals.applied += r.splits.splitsApplied;
+      totals.refused += r.splits.splitsRefused;
+      totals.created += r.splits.uninitializedCreated;
+      totals.initialized += r.splits.uninitializedInitialized;
+      totals.snapshotSplits += r.splits.snapshotSplits;
+    }
+    expect(totals.applied).toBeGreaterThan(60);
+    expect(totals.refused).toBeGreaterThan(0); // a split proposed under a stale generation
+    expect(totals.snapshotSplits).toBeGreaterThan(5); // a replica's span shrank by snapshot
+    expect(totals.created).toBeGreaterThan(5); // it learned the new range from a peer
+    // ...which its leader's snapshot initialized (one lost in a crash is learned again).
+    expect(totals.initialized).toBeGreaterThan(5);
+  });
+
+  it('report a left range that keeps applying writes of the right-hand span', () => {
+    const base = configurations.find((c) => c.name === 'harpoon-3-split')!;
+    const broken = { ...base, mutation: 'apply-outside-span' as const };
+    const checkers = new Set<string>();
+    for (let seed = 0; seed < 30; seed++) {
+      for (const v of runSeed(seed, broken).violations) checkers.add(v.checker);
+    }
+    expect([...checkers].sort()).toEqual(['key-owned-by-one-range', 'linearizable']);
   });
 
   it('find nothing within the bound on the same seeds', () => {

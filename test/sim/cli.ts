@@ -6,7 +6,7 @@
 // its trace and the command that replays it. --trace prints the whole trace live.
 
 import { parseArgs } from 'node:util';
-import { configurations, runSeed, type SeedResult } from './run.ts';
+import { configurations, runSeed, type SeedResult, stressConfigurations } from './run.ts';
 import { modes, partitions, runPartialPartition, type ScenarioRow } from './scenario.ts';
 
 const { values } = parseArgs({
@@ -96,6 +96,17 @@ interface Summary {
   lapseElectionRuns: number;
   /** ... and after its leader's node crashed. */
   lapseElectionLeaderDownRuns: number;
+  splitsRequested: number;
+  splitsApplied: number;
+  splitsRefused: number;
+  rangesAtEnd: number;
+  uninitializedCreated: number;
+  uninitializedInitialized: number;
+  /** Runs in which some replica learned a split by snapshot (its span shrank on install). */
+  snapshotSplitRuns: number;
+  snapshotSplits: number;
+  earlyReplayed: number;
+  mismatches: number;
   violations: number;
 }
 
@@ -114,6 +125,16 @@ function emptySummary(): Summary {
     lapses: 0,
     lapseElectionRuns: 0,
     lapseElectionLeaderDownRuns: 0,
+    splitsRequested: 0,
+    splitsApplied: 0,
+    splitsRefused: 0,
+    rangesAtEnd: 0,
+    uninitializedCreated: 0,
+    uninitializedInitialized: 0,
+    snapshotSplitRuns: 0,
+    snapshotSplits: 0,
+    earlyReplayed: 0,
+    mismatches: 0,
     violations: 0,
   };
 }
@@ -133,6 +154,8 @@ function addRun(s: Summary, r: SeedResult): void {
     lapses: r.lapses,
     lapseElectionRuns: r.lapseElections > 0 ? 1 : 0,
     lapseElectionLeaderDownRuns: r.lapseElectionsLeaderDown > 0 ? 1 : 0,
+    ...r.splits,
+    snapshotSplitRuns: r.splits.snapshotSplits > 0 ? 1 : 0,
     violations: r.violations.length,
   });
 }
@@ -144,11 +167,10 @@ function addSummary(into: Summary, s: Summary): void {
 function runSeeds(): void {
   const seeds = positiveInt('seeds', values.seeds, 1);
   const from = positiveInt('from', values.from, 0);
-  const fixed = values.config ? configurations.find((c) => c.name === values.config) : undefined;
+  const all = [...configurations, ...stressConfigurations];
+  const fixed = values.config ? all.find((c) => c.name === values.config) : undefined;
   if (values.config && !fixed) {
-    console.error(
-      `unknown --config ${values.config}; known: ${configurations.map((c) => c.name).join(', ')}`,
-    );
+    console.error(`unknown --config ${values.config}; known: ${all.map((c) => c.name).join(', ')}`);
     process.exit(2);
   }
   const summaries = new Map<string, Summary>();
@@ -186,6 +208,16 @@ function runSeeds(): void {
             `(leader_down=${s.lapseElectionLeaderDownRuns})`,
         );
       }
+      if (s.splitsRequested > 0) {
+        console.log(
+          `${''.padEnd(20)} splits_requested=${s.splitsRequested} applied=${s.splitsApplied} ` +
+            `refused=${s.splitsRefused} ranges_at_end=${s.rangesAtEnd} ` +
+            `uninitialized_created=${s.uninitializedCreated} ` +
+            `initialized=${s.uninitializedInitialized} snapshot_splits=${s.snapshotSplits} ` +
+            `(runs=${s.snapshotSplitRuns}) early_replayed=${s.earlyReplayed} ` +
+            `mismatches=${s.mismatches}`,
+        );
+      }
     }
     addSummary(total, s);
   }
@@ -198,6 +230,12 @@ function runSeeds(): void {
         quiesced_runs: total.quiescedRuns,
         quiesced_under_faults_runs: total.quiescedUnderFaultsRuns,
         lapse_election_runs: total.lapseElectionRuns,
+        splits_applied: total.splitsApplied,
+        splits_refused: total.splitsRefused,
+        ranges_at_end: total.rangesAtEnd,
+        uninitialized_created: total.uninitializedCreated,
+        uninitialized_initialized: total.uninitializedInitialized,
+        snapshot_splits: total.snapshotSplits,
       }),
     );
   } else {
@@ -207,6 +245,9 @@ function runSeeds(): void {
         `(${total.quiescedUnderFaultsRuns} under faults), ` +
         `${total.lapseElectionRuns} elected a leader after a lapse ` +
         `(${total.lapseElectionLeaderDownRuns} after a crash), ` +
+        `${total.splitsApplied} splits applied (${total.splitsRefused} refused), ` +
+        `${total.uninitializedCreated} uninitialized replicas ` +
+        `(${total.uninitializedInitialized} initialized), ` +
         `${((Date.now() - started) / 1000).toFixed(1)} s`,
     );
   }
@@ -221,7 +262,8 @@ function reportFailure(r: SeedResult): void {
     out('  last trace lines:');
     for (const line of r.trace.slice(-40)) out(`    ${line}`);
   }
-  out(`  replay: npm run sim -- --seeds 1 --from ${r.seed} --trace\n`);
+  const config = values.config ? ` --config ${values.config}` : '';
+  out(`  replay: npm run sim --${config} --seeds 1 --from ${r.seed} --trace\n`);
 }
 
 if (values.scenario) runScenario();

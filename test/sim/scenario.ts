@@ -32,7 +32,7 @@ export function runPartialPartition(
   const config: SimConfig = {
     name: `${mode}-${partition}`,
     nodes,
-    groups: 1,
+    ranges: 1,
     // Production timing (defaultOptions): 100 ms ticks, 1-2 s election timeouts, 900 ms leases.
     options: { ...defaultOptions, mode },
     tickMs: 100,
@@ -60,7 +60,7 @@ export function runPartialPartition(
   world.start(false);
   world.startClients(config.clients, config.opsPerClient);
   world.runUntil(warmupMs);
-  const leader = world.leaderOf(0);
+  const leader = world.leaderOf(1);
   if (leader === 0) throw new Error(`${config.name}: no leader after ${warmupMs} ms`);
   const changesBefore = world.stats.leaderChanges;
   if (partition === 'cut' || partition === 'one-way') {
