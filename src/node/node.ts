@@ -96,8 +96,8 @@ interface RangeHost {
   descriptor: RangeDescriptor;
   /**
    * False for a replica created for a range this node learned of from its peers (a split
-   * it has not applied): it never votes and is not ticked until a snapshot initializes it
-   * (DESIGN.md, "Safety rules for splits").
+   * it has not applied): it is not ticked (never campaigns) until a snapshot initializes
+   * it, but it votes (docs/ranges.md, "Uninitialized replicas").
    */
   initialized: boolean;
   readonly replica: RangeReplica;
@@ -582,10 +582,6 @@ export class Node {
         );
         continue;
       }
-      if (!h.initialized && (m.type === 'vote' || m.type === 'prevote')) {
-        this.stats.dropped++; // an uninitialized replica never votes
-        continue;
-      }
       if (h.nodeOf.get(m.from) !== e.from || m.to !== h.replica.core.id) {
         this.stats.dropped++;
         this.log.limited(
@@ -610,7 +606,8 @@ export class Node {
   /**
    * Asks `from` for its descriptor of an unknown range (at most once a second per range)
    * and, when no local range overlaps its span, creates an uninitialized replica of it: it
-   * answers appends (rejecting them, so the leader sends a snapshot) and never votes. A
+   * answers appends (rejecting them, so the leader sends a snapshot), votes, and never
+   * campaigns (docs/ranges.md, "Uninitialized replicas"). A
    * local replica whose span overlaps it has not applied the split yet: it will create the
    * range itself, or install a snapshot with a smaller span first.
    */
@@ -641,11 +638,17 @@ export class Node {
           );
           return;
         }
-        await this.store.createRange(d, {
-          voters: d.replicas.filter((r) => r.role === 'voter').map((r) => r.replicaId),
-          outgoing: [],
-          learners: d.replicas.filter((r) => r.role === 'learner').map((r) => r.replicaId),
-        });
+        // Generation 0: the descriptor is a peer's view (a candidate may be ahead of the
+        // leader); the leader's snapshot brings the authoritative one, whatever its
+        // generation.
+        await this.store.createRange(
+          { ...d, generation: 0 },
+          {
+            voters: d.replicas.filter((r) => r.role === 'voter').map((r) => r.replicaId),
+            outgoing: [],
+            learners: d.replicas.filter((r) => r.role === 'learner').map((r) => r.replicaId),
+          },
+        );
         if (this.ranges.has(rangeId) || this.stopping) return;
         this.openRange(d);
         this.log.info(

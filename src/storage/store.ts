@@ -1428,6 +1428,11 @@ export class Store {
     const incoming = asDescriptor(data.descriptor);
     assert(incoming !== undefined && incoming.rangeId === rangeId, 'a snapshot of this range');
     assert(incoming.generation >= s.descriptor.generation, 'generations never go back');
+    // Spans on a node stay disjoint: crash rather than overwrite another range's data.
+    for (const other of this.rangeStates.values()) {
+      if (other.descriptor.rangeId === rangeId) continue;
+      assert(!spansOverlap(other.descriptor, incoming), 'a snapshot overlaps no other local range');
+    }
     this.clearSpan(s.descriptor);
     s.descriptor = incoming;
     this.clearExpiry(rangeId);
