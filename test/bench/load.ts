@@ -195,6 +195,7 @@ async function main(): Promise<LoadResult> {
   let ops = 0;
   let errors = 0;
   let casFail = 0;
+  let okTotal = 0;
   let firstErr: string | undefined;
   let measuring = false;
   let stop = false;
@@ -245,6 +246,7 @@ async function main(): Promise<LoadResult> {
           continue;
         }
         const t1 = performance.now();
+        okTotal++;
         if (measuring && !stop) {
           lat.push(t1 - t0);
           ops++;
@@ -275,6 +277,7 @@ async function main(): Promise<LoadResult> {
     clientRetries: req1.retries - req0.retries,
     firstErr,
     setupS,
+    okTotal,
     ...(ranges ? { cachedRanges: ranges.cached, rangesUsed: ranges.used } : {}),
     ...(warmS === undefined ? {} : { warmS }),
   };

@@ -349,6 +349,8 @@ export async function startNode(opts: {
   logFile: string;
   /** Extra node (V8) options, before the script: e.g. --cpu-prof. */
   execArgv?: readonly string[];
+  /** Extra `rasputin start` flags, after the others: e.g. --watch off. */
+  args?: readonly string[];
 }): Promise<Proc> {
   let readySeen = false;
   let onReady: (() => void) | undefined;
@@ -370,6 +372,7 @@ export async function startNode(opts: {
       opts.storageDir,
       '--initial-nodes',
       opts.initialNodes.join(','),
+      ...(opts.args ?? []),
     ],
     {
       logFile: opts.logFile,

@@ -9,6 +9,9 @@
 //                    [--ranges 1,16,256,4096] [--idle-s S] [--idle-ranges N]
 //                    [--split-time S] [--split-inflight N] [--splits-during N]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
+//                    [--stream-subs 100] [--stream-watchers 100] [--stream-procs 2]
+//                    [--stream-drain-s 10] [--stream-probe-ms 50]
+//                    [--stream-rows off,on,1sub,subs,watch,again]   (for the streams section)
 //
 // Sections (--only picks some, comma-separated; default all but peers, which --peers adds):
 //   ceiling    bare NATS request/reply through the same nats-server and closed loop: a
@@ -16,6 +19,9 @@
 //   rasputin   nats-server (with monitoring) and a 3-node cluster in temp dirs; fill, then
 //              put, get, cas at each --inflight, each from a separate load process
 //   consensus  the in-process consensus benchmark (test/bench/consensus.ts)
+//   streams    subscribe and watch (docs/streams.md) under a put load at 64 in flight, on fresh
+//              3-node clusters (see below); in the default run: about 75 s at the default
+//              --duration 8 on 2 cores (6 loads, 2 cluster starts, 3 sets of subscribers)
 //   peers      NATS KV R3 and etcd x3 via the peers folder; ratios and targets
 //
 // Per workload: ops/s, p50/p99/max latency, client and server CPU per op (server: the nodes
@@ -45,6 +51,27 @@
 // --idle-ranges (default 10,000; as many as --split-time allows): KiB per extra range.
 // Targets: ops/s at 256 ranges within 10% of 1 range's, idle CPU under 5% of a core, memory
 // under 16 KiB per range.
+//
+// Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
+//   put-watchoff          a fresh cluster of nodes started with --watch off, no subscribers
+//                         (the baseline of the ratios);
+// then on a fresh cluster with --watch on:
+//   put-watchon           no watchers, no subscribers (the cost of publishing watch events);
+//   put+1sub              one client.subscribe('p_') subscription, from now;
+//   put+100subs           --stream-subs subscriptions (in --stream-procs processes, one Client
+//                         each, test/bench/streams.ts);
+//   put+100subs+100watch  the same and --stream-watchers client.watch('') watchers (on another
+//                         Client of the same processes);
+//   put-watchon-again     put-watchon once more, after them (drift: store growth, machine noise).
+// (--stream-rows picks some of off,on,1sub,subs,watch,again.) Each row has the columns above
+// plus: events of the load's keys received in the window (over all subscriptions and per
+// subscription, and that over the writes/s: 1 = keeping up), the subscriber processes' CPU
+// per write (counted in neither client nor server CPU; bg% leaves it out), the lag (one
+// process writes a probe key under p_ every --stream-probe-ms in the window and notes the
+// ack; each of its subscriptions/watchers notes the event's arrival; p50/p99 of arrival
+// minus ack), and the drain: after the load, each subscription must get every acknowledged
+// write (checked: no loss), waited for --stream-drain-s at most. Target: ops/s with 100
+// subscribers and watch publishing within 10% of put-watchoff.
 
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -83,6 +110,10 @@ import {
   type Op,
   ops,
   pct,
+  type StreamsCommand,
+  type StreamsConfig,
+  type StreamsMessage,
+  type StreamsResult,
   splitPoints,
 } from './shape.ts';
 import { type SplitOutcome, splitAll, splitSeries } from './splits.ts';
@@ -111,6 +142,12 @@ const { values: a } = parseArgs({
     'split-inflight': { type: 'string', default: '16' },
     'splits-during': { type: 'string', default: '20' },
     'node-cpu-prof': { type: 'string' },
+    'stream-subs': { type: 'string', default: '100' },
+    'stream-watchers': { type: 'string', default: '100' },
+    'stream-procs': { type: 'string', default: '2' },
+    'stream-drain-s': { type: 'string', default: '10' },
+    'stream-probe-ms': { type: 'string', default: '50' },
+    'stream-rows': { type: 'string', default: 'off,on,1sub,subs,watch,again' },
   },
   strict: true,
 });
@@ -149,11 +186,11 @@ const workloads = list(a.workloads ?? (rangesList ? 'put,get' : 'put,get,cas')).
   if (!(ops as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
   return w as Op;
 });
-const sectionNames = ['ceiling', 'rasputin', 'consensus', 'peers'] as const;
+const sectionNames = ['ceiling', 'rasputin', 'consensus', 'streams', 'peers'] as const;
 type Section = (typeof sectionNames)[number];
 const sections = new Set<Section>(
   a.only === undefined
-    ? (['ceiling', 'rasputin', 'consensus', ...(a.peers ? ['peers'] : [])] as Section[])
+    ? (['ceiling', 'rasputin', 'consensus', 'streams', ...(a.peers ? ['peers'] : [])] as Section[])
     : list(a.only).map((s) => {
         if (!(sectionNames as readonly string[]).includes(s)) {
           throw new Error(`--only: unknown section ${s} (${sectionNames.join(', ')})`);
@@ -167,6 +204,21 @@ const idleRanges = Math.round(bounded('idle-ranges', a['idle-ranges'], 0, 100_00
 const splitTimeS = bounded('split-time', a['split-time'], 1, 3600);
 const splitInflight = Math.round(bounded('split-inflight', a['split-inflight'], 1, 1024));
 const splitsDuring = Math.round(bounded('splits-during', a['splits-during'], 0, 10_000));
+const streamSubs = Math.round(bounded('stream-subs', a['stream-subs'], 1, 1000));
+const streamWatchers = Math.round(bounded('stream-watchers', a['stream-watchers'], 0, 1000));
+const streamProcs = Math.round(bounded('stream-procs', a['stream-procs'], 1, 16));
+const streamDrainS = bounded('stream-drain-s', a['stream-drain-s'], 0, 600);
+const streamRowNames = ['off', 'on', '1sub', 'subs', 'watch', 'again'] as const;
+type StreamRow = (typeof streamRowNames)[number];
+const streamRowsWanted = new Set<StreamRow>(
+  list(a['stream-rows']).map((x) => {
+    if (!(streamRowNames as readonly string[]).includes(x)) {
+      throw new Error(`--stream-rows: unknown row ${x} (${streamRowNames.join(', ')})`);
+    }
+    return x as StreamRow;
+  }),
+);
+const streamProbeMs = Math.round(bounded('stream-probe-ms', a['stream-probe-ms'], 0, 10_000));
 if (rangesList && keyspace > keyspaceSortedMax) {
   throw new Error(`--ranges needs --keyspace at most ${keyspaceSortedMax} (sortable key names)`);
 }
@@ -242,6 +294,41 @@ interface Row {
   /** put+splits: the put-nosplits row run just before (same load, no splits). */
   baseline_ops_per_s?: number | null;
   baseline_p99_ms?: number | null;
+  /** streams: subscriptions, watchers, and the processes they ran in. */
+  subscribers?: number;
+  watchers?: number;
+  sub_procs?: number;
+  /** streams: CPU of the subscriber processes per write (not in client or server CPU). */
+  sub_cpu_us_per_op?: number | null;
+  /** streams: events of the load's keys received in the window, over all subscriptions. */
+  events_per_s?: number | null;
+  events_per_sub_per_s?: number | null;
+  /** events_per_sub_per_s / ops_per_s: 1 when each subscription keeps up with the writes. */
+  events_kept_up?: number | null;
+  /** Per watcher: events per s in the window, and that over ops_per_s. */
+  watch_events_per_watcher_per_s?: number | null;
+  watch_kept_up?: number | null;
+  /** Probe writes: the event's arrival minus the write's ack (same process), ms. */
+  lag_p50_ms?: number | null;
+  lag_p99_ms?: number | null;
+  lag_max_ms?: number | null;
+  lag_samples?: number;
+  watch_lag_p50_ms?: number | null;
+  watch_lag_p99_ms?: number | null;
+  watch_lag_samples?: number;
+  /** Writes the load had acknowledged in all; the least and most events a subscription got. */
+  expected_events?: number;
+  sub_events_min?: number;
+  sub_events_max?: number;
+  watch_events_min?: number;
+  watch_events_max?: number;
+  /** From the window's end until every subscription had every write; null: not in the bound. */
+  drain_ms?: number | null;
+  sub_errors?: number;
+  /** streams: against the put-watchoff row (nodes --watch off, no subscribers). */
+  ops_ratio?: number | null;
+  p99_ratio?: number | null;
+  server_cpu_ratio?: number | null;
   first_err?: string;
   note?: string;
 }
@@ -301,10 +388,12 @@ const rangeColumns: typeof columns = [
   ['used', 5, 0, (r) => r.ranges_used],
 ];
 const shownColumns = rangesList ? [...rangeColumns, ...columns] : columns;
+/** The streams section's workload names are longer (put+100subs+100watch). */
+const workloadWidth = sections.has('streams') ? 22 : 14;
 
 function header(): string {
   const titles = shownColumns.map(([title, width]) => title.padStart(width)).join('');
-  return `${'system'.padEnd(11)}${'workload'.padEnd(14)}${'inflt'.padStart(5)}${titles}`;
+  return `${'system'.padEnd(11)}${'workload'.padEnd(workloadWidth)}${'inflt'.padStart(5)}${titles}`;
 }
 
 let headerShown = false;
@@ -320,7 +409,7 @@ function show(r: Row): void {
   }
   out(
     r.system.padEnd(11) +
-      r.workload.padEnd(14) +
+      r.workload.padEnd(workloadWidth) +
       String(r.inflight).padStart(5) +
       shownColumns.map(([, width, digits, f]) => cell(f(r), digits, width)).join(''),
   );
@@ -463,6 +552,8 @@ interface Probe {
   natsPids: number[];
   /** Other server-side processes (the echo responder). */
   otherPids: number[];
+  /** Client-side processes besides the load (the streams section's subscribers). */
+  clientPids?: number[];
   monitorPort: number;
   /** Node counters (absent for the ceiling). */
   counters?: () => Promise<Record<keyof NodeCounters, number>>;
@@ -475,6 +566,7 @@ interface Sample {
   nodesSys: number;
   natsCpu: number;
   otherCpu: number;
+  clientCpu: number;
   machineBusy: number;
   varz: Varz | undefined;
   counters: Record<keyof NodeCounters, number> | undefined;
@@ -502,6 +594,7 @@ async function sample(p: Probe): Promise<Sample> {
     nodesSys: nodes.system,
     natsCpu: cpuSeconds(p.natsPids),
     otherCpu: cpuSeconds(p.otherPids),
+    clientCpu: cpuSeconds(p.clientPids ?? []),
     machineBusy: machineBusySeconds(),
   };
   const [v, c] = await Promise.all([
@@ -581,7 +674,8 @@ function toRow(
     );
   const serverCpu = d((s) => s.nodesCpu + s.natsCpu + s.otherCpu);
   const wallS = s0 && s1 ? (s1.atMs - s0.atMs) / 1000 : Number.NaN;
-  const ours = r.clientCpuS + serverCpu;
+  const subsCpu = d((s) => s.clientCpu);
+  const ours = r.clientCpuS + serverCpu + (Number.isFinite(subsCpu) ? subsCpu : 0);
   const other = wallS > 0 ? ((d((s) => s.machineBusy) - ours) / wallS) * 100 : Number.NaN;
   const nodesSys = d((s) => s.nodesSys);
   const inMsgs = d((s) => s.varz?.in_msgs);
@@ -612,6 +706,7 @@ function toRow(
     client_requests_per_op: fixed(perOp(r.clientRequests, n), 3),
     client_retries: r.clientRetries,
   };
+  if (s0 && s0.clientCpu > 0) row.sub_cpu_us_per_op = fixed(perOp(subsCpu * 1e6, n), 1);
   if (withRanges) {
     Object.assign(row, {
       xstate_events_per_op: fixed(c('xstateEvents'), 3),
@@ -691,7 +786,11 @@ class Cluster {
   private splitClient: Client | undefined;
   leader = '';
 
-  constructor(readonly nats: MonitoredNats) {}
+  constructor(
+    readonly nats: MonitoredNats,
+    /** Extra `rasputin start` flags of every node (e.g. --watch off). */
+    readonly nodeArgs: readonly string[] = [],
+  ) {}
 
   get watch(): Proc[] {
     return [this.nats.proc, ...this.nodes];
@@ -711,7 +810,10 @@ class Cluster {
   /** Starts the nodes and waits for a leader of range 1 that answers a write. */
   async start(): Promise<void> {
     this.baseDir = await mkdtemp(join(tmpdir(), 'rasputin-runbench-'));
-    log(`rasputin: starting 3 nodes in ${this.baseDir}`);
+    log(
+      `rasputin: starting 3 nodes in ${this.baseDir}` +
+        (this.nodeArgs.length > 0 ? ` (${this.nodeArgs.join(' ')})` : ''),
+    );
     const started = await Promise.allSettled(
       nodeIds.map((id) =>
         startNode({
@@ -720,6 +822,7 @@ class Cluster {
           storageDir: join(this.baseDir, id),
           initialNodes: nodeIds,
           logFile: join(this.baseDir, `${id}.log`),
+          args: this.nodeArgs,
           ...(nodeCpuProfDir
             ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${join(nodeCpuProfDir, id)}`] }
             : {}),
@@ -1250,6 +1353,381 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
   if (failed !== undefined) throw failed;
 }
 
+// -------------------------------------------------------------------- streams
+
+/** The put load's keys (keyName('p', i)): what the subscribers subscribe to. */
+const streamPrefix = 'p_';
+const streamInflight = 64;
+/** A subscriber process has this long to start its subscriptions (tsx start included). */
+const subscribersReadyMs = 90_000;
+/** Lag samples a subscriber process keeps at most (subscriptions and watchers each). */
+const lagSamplesMax = 200_000;
+
+/** `n` split over `parts` as evenly as can be. */
+const shares = (n: number, parts: number): number[] =>
+  Array.from({ length: parts }, (_, i) => Math.floor(n / parts) + (i < n % parts ? 1 : 0));
+
+/** The subscriber processes of one streams row (test/bench/streams.ts), stopped by PID. */
+class Subscribers {
+  readonly procs: Proc[] = [];
+  private readonly results: Promise<StreamsResult>[] = [];
+
+  private constructor(
+    readonly subscribers: number,
+    readonly watchers: number,
+  ) {}
+
+  /** Forks the processes and waits until every subscription and watcher is live. */
+  static async start(
+    nats: MonitoredNats,
+    subscribers: number,
+    watchers: number,
+    watch: readonly Proc[],
+  ): Promise<Subscribers> {
+    const s = new Subscribers(subscribers, watchers);
+    const n = Math.max(1, Math.min(streamProcs, Math.max(subscribers, watchers)));
+    const subShares = shares(subscribers, n);
+    const watchShares = shares(watchers, n);
+    const readies: Promise<void>[] = [];
+    let failure: Error | undefined;
+    try {
+      for (let i = 0; i < n; i++) {
+        const cfg: StreamsConfig = {
+          servers: nats.url,
+          prefix: streamPrefix,
+          proc: i,
+          subscribers: subShares[i]!,
+          watchers: watchShares[i]!,
+          // One process probes (its subscriptions and watchers give the lag samples): the
+          // probe writes stay few next to the load's.
+          probeEveryMs: i === 0 ? streamProbeMs : 0,
+          probesMax: Math.min(5000, Math.ceil((durationS * 1000) / Math.max(1, streamProbeMs))),
+          lagSamplesMax,
+          hardLimitMs: (warmupS + durationS + streamDrainS + 240) * 1000 + subscribersReadyMs,
+        };
+        const p = forkTs(`subscribers ${i}`, 'streams.ts', { BENCH_STREAMS: JSON.stringify(cfg) });
+        s.procs.push(p);
+        let ready: (() => void) | undefined;
+        let settle: ((r: StreamsResult | Error) => void) | undefined;
+        const failed = (e: Error) => {
+          failure ??= e;
+          settle?.(e);
+          ready?.();
+        };
+        readies.push(new Promise<void>((resolve) => (ready = resolve)));
+        const outcome = new Promise<StreamsResult | Error>((resolve) => (settle = resolve));
+        p.child.on('message', (m: StreamsMessage) => {
+          if (m.type === 'ready') ready?.();
+          else if (m.type === 'result') settle?.(m.result);
+          else if (m.type === 'error') failed(new Error(`subscribers ${i}: ${m.message}`));
+        });
+        void p.exited.then((e) =>
+          failed(
+            new Error(
+              `subscribers ${i} exited (code ${e.code}, signal ${e.signal}):\n` +
+                p.output.slice(-15).join('\n'),
+            ),
+          ),
+        );
+        s.results.push(
+          outcome.then((r) => {
+            if (r instanceof Error) throw r;
+            return r;
+          }),
+        );
+        s.results[i]!.catch(() => undefined);
+      }
+      const t0 = performance.now();
+      const all = Promise.all(readies);
+      while (!(await within(all, 200))) {
+        checkAlive(watch);
+        if (performance.now() - t0 > subscribersReadyMs) {
+          throw new Error(`subscriber processes not ready in ${subscribersReadyMs} ms`);
+        }
+      }
+      // A process that failed to start made its ready resolve too.
+      if (failure) throw failure;
+      checkAlive(s.procs);
+      return s;
+    } catch (err) {
+      await s.stop();
+      throw err;
+    }
+  }
+
+  /** Relays the load's window edges. */
+  window(phase: 'start' | 'end'): void {
+    const m: StreamsCommand = { type: 'window', phase };
+    this.tell(m);
+  }
+
+  private tell(m: StreamsCommand): void {
+    for (const p of this.procs) {
+      if (p.running() && p.child.connected) p.child.send(m, undefined, {}, () => undefined);
+    }
+  }
+
+  /** The load acknowledged `expect` writes: each process waits for them, then reports. */
+  async drain(expect: number): Promise<StreamsResult[]> {
+    const m: StreamsCommand = { type: 'drain', expect, maxMs: streamDrainS * 1000 };
+    this.tell(m);
+    const all = Promise.all(this.results);
+    if (!(await within(all, streamDrainS * 1000 + 20_000))) {
+      throw new Error('subscriber processes did not report after the drain');
+    }
+    return all;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.procs.map((p) => p.stop().catch(() => undefined)));
+  }
+}
+
+const sortedOf = (xs: readonly number[]) => Float64Array.from(xs).sort();
+
+/** The subscribers' figures on a streams row. */
+function addStreamFields(row: Row, s: Subscribers, rs: StreamsResult[], expected: number): void {
+  const windowS = Math.max(...rs.map((r) => r.windowS));
+  const subTotals = rs.flatMap((r) => r.subTotals);
+  const watchTotals = rs.flatMap((r) => r.watchTotals);
+  const subWindow = rs.reduce((n, r) => n + r.subWindowEvents, 0);
+  const watchWindow = rs.reduce((n, r) => n + r.watchWindowEvents, 0);
+  const lag = sortedOf(rs.flatMap((r) => r.subLagMs));
+  const watchLag = sortedOf(rs.flatMap((r) => r.watchLagMs));
+  const rate = (events: number, per: number) =>
+    windowS > 0 && per > 0 ? events / windowS / per : Number.NaN;
+  const perSub = rate(subWindow, s.subscribers);
+  const perWatcher = rate(watchWindow, s.watchers);
+  const drains = rs.map((r) => r.drainMs);
+  const firstErr = rs.find((r) => r.firstErr)?.firstErr;
+  Object.assign(row, {
+    subscribers: s.subscribers,
+    watchers: s.watchers,
+    sub_procs: s.procs.length,
+    events_per_s: fixed(rate(subWindow, 1), 1),
+    events_per_sub_per_s: fixed(perSub, 1),
+    events_kept_up: fixed(perSub / row.ops_per_s, 3),
+    ...(s.watchers > 0
+      ? {
+          watch_events_per_watcher_per_s: fixed(perWatcher, 1),
+          watch_kept_up: fixed(perWatcher / row.ops_per_s, 3),
+          watch_lag_p50_ms: fixed(pct(watchLag, 0.5), 2),
+          watch_lag_p99_ms: fixed(pct(watchLag, 0.99), 2),
+          watch_lag_samples: watchLag.length,
+          watch_events_min: Math.min(...watchTotals),
+          watch_events_max: Math.max(...watchTotals),
+        }
+      : {}),
+    lag_p50_ms: fixed(pct(lag, 0.5), 2),
+    lag_p99_ms: fixed(pct(lag, 0.99), 2),
+    lag_max_ms: fixed(pct(lag, 1), 2),
+    lag_samples: lag.length,
+    expected_events: expected,
+    sub_events_min: Math.min(...subTotals),
+    sub_events_max: Math.max(...subTotals),
+    drain_ms: drains.some((d) => d === null) ? null : fixed(Math.max(...(drains as number[])), 0),
+    sub_errors: rs.reduce((n, r) => n + r.subErrors, 0),
+  });
+  const notes = [
+    `${s.subscribers} subscription(s)${s.watchers > 0 ? ` + ${s.watchers} watchers` : ''} in ` +
+      `${s.procs.length} process(es); each subscription got ${row.sub_events_min}..` +
+      `${row.sub_events_max} of the ${expected} acknowledged writes` +
+      (row.drain_ms === null
+        ? ` (still behind ${streamDrainS} s after the window)`
+        : ` (all of them ${((row.drain_ms ?? 0) / 1000).toFixed(2)} s after the window)`),
+  ];
+  if (s.watchers > 0) {
+    notes.push(
+      `each watcher got ${row.watch_events_min}..${row.watch_events_max} (at most once: ` +
+        'a slow consumer loses notifications)',
+    );
+  }
+  const probes = rs.reduce((n, r) => n + r.probes, 0);
+  notes.push(`lag from ${probes} probe writes (one process, one per ${streamProbeMs} ms)`);
+  if (firstErr) notes.push(`subscriber error: ${firstErr}`);
+  row.note = notes.join('; ');
+}
+
+/** One streams row: a put load at 64 in flight on `c`, with subscribers and watchers. */
+async function streamsRow(
+  c: Cluster,
+  workload: string,
+  subscribers: number,
+  watchers: number,
+): Promise<Row> {
+  log(
+    `streams: ${workload}: put, ${streamInflight} in flight` +
+      (subscribers + watchers > 0
+        ? `, ${subscribers} subscribers and ${watchers} watchers of ${streamPrefix}`
+        : ''),
+  );
+  let subs: Subscribers | undefined;
+  try {
+    if (subscribers + watchers > 0) {
+      subs = await Subscribers.start(c.nats, subscribers, watchers, c.watch);
+    }
+    const cfg: LoadConfig = {
+      ...baseConfig(c.nats),
+      mode: 'rasputin',
+      op: 'put',
+      inflight: streamInflight,
+    };
+    const probe: Probe = { ...c.probe, clientPids: subs?.procs.map((p) => p.pid) ?? [] };
+    const { result, s0, s1 } = await runLoad(
+      cfg,
+      probe,
+      [...c.watch, ...(subs?.procs ?? [])],
+      (phase) => subs?.window(phase),
+    );
+    const row = toRow('rasputin', workload, streamInflight, result, s0, s1, 1);
+    if (subs) {
+      const expected = result.okTotal ?? result.ops;
+      addStreamFields(row, subs, await subs.drain(expected), expected);
+    }
+    return row;
+  } finally {
+    await subs?.stop();
+  }
+}
+
+const loadAverage = () => {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return '?';
+  }
+};
+
+/**
+ * Write throughput with nodes --watch off (the baseline) and on, then with subscribers
+ * and watchers of the put load's prefix, on fresh clusters; events per second delivered,
+ * lag, and ratios to the baseline.
+ */
+async function streams(nats: MonitoredNats): Promise<void> {
+  const subsName = (n: number) => (n === 1 ? 'put+1sub' : `put+${n}subs`);
+  log(
+    `streams: put ${streamInflight} in flight on ${streamPrefix}; ${streamSubs} subscribers, ` +
+      `${streamWatchers} watchers in up to ${streamProcs} processes; load average ` +
+      `${loadAverage()}`,
+  );
+  const baseline: Row[] = [];
+  const add = (r: Row) => {
+    const base = baseline[0];
+    if (base && r !== base) {
+      r.baseline_ops_per_s = base.ops_per_s;
+      r.baseline_p99_ms = base.p99_ms;
+      r.ops_ratio = fixed(r.ops_per_s / base.ops_per_s, 3);
+      r.p99_ratio = fixed(r.p99_ms / base.p99_ms, 3);
+      const cpu = (x: Row) => x.server_cpu_us_per_op ?? Number.NaN;
+      r.server_cpu_ratio = fixed(cpu(r) / cpu(base), 3);
+    }
+    streamRows.push(r);
+    addRow(r);
+  };
+  type Run = [StreamRow, string, number, number];
+  const plan: [string[], Run[]][] = [
+    [['--watch', 'off'], [['off', 'put-watchoff', 0, 0]]],
+    [
+      ['--watch', 'on'],
+      [
+        ['on', 'put-watchon', 0, 0],
+        ['1sub', subsName(1), 1, 0],
+        ...(streamSubs > 1 ? [['subs', subsName(streamSubs), streamSubs, 0] as Run] : []),
+        ...(streamWatchers > 0
+          ? [
+              [
+                'watch',
+                `${subsName(streamSubs)}+${streamWatchers}watch`,
+                streamSubs,
+                streamWatchers,
+              ] as Run,
+            ]
+          : []),
+        ['again', 'put-watchon-again', 0, 0],
+      ],
+    ],
+  ];
+  for (const [nodeArgs, all] of plan) {
+    const runs = all.filter(([name]) => streamRowsWanted.has(name));
+    if (runs.length === 0) continue;
+    const cluster = new Cluster(nats, nodeArgs);
+    let failed = false;
+    try {
+      await cluster.start();
+      for (const [, workload, subscribers, watchers] of runs) {
+        const row = await streamsRow(cluster, workload, subscribers, watchers);
+        if (workload === 'put-watchoff') baseline.push(row);
+        add(row);
+      }
+    } catch (err) {
+      failed = true;
+      throw err;
+    } finally {
+      await cluster.stop(failed);
+    }
+  }
+  log(`streams: done; load average ${loadAverage()}`);
+}
+
+const streamRows: Row[] = [];
+
+/** Text mode: events delivered, lag, and each row against put-watchoff. */
+function streamsSummary(): void {
+  if (json || streamRows.length === 0) return;
+  out(
+    [
+      `\nstreams: put at ${streamInflight} in flight on ${streamPrefix}; xOps, xP99, xSrv ` +
+        '(server CPU per write): against put-watchoff',
+      '(nodes --watch off, no subscribers); subUs: CPU of the subscriber processes per write ' +
+        '(same machine);',
+      'nReq: requests the nodes got per write (load batches, subscribe polls); turns: node ' +
+        'turns per write;',
+      "ev/s: events of the load's keys received in the window, over all subscriptions and per " +
+        'subscription;',
+      'kept: per subscription over the writes/s; lag50/99: probe writes, event arrival minus ' +
+        'write ack (ms);',
+      'drain: s after the window until every subscription had every acknowledged write ("-": ' +
+        `not in ${streamDrainS} s);`,
+      'wKept, wLag99: the same for watchers (at most once); bg%: CPU of other work on the ' +
+        'machine (1 core = 100)',
+    ].join('\n'),
+  );
+  const cols: [string, number, (r: Row) => string][] = [
+    ['workload', 22, (r) => r.workload],
+    ['subs', 5, (r) => num(r.subscribers ?? 0, 0, 0)],
+    ['wat', 4, (r) => num(r.watchers ?? 0, 0, 0)],
+    ['ops/s', 7, (r) => num(r.ops_per_s, 0, 0)],
+    ['xOps', 5, (r) => num(r.ops_ratio, 2, 0)],
+    ['p99ms', 6, (r) => num(r.p99_ms, 1, 0)],
+    ['xP99', 5, (r) => num(r.p99_ratio, 2, 0)],
+    ['srvUs', 6, (r) => num(r.server_cpu_us_per_op, 0, 0)],
+    ['xSrv', 5, (r) => num(r.server_cpu_ratio, 2, 0)],
+    ['nodes', 6, (r) => num(r.server_cpu_nodes_us_per_op, 0, 0)],
+    ['nats', 5, (r) => num(r.server_cpu_nats_us_per_op, 0, 0)],
+    ['subUs', 6, (r) => num(r.sub_cpu_us_per_op, 0, 0)],
+    ['msgOut', 7, (r) => num(r.nats_out_msgs_per_op, 2, 0)],
+    ['nReq', 5, (r) => num(r.node_requests_per_op, 2, 0)],
+    ['turns', 5, (r) => num(r.turns_per_op, 2, 0)],
+    ['ev/s', 8, (r) => num(r.events_per_s, 0, 0)],
+    ['ev/s/sub', 8, (r) => num(r.events_per_sub_per_s, 0, 0)],
+    ['kept', 5, (r) => num(r.events_kept_up, 2, 0)],
+    ['lag50', 6, (r) => num(r.lag_p50_ms, 1, 0)],
+    ['lag99', 6, (r) => num(r.lag_p99_ms, 1, 0)],
+    [
+      'drain',
+      6,
+      (r) => (r.subscribers ? num(r.drain_ms == null ? null : r.drain_ms / 1000, 1, 0) : '-'),
+    ],
+    ['wKept', 5, (r) => num(r.watch_kept_up, 2, 0)],
+    ['wLag99', 6, (r) => num(r.watch_lag_p99_ms, 1, 0)],
+    ['bg%', 4, (r) => num(r.other_cpu_pct, 0, 0)],
+  ];
+  out(cols.map(([t, w], i) => (i === 0 ? t.padEnd(w) : t.padStart(w))).join(' '));
+  for (const r of streamRows) {
+    out(cols.map(([, w, f], i) => (i === 0 ? f(r).padEnd(w) : f(r).padStart(w))).join(' '));
+  }
+}
+
 async function consensus(): Promise<void> {
   log('consensus: in-process consensus benchmark (test/bench/consensus.ts)');
   const args = [
@@ -1415,12 +1893,13 @@ function targets(peerRows: PeerRow[]): void {
     lines.push(`  ${name.padEnd(44)} ${shown.padStart(10)}  ${verdict}`);
     results.push({ target: name, value: fixed(value, 3), met: ok });
   };
+  const kv = sections.has('rasputin') || sections.has('peers');
   const ratioTargets: [Op, number][] = [
     ['put', 1.5],
     ['get', 3],
     ['cas', 1.5],
   ];
-  for (const [op, want] of ratioTargets) {
+  for (const [op, want] of kv ? ratioTargets : []) {
     const r = ours(op, 64);
     const p = peer('nats-kv-r3', op);
     const ratio = r && p ? r.ops_per_s / p.ops_per_s : undefined;
@@ -1431,10 +1910,40 @@ function targets(peerRows: PeerRow[]): void {
       ratio === undefined || !Number.isFinite(ratio) ? null : ratio >= want,
     );
   }
-  const put64 = ours('put', 64);
-  check('put p99 <= 15 ms (64 in flight)', put64?.p99_ms, ' ms', put64 ? put64.p99_ms <= 15 : null);
-  const put1 = ours('put', 1);
-  check('put p50 <= 1.5 ms (1 in flight)', put1?.p50_ms, ' ms', put1 ? put1.p50_ms <= 1.5 : null);
+  if (kv) {
+    const put64 = ours('put', 64);
+    check(
+      'put p99 <= 15 ms (64 in flight)',
+      put64?.p99_ms,
+      ' ms',
+      put64 ? put64.p99_ms <= 15 : null,
+    );
+    const put1 = ours('put', 1);
+    check('put p50 <= 1.5 ms (1 in flight)', put1?.p50_ms, ' ms', put1 ? put1.p50_ms <= 1.5 : null);
+  }
+  if (sections.has('streams')) {
+    // The heaviest row: the most subscribers, with watchers if any.
+    const heavy = [...streamRows]
+      .filter((r) => (r.subscribers ?? 0) > 0)
+      .sort(
+        (x, y) =>
+          (y.subscribers ?? 0) - (x.subscribers ?? 0) || (y.watchers ?? 0) - (x.watchers ?? 0),
+      )[0];
+    const ratio = heavy?.ops_ratio ?? undefined;
+    check(
+      `${heavy?.workload ?? 'put+subs'} ops/s >= 0.9x put-watchoff`,
+      ratio,
+      'x',
+      ratio === undefined ? null : ratio >= 0.9,
+    );
+    const srv = heavy?.server_cpu_ratio ?? undefined;
+    check(
+      `${heavy?.workload ?? 'put+subs'} server CPU/write <= 1.1x`,
+      srv,
+      'x',
+      srv === undefined ? null : srv <= 1.1,
+    );
+  }
   if (rangesList) {
     // Throughput with many ranges against one range: at 256 ranges, or the most measured.
     const many = rangesList.includes(256) ? 256 : rangesList[rangesList.length - 1]!;
@@ -1494,7 +2003,7 @@ function targets(peerRows: PeerRow[]): void {
   }
   out('\ntargets:');
   for (const l of lines) out(l);
-  if (!sections.has('peers')) out('  (ratio targets need --peers)');
+  if (kv && !sections.has('peers')) out('  (ratio targets need --peers)');
 }
 
 // -------------------------------------------------------------------- main
@@ -1536,13 +2045,14 @@ async function main(): Promise<number> {
   let nats: MonitoredNats | undefined;
   let peerRows: PeerRow[] = [];
   try {
-    if (sections.has('ceiling') || sections.has('rasputin')) {
+    if (sections.has('ceiling') || sections.has('rasputin') || sections.has('streams')) {
       nats = await startNats();
       log(`nats-server ${nats.url} (pid ${nats.proc.pid}, monitoring :${nats.monitorPort})`);
     }
     for (const [name, run] of [
       ['ceiling', () => ceiling(nats!)],
       ['rasputin', () => (rangesList ? rasputinRanges(nats!) : rasputin(nats!))],
+      ['streams', () => streams(nats!)],
     ] as const) {
       if (!sections.has(name)) continue;
       try {
@@ -1565,7 +2075,10 @@ async function main(): Promise<number> {
   }
   if (sections.has('peers')) peerRows = await peers();
   if (sections.has('rasputin')) rangesSummary();
-  if (sections.has('rasputin') || sections.has('peers')) targets(peerRows);
+  if (sections.has('streams')) streamsSummary();
+  if (sections.has('rasputin') || sections.has('peers') || sections.has('streams')) {
+    targets(peerRows);
+  }
   if (problems.length > 0) {
     log(`\nproblems:\n${problems.map((p) => `  ${p}`).join('\n')}`);
     return problems.some((p) => p.includes('failed')) ? 1 : 0;

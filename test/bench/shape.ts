@@ -59,6 +59,8 @@ export interface LoadResult {
   rangesUsed?: number;
   /** Seconds the range-cache warm-up took (warmRanges). */
   warmS?: number;
+  /** Ops acknowledged over the whole run (warm-up and the window's tail included). */
+  okTotal?: number;
 }
 
 /** Messages from a load child. */
@@ -119,3 +121,65 @@ export function pct(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!;
 }
+
+// -------------------------------------------------------------------- streams section
+
+/** What the parent tells a subscriber process (JSON in BENCH_STREAMS), test/bench/streams.ts. */
+export interface StreamsConfig {
+  servers: string;
+  /** The prefix subscribed to: the put load's keys. */
+  prefix: string;
+  /** This process's index among the row's subscriber processes (it names its probe keys). */
+  proc: number;
+  /** client.subscribe(prefix) subscriptions, from now, on one Client (one NATS connection). */
+  subscribers: number;
+  /** client.watch('') watchers (every key), on another Client. */
+  watchers: number;
+  /** A probe write (under the prefix, by a third Client) every this many ms in the window. */
+  probeEveryMs: number;
+  /** Probe writes at most. */
+  probesMax: number;
+  /** Lag samples kept at most (subscriptions and watchers each). */
+  lagSamplesMax: number;
+  /** The process ends itself after this many ms, whatever happens. */
+  hardLimitMs: number;
+}
+
+/** The parent to a subscriber process. */
+export type StreamsCommand =
+  | { type: 'window'; phase: 'start' | 'end' }
+  /** The load is over and acknowledged `expect` writes: wait (maxMs at most) for them all. */
+  | { type: 'drain'; expect: number; maxMs: number };
+
+/** What a subscriber process measured. */
+export interface StreamsResult {
+  subscribers: number;
+  watchers: number;
+  /** Seconds between the window messages, by this process's clock. */
+  windowS: number;
+  /** Events of the load's keys received in the window, summed over subscriptions / watchers. */
+  subWindowEvents: number;
+  watchWindowEvents: number;
+  /** Events of the load's keys received in all, per subscription / watcher (drain included). */
+  subTotals: number[];
+  watchTotals: number[];
+  /** From the window's end until every subscription had `expect` events; null: not in maxMs. */
+  drainMs: number | null;
+  /** Probe writes acknowledged (only those are in the lag samples). */
+  probes: number;
+  /**
+   * Per probe and subscription (watcher): the event's arrival minus the write's ack, both in
+   * this process, in ms (negative when the event came first).
+   */
+  subLagMs: number[];
+  watchLagMs: number[];
+  /** Subscriptions that ended with an error (they do not end otherwise). */
+  subErrors: number;
+  firstErr?: string;
+}
+
+/** Messages from a subscriber process. */
+export type StreamsMessage =
+  | { type: 'ready' }
+  | { type: 'result'; result: StreamsResult }
+  | { type: 'error'; message: string };
