@@ -122,6 +122,8 @@ interface RangeHost {
   reportedAtMs: number;
   /** Subscribe polls held here until the range applies more (leader only). */
   readonly polls: Set<HeldPoll>;
+  /** A wake of the held polls is scheduled (see scheduleWake). */
+  wakeScheduled: boolean;
   /** A compactEvents command of this leader is in flight (one at a time). */
   compactingEvents: boolean;
 }
@@ -130,6 +132,8 @@ interface RangeHost {
 const earlyHoldMs = 1000;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
+/** Held subscribe polls wake this long after the apply that has their events. */
+const pollWakeDelayMs = 5;
 /** Ranges listed in one status reply (about 200 bytes each, under max_payload). */
 const statusRangesMax = 2000;
 /** How often range leaders report to the placement driver; idle ranges less often. */
@@ -393,6 +397,7 @@ export class Node {
       spanStats: undefined,
       reportedAtMs: Number.NEGATIVE_INFINITY,
       polls: new Set(),
+      wakeScheduled: false,
       compactingEvents: false,
     };
     this.ranges.set(rangeId, h);
@@ -1211,7 +1216,7 @@ export class Node {
           }
           // New events are visible (committed) now: held subscribe polls read them.
           for (const h of new Set([...applied.keys(), ...installed.keys()])) {
-            if (h.polls.size > 0) this.wakePolls(h);
+            if (h.polls.size > 0) this.scheduleWake(h);
           }
           this.scheduleTurn();
         },
@@ -1361,10 +1366,31 @@ export class Node {
     };
   }
 
-  /** h applied more: each held poll reads again, and is answered once it has something. */
+  /**
+   * Wakes h's held polls a few ms after a durable apply, so that under a steady write
+   * load one page covers several turns instead of every poll cycling once per turn.
+   */
+  private scheduleWake(h: RangeHost): void {
+    if (h.wakeScheduled) return;
+    h.wakeScheduled = true;
+    setTimeout(() => {
+      h.wakeScheduled = false;
+      if (!this.stopping) this.guardedCall('wake polls', () => this.wakePolls(h));
+    }, pollWakeDelayMs);
+  }
+
+  /**
+   * h applied more: each held poll reads again, and is answered once it has something.
+   * Subscribers that are caught up sit at the same position with the same prefix: their
+   * page is read once.
+   */
   private wakePolls(h: RangeHost): void {
+    const pages = new Map<string, { result: WireResult; caughtUp: boolean }>();
     for (const held of h.polls) {
-      const { result, caughtUp } = this.readEvents(h, held.op, held.after);
+      const at = `${held.after}:${held.op.limit}:${Buffer.from(held.op.key).toString('hex')}`;
+      let page = pages.get(at);
+      if (page === undefined) pages.set(at, (page = this.readEvents(h, held.op, held.after)));
+      const { result, caughtUp } = page;
       if (caughtUp && result.ok) {
         held.after = result.after!;
         continue;
