@@ -120,8 +120,9 @@ export const configurations: readonly SimConfig[] = [
 /**
  * Heavier split runs outside the seed rotation (`--config NAME`): splits every 150 ms, logs
  * truncated after 8 entries, applies up to 5 ms late, 8% loss, transfers, a fault every
- * 250 ms. `harpoon-3-split-stress` reproduces the range born without a quorum of initialized
- * replicas (seed 1182, docs/simulation.md); `-votes` runs the same with the proposed fix.
+ * 250 ms. `harpoon-3-split-stress` runs the node's rules; `-never-vote` the old rule for
+ * uninitialized replicas, which reproduces the range born without a quorum of initialized
+ * replicas (seed 1182, docs/simulation.md).
  */
 const stress = (name: string, uninitializedVotes: boolean): SimConfig =>
   config(name, 'harpoon', {
@@ -134,8 +135,8 @@ const stress = (name: string, uninitializedVotes: boolean): SimConfig =>
   });
 
 export const stressConfigurations: readonly SimConfig[] = [
-  stress('harpoon-3-split-stress', false),
-  stress('harpoon-3-split-stress-votes', true),
+  stress('harpoon-3-split-stress', true),
+  stress('harpoon-3-split-stress-never-vote', false),
 ];
 
 export interface SeedResult {

@@ -131,8 +131,9 @@ export interface SimConfig {
   readonly keys: number;
   readonly mutation?: Mutation;
   /**
-   * Uninitialized replicas answer (pre)vote requests like any follower (a proposed fix, not
-   * what node.ts does; see docs/simulation.md, "A range born without a quorum").
+   * Uninitialized replicas answer (pre)vote requests like any follower, as node.ts does
+   * (the default); false runs the old rule, "never votes", which can leave a range born
+   * without a quorum of initialized replicas with no leader (docs/simulation.md).
    */
   readonly uninitializedVotes?: boolean;
 }
@@ -1000,8 +1001,9 @@ export class World {
 
   /**
    * A peer's descriptor of a range this node may lack: when no local range overlaps its
-   * span, an uninitialized replica of it opens (empty, not ticked, never votes) and waits
-   * for the leader's snapshot. An overlapping local range has not caught up yet: it will
+   * span, an uninitialized replica of it opens (empty, not ticked, but voting) and waits
+   * for the leader's snapshot. Its descriptor is kept at generation 0, as node.ts does: it
+   * is a peer's view, and the leader's snapshot brings the authoritative one. An overlapping local range has not caught up yet: it will
    * apply the split and open the range itself, or install a snapshot with a smaller span.
    */
   private learned(node: SimNode, d: Descriptor): void {
@@ -1018,7 +1020,7 @@ export class World {
       hardState: { term: 0, vote: 0, commit: 0 },
       snapshot: { index: 0, term: 0, config: configOf(d) },
       entries: [],
-      kv: new KvStateMachine(d, this.kvRules),
+      kv: new KvStateMachine({ ...d, generation: 0 }, this.kvRules),
     };
     this.queueOp(node, { rangeId: d.rangeId, create: durable });
     const state: PersistedState = {
@@ -1294,8 +1296,8 @@ export class World {
         this.learnRange(node, rangeId, from);
         return;
       }
-      if (!h.initialized && !this.config.uninitializedVotes) {
-        if (m.type === 'vote' || m.type === 'prevote') return; // never votes (node.ts)
+      if (!h.initialized && this.config.uninitializedVotes === false) {
+        if (m.type === 'vote' || m.type === 'prevote') return; // the old rule: never votes
       }
       h.replica.step([m]);
       this.process(node, h);
