@@ -837,10 +837,15 @@ export class Node {
   private collector(msg: Msg, count: number): (i: number) => Done {
     const res: WireResult[] = new Array(count);
     let left = count;
-    return (i) => (r) => {
-      if (res[i] !== undefined) return;
-      res[i] = r;
-      if (--left === 0) this.replyResults(msg, res);
+    return (i) => {
+      const done: Done & { single?: Msg } = (r) => {
+        if (res[i] !== undefined) return;
+        res[i] = r;
+        if (--left === 0) this.replyResults(msg, res);
+      };
+      // The only op of its request: its reply is that op's result alone (see wakePolls).
+      if (count === 1) done.single = msg;
+      return done;
     };
   }
 
@@ -1385,7 +1390,10 @@ export class Node {
    * page is read once.
    */
   private wakePolls(h: RangeHost): void {
-    const pages = new Map<string, { result: WireResult; caughtUp: boolean }>();
+    const pages = new Map<
+      string,
+      { result: WireResult; caughtUp: boolean; reply?: Uint8Array | null }
+    >();
     for (const held of h.polls) {
       const at = `${held.after}:${held.op.limit}:${Buffer.from(held.op.key).toString('hex')}`;
       let page = pages.get(at);
@@ -1396,7 +1404,31 @@ export class Node {
         continue;
       }
       this.dropPoll(h, held);
-      held.done(result);
+      // A poll that was its request's only op gets the reply bytes encoded once for every
+      // subscriber at this position (100 subscribers: one encode, not 100).
+      const single = (held.done as { single?: Msg }).single;
+      if (single !== undefined && page.reply === undefined) {
+        const body = encode({
+          v: protocolVersion,
+          cid: this.clusterId,
+          node: this.config.nodeId,
+          res: [result],
+        });
+        page.reply = body.length <= replyBytesMax ? body : null;
+      }
+      if (single !== undefined && page.reply) {
+        if (single.reply) this.respondRaw(single, page.reply);
+      } else {
+        held.done(result);
+      }
+    }
+  }
+
+  private respondRaw(msg: Msg, body: Uint8Array): void {
+    try {
+      msg.respond(body);
+    } catch (err) {
+      this.log.limited('warn', 'respond', `could not respond: ${(err as Error).message}`);
     }
   }
 
