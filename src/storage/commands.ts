@@ -159,8 +159,8 @@ export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
   return packr.pack({ op: 'compactEvents', upTo: cmd.upTo });
 }
 
-/** The range command in `bytes`, or undefined for anything else (keyed commands too). */
-export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined {
+/** The msgpack map in `bytes`, or undefined for anything else (never throws). */
+function unpackMap(bytes: Uint8Array): Record<string, unknown> | undefined {
   let raw: unknown;
   try {
     raw = packr.unpack(bytes);
@@ -168,7 +168,14 @@ export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined 
     return undefined;
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
-  const { op, upTo } = raw as Record<string, unknown>;
+  return raw as Record<string, unknown>;
+}
+
+/** The range command in `bytes`, or undefined for anything else (keyed commands too). */
+export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined {
+  const raw = unpackMap(bytes);
+  if (raw === undefined) return undefined;
+  const { op, upTo } = raw;
   if (op !== 'compactEvents') return undefined;
   if (typeof upTo !== 'number' || !Number.isSafeInteger(upTo) || upTo < 0) return undefined;
   return { op, upTo };
@@ -188,14 +195,8 @@ function isKey(x: unknown): x is Uint8Array {
 
 /** The command in `bytes`, or undefined for anything that is not a well-formed command. */
 export function decodeCommand(bytes: Uint8Array): Command | undefined {
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch {
-    return undefined;
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return undefined;
-  const r = raw as Record<string, unknown>;
+  const r = unpackMap(bytes);
+  if (r === undefined) return undefined;
   const { op, key, id } = r;
   if (!isKey(key)) return undefined;
   if (!isBytes(id) || id.length > requestIdBytesMax) return undefined;
