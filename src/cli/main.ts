@@ -148,6 +148,48 @@ function show(value: Uint8Array | null | undefined): string {
   return Buffer.from(value).toString('utf8');
 }
 
+/**
+ * Runs a command with a client of the cluster the options name, and closes it; an
+ * expected failure (a RasputinError) is one line on stderr and exit code 1.
+ */
+async function withClient(
+  command: string,
+  values: Record<string, unknown>,
+  defaultTimeoutMs: number,
+  run: (client: Client) => Promise<number>,
+): Promise<number> {
+  const timeout = values['timeout-ms'];
+  const client = await Client.connect({
+    servers: natsUrl(values),
+    prefix: prefixOf(values),
+    timeoutMs: timeout ? Number(timeout) : defaultTimeoutMs,
+  });
+  try {
+    return await run(client);
+  } catch (err) {
+    if (err instanceof RasputinError) {
+      console.error(`rasputin ${command}: ${err.name}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  } finally {
+    await client.close();
+  }
+}
+
+/** Written out before main() exits the process (pipes are asynchronous on some systems). */
+function writeOut(text: string): Promise<void> {
+  return new Promise<void>((resolve) => process.stdout.write(text, () => resolve()));
+}
+
+/** Aborts on Ctrl-C or SIGTERM: the end of a command that follows changes. */
+function stopOnSignal(): AbortSignal {
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  process.once('SIGTERM', () => stop.abort());
+  return stop.signal;
+}
+
 async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Promise<number> {
   const { values, positionals } = commonOptions(args);
   const arity = { get: 1, set: 2, del: 1, cas: values.absent ? 2 : 3 }[command];
@@ -155,13 +197,7 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
     console.error(`rasputin ${command}: expected ${arity} argument(s)\n${usage}`);
     return 2;
   }
-  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 5000;
-  const client = await Client.connect({
-    servers: natsUrl(values),
-    prefix: prefixOf(values),
-    timeoutMs,
-  });
-  try {
+  return withClient(command, values, 5000, async (client) => {
     const [key, a, b] = positionals as [string, string?, string?];
     if (command === 'get') {
       const r = await client.get(key);
@@ -184,15 +220,7 @@ async function data(command: 'get' | 'set' | 'cas' | 'del', args: string[]): Pro
       console.log(`OK last=${show(r.value)}`);
     }
     return 0;
-  } catch (err) {
-    if (err instanceof RasputinError) {
-      console.error(`rasputin ${command}: ${err.name}: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 async function watch(args: string[]): Promise<number> {
@@ -201,12 +229,9 @@ async function watch(args: string[]): Promise<number> {
     console.error(`rasputin watch: expected at most 1 argument (PATTERN)\n${usage}`);
     return 2;
   }
-  const client = await Client.connect({ servers: natsUrl(values), prefix: prefixOf(values) });
-  const stop = new AbortController();
-  process.once('SIGINT', () => stop.abort());
-  process.once('SIGTERM', () => stop.abort());
-  try {
-    for await (const e of client.watch(positionals[0] ?? '', { signal: stop.signal })) {
+  const signal = stopOnSignal();
+  return withClient('watch', values, 5000, async (client) => {
+    for await (const e of client.watch(positionals[0] ?? '', { signal })) {
       const line =
         e.op === 'set'
           ? `set\t${show(e.key)}\t${show(e.value)}\t(revision ${e.revision}, range ${e.range})`
@@ -214,9 +239,7 @@ async function watch(args: string[]): Promise<number> {
       console.log(line);
     }
     return 0;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 /**
@@ -240,15 +263,10 @@ async function subscribe(args: string[]): Promise<number> {
     console.error(`rasputin subscribe: --count must be a positive integer, got ${values.count}`);
     return 2;
   }
-  const client = await Client.connect({ servers: natsUrl(values), prefix: prefixOf(values) });
-  const stop = new AbortController();
-  process.once('SIGINT', () => stop.abort());
-  process.once('SIGTERM', () => stop.abort());
-  const write = (text: string) =>
-    new Promise<void>((resolve) => process.stdout.write(text, () => resolve()));
-  try {
+  const signal = stopOnSignal();
+  return withClient('subscribe', values, 5000, async (client) => {
     const sub = client.subscribe(positionals[0] ?? '', {
-      signal: stop.signal,
+      signal,
       ...(values.from === undefined ? {} : { fromRevision: values.from }),
     });
     sub.started.then(
@@ -258,19 +276,11 @@ async function subscribe(args: string[]): Promise<number> {
     let seen = 0;
     for await (const e of sub) {
       const value = e.op === 'set' ? show(e.value) : '';
-      await write(`${e.op}\t${show(e.key)}\t${value}\t${e.revision}\t${e.range}\t${e.cursor}\n`);
+      await writeOut(`${e.op}\t${show(e.key)}\t${value}\t${e.revision}\t${e.range}\t${e.cursor}\n`);
       if (count !== undefined && ++seen >= count) break;
     }
     return 0;
-  } catch (err) {
-    if (err instanceof RasputinError) {
-      console.error(`rasputin subscribe: ${err.name}: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 async function split(args: string[]): Promise<number> {
@@ -279,13 +289,7 @@ async function split(args: string[]): Promise<number> {
     console.error(`rasputin split: expected 1 argument (KEY)\n${usage}`);
     return 2;
   }
-  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 10_000;
-  const client = await Client.connect({
-    servers: natsUrl(values),
-    prefix: prefixOf(values),
-    timeoutMs,
-  });
-  try {
+  return withClient('split', values, 10_000, async (client) => {
     const ds = await client.split(positionals[0]!);
     const span = (d: (typeof ds)[number]) =>
       `range ${d.rangeId} [${showKey(d.start, "''")}, ${showKey(d.end, '(end)')})`;
@@ -295,15 +299,7 @@ async function split(args: string[]): Promise<number> {
       console.log(`OK ${span(ds[0]!)} and ${span(ds[1]!)}, generation ${ds[0]!.generation}`);
     }
     return 0;
-  } catch (err) {
-    if (err instanceof RasputinError) {
-      console.error(`rasputin split: ${err.name}: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 async function scan(args: string[]): Promise<number> {
@@ -322,31 +318,15 @@ async function scan(args: string[]): Promise<number> {
     console.error(`rasputin scan: --limit must be a positive integer, got ${values.limit}`);
     return 2;
   }
-  const timeoutMs = values['timeout-ms'] ? Number(values['timeout-ms']) : 5000;
-  const client = await Client.connect({
-    servers: natsUrl(values),
-    prefix: prefixOf(values),
-    timeoutMs,
-  });
-  try {
+  return withClient('scan', values, 5000, async (client) => {
     const [start = '', end] = positionals as [string?, string?];
     const r = await client.scan(start, end ?? null, limit === undefined ? {} : { limit });
-    const lines = r.entries.map((e) => `${show(e.key)}\t${show(e.value)}\n`);
-    // Written out before main() exits the process (pipes are asynchronous on some systems).
-    await new Promise<void>((resolve) => process.stdout.write(lines.join(''), () => resolve()));
+    await writeOut(r.entries.map((e) => `${show(e.key)}\t${show(e.value)}\n`).join(''));
     if (r.next !== undefined) {
       console.error(`(limit ${r.entries.length} reached; more from ${show(r.next)})`);
     }
     return 0;
-  } catch (err) {
-    if (err instanceof RasputinError) {
-      console.error(`rasputin scan: ${err.name}: ${err.message}`);
-      return 1;
-    }
-    throw err;
-  } finally {
-    await client.close();
-  }
+  });
 }
 
 /** Every node's status reply, or null (said on stderr) when none answered. */
