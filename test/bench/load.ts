@@ -15,6 +15,7 @@
 
 import { connect } from '@nats-io/transport-node';
 import { Client } from '../../src/client/index.ts';
+import { boundChild, sendToParent } from './procs.ts';
 import {
   keyName,
   type LoadConfig,
@@ -34,18 +35,9 @@ const hardLimitMs = setupLimitMs + (cfg.warmupS + cfg.durationS + 60) * 1000;
 /** The run stops after this many failed ops (the system is not answering). */
 const errorsMax = 1000;
 
-function send(m: LoadMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (!process.send) resolve();
-    else process.send(m, undefined, {}, () => resolve());
-  });
-}
+const send = (m: LoadMessage): Promise<void> => sendToParent(m);
 
-setTimeout(() => {
-  void send({ type: 'error', message: 'load: hard time limit hit' }).finally(() => process.exit(3));
-}, hardLimitMs).unref();
-// The parent is gone: nobody reads the result.
-process.on('disconnect', () => process.exit(4));
+boundChild('load', hardLimitMs);
 
 interface Target {
   /** One op of the workload; false when a cas did not succeed. */

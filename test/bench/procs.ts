@@ -8,10 +8,10 @@ import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, readFileSync, type WriteStream } from 'node:fs';
 import { request as httpGet } from 'node:http';
 import { join } from 'node:path';
-import { freePort, loopbackHost, tcpAccepts } from '../integration/harness.ts';
+import { freePort, loopbackHost, tcpAccepts, within } from '../integration/harness.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
-export { freePort, loopbackHost } from '../integration/harness.ts';
+export { freePort, loopbackHost, within } from '../integration/harness.ts';
 
 const exitTimeoutMs = 10_000;
 const outputLinesMax = 2000;
@@ -209,16 +209,25 @@ export function runNow(command: string, args: readonly string[], cwd: string): v
   spawnSync(command, args, { cwd, stdio: 'ignore', timeout: 20_000 });
 }
 
-export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
+/** A forked child's message to its parent (resolves at once when there is no parent). */
+export function sendToParent(m: unknown): Promise<void> {
+  return new Promise((resolve) => {
+    if (!process.send) resolve();
+    else process.send(m, undefined, {}, () => resolve());
   });
-  try {
-    return await Promise.race([p.then(() => true), timedOut]);
-  } finally {
-    clearTimeout(timer);
-  }
+}
+
+/**
+ * Bounds a forked child: past `ms` it reports `<what>: hard time limit hit` and exits 3;
+ * when the parent is gone (nobody reads its result) it exits 4.
+ */
+export function boundChild(what: string, ms: number): void {
+  setTimeout(() => {
+    void sendToParent({ type: 'error', message: `${what}: hard time limit hit` }).finally(() =>
+      process.exit(3),
+    );
+  }, ms).unref();
+  process.on('disconnect', () => process.exit(4));
 }
 
 export function sleep(ms: number): Promise<void> {

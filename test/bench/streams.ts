@@ -19,27 +19,16 @@
 // the process.
 
 import { Client } from '../../src/client/index.ts';
+import { boundChild, sendToParent, sleep } from './procs.ts';
 import type { StreamsCommand, StreamsConfig, StreamsMessage, StreamsResult } from './shape.ts';
 
 const cfg = JSON.parse(process.env.BENCH_STREAMS ?? '{}') as StreamsConfig;
 const readyLimitMs = 60_000;
 const drainPollMs = 20;
 
-function send(m: StreamsMessage): Promise<void> {
-  return new Promise((resolve) => {
-    if (!process.send) resolve();
-    else process.send(m, undefined, {}, () => resolve());
-  });
-}
+const send = (m: StreamsMessage): Promise<void> => sendToParent(m);
 
-setTimeout(() => {
-  void send({ type: 'error', message: 'streams: hard time limit hit' }).finally(() =>
-    process.exit(3),
-  );
-}, cfg.hardLimitMs).unref();
-process.on('disconnect', () => process.exit(4));
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+boundChild('streams', cfg.hardLimitMs);
 
 const prefix = Buffer.from(cfg.prefix);
 const probeTag = Buffer.from(`${cfg.prefix}~probe${cfg.proc}_`);

@@ -162,7 +162,7 @@ async function stopTracked(t: Tracked, signal: NodeJS.Signals): Promise<void> {
 }
 
 /** True if `p` settled within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<false>((resolve) => {
     timer = setTimeout(() => resolve(false), ms);
