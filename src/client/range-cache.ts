@@ -5,6 +5,7 @@
 // ignored, so replies arriving out of order never roll the cache back.
 
 import type { WireDescriptor } from '../protocol/wire.ts';
+import { findSpan, spansOverlap } from '../storage/descriptor.ts';
 
 export interface CachedRange {
   readonly rangeId: number;
@@ -15,12 +16,6 @@ export interface CachedRange {
 
 function compare(a: Uint8Array, b: Uint8Array): number {
   return Buffer.compare(a, b);
-}
-
-function overlaps(a: CachedRange, b: CachedRange): boolean {
-  const aBeforeB = a.end !== null && compare(a.end, b.start) <= 0;
-  const bBeforeA = b.end !== null && compare(b.end, a.start) <= 0;
-  return !aBeforeB && !bBeforeA;
 }
 
 /** A descriptor from the wire, checked for the fields routing uses; undefined if malformed. */
@@ -58,16 +53,7 @@ export class RangeCache {
 
   /** The cached range whose span holds `key`. */
   lookup(key: Uint8Array): CachedRange | undefined {
-    let lo = 0;
-    let hi = this.list.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const r = this.list[mid]!;
-      if (compare(key, r.start) < 0) hi = mid - 1;
-      else if (r.end !== null && compare(key, r.end) >= 0) lo = mid + 1;
-      else return r;
-    }
-    return undefined;
+    return findSpan(this.list, key, (r) => r);
   }
 
   /**
@@ -88,9 +74,9 @@ export class RangeCache {
         if (compare(this.list[mid]!.start, d.start) <= 0) lo = mid + 1;
         else hi = mid;
       }
-      let first = lo > 0 && overlaps(this.list[lo - 1]!, d) ? lo - 1 : lo;
+      let first = lo > 0 && spansOverlap(this.list[lo - 1]!, d) ? lo - 1 : lo;
       let end = first;
-      while (end < this.list.length && overlaps(this.list[end]!, d)) end++;
+      while (end < this.list.length && spansOverlap(this.list[end]!, d)) end++;
       if (first === end) first = end = lo;
       const overlapping = this.list.slice(first, end);
       if (overlapping.some((r) => r.generation > d.generation)) continue;

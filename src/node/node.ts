@@ -61,6 +61,7 @@ import {
   descriptorToWire,
   directoryEnd,
   directoryStart,
+  findSpan,
   inSpan,
   isSystemKey,
   metaRangeId,
@@ -341,16 +342,7 @@ export class Node {
 
   /** The local range whose span holds `key`, if any. */
   private rangeFor(key: Uint8Array): RangeHost | undefined {
-    let lo = 0;
-    let hi = this.byStart.length - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1;
-      const h = this.byStart[mid]!;
-      if (compareBytes(key, h.descriptor.start) < 0) hi = mid - 1;
-      else if (h.descriptor.end !== null && compareBytes(key, h.descriptor.end) >= 0) lo = mid + 1;
-      else return h;
-    }
-    return undefined;
+    return findSpan(this.byStart, key, (h) => h.descriptor);
   }
 
   private openRange(descriptor: RangeDescriptor): RangeHost {

@@ -92,6 +92,28 @@ export function inSpan(d: RangeDescriptor, key: Uint8Array): boolean {
   return compareBytes(key, d.start) >= 0 && (d.end === null || compareBytes(key, d.end) < 0);
 }
 
+/**
+ * The item whose span holds `key`, in items sorted by start with disjoint spans (a node's
+ * ranges, a client's range cache); binary search.
+ */
+export function findSpan<T>(
+  sorted: readonly T[],
+  key: Uint8Array,
+  spanOf: (item: T) => Pick<RangeDescriptor, 'start' | 'end'>,
+): T | undefined {
+  let lo = 0;
+  let hi = sorted.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const item = sorted[mid]!;
+    const span = spanOf(item);
+    if (compareBytes(key, span.start) < 0) hi = mid - 1;
+    else if (span.end !== null && compareBytes(key, span.end) >= 0) lo = mid + 1;
+    else return item;
+  }
+  return undefined;
+}
+
 export function spansOverlap(
   a: Pick<RangeDescriptor, 'start' | 'end'>,
   b: Pick<RangeDescriptor, 'start' | 'end'>,
