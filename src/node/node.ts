@@ -63,7 +63,6 @@ import {
   directoryStart,
   findSpan,
   inSpan,
-  isSystemKey,
   metaRangeId,
   type RangeDescriptor,
   showSpan,
@@ -71,7 +70,7 @@ import {
   systemPrefixEnd,
 } from '../storage/descriptor.ts';
 import { eventBytes } from '../storage/events.ts';
-import { Store, type StoredEvent, scanEntryBytes } from '../storage/store.ts';
+import { type RangeEvent, Store, type StoredEvent, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
@@ -1170,7 +1169,7 @@ export class Node {
     }
     this.flushOutbox(outbox);
     if (!turn.isEmpty()) {
-      const { results, durable } = turn.commit();
+      const { results, mutations, durable } = turn.commit();
       results.then(
         (byRange) => {
           // Splits and snapshots may have changed descriptors and added ranges.
@@ -1186,7 +1185,9 @@ export class Node {
           for (const [h, entries] of applied) {
             const rs = byRange.get(h.rangeId) ?? [];
             this.answerApplied(h, entries, rs);
-            if (this.config.watch) this.publishWatch(h, entries, rs);
+            if (this.config.watch) {
+              this.publishWatch(h, entries, mutations.get(h.rangeId));
+            }
           }
         },
         (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
@@ -1255,29 +1256,26 @@ export class Node {
    * `<p>.watch.<key tokens>`, at most once, with no state per watcher. Entries of earlier
    * terms were published (or lost) by their own leader, so a leader change repeats none.
    */
-  private publishWatch(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
-    if (h.replica.role() !== 'leader') return;
+  private publishWatch(
+    h: RangeHost,
+    entries: Entry[],
+    mutations: ReadonlyMap<number, RangeEvent> | undefined,
+  ): void {
+    if (mutations === undefined || h.replica.role() !== 'leader') return;
     const term = h.replica.core.term;
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i]!;
-      const r = results[i];
-      if (e.term !== term || e.kind !== 'normal' || r === undefined || !r.ok) continue;
-      const cmd = decodeCommand(e.data);
-      if (cmd === undefined || isSystemKey(cmd.key)) continue;
-      let event: { op: 'set' | 'del'; value?: Uint8Array } | undefined;
-      if (cmd.op === 'set') event = { op: 'set', value: cmd.value };
-      else if (cmd.op === 'cas' && r.success === true) event = { op: 'set', value: cmd.value };
-      else if (cmd.op === 'del' && r.value !== null && r.value !== undefined) event = { op: 'del' };
-      // A retried write whose first attempt applied changed nothing now.
-      if (event === undefined || r.duplicate) continue;
+    for (const e of entries) {
+      // The store's record of what the entry changed: nothing for a retry, a failed cas,
+      // a del of an absent key or a system key (the same events subscribe reads).
+      const m = mutations.get(e.index);
+      if (m === undefined || m.op === 'split' || e.term !== term) continue;
       try {
         this.nc.publish(
-          watchSubject(this.config.prefix, cmd.key),
+          watchSubject(this.config.prefix, m.key),
           encode({
             v: protocolVersion,
-            key: cmd.key,
-            op: event.op,
-            ...(event.value ? { value: event.value } : {}),
+            key: m.key,
+            op: m.op,
+            ...(m.op === 'set' ? { value: m.value } : {}),
             revision: e.index,
             range: h.rangeId,
           }),

@@ -207,6 +207,12 @@ export interface TurnCommit {
    * nothing of the turn is written).
    */
   readonly results: Promise<Map<number, ApplyResult[]>>;
+  /**
+   * The user-data mutations the turn's applies made, per range by log index: the events
+   * subscribe stores (none for retries, failed cas, absent dels, system keys). Filled when
+   * `results` resolves; watch publishes them.
+   */
+  readonly mutations: ReadonlyMap<number, ReadonlyMap<LogIndex, RangeEvent>>;
   /** Resolves when the turn's transaction is committed (visible to reads) and on disk. */
   readonly durable: Promise<void>;
 }
@@ -1070,8 +1076,9 @@ export class Store {
   /** Runs a turn's ops in one write transaction; see Turn.commit. */
   private commitTurn(ops: readonly TurnOp[]): TurnCommit {
     assert(!this.closed, 'the store is open');
+    const mutations = new Map<number, Map<LogIndex, RangeEvent>>();
     if (ops.length === 0) {
-      return { results: Promise.resolve(new Map()), durable: Promise.resolve() };
+      return { results: Promise.resolve(new Map()), mutations, durable: Promise.resolve() };
     }
     let resolveResults!: (r: Map<number, ApplyResult[]>) => void;
     let rejectResults!: (err: unknown) => void;
@@ -1085,10 +1092,13 @@ export class Store {
     // fsync. Transactions run in call order; a callback that throws is rolled back whole.
     const committed = this.root.childTransaction(() => {
       try {
+        this.turnMutations = mutations;
         resolveResults(this.runOps(ops));
       } catch (err) {
         rejectResults(err);
         throw err;
+      } finally {
+        this.turnMutations = undefined;
       }
     });
     const durable = committed.then(() => {
@@ -1100,8 +1110,11 @@ export class Store {
     });
     // A failed turn is reported through `results`; keep `durable` from being unhandled.
     durable.catch(() => {});
-    return { results, durable };
+    return { results, mutations, durable };
   }
+
+  /** Where the running turn's body records its mutations (TurnCommit.mutations). */
+  private turnMutations: Map<number, Map<LogIndex, RangeEvent>> | undefined;
 
   /** The body of a turn's transaction; runs inside the write transaction. */
   private runOps(ops: readonly TurnOp[]): Map<number, ApplyResult[]> {
@@ -1374,6 +1387,11 @@ export class Store {
       const event = mutationEvent(cmd, key, before, outcome.record);
       if (event !== undefined) {
         this.eventsDb.putSync(logKey(d.rangeId, e.index), asBuffer(encodeEvent(event)));
+        let ofRange = this.turnMutations?.get(d.rangeId);
+        if (ofRange === undefined && this.turnMutations !== undefined) {
+          this.turnMutations.set(d.rangeId, (ofRange = new Map()));
+        }
+        ofRange?.set(e.index, event);
       }
     }
     if (outcome.request !== undefined) {
