@@ -41,6 +41,7 @@ import {
   type NatsConnection,
   InvalidArgumentError as NatsInvalidArgumentError,
   RequestError as NatsRequestError,
+  type Subscription as NatsSubscription,
   TimeoutError as NatsTimeoutError,
 } from '@nats-io/transport-node';
 import {
@@ -131,7 +132,10 @@ export interface DelResult {
   value: Buffer | null;
 }
 
-/** A watch notification (docs/streams.md): a mutation, applied; at most once, no history. */
+/**
+ * A watch notification (docs/streams.md): a mutation, applied; at most once, no history.
+ * The same object goes to every watcher of the client with the same pattern: do not change it.
+ */
 export interface WatchEvent {
   key: Buffer;
   op: 'set' | 'del';
@@ -242,6 +246,14 @@ export class Client {
    * leads go in one request (as TiKV batches per store).
    */
   private readonly leaders = new Map<number, string>();
+  /**
+   * Events polls in flight by what they ask for (range, prefix, after, limit, waitMs): the
+   * subscriptions of this client that stand at the same place of the same stream (say, many
+   * subscriptions of one prefix, all caught up) share one request and its reply.
+   */
+  private readonly sharedPolls = new Map<string, SharedPoll>();
+  /** The NATS subscription of each watch subject, shared by the client's watchers of it. */
+  private readonly watchHubs = new Map<string, WatchHub>();
   /** performance.now() of the last directory load started, and whether one is running. */
   private directoryLoadedAtMs = Number.NEGATIVE_INFINITY;
   private directoryLoading = false;
@@ -543,7 +555,7 @@ export class Client {
   watch(
     pattern: string | Uint8Array = '',
     o: { signal?: AbortSignal } = {},
-  ): AsyncGenerator<WatchEvent, void, undefined> {
+  ): AsyncIterableIterator<WatchEvent, void, undefined> {
     const bytes = toBytes(pattern, 'watch pattern');
     if (bytes.length > limits.keyBytesMax) {
       throw new InvalidArgumentError(
@@ -552,21 +564,90 @@ export class Client {
       );
     }
     if (this.closed) throw new ClientClosedError();
-    const sub = this.nc.subscribe(watchPattern(this.prefix, bytes));
-    const stop = () => sub.unsubscribe();
+    const subject = watchPattern(this.prefix, bytes);
+    let hub = this.watchHubs.get(subject);
+    if (hub === undefined) hub = this.openWatchHub(subject);
+    const w: Watcher = { queue: [], head: 0, dropped: 0, ended: false, wake: undefined };
+    const watchers = hub.watchers;
+    watchers.add(w);
+    const stop = () => {
+      w.ended = true;
+      watchers.delete(w);
+      if (watchers.size === 0 && this.watchHubs.get(subject) === hub) {
+        this.watchHubs.delete(subject);
+        if (!hub.sub.isClosed()) hub.sub.unsubscribe();
+      }
+      w.wake?.();
+    };
     o.signal?.addEventListener('abort', stop, { once: true });
     if (o.signal?.aborted) stop();
-    return (async function* () {
-      try {
-        for await (const msg of sub) {
-          const e = asWatchEvent(msg.data);
-          if (e) yield e;
+    // A hand-made iterator, not an async generator: a notification waiting in the queue is
+    // handed out at the cost of one resolved promise.
+    const end = (): IteratorResult<WatchEvent, void> => {
+      o.signal?.removeEventListener('abort', stop);
+      stop();
+      return { value: undefined, done: true };
+    };
+    const next = (): Promise<IteratorResult<WatchEvent, void>> => {
+      if (w.head < w.queue.length && !w.ended) {
+        const e = w.queue[w.head]!;
+        w.queue[w.head++] = undefined;
+        if (w.head === w.queue.length) {
+          w.queue.length = 0;
+          w.head = 0;
         }
-      } finally {
-        o.signal?.removeEventListener('abort', stop);
-        if (!sub.isClosed()) sub.unsubscribe();
+        return Promise.resolve({ value: e, done: false });
       }
-    })();
+      if (w.ended) return Promise.resolve(end());
+      return new Promise<void>((resolve) => {
+        const earlier = w.wake;
+        w.wake = earlier === undefined ? resolve : () => (earlier(), resolve());
+      }).then(() => {
+        w.wake = undefined;
+        return next();
+      });
+    };
+    const iterator: AsyncIterableIterator<WatchEvent, void, undefined> = {
+      next,
+      return: () => Promise.resolve(end()),
+      [Symbol.asyncIterator]: () => iterator,
+    };
+    return iterator;
+  }
+
+  /**
+   * One NATS subscription per watch subject for all of this client's watchers of it: each
+   * notification is decoded once and queued to every watcher (at most watchQueueMax each;
+   * a watcher that falls further behind loses the newest, as at-most-once allows).
+   */
+  private openWatchHub(subject: string): WatchHub {
+    const watchers = new Set<Watcher>();
+    const sub = this.nc.subscribe(subject, {
+      callback: (err, msg) => {
+        if (err) return;
+        const e = asWatchEvent(msg.data);
+        if (e === undefined) return;
+        for (const w of watchers) {
+          if (w.queue.length - w.head >= watchQueueMax) {
+            w.dropped++;
+            continue;
+          }
+          w.queue.push(e);
+          w.wake?.();
+        }
+      },
+    });
+    const hub: WatchHub = { sub, watchers };
+    this.watchHubs.set(subject, hub);
+    // The connection closed (client.close): every watcher's loop ends.
+    void sub.closed.then(() => {
+      if (this.watchHubs.get(subject) === hub) this.watchHubs.delete(subject);
+      for (const w of watchers) {
+        w.ended = true;
+        w.wake?.();
+      }
+    });
+    return hub;
   }
 
   /**
@@ -640,7 +721,11 @@ export class Client {
     return { after: r.after, range };
   }
 
-  /** events: a page of range `rangeId`'s stream after `after`, long polled for up to waitMs. */
+  /**
+   * events: a page of range `rangeId`'s stream after `after`, long polled for up to waitMs.
+   * Identical polls in flight share one request (sharedPolls) and its checked page (the
+   * events' buffers too), and one caller giving up (its signal) does not end the others' wait.
+   */
   private async eventsPage(
     rangeId: number,
     prefix: Uint8Array,
@@ -649,13 +734,36 @@ export class Client {
     waitMs: number,
     signal: AbortSignal,
   ): Promise<EventsPage> {
-    const op: WireOp = { op: 'events', key: prefix, rangeId, after, limit, waitMs };
-    const r = await this.call(
-      op,
-      { timeoutMs: waitMs + pollCallSlackMs, signal },
-      { rangeId, attemptTimeoutMs: waitMs + pollAttemptSlackMs },
-    );
-    return readPage(r, rangeId, after, prefix);
+    if (signal.aborted) throw new AbortedError('events poll aborted', { outcomeUnknown: false });
+    const key = `${rangeId}/${after}/${limit}/${waitMs}/${Buffer.from(prefix).toString('hex')}`;
+    let shared = this.sharedPolls.get(key);
+    if (shared === undefined) {
+      const abort = new AbortController();
+      const op: WireOp = { op: 'events', key: prefix, rangeId, after, limit, waitMs };
+      const result = this.call(
+        op,
+        { timeoutMs: waitMs + pollCallSlackMs, signal: abort.signal },
+        { rangeId, attemptTimeoutMs: waitMs + pollAttemptSlackMs },
+      ).then((r) => readPage(r, rangeId, after, prefix));
+      const poll: SharedPoll = { result, waiters: 0, abort };
+      shared = poll;
+      this.sharedPolls.set(key, poll);
+      const forget = () => {
+        if (this.sharedPolls.get(key) === poll) this.sharedPolls.delete(key);
+      };
+      result.then(forget, forget);
+    }
+    const poll = shared;
+    poll.waiters++;
+    try {
+      return await untilAborted(poll.result, signal);
+    } finally {
+      if (--poll.waiters === 0 && this.sharedPolls.get(key) === poll) {
+        // No one waits for it any more: end the request (a settled one is unaffected).
+        this.sharedPolls.delete(key);
+        poll.abort.abort();
+      }
+    }
   }
 
   /** Fails every unsettled call with ClientClosedError and closes the NATS connection. */
@@ -1251,4 +1359,52 @@ function optionalBytes(value: Uint8Array | null | undefined, op: OpName): Buffer
     throw new InternalError(`malformed ${op} result (value is not bytes)`);
   }
   return Buffer.from(value);
+}
+
+/** An events poll in flight that several subscriptions of a client wait for. */
+interface SharedPoll {
+  readonly result: Promise<EventsPage>;
+  waiters: number;
+  readonly abort: AbortController;
+}
+
+/** `p`, or an AbortedError as soon as `signal` fires (p goes on for whoever else waits). */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(new AbortedError('events poll aborted', { outcomeUnknown: false }));
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** Notifications a watcher may have queued; it loses newer ones beyond (at most once). */
+const watchQueueMax = 10_000;
+
+/** One watch() loop: its queue of notifications not yet taken. */
+interface Watcher {
+  queue: (WatchEvent | undefined)[];
+  head: number;
+  /** Notifications lost because the queue was full. */
+  dropped: number;
+  ended: boolean;
+  wake: (() => void) | undefined;
+}
+
+interface WatchHub {
+  readonly sub: NatsSubscription;
+  readonly watchers: Set<Watcher>;
 }

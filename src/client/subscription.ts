@@ -36,7 +36,10 @@ import {
 import { decode, encode, type WireResult } from '../protocol/wire.ts';
 import { asCachedRange, type CachedRange } from './range-cache.ts';
 
-/** One mutation delivered by a subscription. */
+/**
+ * One mutation delivered by a subscription. Its buffers may be shared with the other
+ * subscriptions of the same client that read the same page: copy them before changing them.
+ */
 export interface SubscribeEvent {
   key: Buffer;
   op: 'set' | 'del';
@@ -165,6 +168,32 @@ export function encodeCursor(prefix: Uint8Array, streams: ReadonlyMap<number, nu
 function encodeTagged(tag: Buffer, streams: ReadonlyMap<number, number>): string {
   const vector = [...streams].sort((a, b) => a[0] - b[0]);
   return Buffer.from(encode([cursorVersion, tag, vector])).toString('base64url');
+}
+
+/**
+ * A cursor encoded only when someone reads it (most events' cursors never are, and a
+ * subscriber at thousands of events per second would spend most of its time encoding
+ * them): the streams of `base`, with range `rangeId` at `revision`. `base` is never
+ * changed after it is given here (the subscription copies its streams when they change
+ * shape, at split markers).
+ */
+class LazyCursor {
+  private encoded: string | undefined;
+  constructor(
+    private readonly tag: Buffer,
+    private readonly base: ReadonlyMap<number, number>,
+    private readonly rangeId: number,
+    private readonly revision: number,
+  ) {}
+
+  value(): string {
+    if (this.encoded === undefined) {
+      const streams = new Map(this.base);
+      streams.set(this.rangeId, this.revision);
+      this.encoded = encodeTagged(this.tag, streams);
+    }
+    return this.encoded;
+  }
 }
 
 /** The streams of a cursor made for `prefix`; InvalidArgumentError when it is not one. */
@@ -318,8 +347,15 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
   private readonly pageSize: number;
   private readonly stop = new AbortController();
   private readonly startStreams: Promise<Map<number, number>>;
-  private readonly iterator: AsyncGenerator<SubscribeEvent, void, undefined>;
-  private position: string | undefined;
+  /** The pages' events, each page as one batch (run). */
+  private readonly pages: AsyncGenerator<Delivered[], void, undefined>;
+  /** The batch being handed out, one event per next(). */
+  private batch: Delivered[] = [];
+  private batchAt = 0;
+  /** A next() waiting for the next batch: later calls queue behind it. */
+  private pending: Promise<IteratorResult<SubscribeEvent, void>> | undefined;
+  /** The cursor of everything delivered so far (see `cursor`), encoded when read. */
+  private position: string | LazyCursor | Delivered | undefined;
   private readonly unlink: () => void;
 
   constructor(
@@ -351,7 +387,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
     });
     // Whoever never looks at `started` sees its failure from the iterator instead.
     this.started.catch(() => {});
-    this.iterator = this.run();
+    this.pages = this.run();
   }
 
   /**
@@ -361,22 +397,48 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
    * cursor can fall out of the retained history (CompactedError) even if nothing was missed.
    */
   get cursor(): string | undefined {
-    return this.position;
+    const p = this.position;
+    return p instanceof LazyCursor ? p.value() : p instanceof Delivered ? p.cursor : p;
   }
 
   next(): Promise<IteratorResult<SubscribeEvent, void>> {
-    return this.iterator.next();
+    if (this.pending !== undefined) return this.pending.then(() => this.next());
+    // Events of a page already read are handed out without going through the generator
+    // (an async generator's yield costs more than the rest of an event's delivery).
+    if (this.batchAt < this.batch.length && !this.stop.signal.aborted) {
+      const e = this.batch[this.batchAt++]!;
+      this.position = e;
+      return Promise.resolve({ value: e, done: false });
+    }
+    this.batch = [];
+    this.batchAt = 0;
+    const p = this.pages.next().then(
+      (r): Promise<IteratorResult<SubscribeEvent, void>> | IteratorResult<SubscribeEvent, void> => {
+        this.pending = undefined;
+        if (r.done === true) return { value: undefined, done: true };
+        this.batch = r.value;
+        return this.next();
+      },
+      (err: unknown) => {
+        this.pending = undefined;
+        throw err;
+      },
+    );
+    this.pending = p;
+    return p;
   }
 
   /** Ends the subscription (what `break` in a for await loop calls). */
   return(): Promise<IteratorResult<SubscribeEvent, void>> {
     this.stop.abort();
-    return this.iterator.return(undefined);
+    this.batch = [];
+    return this.pages.return(undefined).then(() => ({ value: undefined, done: true }));
   }
 
   throw(err?: unknown): Promise<IteratorResult<SubscribeEvent, void>> {
     this.stop.abort();
-    return this.iterator.throw(err);
+    this.batch = [];
+    return this.pages.throw(err).then(() => ({ value: undefined, done: true }));
   }
 
   [Symbol.asyncIterator](): this {
@@ -458,7 +520,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
     );
   }
 
-  private async *run(): AsyncGenerator<SubscribeEvent, void, undefined> {
+  private async *run(): AsyncGenerator<Delivered[], void, undefined> {
     const signal = this.stop.signal;
     const ready: Outcome[] = [];
     let wake: (() => void) | undefined;
@@ -493,6 +555,10 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
         const rangeId = outcome.rangeId;
         polling.delete(rangeId);
         if ('error' in outcome) throw outcome.error;
+        // The streams as they are before the page; copied again only when a split marker
+        // changes them, so each event's cursor is this plus its own revision.
+        let base: ReadonlyMap<number, number> = new Map(streams);
+        const batch: Delivered[] = [];
         for (const e of outcome.page.events) {
           if (!streams.has(rangeId)) {
             throw new InternalError(`an event of range ${rangeId} after it left the prefix`);
@@ -500,14 +566,18 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
           if (e.op === 'split') {
             followSplit(streams, this.span, rangeId, e);
             this.source.learn?.([e.left, e.right]);
+            base = new Map(streams);
             continue;
           }
           streams.set(rangeId, e.revision);
-          const cursor = encodeTagged(this.tag, streams);
-          this.position = cursor;
-          yield toSubscribeEvent(e, rangeId, cursor);
-          if (signal.aborted) return;
+          batch.push(
+            new Delivered(e, rangeId, new LazyCursor(this.tag, base, rangeId, e.revision)),
+          );
         }
+        // The consumer takes the batch's events one by one (next); the generator goes on
+        // once it asks for more after the last.
+        if (batch.length > 0) yield batch;
+        if (signal.aborted) return;
         const at = streams.get(rangeId);
         if (at !== undefined && outcome.page.after > at) {
           streams.set(rangeId, outcome.page.after);
@@ -525,32 +595,35 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
   }
 }
 
-function toSubscribeEvent(
-  e: Exclude<PageEvent, { op: 'split' }>,
-  range: number,
-  cursor: string,
-): SubscribeEvent {
-  if (e.op === 'del') {
-    return {
-      key: e.key,
-      op: 'del',
-      value: null,
-      prevValue: e.prevValue,
-      revision: e.revision,
-      range,
-      cursor,
-    };
+/**
+ * A SubscribeEvent as delivered: a class (a getter in an object literal makes every event
+ * a slow object), with its cursor encoded when first read.
+ */
+class Delivered implements SubscribeEvent {
+  readonly key: Buffer;
+  readonly op: 'set' | 'del';
+  readonly value: Buffer | null;
+  readonly prevValue?: Buffer;
+  readonly prevValueOmitted?: boolean;
+  readonly revision: number;
+  readonly range: number;
+  /** Where the subscription stands once this event is delivered (private: not a field users see). */
+  readonly #at: LazyCursor;
+
+  constructor(e: Exclude<PageEvent, { op: 'split' }>, range: number, at: LazyCursor) {
+    this.key = e.key;
+    this.op = e.op;
+    this.value = e.op === 'set' ? e.value : null;
+    if (e.prevValue !== undefined) this.prevValue = e.prevValue;
+    if (e.op === 'set' && e.prevValueOmitted === true) this.prevValueOmitted = true;
+    this.revision = e.revision;
+    this.range = range;
+    this.#at = at;
   }
-  return {
-    key: e.key,
-    op: 'set',
-    value: e.value,
-    ...(e.prevValue ? { prevValue: e.prevValue } : {}),
-    ...(e.prevValueOmitted ? { prevValueOmitted: true } : {}),
-    revision: e.revision,
-    range,
-    cursor,
-  };
+
+  get cursor(): string {
+    return this.#at.value();
+  }
 }
 
 /**

@@ -177,6 +177,37 @@ describe('subscribe', () => {
     expect(() => subscriber.subscribe('m/', { fromRevision: start })).toThrow(/another prefix/);
   });
 
+  it('subscriptions of one client at the same place each get every event; closing one leaves the rest whole', async () => {
+    // They share their polls (one request while they stand at the same revision).
+    const opened = [0, 1, 2].map(() => subscriber.subscribe('sh/', { waitMs }));
+    await Promise.all(opened.map((sub) => sub.started));
+    const subs = opened.map((sub) => collect(sub));
+    for (let i = 0; i < 40; i++) {
+      await writer.set(`sh/k${i % 7}`, `v${i}`);
+      if (i === 20) expect(await subs[1]!.stop()).toBeUndefined();
+    }
+    await until('40 events on the open ones', () =>
+      [subs[0]!, subs[2]!].every((c) => c.events.length >= 40),
+    );
+    await sleep(200);
+    for (const c of [subs[0]!, subs[2]!]) {
+      expect(await c.stop()).toBeUndefined();
+      expect(c.events.map((e) => text(e.value))).toEqual(
+        Array.from({ length: 40 }, (_, i) => `v${i}`),
+      );
+    }
+    const closed = subs[1]!.events.map((e) => text(e.value));
+    expect(closed).toEqual(Array.from({ length: closed.length }, (_, i) => `v${i}`));
+    // Each event's cursor resumes right after it, whichever subscription it came from.
+    const from = subs[2]!.events[29]!;
+    const resumed = collect(subscriber.subscribe('sh/', { fromRevision: from.cursor, waitMs }));
+    await until('10 resumed events', () => resumed.events.length >= 10);
+    expect(await resumed.stop()).toBeUndefined();
+    expect(resumed.events.map((e) => text(e.value))).toEqual(
+      Array.from({ length: 10 }, (_, i) => `v${30 + i}`),
+    );
+  });
+
   it('a set too large to carry its prevValue comes without it, flagged', async () => {
     const big = (c: string) => Buffer.alloc(512 * 1024, c);
     await writer.set('nb/big', big('a'));

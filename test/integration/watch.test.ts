@@ -87,6 +87,29 @@ describe('watch', () => {
     expect(byKey.get('wa.k2')!.map((e) => e.value?.toString())).toEqual(['v2', 'v7', 'v12', 'v17']);
   });
 
+  it('watchers of one pattern on one client each get every notification; stopping one leaves the rest', async () => {
+    // They share one NATS subscription.
+    const ws = [collect('ws.'), collect('ws.'), collect('ws.')];
+    await sleep(100);
+    for (let i = 0; i < 30; i++) {
+      await writer.set(`ws.k${i % 4}`, `v${i}`);
+      if (i === 10) ws[1]!.stop();
+    }
+    await until('30 notifications', () => ws[0]!.events.length >= 30 && ws[2]!.events.length >= 30);
+    await sleep(200);
+    const want = Array.from({ length: 30 }, (_, i) => `v${i}`);
+    expect(ws[0]!.events.map((e) => e.value?.toString())).toEqual(want);
+    expect(ws[2]!.events.map((e) => e.value?.toString())).toEqual(want);
+    expect(ws[1]!.events.length).toBeLessThanOrEqual(12);
+    // A new watcher of the pattern after one stopped gets notifications from now on.
+    const late = collect('ws.');
+    await sleep(100);
+    await writer.set('ws.late', 'x');
+    await until('the late one', () => late.events.length >= 1);
+    for (const w of [ws[0]!, ws[2]!, late]) w.stop();
+    expect(late.events.map((e) => e.key.toString())).toEqual(['ws.late']);
+  });
+
   it('any NATS client can watch: keys with dots, spaces, wildcards and binary bytes', async () => {
     const nc = await connect({ servers: cluster.natsUrl });
     try {
