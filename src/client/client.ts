@@ -90,6 +90,7 @@ import {
   Subscription,
   subscribeDefaults,
 } from './subscription.ts';
+import { WatchQueue } from './watch-queue.ts';
 
 export interface ClientOptions {
   /** NATS server URLs; default: env RASPUTIN_NATS (comma-separated) or nats://127.0.0.1:4222. */
@@ -567,52 +568,20 @@ export class Client {
     const subject = watchPattern(this.prefix, bytes);
     let hub = this.watchHubs.get(subject);
     if (hub === undefined) hub = this.openWatchHub(subject);
-    const w: Watcher = { queue: [], head: 0, dropped: 0, ended: false, wake: undefined };
     const watchers = hub.watchers;
-    watchers.add(w);
-    const stop = () => {
-      w.ended = true;
+    const stop = () => w.end();
+    const w = new WatchQueue<WatchEvent>(watchQueueMax, () => {
+      o.signal?.removeEventListener('abort', stop);
       watchers.delete(w);
       if (watchers.size === 0 && this.watchHubs.get(subject) === hub) {
         this.watchHubs.delete(subject);
         if (!hub.sub.isClosed()) hub.sub.unsubscribe();
       }
-      w.wake?.();
-    };
+    });
+    watchers.add(w);
     o.signal?.addEventListener('abort', stop, { once: true });
     if (o.signal?.aborted) stop();
-    // A hand-made iterator, not an async generator: a notification waiting in the queue is
-    // handed out at the cost of one resolved promise.
-    const end = (): IteratorResult<WatchEvent, void> => {
-      o.signal?.removeEventListener('abort', stop);
-      stop();
-      return { value: undefined, done: true };
-    };
-    const next = (): Promise<IteratorResult<WatchEvent, void>> => {
-      if (w.head < w.queue.length && !w.ended) {
-        const e = w.queue[w.head]!;
-        w.queue[w.head++] = undefined;
-        if (w.head === w.queue.length) {
-          w.queue.length = 0;
-          w.head = 0;
-        }
-        return Promise.resolve({ value: e, done: false });
-      }
-      if (w.ended) return Promise.resolve(end());
-      return new Promise<void>((resolve) => {
-        const earlier = w.wake;
-        w.wake = earlier === undefined ? resolve : () => (earlier(), resolve());
-      }).then(() => {
-        w.wake = undefined;
-        return next();
-      });
-    };
-    const iterator: AsyncIterableIterator<WatchEvent, void, undefined> = {
-      next,
-      return: () => Promise.resolve(end()),
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return w;
   }
 
   /**
@@ -621,20 +590,13 @@ export class Client {
    * a watcher that falls further behind loses the newest, as at-most-once allows).
    */
   private openWatchHub(subject: string): WatchHub {
-    const watchers = new Set<Watcher>();
+    const watchers = new Set<WatchQueue<WatchEvent>>();
     const sub = this.nc.subscribe(subject, {
       callback: (err, msg) => {
         if (err) return;
         const e = asWatchEvent(msg.data);
         if (e === undefined) return;
-        for (const w of watchers) {
-          if (w.queue.length - w.head >= watchQueueMax) {
-            w.dropped++;
-            continue;
-          }
-          w.queue.push(e);
-          w.wake?.();
-        }
+        for (const w of watchers) w.push(e);
       },
     });
     const hub: WatchHub = { sub, watchers };
@@ -642,10 +604,7 @@ export class Client {
     // The connection closed (client.close): every watcher's loop ends.
     void sub.closed.then(() => {
       if (this.watchHubs.get(subject) === hub) this.watchHubs.delete(subject);
-      for (const w of watchers) {
-        w.ended = true;
-        w.wake?.();
-      }
+      for (const w of [...watchers]) w.end();
     });
     return hub;
   }
@@ -1394,17 +1353,7 @@ function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
 /** Notifications a watcher may have queued; it loses newer ones beyond (at most once). */
 const watchQueueMax = 10_000;
 
-/** One watch() loop: its queue of notifications not yet taken. */
-interface Watcher {
-  queue: (WatchEvent | undefined)[];
-  head: number;
-  /** Notifications lost because the queue was full. */
-  dropped: number;
-  ended: boolean;
-  wake: (() => void) | undefined;
-}
-
 interface WatchHub {
   readonly sub: NatsSubscription;
-  readonly watchers: Set<Watcher>;
+  readonly watchers: Set<WatchQueue<WatchEvent>>;
 }

@@ -171,28 +171,21 @@ function encodeTagged(tag: Buffer, streams: ReadonlyMap<number, number>): string
 }
 
 /**
- * A cursor encoded only when someone reads it (most events' cursors never are, and a
- * subscriber at thousands of events per second would spend most of its time encoding
- * them): the streams of `base`, with range `rangeId` at `revision`. `base` is never
- * changed after it is given here (the subscription copies its streams when they change
- * shape, at split markers).
+ * Where a page's events stand: the subscription's streams before the page (or after its
+ * last split marker), never changed once made; an event's cursor is these with its own
+ * range at its revision, encoded only when someone reads it (most events' cursors never
+ * are, and a subscriber of thousands of events per second would spend its time on them).
  */
-class LazyCursor {
-  private encoded: string | undefined;
+class CursorBase {
   constructor(
-    private readonly tag: Buffer,
-    private readonly base: ReadonlyMap<number, number>,
-    private readonly rangeId: number,
-    private readonly revision: number,
+    readonly tag: Buffer,
+    readonly streams: ReadonlyMap<number, number>,
   ) {}
 
-  value(): string {
-    if (this.encoded === undefined) {
-      const streams = new Map(this.base);
-      streams.set(this.rangeId, this.revision);
-      this.encoded = encodeTagged(this.tag, streams);
-    }
-    return this.encoded;
+  encode(rangeId: number, revision: number): string {
+    const streams = new Map(this.streams);
+    streams.set(rangeId, revision);
+    return encodeTagged(this.tag, streams);
   }
 }
 
@@ -355,7 +348,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
   /** A next() waiting for the next batch: later calls queue behind it. */
   private pending: Promise<IteratorResult<SubscribeEvent, void>> | undefined;
   /** The cursor of everything delivered so far (see `cursor`), encoded when read. */
-  private position: string | LazyCursor | Delivered | undefined;
+  private position: string | Delivered | undefined;
   private readonly unlink: () => void;
 
   constructor(
@@ -398,7 +391,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
    */
   get cursor(): string | undefined {
     const p = this.position;
-    return p instanceof LazyCursor ? p.value() : p instanceof Delivered ? p.cursor : p;
+    return p instanceof Delivered ? p.cursor : p;
   }
 
   next(): Promise<IteratorResult<SubscribeEvent, void>> {
@@ -557,8 +550,9 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
         if ('error' in outcome) throw outcome.error;
         // The streams as they are before the page; copied again only when a split marker
         // changes them, so each event's cursor is this plus its own revision.
-        let base: ReadonlyMap<number, number> = new Map(streams);
+        let base = new CursorBase(this.tag, new Map(streams));
         const batch: Delivered[] = [];
+        let last = -1;
         for (const e of outcome.page.events) {
           if (!streams.has(rangeId)) {
             throw new InternalError(`an event of range ${rangeId} after it left the prefix`);
@@ -566,14 +560,15 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
           if (e.op === 'split') {
             followSplit(streams, this.span, rangeId, e);
             this.source.learn?.([e.left, e.right]);
-            base = new Map(streams);
+            base = new CursorBase(this.tag, new Map(streams));
+            last = -1;
             continue;
           }
-          streams.set(rangeId, e.revision);
-          batch.push(
-            new Delivered(e, rangeId, new LazyCursor(this.tag, base, rangeId, e.revision)),
-          );
+          last = e.revision;
+          batch.push(new Delivered(e, rangeId, base));
         }
+        // The events after the last marker move the range's stream to the last of them.
+        if (last >= 0) streams.set(rangeId, last);
         // The consumer takes the batch's events one by one (next); the generator goes on
         // once it asks for more after the last.
         if (batch.length > 0) yield batch;
@@ -607,10 +602,11 @@ class Delivered implements SubscribeEvent {
   readonly prevValueOmitted?: boolean;
   readonly revision: number;
   readonly range: number;
-  /** Where the subscription stands once this event is delivered (private: not a field users see). */
-  readonly #at: LazyCursor;
+  /** The streams the event's cursor is made of (with its range at its revision). */
+  readonly #base: CursorBase;
+  #cursor: string | undefined;
 
-  constructor(e: Exclude<PageEvent, { op: 'split' }>, range: number, at: LazyCursor) {
+  constructor(e: Exclude<PageEvent, { op: 'split' }>, range: number, base: CursorBase) {
     this.key = e.key;
     this.op = e.op;
     this.value = e.op === 'set' ? e.value : null;
@@ -618,11 +614,12 @@ class Delivered implements SubscribeEvent {
     if (e.op === 'set' && e.prevValueOmitted === true) this.prevValueOmitted = true;
     this.revision = e.revision;
     this.range = range;
-    this.#at = at;
+    this.#base = base;
   }
 
   get cursor(): string {
-    return this.#at.value();
+    this.#cursor ??= this.#base.encode(this.range, this.revision);
+    return this.#cursor;
   }
 }
 
