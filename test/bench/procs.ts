@@ -175,11 +175,19 @@ export function spawnProc(
   return wrap(name, child, opts.onLine, opts.logFile);
 }
 
-/** Forks a TypeScript module of this folder (run with tsx) with an IPC channel. */
+/**
+ * Forks a TypeScript module of this folder (run with tsx) with an IPC channel. With
+ * BENCH_CHILD_CPU_PROF=DIR in the environment, each child writes a V8 CPU profile under
+ * DIR/<name> when it ends (load, responder and subscriber processes).
+ */
 export function forkTs(name: string, file: string, env: Record<string, string>): Proc {
+  const profDir = process.env.BENCH_CHILD_CPU_PROF;
+  const prof = profDir
+    ? ['--cpu-prof', `--cpu-prof-dir=${join(profDir, name.replace(/[^\w.-]+/g, '_'))}`]
+    : [];
   const child = fork(join(import.meta.dirname, file), [], {
     cwd: repoRoot,
-    execArgv: ['--import', 'tsx'],
+    execArgv: ['--import', 'tsx', ...prof],
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
