@@ -119,12 +119,22 @@ export const requestIdBytesMax = 64;
 /** Plain msgpack maps, no records: any msgpack implementation can read what we write. */
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
+/**
+ * A small packed value the caller keeps (a log entry's data stays in memory until the log
+ * is truncated), as a copy of its own: msgpackr packs into a shared chunk as large as the
+ * largest value it has packed (a snapshot: megabytes), and the view it returns would keep
+ * that whole chunk alive.
+ */
+function packKept(x: unknown): Uint8Array {
+  return Buffer.from(packr.pack(x));
+}
+
 export function encodeCommand(cmd: Command): Uint8Array {
   switch (cmd.op) {
     case 'set':
-      return packr.pack({ op: 'set', key: cmd.key, value: cmd.value, id: cmd.id });
+      return packKept({ op: 'set', key: cmd.key, value: cmd.value, id: cmd.id });
     case 'cas':
-      return packr.pack({
+      return packKept({
         op: 'cas',
         key: cmd.key,
         expect: cmd.expect,
@@ -132,11 +142,11 @@ export function encodeCommand(cmd: Command): Uint8Array {
         id: cmd.id,
       });
     case 'del':
-      return packr.pack({ op: 'del', key: cmd.key, id: cmd.id });
+      return packKept({ op: 'del', key: cmd.key, id: cmd.id });
     case 'alloc':
-      return packr.pack({ op: 'alloc', key: cmd.key, id: cmd.id });
+      return packKept({ op: 'alloc', key: cmd.key, id: cmd.id });
     case 'desc':
-      return packr.pack({
+      return packKept({
         op: 'desc',
         key: cmd.key,
         value: cmd.value,
@@ -144,7 +154,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
         id: cmd.id,
       });
     case 'split':
-      return packr.pack({
+      return packKept({
         op: 'split',
         key: cmd.key,
         generation: cmd.generation,
@@ -156,7 +166,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
 
 export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
   assert(Number.isSafeInteger(cmd.upTo) && cmd.upTo >= 0, 'revisions are safe integers');
-  return packr.pack({ op: 'compactEvents', upTo: cmd.upTo });
+  return packKept({ op: 'compactEvents', upTo: cmd.upTo });
 }
 
 /** The msgpack map in `bytes`, or undefined for anything else (never throws). */

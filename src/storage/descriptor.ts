@@ -164,10 +164,12 @@ export function asDescriptor(x: unknown): RangeDescriptor | undefined {
     if (p.role !== 'voter' && p.role !== 'learner') return undefined;
     replicas.push({ nodeId: p.nodeId, replicaId: p.replicaId, role: p.role });
   }
+  // Copies of the keys: decoded bytes are views into the whole message or page they came
+  // in, which a descriptor (kept as long as its range) would keep alive.
   return {
     rangeId: r.rangeId,
-    start: r.start,
-    end: (r.end as Uint8Array | null) ?? null,
+    start: Buffer.from(r.start),
+    end: r.end === null ? null : Buffer.from(r.end as Uint8Array),
     replicas,
     generation: r.generation,
   };
