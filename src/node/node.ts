@@ -21,7 +21,7 @@
 
 import { webcrypto } from 'node:crypto';
 import { connect, type Msg, type NatsConnection, type Subscription } from '@nats-io/transport-node';
-import { type Actor, createActor } from 'xstate';
+import { type Actor, createActor, createMachine } from 'xstate';
 import {
   decisions,
   type Operation,
@@ -129,6 +129,13 @@ interface RangeHost {
 }
 
 /** Messages for a range not here yet wait this long for its split to apply here. */
+/** Every replica's consensus options (one object for all: thousands of ranges). */
+const replicaOptions = {
+  ...defaultOptions,
+  appendBytesMax: 256 * 1024,
+  snapshotChunkBytesMax: 256 * 1024,
+} as const;
+
 const earlyHoldMs = 1000;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
@@ -154,6 +161,13 @@ export class Node {
   private nc!: NatsConnection;
   private clusterId = '';
   private readonly ranges = new Map<number, RangeHost>();
+  /**
+   * The actor system of this node's range replicas: each replica's machine is an actor of
+   * it (one system for all, instead of one per range). The root actor does nothing.
+   */
+  private readonly replicaSystem = createActor(createMachine({ id: 'replicas' })).start();
+  /** Randomness for the replicas' election timeouts, seeded from the OS. */
+  private readonly prng = new Prng(webcrypto.getRandomValues(new Uint32Array(1))[0]!);
   /** The local ranges by start key, for routing `<p>.kv` requests. */
   private byStart: RangeHost[] = [];
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
@@ -349,14 +363,13 @@ export class Node {
     if (!loaded) throw new Error(`range ${descriptor.rangeId} has no state`);
     const me = descriptor.replicas.find((r) => r.nodeId === this.config.nodeId);
     if (!me) throw new Error(`range ${descriptor.rangeId} has no replica on this node`);
-    const seed = webcrypto.getRandomValues(new Uint32Array(1))[0]!;
-    const prng = new Prng(seed);
     const rangeId = descriptor.rangeId;
     const nodeOf = new Map(descriptor.replicas.map((r) => [r.replicaId, r.nodeId]));
+    const prng = this.prng;
     const replica = new RangeReplica(
       me.replicaId,
       loaded.state,
-      { ...defaultOptions, appendBytesMax: 256 * 1024, snapshotChunkBytesMax: 256 * 1024 },
+      replicaOptions,
       {
         nowMs: () => performance.now(),
         random: () => prng.next(),
@@ -367,6 +380,7 @@ export class Node {
           return node !== undefined && this.nodeLive(node);
         },
       },
+      this.replicaSystem,
     );
     const h: RangeHost = {
       rangeId,
