@@ -424,15 +424,18 @@ async function nodes(args: string[]): Promise<number> {
   if (answered === null) return 1;
   console.log(
     `${'node'.padEnd(8)}${'store'.padEnd(38)}${'ranges'.padStart(7)}${'leaders'.padStart(8)}` +
-      `${'requests'.padStart(10)}${'raft in'.padStart(10)}${'dropped'.padStart(8)}`,
+      `${'requests'.padStart(10)}${'raft in'.padStart(10)}${'dropped'.padStart(8)}` +
+      `${'rss'.padStart(11)}${'heap used'.padStart(11)}`,
   );
   for (const n of answered) {
-    const leaders = n.ranges.filter((r) => r.role === 'leader').length;
+    const ranges = n.rangesTotal ?? n.ranges.length;
+    const leaders = n.leadersTotal ?? n.ranges.filter((r) => r.role === 'leader').length;
     const st = n.stats ?? {};
     console.log(
-      `${n.node.padEnd(8)}${n.store.padEnd(38)}${String(n.ranges.length).padStart(7)}` +
+      `${n.node.padEnd(8)}${n.store.padEnd(38)}${String(ranges).padStart(7)}` +
         `${String(leaders).padStart(8)}${String(st.clientRequests ?? '?').padStart(10)}` +
-        `${String(st.raftMessagesIn ?? '?').padStart(10)}${String(st.dropped ?? '?').padStart(8)}`,
+        `${String(st.raftMessagesIn ?? '?').padStart(10)}${String(st.dropped ?? '?').padStart(8)}` +
+        `${showBytes(n.memory?.rss).padStart(11)}${showBytes(n.memory?.heapUsed).padStart(11)}`,
     );
   }
   console.log(

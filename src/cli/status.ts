@@ -33,7 +33,11 @@ export interface NodeStatus {
   ranges: RangeStatus[];
   /** Ranges on the node; more than `ranges` holds when the reply had to leave some out. */
   rangesTotal?: number;
+  /** Ranges this node leads (all of them, also those left out of `ranges`). */
+  leadersTotal?: number;
   stats?: Record<string, number>;
+  /** process.memoryUsage() of the node, in bytes. */
+  memory?: { rss: number; heapTotal: number; heapUsed: number; external: number };
 }
 
 /** A key for display: UTF-8 when printable, else hex (0x...). */

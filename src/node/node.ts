@@ -1915,6 +1915,9 @@ export class Node {
         xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
       },
       rangesTotal: this.ranges.size,
+      leadersTotal: [...this.ranges.values()].filter((h) => h.replica.role() === 'leader').length,
+      // process.memoryUsage(), bytes: rss, heapTotal, heapUsed, external, arrayBuffers.
+      memory: process.memoryUsage(),
       // Within one reply (max_payload): the ranges led here first, then the others.
       ranges: [...this.ranges.values()]
         .sort(

@@ -47,8 +47,10 @@
 // --splits-during splits of ranges with data spread over its window (put+splits: time per
 // split, the first one the time to split a range with data under load; p99 against
 // put-nosplits),
-// and, on a fresh empty cluster, idle CPU and memory at 1 range and after splitting to
-// --idle-ranges (default 10,000; as many as --split-time allows): KiB per extra range.
+// and, on a fresh empty cluster, idle CPU and memory at 1 range, after splitting to a tenth
+// of --idle-ranges, and after splitting to --idle-ranges (default 10,000; as many as
+// --split-time allows): KiB per extra range against 1 range, and the marginal KiB per range
+// between the tenth and the full count (fixed costs that grow with any load left out).
 // Targets: ops/s at 256 ranges within 10% of 1 range's, idle CPU under 5% of a core, memory
 // under 16 KiB per range.
 //
@@ -453,6 +455,8 @@ interface StatusReply {
   rangesTotal?: number;
   ranges?: { rangeId?: number; role?: string; leader?: string }[];
   stats?: Partial<Record<keyof NodeCounters, unknown>>;
+  /** The node's process.memoryUsage() (bytes), at the reply. */
+  memory?: { heapUsed?: unknown };
 }
 
 /** Scatter-gather on `<p>.admin.status`: the replies of up to `expected` nodes (bounded). */
@@ -944,6 +948,8 @@ interface IdleRow {
   nats_in_msgs_per_s: number | null;
   node_rss_kib: (number | null)[];
   node_rss_anon_kib: (number | null)[];
+  /** V8 heap in use (live objects and garbage not yet collected), from each node's status. */
+  node_heap_used_kib: (number | null)[];
   /**
    * Ranges (replicas) and leaders per node, from `<p>.admin.status` (null: no answer;
    * leaders are counted among the ranges the reply lists, led ones first).
@@ -967,6 +973,14 @@ interface IdleRow {
   anon_kib_per_range?: (number | null)[];
   /** Against that row too: each node's extra CPU us per second per extra range. */
   cpu_us_per_extra_range_per_s?: (number | null)[];
+  /**
+   * Against the idle row at a tenth of the ranges (empty cluster, after its own split
+   * storm): (RSS - RSS_N/10) / (N - N/10), the cost of one more range without the fixed
+   * costs that grow with any load (V8's young generation, code, lmdb-js's buffers).
+   */
+  marginal_kib_per_range?: (number | null)[];
+  marginal_anon_kib_per_range?: (number | null)[];
+  marginal_heap_kib_per_range?: (number | null)[];
   note?: string;
 }
 
@@ -1081,6 +1095,7 @@ async function measureIdle(
   made: number,
   kind: IdleRow['cluster'],
   baseline: IdleRow | undefined,
+  marginalBase?: IdleRow,
 ): Promise<IdleRow> {
   log(`rasputin: idle ${idleS} s with ${made} ranges (${kind} cluster)`);
   await sleep(idleSettleMs);
@@ -1142,6 +1157,10 @@ async function measureIdle(
     nats_in_msgs_per_s: v0 && v1 ? fixed((v1.in_msgs - v0.in_msgs) / wallS, 1) : null,
     node_rss_kib: mem.map((m) => fixed(m.rss, 0)),
     node_rss_anon_kib: mem.map((m) => fixed(m.anon, 0)),
+    node_heap_used_kib: nodeIds.map((id) => {
+      const used = byNode.get(id)?.memory?.heapUsed;
+      return typeof used === 'number' ? fixed(used / 1024, 0) : null;
+    }),
     node_ranges: nodeRanges,
     node_leaders: nodeIds.map((id) => {
       const r = byNode.get(id)?.ranges;
@@ -1157,23 +1176,47 @@ async function measureIdle(
     store_commits_per_s: counterRate(c0, c1, 'storeCommits', wallS),
     cpu_us_per_range_per_s: cpuMax === null ? null : fixed((cpuMax * 1e4) / made, 2),
   };
+  /** Per node, (now - then) per range hosted since `base` (status; else the count made). */
+  const perRange = (
+    base: IdleRow,
+    now: (number | null)[],
+    then: (number | null)[],
+    scale = 1,
+  ): (number | null)[] =>
+    now.map((x, i) => {
+      const b = then[i];
+      const extra = (nodeRanges[i] ?? made) - (base.node_ranges[i] ?? base.ranges_made);
+      return x === null || b === null || b === undefined || extra <= 0
+        ? null
+        : fixed(((x - b) * scale) / extra, 2);
+    });
   if (baseline && made > baseline.ranges_made) {
-    // Per node: the ranges it hosts now (status) over those it hosted then; the count the
-    // bench made when a node did not say.
-    const extraOf = (i: number) =>
-      (nodeRanges[i] ?? made) - (baseline.node_ranges[i] ?? baseline.ranges_made);
-    const per = (now: (number | null)[], then: (number | null)[], scale = 1) =>
-      now.map((x, i) => {
-        const b = then[i];
-        const extra = extraOf(i);
-        return x === null || b === null || b === undefined || extra <= 0
-          ? null
-          : fixed(((x - b) * scale) / extra, 2);
-      });
-    row.kib_per_range = per(row.node_rss_kib, baseline.node_rss_kib);
-    row.anon_kib_per_range = per(row.node_rss_anon_kib, baseline.node_rss_anon_kib);
+    row.kib_per_range = perRange(baseline, row.node_rss_kib, baseline.node_rss_kib);
+    row.anon_kib_per_range = perRange(baseline, row.node_rss_anon_kib, baseline.node_rss_anon_kib);
     // % of a core -> us per second: x 10^4.
-    row.cpu_us_per_extra_range_per_s = per(row.node_cpu_pct, baseline.node_cpu_pct, 1e4);
+    row.cpu_us_per_extra_range_per_s = perRange(
+      baseline,
+      row.node_cpu_pct,
+      baseline.node_cpu_pct,
+      1e4,
+    );
+  }
+  if (marginalBase && made > marginalBase.ranges_made) {
+    row.marginal_kib_per_range = perRange(
+      marginalBase,
+      row.node_rss_kib,
+      marginalBase.node_rss_kib,
+    );
+    row.marginal_anon_kib_per_range = perRange(
+      marginalBase,
+      row.node_rss_anon_kib,
+      marginalBase.node_rss_anon_kib,
+    );
+    row.marginal_heap_kib_per_range = perRange(
+      marginalBase,
+      row.node_heap_used_kib,
+      marginalBase.node_heap_used_kib,
+    );
   }
   if (st1.length < nodeIds.length) {
     row.note =
@@ -1187,6 +1230,11 @@ async function measureIdle(
       `${row.nats_in_msgs_per_s ?? '-'} msgs/s in), rss MiB ${show(row.node_rss_kib, 1024)} ` +
       `(anon ${show(row.node_rss_anon_kib, 1024)})` +
       (row.kib_per_range ? `, KiB/range ${show(row.kib_per_range)}` : '') +
+      (row.marginal_kib_per_range
+        ? ` (marginal from ${marginalBase?.ranges_made} ranges ${show(row.marginal_kib_per_range)}, ` +
+          `anon ${show(row.marginal_anon_kib_per_range ?? [])}, ` +
+          `V8 heap used ${show(row.marginal_heap_kib_per_range ?? [])})`
+        : '') +
       `; ranges/leaders per node ${show(nodeRanges, 1, 0)} / ${leadersShown(row)}, meta ` +
       `range led by ${row.meta_leader ?? '?'}; ` +
       `per s: ${row.turns_per_s ?? '-'} turns, ${row.raft_msgs_in_per_s ?? '-'} raft msgs in, ` +
@@ -1342,8 +1390,19 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
     try {
       await empty.start();
       const base = await measureIdle(empty, 1, 1, 'empty', undefined);
-      const o = await presplit(empty, idleRanges, splitPoints(keyspace, idleRanges), new Set());
-      await measureIdle(empty, idleRanges, o.made.length + 1, 'empty', base);
+      // A tenth of the ranges first (their split points are a subset of the full count's),
+      // so the last row can also say what one more range costs (marginal_kib_per_range).
+      let cut = new Set<string>();
+      let tenth: IdleRow | undefined;
+      if (idleRanges >= 100 && idleRanges % 10 === 0) {
+        const n = idleRanges / 10;
+        const o = await presplit(empty, n, splitPoints(keyspace, n), cut);
+        cut = new Set(o.made);
+        tenth = await measureIdle(empty, n, o.made.length + 1, 'empty', base);
+      }
+      const o = await presplit(empty, idleRanges, splitPoints(keyspace, idleRanges), cut);
+      const made = cut.size + o.made.length + 1;
+      await measureIdle(empty, idleRanges, made, 'empty', base, tenth);
     } catch (err) {
       emptyFailed = true;
       failed ??= err;
@@ -1982,6 +2041,18 @@ function targets(peerRows: PeerRow[]): void {
       ' KiB',
       kib === undefined ? null : kib < 16,
     );
+    const marginal = idle?.marginal_kib_per_range?.reduce<number | undefined>(
+      (m, x) => (x === null ? m : Math.max(m ?? x, x)),
+      undefined,
+    );
+    if (marginal !== undefined) {
+      check(
+        `  the same, marginal (RSS, ${idle!.ranges_made / 10} to ${idle!.ranges_made} ranges)`,
+        marginal,
+        ' KiB',
+        marginal < 16,
+      );
+    }
   }
   const info: string[] = [];
   for (const op of workloads) {
