@@ -3,8 +3,10 @@
 //
 // The node sends it:
 //   LEAD / UNLEAD      when this node gains or loses leadership of the meta range;
-//   REPORT             each batch of leader reports it receives (RangeReport);
-//   DIRECTORY          a read of the whole meta directory, regularly (every tick or so);
+//   REPORT             each batch of leader reports it receives (RangeReport), and of
+//                      ranges whose last report still holds (fresh);
+//   DIRECTORY          a read of the whole meta directory, regularly (every tick or so),
+//                      or null when it is unchanged since the last read;
 //   TICK               regularly, e.g. once a second: time out operations, run the checkers;
 //   OP_DONE/OP_FAILED  when an issued operation is applied or refused.
 // and carries out what the driver passes to the `issue` port. Time comes only in events.
@@ -32,10 +34,17 @@ import type { Decision, Operation, RangeDesc, RangeReport } from './types.ts';
 export type PlacementEvent =
   | { readonly type: 'LEAD'; readonly nowMs: number }
   | { readonly type: 'UNLEAD' }
-  | { readonly type: 'REPORT'; readonly reports: readonly RangeReport[]; readonly nowMs: number }
+  | {
+      readonly type: 'REPORT';
+      readonly reports: readonly RangeReport[];
+      /** Ranges (id, generation) whose last full report still holds (observeReports). */
+      readonly fresh?: readonly (readonly [number, number])[];
+      readonly nowMs: number;
+    }
   | {
       readonly type: 'DIRECTORY';
-      readonly descriptors: readonly RangeDesc[];
+      /** null: unchanged since the last read (the meta range applied nothing since). */
+      readonly descriptors: readonly RangeDesc[] | null;
       readonly nowMs: number;
     }
   | { readonly type: 'TICK'; readonly nowMs: number }
@@ -71,7 +80,7 @@ export const placementMachine = setup({
       state: ({ context, event }) => {
         assertEvent(event, ['REPORT', 'DIRECTORY']);
         return event.type === 'REPORT'
-          ? observeReports(context.state, event.reports, event.nowMs)
+          ? observeReports(context.state, event.reports, event.nowMs, event.fresh)
           : observeDirectory(context.state, event.descriptors, event.nowMs);
       },
     }),

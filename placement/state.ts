@@ -90,11 +90,18 @@ function leaderOf(state: DriverState): LeaderState {
   return state.leader;
 }
 
-/** A batch of leaders' reports, received at nowMs (which stamps them: see RangeReport.atMs). */
+/**
+ * A batch of leaders' reports, received at nowMs (which stamps them: see RangeReport.atMs),
+ * and of ranges whose leaders say their last full report still holds (`fresh`: range id
+ * and generation): a report kept for that range at that generation is stamped nowMs too;
+ * any other is left alone (a full report comes when a leader's view changes, and at least
+ * every minute).
+ */
 export function observeReports(
   state: DriverState,
   reports: readonly RangeReport[],
   nowMs: number,
+  fresh: readonly (readonly [rangeId: number, generation: number])[] = [],
 ): DriverState {
   let leader = leaderOf(state);
   const at = Math.max(leader.nowMs, nowMs);
@@ -104,6 +111,12 @@ export function observeReports(
     // A lower generation comes from a deposed leader that has not applied a split yet.
     if (known !== undefined && known.descriptor.generation > report.descriptor.generation) continue;
     latest.set(report.descriptor.rangeId, { ...report, atMs: at });
+  }
+  for (const [rangeId, generation] of fresh) {
+    const known = latest.get(rangeId);
+    if (known !== undefined && known.descriptor.generation === generation) {
+      latest.set(rangeId, { ...known, atMs: at });
+    }
   }
   leader = { ...leader, nowMs: at, reports: latest, firstReportAtMs: leader.firstReportAtMs ?? at };
   let next: DriverState = { ...state, leader };
@@ -117,14 +130,21 @@ export function observeReports(
   return next;
 }
 
-/** A read of the whole meta directory, taken at nowMs. */
+/**
+ * A read of the whole meta directory, taken at nowMs; null: the directory is what the last
+ * read found (the meta range applied nothing since), which only makes that read current.
+ */
 export function observeDirectory(
   state: DriverState,
-  descriptors: readonly RangeDesc[],
+  descriptors: readonly RangeDesc[] | null,
   nowMs: number,
 ): DriverState {
   let leader = leaderOf(state);
   const at = Math.max(leader.nowMs, nowMs);
+  if (descriptors === null) {
+    if (leader.directory === null) return state;
+    return { ...state, leader: { ...leader, nowMs: at, directoryAtMs: at } };
+  }
   const directory = new Map<number, RangeDesc>();
   for (const d of descriptors) directory.set(d.rangeId, d);
   leader = { ...leader, nowMs: at, directory, directoryAtMs: at };
@@ -228,9 +248,19 @@ function neededSinceEnd(leader: LeaderState, op: Operation): boolean {
 
 function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState {
   const stale = (atMs: number) => leader.nowMs - atMs > config.reportStaleMs;
-  const reports = new Map([...leader.reports].filter(([, r]) => !stale(r.atMs)));
-  const ended = new Map([...leader.ended].filter(([, atMs]) => !stale(atMs)));
-  return { ...leader, reports, ended };
+  // Copies only when something is stale: with thousands of ranges, a copy every tick of a
+  // view that did not change was most of an idle meta leader's garbage.
+  let any = false;
+  for (const r of leader.reports.values()) if ((any = stale(r.atMs))) break;
+  const reports = any
+    ? new Map([...leader.reports].filter(([, r]) => !stale(r.atMs)))
+    : leader.reports;
+  any = false;
+  for (const atMs of leader.ended.values()) if ((any = stale(atMs))) break;
+  const ended = any ? new Map([...leader.ended].filter(([, atMs]) => !stale(atMs))) : leader.ended;
+  return reports === leader.reports && ended === leader.ended
+    ? leader
+    : { ...leader, reports, ended };
 }
 
 /** Sets the outcome of the newest open decision for this operation, if it is still kept. */

@@ -143,10 +143,18 @@ const earlyMessagesMax = 16;
 const pollWakeDelayMs = 5;
 /** Ranges listed in one status reply (about 200 bytes each, under max_payload). */
 const statusRangesMax = 2000;
-/** How often range leaders report to the placement driver; idle ranges less often. */
+/**
+ * How often range leaders report to the placement driver: a range whose data or load
+ * changed, every second, in full; an unchanged one, every 5 s as just its id and generation
+ * ("fresh": the last full report still holds), and in full every minute or when the meta
+ * range's leader changes (a new driver starts from an empty view).
+ */
 const reportIntervalMs = 1000;
 const reportIdleIntervalMs = 5000;
+const reportFullIntervalMs = 60_000;
 const reportsPerMessage = 2000;
+/** Fresh ranges per message (two numbers each: well under max_payload). */
+const freshPerMessage = 20_000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
 const raftPayloadBytesSoftMax = 768 * 1024;
 /** Client attempts give up after 1 s; a forwarded request must answer before that. */
@@ -177,6 +185,10 @@ export class Node {
   private placementSub: Subscription | undefined;
   /** The meta range's applied index at the driver's last directory read, and when. */
   private directoryRead: { applied: number; atMs: number } | undefined;
+  /** When fresh-range lists were last sent (report). */
+  private freshSentAtMs = Number.NEGATIVE_INFINITY;
+  /** The meta range's leader (a node id) as of the last report. */
+  private reportedMetaLeader: string | undefined;
   private reporter: NodeJS.Timeout | undefined;
   /** Messages for ranges not here yet, by range id (a split about to apply here). */
   private readonly early = new Map<
@@ -1713,6 +1725,8 @@ export class Node {
       this.placementSub ??= this.nc.subscribe(subjects.adminReport(this.config.prefix), {
         callback: this.guarded((msg) => this.onReport(msg)),
       });
+      // A new driver starts from an empty view: the next report reads the directory.
+      this.directoryRead = undefined;
       this.placement.send({ type: 'LEAD', nowMs: performance.now() });
       this.log.info('placement driver: active (this node leads the meta range)');
     } else {
@@ -1725,13 +1739,23 @@ export class Node {
 
   /** Range leaders' reports, validated: a bad one is dropped, never acted on. */
   private onReport(msg: Msg): void {
-    let body: { cid?: unknown; reports?: unknown };
+    let body: { cid?: unknown; reports?: unknown; fresh?: unknown };
     try {
       body = decode(msg.data) as typeof body;
     } catch {
       return;
     }
     if (body.cid !== this.clusterId || !Array.isArray(body.reports)) return;
+    const fresh: [number, number][] = [];
+    if (Array.isArray(body.fresh)) {
+      const xs = body.fresh as unknown[];
+      const u32 = (v: unknown): v is number =>
+        typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffff_ffff;
+      for (let i = 0; i + 1 < xs.length; i += 2) {
+        const [id, generation] = [xs[i], xs[i + 1]];
+        if (u32(id) && u32(generation)) fresh.push([id, generation]);
+      }
+    }
     const reports: RangeReport[] = [];
     for (const x of body.reports as unknown[]) {
       const r = x as Record<string, unknown>;
@@ -1744,12 +1768,13 @@ export class Node {
         keys: n(r.keys),
         bytes: n(r.bytes),
         opsPerS: n(r.opsPerS),
-        ...(r.splitKey instanceof Uint8Array ? { splitKey: r.splitKey } : {}),
+        // A copy: the driver keeps it, and a view would keep the whole message.
+        ...(r.splitKey instanceof Uint8Array ? { splitKey: Buffer.from(r.splitKey) } : {}),
         atMs: performance.now(),
       });
     }
-    if (reports.length > 0) {
-      this.placement.send({ type: 'REPORT', reports, nowMs: performance.now() });
+    if (reports.length > 0 || fresh.length > 0) {
+      this.placement.send({ type: 'REPORT', reports, fresh, nowMs: performance.now() });
     }
   }
 
@@ -1761,12 +1786,22 @@ export class Node {
   private report(): void {
     if (this.stopping || this.nc.isClosed()) return;
     const reports: Record<string, unknown>[] = [];
+    /** Range id, generation, ...: led ranges whose last full report still holds. */
+    const fresh: number[] = [];
     const now = performance.now();
+    const meta = this.ranges.get(metaRangeId);
+    const metaLeader = meta?.nodeOf.get(meta.replica.core.status().leader);
+    const everyone = metaLeader !== this.reportedMetaLeader;
+    this.reportedMetaLeader = metaLeader;
+    const freshDue = now - this.freshSentAtMs >= reportIdleIntervalMs;
+    if (freshDue) this.freshSentAtMs = now;
     for (const h of this.ranges.values()) {
       if (!h.initialized || h.replica.role() !== 'leader') continue;
-      // Idle ranges are reported every few seconds, changed ones every second.
       const changed = h.spanStats === undefined || h.opsPerS > 0;
-      if (!changed && now - h.reportedAtMs < reportIdleIntervalMs) continue;
+      if (!changed && !everyone && now - h.reportedAtMs < reportFullIntervalMs) {
+        if (freshDue) fresh.push(h.rangeId, h.descriptor.generation);
+        continue;
+      }
       h.reportedAtMs = now;
       const st = this.statsOf(h);
       const splitKey =
@@ -1781,28 +1816,28 @@ export class Node {
       });
     }
     // In messages well under max_payload (a report is about 220 bytes).
-    for (let i = 0; i < reports.length; i += reportsPerMessage) {
+    const send = (body: { reports: unknown[]; fresh?: number[] }) =>
       this.nc.publish(
         subjects.adminReport(this.config.prefix),
-        encode({
-          v: protocolVersion,
-          cid: this.clusterId,
-          node: this.config.nodeId,
-          reports: reports.slice(i, i + reportsPerMessage),
-        }),
+        encode({ v: protocolVersion, cid: this.clusterId, node: this.config.nodeId, ...body }),
       );
+    for (let i = 0; i < reports.length; i += reportsPerMessage) {
+      send({ reports: reports.slice(i, i + reportsPerMessage) });
     }
-    const meta = this.ranges.get(metaRangeId);
+    for (let i = 0; i < fresh.length; i += 2 * freshPerMessage) {
+      send({ reports: [], fresh: fresh.slice(i, i + 2 * freshPerMessage) });
+    }
     if (meta && meta.replica.role() === 'leader') {
-      // The directory is read again only when range 1 applied something since, or every
-      // few seconds (the driver wants a recent read); decoding thousands of descriptors
-      // every second would be the one idle cost that grows with the number of ranges.
+      // The directory is read again only when range 1 applied something since; otherwise
+      // the driver is told every few seconds that its last read still holds. Decoding
+      // thousands of descriptors every few seconds was an idle cost that grew with ranges.
       const nowMs = performance.now();
-      const fresh =
-        this.directoryRead !== undefined &&
-        this.directoryRead.applied === meta.applied &&
-        nowMs - this.directoryRead.atMs < reportIdleIntervalMs;
-      if (fresh) {
+      const read = this.directoryRead;
+      if (read !== undefined && read.applied === meta.applied) {
+        if (nowMs - read.atMs >= reportIdleIntervalMs) {
+          this.directoryRead = { applied: read.applied, atMs: nowMs };
+          this.placement.send({ type: 'DIRECTORY', descriptors: null, nowMs });
+        }
         this.placement.send({ type: 'TICK', nowMs });
         return;
       }

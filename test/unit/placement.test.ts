@@ -385,6 +385,62 @@ describe('placement driver', () => {
     expect(d.errors).toEqual([]);
   });
 
+  it('a fresh range (same generation) counts as a new report; another generation does not', () => {
+    const d = driver();
+    leadAndWarm(d, 0, [report(meta1), bigUser()]);
+    d.send({ type: 'OP_FAILED', id: 'split:2@1', why: 'busy' });
+    d.send({ type: 'REPORT', reports: [], fresh: [[2, 2]], nowMs: 3000 });
+    d.send({ type: 'TICK', nowMs: 3000 });
+    expect(d.issued).toHaveLength(1); // range 2 is not known at generation 2
+    d.send({ type: 'REPORT', reports: [], fresh: [[9, 1]], nowMs: 3200 });
+    d.send({ type: 'TICK', nowMs: 3200 });
+    expect(d.issued).toHaveLength(1); // nor is range 9
+    d.send({ type: 'REPORT', reports: [], fresh: [[2, 1]], nowMs: 3500 });
+    d.send({ type: 'TICK', nowMs: 3500 });
+    expect(d.issued.map((op) => op.id)).toEqual(['split:2@1', 'split:2@1']);
+    expect(d.errors).toEqual([]);
+  });
+
+  it('fresh ranges and an unchanged directory keep the view from going stale', () => {
+    // A directory entry is missing; the repair is retried only on a view newer than its end.
+    const repair = (fresh: boolean) => {
+      const d = driver({ opTimeoutMs: 1000 });
+      const r3 = desc(3, 'x', null, 2);
+      leadAndWarm(d, 0, [report(meta1), report(user1), report(r3)]);
+      expect(d.issued.map((op) => op.id)).toEqual(['updateDirectory:3@2']);
+      for (let t = 5000; t <= 30_000; t += 5000) {
+        if (fresh) {
+          d.send({
+            type: 'REPORT',
+            reports: [],
+            fresh: [
+              [1, 1],
+              [2, 1],
+              [3, 2],
+            ],
+            nowMs: t,
+          });
+          d.send({ type: 'DIRECTORY', descriptors: null, nowMs: t });
+        }
+        d.send({ type: 'TICK', nowMs: t });
+      }
+      return d.issued.length;
+    };
+    // Refreshed: the repair times out and is issued again each time the view is newer.
+    expect(repair(true)).toBeGreaterThan(3);
+    // Not refreshed: after reportStaleMs the report and the read are stale: nothing more.
+    expect(repair(false)).toBe(1);
+  });
+
+  it('an unchanged directory before any read is no read', () => {
+    const d = driver({ warmupMs: 0 });
+    d.send({ type: 'LEAD', nowMs: 0 });
+    d.send({ type: 'DIRECTORY', descriptors: null, nowMs: 0 });
+    d.send({ type: 'REPORT', reports: [report(meta1), bigUser()], nowMs: 0 });
+    d.send({ type: 'TICK', nowMs: 1000 });
+    expect(d.issued).toEqual([]); // not warm: no directory read yet
+  });
+
   it('takes an answer the port sends back synchronously', () => {
     const ids: string[] = [];
     const actor = createActor(placementMachine, {
