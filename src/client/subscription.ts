@@ -37,8 +37,9 @@ import { decode, encode, type WireResult } from '../protocol/wire.ts';
 import { asCachedRange, type CachedRange } from './range-cache.ts';
 
 /**
- * One mutation delivered by a subscription. Its buffers may be shared with the other
- * subscriptions of the same client that read the same page: copy them before changing them.
+ * One mutation delivered by a subscription. The event (and its buffers) may be shared with
+ * the other subscriptions of the same client that stand at the same place of the stream:
+ * do not change it; copy what you want to change.
  */
 export interface SubscribeEvent {
   key: Buffer;
@@ -438,6 +439,49 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
     return this;
   }
 
+  /**
+   * The events of range `rangeId`'s page, as delivered at `streams` (which it moves past
+   * the page's events and split markers). Made once per page and place: another
+   * subscription of the same prefix at the same streams gets the same batch.
+   */
+  private deliver(rangeId: number, page: EventsPage, streams: Map<number, number>): Delivered[] {
+    const at = [...streams]
+      .sort((a, b) => a[0] - b[0])
+      .map(([id, revision]) => `${id}:${revision}`)
+      .join(',');
+    let made = madeFromPage.get(page);
+    const known = made?.get(at);
+    if (known !== undefined) {
+      streams.clear();
+      for (const [id, revision] of known.after) streams.set(id, revision);
+      return known.batch;
+    }
+    // The streams as they are before the page; copied again only when a split marker
+    // changes them, so each event's cursor is this plus its own revision.
+    let base = new CursorBase(this.tag, new Map(streams));
+    const batch: Delivered[] = [];
+    let last = -1;
+    for (const e of page.events) {
+      if (!streams.has(rangeId)) {
+        throw new InternalError(`an event of range ${rangeId} after it left the prefix`);
+      }
+      if (e.op === 'split') {
+        followSplit(streams, this.span, rangeId, e);
+        this.source.learn?.([e.left, e.right]);
+        base = new CursorBase(this.tag, new Map(streams));
+        last = -1;
+        continue;
+      }
+      last = e.revision;
+      batch.push(new Delivered(e, rangeId, base));
+    }
+    // The events after the last marker move the range's stream to the last of them.
+    if (last >= 0) streams.set(rangeId, last);
+    if (made === undefined) madeFromPage.set(page, (made = new Map()));
+    made.set(at, { batch, after: new Map(streams) });
+    return batch;
+  }
+
   /** Ends the subscription: a loop over it ends; polls in flight are abandoned. */
   close(): void {
     this.stop.abort();
@@ -548,27 +592,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
         const rangeId = outcome.rangeId;
         polling.delete(rangeId);
         if ('error' in outcome) throw outcome.error;
-        // The streams as they are before the page; copied again only when a split marker
-        // changes them, so each event's cursor is this plus its own revision.
-        let base = new CursorBase(this.tag, new Map(streams));
-        const batch: Delivered[] = [];
-        let last = -1;
-        for (const e of outcome.page.events) {
-          if (!streams.has(rangeId)) {
-            throw new InternalError(`an event of range ${rangeId} after it left the prefix`);
-          }
-          if (e.op === 'split') {
-            followSplit(streams, this.span, rangeId, e);
-            this.source.learn?.([e.left, e.right]);
-            base = new CursorBase(this.tag, new Map(streams));
-            last = -1;
-            continue;
-          }
-          last = e.revision;
-          batch.push(new Delivered(e, rangeId, base));
-        }
-        // The events after the last marker move the range's stream to the last of them.
-        if (last >= 0) streams.set(rangeId, last);
+        const batch = this.deliver(rangeId, outcome.page, streams);
         // The consumer takes the batch's events one by one (next); the generator goes on
         // once it asks for more after the last.
         if (batch.length > 0) yield batch;
@@ -589,6 +613,16 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
     }
   }
 }
+
+/**
+ * The batches made from a page (the client shares a page among the subscriptions that
+ * polled for the same thing), by the streams they were made at, with the streams after
+ * the page: subscriptions that stand at the same place share the events too.
+ */
+const madeFromPage = new WeakMap<
+  EventsPage,
+  Map<string, { batch: Delivered[]; after: ReadonlyMap<number, number> }>
+>();
 
 /**
  * A SubscribeEvent as delivered: a class (a getter in an object literal makes every event
