@@ -1255,6 +1255,20 @@ export class RaftCore {
     return { index: first, term: this.term };
   }
 
+  /**
+   * A lease read without a read id (TiKV's local reader): the index a linearizable read
+   * may be served at now (the committed index), when a lease is held; undefined otherwise
+   * (then use read()). The host serves the read at once if it has applied that index, and
+   * otherwise goes through read(). Counts as activity: the range stays awake (quiescence
+   * would drop the lease). Same safety as read()'s lease path: the index is taken now.
+   */
+  leaseReadIndex(): LogIndex | undefined {
+    if (!this.hasValidLease()) return undefined;
+    this.idleTicks = 0;
+    this.stats.leaseReads++;
+    return this.log.committed;
+  }
+
   /** A linearizable read: by lease when one is held, else by ReadIndex. Leader only. */
   read(id: number): void {
     assert(this.role === 'leader', 'reads reach the leader only');

@@ -188,6 +188,15 @@ export class RangeReplica {
    * Starts a linearizable read; its ReadState comes out of ready(). A quiescent leader
    * wakes first and holds no lease then: the read uses ReadIndex.
    */
+  /**
+   * The index a read can be served at now by the lease (core.leaseReadIndex), or
+   * undefined: not the leader, quiescent (no lease), or no valid lease. Sends no event.
+   */
+  leaseReadIndex(): LogIndex | undefined {
+    if (this.state !== 'leader' || this.asleep) return undefined;
+    return this.core.leaseReadIndex();
+  }
+
   read(id: number): ReadError | null {
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();

@@ -1051,8 +1051,15 @@ export class Node {
       return;
     }
     h.ops++;
-    this.touch(h);
     if (op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead') {
+      // A read the lease covers, at an index this node has applied (and made visible), is
+      // served at once: no read id, no turn (TiKV's local reader).
+      const at = h.replica.leaseReadIndex();
+      if (at !== undefined && h.applied >= at) {
+        this.serveRead(h, op, done);
+        return;
+      }
+      this.touch(h);
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
         done(this.notLeader(h));
@@ -1061,6 +1068,7 @@ export class Node {
       h.reads.set(id, { op, done });
       return;
     }
+    this.touch(h);
     if (op.op === 'split') {
       if (op.generation !== undefined && op.generation !== h.descriptor.generation) {
         done(this.mismatch(h, op.key, `split expected generation ${op.generation}`));
@@ -1595,26 +1603,31 @@ export class Node {
       const r = h.reads.get(w.id);
       if (!r) continue;
       h.reads.delete(w.id);
-      // Checked at serve time: after a split applied here, h serves nothing of the
-      // right-hand span.
-      if (!inSpan(h.descriptor, r.op.key)) {
-        r.done(this.mismatch(h, r.op.key, 'key outside the range'));
-        continue;
-      }
-      if (r.op.op === 'scan') {
-        r.done(this.scan(h, r.op));
-        continue;
-      }
-      if (r.op.op === 'eventsHead') {
-        // Linearizable: every write acknowledged before the op was sent is at or below
-        // h.applied, so polling after it streams exactly what comes later.
-        r.done({ ok: true, after: h.applied, descriptors: [descriptorToWire(h.descriptor)] });
-        continue;
-      }
-      const rec = this.store.get(r.op.key);
-      r.done({ ok: true, value: rec?.value ?? null });
+      this.serveRead(h, r.op, r.done);
     }
     h.readsWaiting = keep;
+  }
+
+  /** A read (get, scan, eventsHead) whose index h has applied: answered from LMDB now. */
+  private serveRead(h: RangeHost, op: WireOp, done: Done): void {
+    // Checked at serve time: after a split applied here, h serves nothing of the
+    // right-hand span.
+    if (!inSpan(h.descriptor, op.key)) {
+      done(this.mismatch(h, op.key, 'key outside the range'));
+      return;
+    }
+    if (op.op === 'scan') {
+      done(this.scan(h, op));
+      return;
+    }
+    if (op.op === 'eventsHead') {
+      // Linearizable: every write acknowledged before the op was sent is at or below
+      // h.applied, so polling after it streams exactly what comes later.
+      done({ ok: true, after: h.applied, descriptors: [descriptorToWire(h.descriptor)] });
+      return;
+    }
+    const rec = this.store.get(op.key);
+    done({ ok: true, value: rec?.value ?? null });
   }
 
   /**

@@ -86,6 +86,8 @@ interface Summary {
   faults: number;
   crashes: number;
   operations: number;
+  localReads: number;
+  queuedReads: number;
   /** Runs in which some replica went quiescent; ...UnderFaults: before the cluster settled. */
   quiescedRuns: number;
   quiescedUnderFaultsRuns: number;
@@ -118,6 +120,8 @@ function emptySummary(): Summary {
     faults: 0,
     crashes: 0,
     operations: 0,
+    localReads: 0,
+    queuedReads: 0,
     quiescedRuns: 0,
     quiescedUnderFaultsRuns: 0,
     quiesces: 0,
@@ -147,6 +151,8 @@ function addRun(s: Summary, r: SeedResult): void {
     faults: r.faults,
     crashes: r.crashes,
     operations: r.operations,
+    localReads: r.localReads,
+    queuedReads: r.queuedReads,
     quiescedRuns: r.quiesces > 0 ? 1 : 0,
     quiescedUnderFaultsRuns: r.quiescesUnderFaults > 0 ? 1 : 0,
     quiesces: r.quiesces,
@@ -198,7 +204,8 @@ function runSeeds(): void {
       console.log(
         `${name.padEnd(20)} seeds=${s.seeds} simulated_s=${(s.simulatedMs / 1000).toFixed(0)} ` +
           `messages=${s.messages} faults=${s.faults} crashes=${s.crashes} ` +
-          `operations_checked=${s.operations} violations=${s.violations}`,
+          `operations_checked=${s.operations} local_reads=${s.localReads} ` +
+          `queued_reads=${s.queuedReads} violations=${s.violations}`,
       );
       if (s.quiesces > 0) {
         console.log(
@@ -226,6 +233,8 @@ function runSeeds(): void {
       JSON.stringify({
         seeds: total.seeds,
         operations: total.operations,
+        local_reads: total.localReads,
+        queued_reads: total.queuedReads,
         violations: total.violations,
         quiesced_runs: total.quiescedRuns,
         quiesced_under_faults_runs: total.quiescedUnderFaultsRuns,

@@ -147,6 +147,9 @@ export interface SeedResult {
   readonly faults: number;
   readonly crashes: number;
   readonly operations: number;
+  /** Reads served at once by the lease, and reads that took a read id (RunStats). */
+  readonly localReads: number;
+  readonly queuedReads: number;
   readonly quiesces: number;
   readonly quiescesUnderFaults: number;
   readonly wakes: number;
@@ -209,6 +212,8 @@ export function runSeed(seed: number, cfg?: SimConfig, traceLive = false): SeedR
     faults: world.stats.faults,
     crashes: world.stats.crashes,
     operations: world.history.length,
+    localReads: world.stats.localReads,
+    queuedReads: world.stats.queuedReads,
     quiesces: world.stats.quiesces,
     quiescesUnderFaults: world.stats.quiescesUnderFaults,
     wakes: world.stats.wakes,

@@ -117,6 +117,30 @@ describe('range machine', () => {
     expect(r.core.log.committed).toBe(2);
   });
 
+  it('leaseReadIndex: the committed index under a lease, nothing otherwise, and it keeps the range awake', () => {
+    const r = singleLeader(() => true);
+    expect(r.leaseReadIndex()).toBe(r.core.log.committed);
+    // Reads keep it from going quiescent (quiescence would drop the lease).
+    for (let t = 0; t < 3 * defaultOptions.quiesceAfterTicks; t++) {
+      r.tick();
+      expect(r.leaseReadIndex()).toBe(r.core.log.committed);
+    }
+    expect(r.quiescent()).toBe(false);
+    for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    expect(r.leaseReadIndex()).toBeUndefined(); // quiescent: no lease
+    const follower = new RangeReplica(2, state([1, 2, 3]), defaultOptions, env());
+    expect(follower.leaseReadIndex()).toBeUndefined();
+    // raft mode has no leases at all.
+    const raft = new RangeReplica(1, state([1]), { ...defaultOptions, mode: 'raft' }, env());
+    for (let t = 0; t < 2 * defaultOptions.electionTicks && raft.role() !== 'leader'; t++) {
+      raft.tick();
+    }
+    settle(raft);
+    expect(raft.role()).toBe('leader');
+    expect(raft.leaseReadIndex()).toBeUndefined();
+  });
+
   it('never quiesces without node liveness from the host', () => {
     const r = singleLeader();
     for (let t = 0; t < 10 * defaultOptions.quiesceAfterTicks; t++) r.tick();
