@@ -1714,6 +1714,8 @@ export class Node {
         callback: this.guarded((msg) => this.onClient(msg, h)),
       });
       this.log.info(`range ${h.rangeId}: leader at term ${h.replica.core.term}`);
+      // Reported in full at once: the driver's last report names the previous leader.
+      h.reportedAtMs = Number.NEGATIVE_INFINITY;
       if (h.rangeId === metaRangeId) this.leadPlacement(true);
     } else if (!leading && h.leaderSub) {
       if (h.rangeId === metaRangeId) this.leadPlacement(false);
