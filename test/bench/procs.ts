@@ -255,6 +255,25 @@ export function cpuSeconds(pids: readonly number[]): number {
   return user + system;
 }
 
+/**
+ * Bytes these processes have caused to be written to storage so far (/proc/<pid>/io
+ * write_bytes: page-cache pages when they reach the disk, which an fsync forces). NaN when
+ * unreadable.
+ */
+export function writeBytes(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      const m = /^write_bytes: (\d+)$/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'));
+      if (!m) return Number.NaN;
+      total += Number(m[1]);
+    } catch {
+      return Number.NaN;
+    }
+  }
+  return total;
+}
+
 /** User and system CPU seconds used so far by these processes. */
 export function cpuSplit(pids: readonly number[]): { user: number; system: number } {
   let user = 0;
