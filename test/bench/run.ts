@@ -25,8 +25,8 @@
 //   peers      NATS KV R3 and etcd x3 via the peers folder; ratios and targets
 //
 // Per workload: ops/s, p50/p99/max latency, client and server CPU per op (server: the nodes
-// and nats-server, from /proc/<pid>/stat), KiB the nodes wrote to storage per op
-// (/proc/<pid>/io), NATS messages per op (nats-server /varz), and
+// and nats-server, from /proc/<pid>/stat), KiB that reached the data's disk per op
+// (/sys/dev/block, whole machine), NATS messages per op (nats-server /varz), and
 // the nodes' counters per op (`<p>.admin.status` stats: xstate events, fsyncs = store
 // flushes, store commits, raft batches, node requests). `--json` prints one line per
 // workload instead of tables. Every process started here is stopped by PID, also on error.
@@ -92,6 +92,7 @@ import { type PeerRow, peersSetupHelp, peersSetupProblem, runPeers } from './pee
 import {
   cpuSeconds,
   cpuSplit,
+  diskWrittenBytes,
   forkTs,
   type MemoryKiB,
   type MonitoredNats,
@@ -105,7 +106,6 @@ import {
   type Varz,
   varz,
   within,
-  writeBytes,
 } from './procs.ts';
 import {
   keyName,
@@ -271,8 +271,8 @@ interface Row {
   server_cpu_nats_us_per_op?: number | null;
   /** Kernel part of server_cpu_nodes_us_per_op (syscalls, fsync). */
   server_cpu_nodes_sys_us_per_op?: number | null;
-  /** KiB the nodes had written to storage per op (/proc/<pid>/io write_bytes). */
-  nodes_write_kib_per_op?: number | null;
+  /** KiB that reached the data's disk per op (whole machine, /sys/dev/block stat). */
+  disk_write_kib_per_op?: number | null;
   /** CPU of the machine used by no process of this run (other work, this parent). */
   other_cpu_pct?: number | null;
   nats_in_msgs_per_op?: number | null;
@@ -358,7 +358,7 @@ const columns: [string, number, number, (r: Row) => number | null | undefined][]
   ['nodes', 7, 1, (r) => r.server_cpu_nodes_us_per_op],
   ['(sys)', 7, 1, (r) => r.server_cpu_nodes_sys_us_per_op],
   ['nats', 6, 1, (r) => r.server_cpu_nats_us_per_op],
-  ['wKiB', 6, 1, (r) => r.nodes_write_kib_per_op],
+  ['wKiB', 6, 1, (r) => r.disk_write_kib_per_op],
   ['msgIn', 6, 2, (r) => r.nats_in_msgs_per_op],
   ['msgOut', 7, 2, (r) => r.nats_out_msgs_per_op],
   ['xstate', 7, 3, (r) => r.xstate_events_per_op],
@@ -378,8 +378,8 @@ function cell(x: number | null | undefined, digits: number, width: number): stri
 
 const legend = [
   'cliUs/srvUs: client/server CPU us per op (server = nodes + nats-server [+ responder]),',
-  "(sys): the kernel part of the nodes' CPU (syscalls, fsync); wKiB: KiB the nodes had",
-  'written to storage per op (/proc/<pid>/io write_bytes, all nodes);',
+  "(sys): the kernel part of the nodes' CPU (syscalls, fsync); wKiB: KiB that reached the",
+  "data's disk per op (whole machine, /sys/dev/block/<dev>/stat);",
   'msgIn/msgOut: nats-server messages per op; xstate, fsync (store flushes), commit (store',
   'commits), batch (raft batches out): summed over the nodes, per op; req: NATS requests',
   'the client sent per op; bg%: machine CPU used by no process of the bench (1 core = 100).',
@@ -576,8 +576,8 @@ interface Sample {
   nodesCpu: number;
   /** System (kernel) part of nodesCpu: syscalls, fsync. */
   nodesSys: number;
-  /** Bytes the nodes have had written to storage (writeBytes). */
-  nodesWriteBytes: number;
+  /** Bytes written to the disk holding the clusters' data (diskWrittenBytes), machine-wide. */
+  diskWrittenBytes: number;
   natsCpu: number;
   otherCpu: number;
   clientCpu: number;
@@ -606,7 +606,7 @@ async function sample(p: Probe): Promise<Sample> {
     atMs: performance.now(),
     nodesCpu: nodes.user + nodes.system,
     nodesSys: nodes.system,
-    nodesWriteBytes: writeBytes(p.nodePids),
+    diskWrittenBytes: diskWrittenBytes(tmpdir()),
     natsCpu: cpuSeconds(p.natsPids),
     otherCpu: cpuSeconds(p.otherPids),
     clientCpu: cpuSeconds(p.clientPids ?? []),
@@ -715,7 +715,7 @@ function toRow(
     server_cpu_nodes_us_per_op: fixed(perOp(d((s) => s.nodesCpu) * 1e6, n), 1),
     server_cpu_nats_us_per_op: fixed(perOp(d((s) => s.natsCpu) * 1e6, n), 1),
     server_cpu_nodes_sys_us_per_op: fixed(perOp(nodesSys * 1e6, n), 1),
-    nodes_write_kib_per_op: fixed(perOp(d((s) => s.nodesWriteBytes) / 1024, n), 2),
+    disk_write_kib_per_op: fixed(perOp(d((s) => s.diskWrittenBytes) / 1024, n), 2),
     other_cpu_pct: fixed(other, 0),
     nats_in_msgs_per_op: fixed(perOp(inMsgs, n), 3),
     nats_out_msgs_per_op: fixed(perOp(outMsgs, n), 3),
