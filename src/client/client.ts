@@ -694,7 +694,9 @@ export class Client {
     signal: AbortSignal,
   ): Promise<EventsPage> {
     if (signal.aborted) throw new AbortedError('events poll aborted', { outcomeUnknown: false });
-    const key = `${rangeId}/${after}/${limit}/${waitMs}/${Buffer.from(prefix).toString('hex')}`;
+    let hex = prefixHex.get(prefix);
+    if (hex === undefined) prefixHex.set(prefix, (hex = Buffer.from(prefix).toString('hex')));
+    const key = `${rangeId}/${after}/${limit}/${waitMs}/${hex}`;
     let shared = this.sharedPolls.get(key);
     if (shared === undefined) {
       const abort = new AbortController();
@@ -1319,6 +1321,9 @@ function optionalBytes(value: Uint8Array | null | undefined, op: OpName): Buffer
   }
   return Buffer.from(value);
 }
+
+/** A subscription's prefix (the same object on every poll) in hex, for sharedPolls' keys. */
+const prefixHex = new WeakMap<Uint8Array, string>();
 
 /** An events poll in flight that several subscriptions of a client wait for. */
 interface SharedPoll {

@@ -349,7 +349,7 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
   /** A next() waiting for the next batch: later calls queue behind it. */
   private pending: Promise<IteratorResult<SubscribeEvent, void>> | undefined;
   /** The cursor of everything delivered so far (see `cursor`), encoded when read. */
-  private position: string | Delivered | undefined;
+  private position: string | Delivered | CursorBase | undefined;
   private readonly unlink: () => void;
 
   constructor(
@@ -392,7 +392,13 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
    */
   get cursor(): string | undefined {
     const p = this.position;
-    return p instanceof Delivered ? p.cursor : p;
+    if (p instanceof Delivered) return p.cursor;
+    if (p instanceof CursorBase) {
+      const cursor = encodeTagged(p.tag, p.streams);
+      this.position = cursor;
+      return cursor;
+    }
+    return p;
   }
 
   next(): Promise<IteratorResult<SubscribeEvent, void>> {
@@ -600,7 +606,8 @@ export class Subscription implements AsyncIterableIterator<SubscribeEvent> {
         const at = streams.get(rangeId);
         if (at !== undefined && outcome.page.after > at) {
           streams.set(rangeId, outcome.page.after);
-          this.position = encodeTagged(this.tag, streams);
+          // Encoded only if someone reads sub.cursor (a page per poll, per subscription).
+          this.position = new CursorBase(this.tag, new Map(streams));
         }
         if (streams.size === 0) {
           throw new InternalError('split markers left no range of the prefix to read');
