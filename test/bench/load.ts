@@ -86,7 +86,8 @@ async function rasputinTarget(): Promise<{ target: Target; setupS: number; warmS
   const value = (wid: number, n: number) => makeValue(cfg.valueBytes, wid, n, cfg.nonce);
   const current = new Map<string, Buffer | null>();
   if (cfg.op === 'fill') {
-    await bulk(cfg.keyspace, cfg.setupInflight, (i) => client.set(keyName('k', i), value(0, i)));
+    const prefix = cfg.fillPrefix ?? 'k';
+    await bulk(cfg.keyspace, cfg.setupInflight, (i) => client.set(keyName(prefix, i), value(0, i)));
   } else if (cfg.op === 'cas') {
     // Every key is owned by one worker of this process: learn them all, once.
     let missing = 0;

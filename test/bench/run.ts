@@ -20,7 +20,7 @@
 //              put, get, cas at each --inflight, each from a separate load process
 //   consensus  the in-process consensus benchmark (test/bench/consensus.ts)
 //   streams    subscribe and watch (docs/streams.md) under a put load at 64 in flight, on fresh
-//              3-node clusters (see below); in the default run: about 90 s at the default
+//              3-node clusters (see below); in the default run: about 100 s at the default
 //              --duration 8 on 2 cores (6 loads, 2 cluster starts, 3 sets of subscribers)
 //   peers      NATS KV R3 and etcd x3 via the peers folder; ratios and targets
 //
@@ -58,9 +58,9 @@
 // Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
 //   put-watchoff          a fresh cluster of nodes started with --watch off, no subscribers
 //                         (the baseline of the ratios);
-// then on a fresh cluster with --watch on (each cluster filled first, as the rasputin
-// section's is: 100,000 writes put it past the dedup window and the events retained, so
-// every row pays for expiry and compaction):
+// then on a fresh cluster with --watch on (each cluster filled first with every k_ and
+// every p_ key: past the dedup window and the events retained, so every row pays for
+// expiry and compaction and overwrites keys that exist):
 //   put-watchon           no watchers, no subscribers (the cost of publishing watch events);
 //   put+1sub              one client.subscribe('p_') subscription, from now;
 //   put+100subs           --stream-subs subscriptions (in --stream-procs processes, one Client
@@ -857,11 +857,17 @@ class Cluster {
     }
   }
 
-  /** Writes every k_ key once (the data gets and cas read). */
-  async fill(): Promise<void> {
-    log(`rasputin: fill ${keyspace} k_ keys, ${setupInflight} in flight`);
+  /** Writes every k_ key once (the data gets and cas read); or every p_ key (puts'). */
+  async fill(prefix: 'k' | 'p' = 'k'): Promise<void> {
+    log(`rasputin: fill ${keyspace} ${prefix}_ keys, ${setupInflight} in flight`);
     const fill = await runLoad(
-      { ...baseConfig(this.nats), mode: 'rasputin', op: 'fill', inflight: setupInflight },
+      {
+        ...baseConfig(this.nats),
+        mode: 'rasputin',
+        op: 'fill',
+        fillPrefix: prefix,
+        inflight: setupInflight,
+      },
       undefined,
       this.watch,
     );
@@ -1725,10 +1731,14 @@ async function streams(nats: MonitoredNats): Promise<void> {
     let failed = false;
     try {
       await cluster.start();
-      // As many writes as the dedup window and --events-retain (100,000 each) first, so that
-      // every row runs with expiry and compaction going on: a fresh cluster's first rows
-      // were cheaper per write than its last (put-watchon 198 us, put-watchon-again 357 us).
-      await cluster.fill();
+      // Every k_ and every p_ key written first: 200,000 writes put the cluster past the
+      // dedup window and the events retained (100,000 each), so every row pays for expiry
+      // and compaction, and the put load overwrites keys that exist (events with their
+      // prevValue) from its first row on. Without it later rows were dearer per write
+      // than earlier ones on the same cluster (after a k_ fill only: put-watchon 248 us and
+      // 35 KiB of disk writes per put, put-watchon-again 362 us and 55 KiB).
+      await cluster.fill('k');
+      await cluster.fill('p');
       for (const [, workload, subscribers, watchers] of runs) {
         const row = await streamsRow(cluster, workload, subscribers, watchers);
         if (workload === 'put-watchoff') baseline.push(row);

@@ -14,6 +14,8 @@ export interface LoadConfig {
   mode: 'rasputin' | 'echo';
   /** fill writes every k_ key once; the others run the timed closed loop. */
   op: Op | 'fill' | 'echo';
+  /** fill: whose keys it writes, keyName(fillPrefix, i) for every i; default 'k'. */
+  fillPrefix?: 'k' | 'p';
   servers: string;
   inflight: number;
   warmupS: number;
