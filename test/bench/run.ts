@@ -22,7 +22,7 @@
 //              separate load process
 //   consensus  the in-process consensus benchmark (test/bench/consensus.ts)
 //   streams    subscribe and watch (docs/streams.md) under a put load at 64 in flight, on fresh
-//              3-node clusters (see below); in the default run: about 100 s at the default
+//              3-node clusters (see below); in the default run: about 160 s at the default
 //              --duration 8 on 2 cores (6 loads, 2 cluster starts, 3 sets of subscribers)
 //   peers      NATS KV R3 and etcd x3 via the peers folder; ratios and targets
 //
@@ -61,8 +61,8 @@
 //   put-watchoff          a fresh cluster of nodes started with --watch off, no subscribers
 //                         (the baseline of the ratios);
 // then on a fresh cluster with --watch on (each cluster filled first with every k_ and
-// every p_ key: past the dedup window and the events retained, so every row pays for
-// expiry and compaction and overwrites keys that exist):
+// every p_ key, then 30 s of puts: the rows run in the store's steady state, expiring
+// request records and compacting events, overwriting keys that exist):
 //   put-watchon           no watchers, no subscribers (the cost of publishing watch events);
 //   put+1sub              one client.subscribe('p_') subscription, from now;
 //   put+100subs           --stream-subs subscriptions (in --stream-procs processes, one Client
@@ -1746,6 +1746,22 @@ async function streams(nats: MonitoredNats): Promise<void> {
       // 35 KiB of disk writes per put, put-watchon-again 362 us and 55 KiB).
       await cluster.fill('k');
       await cluster.fill('p');
+      // Then puts until the store is in its steady state (disk writes per put rose for
+      // another ~150,000 writes after the fills: 40.7 -> 53.9 KiB across the rows).
+      log(`streams: warm-up: puts for ${streamWarmS} s`);
+      const warm = await runLoad(
+        {
+          ...baseConfig(nats),
+          mode: 'rasputin',
+          op: 'put',
+          inflight: streamInflight,
+          warmupS: 0,
+          durationS: streamWarmS,
+        },
+        undefined,
+        cluster.watch,
+      );
+      log(`streams: warm-up: ${warm.result.ops} puts`);
       for (const [, workload, subscribers, watchers] of runs) {
         const row = await streamsRow(cluster, workload, subscribers, watchers);
         if (workload === 'put-watchoff') baseline.push(row);
@@ -1762,6 +1778,8 @@ async function streams(nats: MonitoredNats): Promise<void> {
 }
 
 const streamRows: Row[] = [];
+/** Seconds of puts on each streams cluster before its rows (after the fills). */
+const streamWarmS = 30;
 
 /** Text mode: events delivered, lag, and each row against put-watchoff. */
 function streamsSummary(): void {
