@@ -17,9 +17,9 @@
 //   ceiling    bare NATS request/reply through the same nats-server and closed loop: a
 //              responder process that answers at once (the harness's ceiling)
 //   rasputin   nats-server (with monitoring) and a 3-node cluster in temp dirs; fill (every
-//              k_ key, then every p_ key: 200,000 writes, so puts run past the dedup window,
-//              in the steady state), then put, get, cas at each --inflight, each from a
-//              separate load process
+//              k_ key, then every p_ key) and 30 s of puts, so the rows run in the store's
+//              steady state (request records expiring, events compacted), then put, get,
+//              cas at each --inflight, each from a separate load process
 //   consensus  the in-process consensus benchmark (test/bench/consensus.ts)
 //   streams    subscribe and watch (docs/streams.md) under a put load at 64 in flight, on fresh
 //              3-node clusters (see below); in the default run: about 160 s at the default
@@ -749,6 +749,9 @@ function toRow(
   return row;
 }
 
+/** Seconds of puts after the fills, before any measured row (Cluster.warm). */
+const warmS = 30;
+
 const baseConfig = (nats: MonitoredNats): Omit<LoadConfig, 'mode' | 'op' | 'inflight'> => ({
   servers: nats.url,
   warmupS,
@@ -877,6 +880,28 @@ class Cluster {
     log(`rasputin: filled in ${fill.result.setupS.toFixed(1)} s (${fillRate.toFixed(0)} sets/s)`);
   }
 
+  /**
+   * Puts (64 in flight) for warmS seconds after the fills, so the measured rows run in the
+   * store's steady state: disk writes per put kept rising for ~150,000 writes after the
+   * fills (40.7 -> 53.9 KiB), and rows on one cluster drifted with them.
+   */
+  async warm(): Promise<void> {
+    log(`rasputin: warm-up: puts for ${warmS} s`);
+    const warm = await runLoad(
+      {
+        ...baseConfig(this.nats),
+        mode: 'rasputin',
+        op: 'put',
+        inflight: 64,
+        warmupS: 0,
+        durationS: warmS,
+      },
+      undefined,
+      this.watch,
+    );
+    log(`rasputin: warm-up: ${warm.result.ops} puts`);
+  }
+
   async client(): Promise<Client> {
     this.splitClient ??= await Client.connect({
       servers: this.nats.url,
@@ -907,6 +932,7 @@ async function rasputin(nats: MonitoredNats): Promise<void> {
     // expiring as fast as they come: about a third fewer puts per second than before).
     await cluster.fill('k');
     await cluster.fill('p');
+    await cluster.warm();
     const probe = cluster.probe;
     for (const op of workloads) {
       for (const inflight of inflights) {
@@ -1372,6 +1398,7 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
         await cluster.start();
         await cluster.fill('k');
         await cluster.fill('p');
+        await cluster.warm();
       }
       const c = cluster;
       if (want.some((k) => !cut.has(k))) {
@@ -1746,22 +1773,7 @@ async function streams(nats: MonitoredNats): Promise<void> {
       // 35 KiB of disk writes per put, put-watchon-again 362 us and 55 KiB).
       await cluster.fill('k');
       await cluster.fill('p');
-      // Then puts until the store is in its steady state (disk writes per put rose for
-      // another ~150,000 writes after the fills: 40.7 -> 53.9 KiB across the rows).
-      log(`streams: warm-up: puts for ${streamWarmS} s`);
-      const warm = await runLoad(
-        {
-          ...baseConfig(nats),
-          mode: 'rasputin',
-          op: 'put',
-          inflight: streamInflight,
-          warmupS: 0,
-          durationS: streamWarmS,
-        },
-        undefined,
-        cluster.watch,
-      );
-      log(`streams: warm-up: ${warm.result.ops} puts`);
+      await cluster.warm();
       for (const [, workload, subscribers, watchers] of runs) {
         const row = await streamsRow(cluster, workload, subscribers, watchers);
         if (workload === 'put-watchoff') baseline.push(row);
@@ -1778,8 +1790,6 @@ async function streams(nats: MonitoredNats): Promise<void> {
 }
 
 const streamRows: Row[] = [];
-/** Seconds of puts on each streams cluster before its rows (after the fills). */
-const streamWarmS = 30;
 
 /** Text mode: events delivered, lag, and each row against put-watchoff. */
 function streamsSummary(): void {
