@@ -749,7 +749,7 @@ function toRow(
   return row;
 }
 
-/** Seconds of puts after the fills, before any measured row (Cluster.warm). */
+/** Seconds of puts after the fills, before any measured row (Cluster.prepare). */
 const warmS = 30;
 
 const baseConfig = (nats: MonitoredNats): Omit<LoadConfig, 'mode' | 'op' | 'inflight'> => ({
@@ -862,8 +862,23 @@ class Cluster {
     }
   }
 
-  /** Writes every k_ key once (the data gets and cas read); or every p_ key (puts'). */
-  async fill(prefix: 'k' | 'p' = 'k'): Promise<void> {
+  /**
+   * Before any measured row: every k_ key (gets and cas read them), every p_ key (puts
+   * overwrite them), then warmS seconds of puts. 200,000 writes put the cluster past the
+   * dedup window and the events retained (100,000 each), and disk writes per put kept
+   * rising for ~150,000 writes more (40.7 -> 53.9 KiB): without all of it later rows on a
+   * cluster were dearer per write than earlier ones (after a k_ fill only: put-watchon
+   * 248 us and 35 KiB per put, put-watchon-again 362 us and 55 KiB). The rows run in the
+   * store's steady state: request records expiring, events compacted, keys overwritten.
+   */
+  async prepare(): Promise<void> {
+    await this.fill('k');
+    await this.fill('p');
+    await this.warm();
+  }
+
+  /** Writes every k_ key once, or every p_ key. */
+  private async fill(prefix: 'k' | 'p'): Promise<void> {
     log(`rasputin: fill ${keyspace} ${prefix}_ keys, ${setupInflight} in flight`);
     const fill = await runLoad(
       {
@@ -880,12 +895,8 @@ class Cluster {
     log(`rasputin: filled in ${fill.result.setupS.toFixed(1)} s (${fillRate.toFixed(0)} sets/s)`);
   }
 
-  /**
-   * Puts (64 in flight) for warmS seconds after the fills, so the measured rows run in the
-   * store's steady state: disk writes per put kept rising for ~150,000 writes after the
-   * fills (40.7 -> 53.9 KiB), and rows on one cluster drifted with them.
-   */
-  async warm(): Promise<void> {
+  /** Puts (64 in flight) for warmS seconds (see prepare). */
+  private async warm(): Promise<void> {
     log(`rasputin: warm-up: puts for ${warmS} s`);
     const warm = await runLoad(
       {
@@ -927,12 +938,7 @@ async function rasputin(nats: MonitoredNats): Promise<void> {
   let failed = false;
   try {
     await cluster.start();
-    // Every k_ key (gets and cas read them) and every p_ key (puts overwrite them): 200,000
-    // writes, past the dedup window, so puts run in the steady state (request records
-    // expiring as fast as they come: about a third fewer puts per second than before).
-    await cluster.fill('k');
-    await cluster.fill('p');
-    await cluster.warm();
+    await cluster.prepare();
     const probe = cluster.probe;
     for (const op of workloads) {
       for (const inflight of inflights) {
@@ -1396,9 +1402,7 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
         cluster = new Cluster(nats);
         cut = new Set();
         await cluster.start();
-        await cluster.fill('k');
-        await cluster.fill('p');
-        await cluster.warm();
+        await cluster.prepare();
       }
       const c = cluster;
       if (want.some((k) => !cut.has(k))) {
@@ -1765,15 +1769,7 @@ async function streams(nats: MonitoredNats): Promise<void> {
     let failed = false;
     try {
       await cluster.start();
-      // Every k_ and every p_ key written first: 200,000 writes put the cluster past the
-      // dedup window and the events retained (100,000 each), so every row pays for expiry
-      // and compaction, and the put load overwrites keys that exist (events with their
-      // prevValue) from its first row on. Without it later rows were dearer per write
-      // than earlier ones on the same cluster (after a k_ fill only: put-watchon 248 us and
-      // 35 KiB of disk writes per put, put-watchon-again 362 us and 55 KiB).
-      await cluster.fill('k');
-      await cluster.fill('p');
-      await cluster.warm();
+      await cluster.prepare();
       for (const [, workload, subscribers, watchers] of runs) {
         const row = await streamsRow(cluster, workload, subscribers, watchers);
         if (workload === 'put-watchoff') baseline.push(row);
