@@ -15,7 +15,7 @@
 
 import { connect } from '@nats-io/transport-node';
 import { Client } from '../../src/client/index.ts';
-import { boundChild, sendToParent } from './procs.ts';
+import { boundChild, runChild, sendToParent } from './procs.ts';
 import {
   keyName,
   type LoadConfig,
@@ -276,13 +276,4 @@ async function main(): Promise<LoadResult> {
   };
 }
 
-main().then(
-  async (result) => {
-    await send({ type: 'result', result });
-    process.exit(0);
-  },
-  async (err: unknown) => {
-    await send({ type: 'error', message: (err as Error).stack ?? String(err) });
-    process.exit(1);
-  },
-);
+runChild(main);

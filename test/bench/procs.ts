@@ -238,6 +238,23 @@ export function boundChild(what: string, ms: number): void {
   process.on('disconnect', () => process.exit(4));
 }
 
+/**
+ * Runs a forked child's main and reports its end to the parent: { type: 'result', result }
+ * and exit 0, or { type: 'error', message } and exit 1.
+ */
+export function runChild<T>(main: () => Promise<T>): void {
+  main().then(
+    async (result) => {
+      await sendToParent({ type: 'result', result });
+      process.exit(0);
+    },
+    async (err: unknown) => {
+      await sendToParent({ type: 'error', message: (err as Error).stack ?? String(err) });
+      process.exit(1);
+    },
+  );
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }

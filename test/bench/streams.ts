@@ -19,7 +19,7 @@
 // the process.
 
 import { Client } from '../../src/client/index.ts';
-import { boundChild, sendToParent, sleep } from './procs.ts';
+import { boundChild, runChild, sendToParent, sleep } from './procs.ts';
 import type { StreamsCommand, StreamsConfig, StreamsMessage, StreamsResult } from './shape.ts';
 
 const cfg = JSON.parse(process.env.BENCH_STREAMS ?? '{}') as StreamsConfig;
@@ -211,13 +211,4 @@ async function main(): Promise<StreamsResult> {
   return result;
 }
 
-main().then(
-  async (result) => {
-    await send({ type: 'result', result });
-    process.exit(0);
-  },
-  async (err: unknown) => {
-    await send({ type: 'error', message: (err as Error).stack ?? String(err) });
-    process.exit(1);
-  },
-);
+runChild(main);
