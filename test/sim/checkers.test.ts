@@ -32,9 +32,9 @@ describe('simulator checkers', () => {
     for (let seed = 0; seed < 60; seed++) {
       const r = runSeed(seed, idle);
       expect(r.violations).toEqual([]);
-      if (r.quiescesUnderFaults > 0 && r.wakes > 0) quiescedRuns++;
-      lapseElections += r.lapseElections;
-      lapseElectionsLeaderDown += r.lapseElectionsLeaderDown;
+      if (r.stats.quiescesUnderFaults > 0 && r.stats.wakes > 0) quiescedRuns++;
+      lapseElections += r.stats.lapseElections;
+      lapseElectionsLeaderDown += r.stats.lapseElectionsLeaderDown;
     }
     expect(quiescedRuns).toBeGreaterThan(50); // before the cluster settles
     expect(lapseElections).toBeGreaterThan(10);
@@ -47,11 +47,11 @@ describe('simulator checkers', () => {
     for (let seed = 0; seed < 40; seed++) {
       const r = runSeed(seed, lossy);
       expect(r.violations).toEqual([]);
-      totals.applied += r.splits.splitsApplied;
-      totals.refused += r.splits.splitsRefused;
-      totals.created += r.splits.uninitializedCreated;
-      totals.initialized += r.splits.uninitializedInitialized;
-      totals.snapshotSplits += r.splits.snapshotSplits;
+      totals.applied += r.stats.splitsApplied;
+      totals.refused += r.stats.splitsRefused;
+      totals.created += r.stats.uninitializedCreated;
+      totals.initialized += r.stats.uninitializedInitialized;
+      totals.snapshotSplits += r.stats.snapshotSplits;
     }
     expect(totals.applied).toBeGreaterThan(60);
     expect(totals.refused).toBeGreaterThan(0); // a split proposed under a stale generation

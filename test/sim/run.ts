@@ -142,33 +142,10 @@ export const stressConfigurations: readonly SimConfig[] = [
 export interface SeedResult {
   readonly seed: number;
   readonly config: SimConfig;
-  readonly simulatedMs: number;
-  readonly messages: number;
-  readonly faults: number;
-  readonly crashes: number;
+  /** Operations in the checked history. */
   readonly operations: number;
-  /** Reads served at once by the lease, and reads that took a read id (RunStats). */
-  readonly localReads: number;
-  readonly queuedReads: number;
-  readonly quiesces: number;
-  readonly quiescesUnderFaults: number;
-  readonly wakes: number;
-  readonly lapses: number;
-  readonly lapseElections: number;
-  readonly lapseElectionsLeaderDown: number;
-  /** Split statistics (RunStats). */
-  readonly splits: Pick<
-    RunStats,
-    | 'splitsRequested'
-    | 'splitsApplied'
-    | 'splitsRefused'
-    | 'rangesAtEnd'
-    | 'uninitializedCreated'
-    | 'uninitializedInitialized'
-    | 'snapshotSplits'
-    | 'earlyReplayed'
-    | 'mismatches'
-  >;
+  /** The world's counters at the end of the run (RunStats). */
+  readonly stats: Readonly<RunStats>;
   readonly violations: readonly Violation[];
   readonly trace: readonly string[];
 }
@@ -207,30 +184,8 @@ export function runSeed(seed: number, cfg?: SimConfig, traceLive = false): SeedR
   return {
     seed,
     config: c,
-    simulatedMs: world.stats.simulatedMs,
-    messages: world.stats.messages,
-    faults: world.stats.faults,
-    crashes: world.stats.crashes,
     operations: world.history.length,
-    localReads: world.stats.localReads,
-    queuedReads: world.stats.queuedReads,
-    quiesces: world.stats.quiesces,
-    quiescesUnderFaults: world.stats.quiescesUnderFaults,
-    wakes: world.stats.wakes,
-    lapses: world.stats.lapses,
-    lapseElections: world.stats.lapseElections,
-    lapseElectionsLeaderDown: world.stats.lapseElectionsLeaderDown,
-    splits: {
-      splitsRequested: world.stats.splitsRequested,
-      splitsApplied: world.stats.splitsApplied,
-      splitsRefused: world.stats.splitsRefused,
-      rangesAtEnd: world.stats.rangesAtEnd,
-      uninitializedCreated: world.stats.uninitializedCreated,
-      uninitializedInitialized: world.stats.uninitializedInitialized,
-      snapshotSplits: world.stats.snapshotSplits,
-      earlyReplayed: world.stats.earlyReplayed,
-      mismatches: world.stats.mismatches,
-    },
+    stats: world.stats,
     violations,
     trace: world.trace,
   };
