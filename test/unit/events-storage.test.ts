@@ -32,6 +32,7 @@ import {
 } from '../../src/storage/descriptor.ts';
 import { eventBytes, eventsDeletedPerEntry } from '../../src/storage/events.ts';
 import { type EventsRead, Store, type StoredEvent } from '../../src/storage/store.ts';
+import { cas, del, set, split } from './commands-fixture.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
 const b = (s: string): Buffer => Buffer.from(s);
@@ -81,27 +82,6 @@ const whole = range(1, '', null);
 
 type Item = Command | RangeCommand | 'noop' | Uint8Array;
 
-const set = (key: string, value: string, id = ''): Command => ({
-  op: 'set',
-  key: b(key),
-  value: b(value),
-  id: b(id),
-});
-const cas = (key: string, expect: string | null, value: string, id = ''): Command => ({
-  op: 'cas',
-  key: b(key),
-  expect: expect === null ? null : b(expect),
-  value: b(value),
-  id: b(id),
-});
-const del = (key: string, id = ''): Command => ({ op: 'del', key: b(key), id: b(id) });
-const split = (key: string, generation: number, rightId: number): Command => ({
-  op: 'split',
-  key: b(key),
-  generation,
-  rightId,
-  id: new Uint8Array(0),
-});
 const compact = (upTo: number): RangeCommand => ({ op: 'compactEvents', upTo });
 
 function encodeItem(item: Exclude<Item, 'noop'>): Uint8Array {

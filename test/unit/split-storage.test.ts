@@ -20,6 +20,7 @@ import {
   systemPrefix,
 } from '../../src/storage/descriptor.ts';
 import { Store } from '../../src/storage/store.ts';
+import { set, split } from './commands-fixture.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
 const b = (s: string) => Buffer.from(s);
@@ -77,20 +78,6 @@ async function run(
   await durable;
   return (await results).get(rangeId)!;
 }
-
-const set = (key: string, value: string, id = ''): Command => ({
-  op: 'set',
-  key: b(key),
-  value: b(value),
-  id: b(id),
-});
-const split = (key: string, generation: number, rightId: number): Command => ({
-  op: 'split',
-  key: b(key),
-  generation,
-  rightId,
-  id: new Uint8Array(0),
-});
 
 describe('split', () => {
   it('shrinks the range and creates the right-hand one at the split entry, moving no data', async () => {
