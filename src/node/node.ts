@@ -1805,7 +1805,7 @@ export class Node {
     const fresh: number[] = [];
     const now = performance.now();
     const meta = this.ranges.get(metaRangeId);
-    const metaLeader = meta?.nodeOf.get(meta.replica.core.status().leader);
+    const metaLeader = meta?.nodeOf.get(meta.replica.core.leader);
     const everyone = metaLeader !== this.reportedMetaLeader;
     this.reportedMetaLeader = metaLeader;
     const freshDue = now - this.freshSentAtMs >= reportIdleIntervalMs;
