@@ -128,7 +128,6 @@ interface RangeHost {
   compactingEvents: boolean;
 }
 
-/** Messages for a range not here yet wait this long for its split to apply here. */
 /** Every replica's consensus options (one object for all: thousands of ranges). */
 const replicaOptions = {
   ...defaultOptions,
@@ -136,6 +135,7 @@ const replicaOptions = {
   snapshotChunkBytesMax: 256 * 1024,
 } as const;
 
+/** Messages for a range not here yet wait this long for its split to apply here. */
 const earlyHoldMs = 1000;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
