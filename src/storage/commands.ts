@@ -7,11 +7,13 @@
 // error result.
 //
 // At most once (DESIGN.md, "Client semantics"): an applied request id and its first result
-// are kept in a request record of its own, stored under (user key, id) next to the key (see
-// store.ts), so a hot key's cost per command does not grow with the requests it has seen.
-// Request records expire by log position, never by time: a command at index i treats the
-// requests recorded before i - dedupWindowEntries as forgotten (the store deletes them a
-// few per applied entry).
+// are kept under the user key: the key's few most recent ones inside its data record
+// (DataRecord.requests), older ones, big results and those of absent keys in a request
+// record of their own next to the key (store.ts), so a hot key's cost per command does not
+// grow with the requests it has seen. Request records expire by log position, never by
+// time: a command at index i treats the requests recorded before i - dedupWindowEntries as
+// forgotten (the store drops them from a data record when it rewrites it, and deletes the
+// separate ones a few per applied entry).
 
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
@@ -95,11 +97,35 @@ export interface RequestRecord {
   readonly result: ApplyResult;
 }
 
+/** A request remembered inside its key's data record: [id, index applied at, result]. */
+export type InlineRequest = readonly [id: Uint8Array, index: LogIndex, result: ApplyResult];
+
 /** What the `data` database holds under a user key. A deleted key has no record. */
 export interface DataRecord {
   readonly value: Uint8Array;
   /** Log index of the last change of `value`. */
   readonly revision: LogIndex;
+  /**
+   * The key's most recent request ids, oldest first (absent when none): at most
+   * inlineRequestsMax, whose results carry at most inlineResultBytesMax value bytes in all.
+   * Entries out of the dedup window may linger until the record is next rewritten; they
+   * are forgotten all the same (isRemembered).
+   */
+  readonly requests?: readonly InlineRequest[];
+}
+
+/**
+ * Requests a data record keeps inline: writing the key rewrites its record anyway, so a
+ * request kept there costs no other page write; more would make a hot key's record (and
+ * every read of it) bigger. Every replica must use the same limits.
+ */
+export const inlineRequestsMax = 4;
+/** Value bytes (cas and del results) the inline requests of one record may carry in all. */
+export const inlineResultBytesMax = 256;
+
+/** The value bytes a request's result carries (what keeping it inline costs). */
+export function resultValueBytes(result: ApplyResult): number {
+  return result.ok && result.value instanceof Uint8Array ? result.value.length : 0;
 }
 
 /** How many log positions a request id is remembered for (see the header). */
@@ -373,7 +399,12 @@ function generationOf(bytes: Uint8Array): number | undefined {
 }
 
 export function encodeRecord(record: DataRecord): Uint8Array {
-  return packr.pack({ value: record.value, revision: record.revision });
+  const { value, revision, requests } = record;
+  return packr.pack(
+    requests === undefined || requests.length === 0
+      ? { value, revision }
+      : { value, revision, requests },
+  );
 }
 
 function isApplyResult(x: unknown): x is ApplyResult {
@@ -388,13 +419,32 @@ function isApplyResult(x: unknown): x is ApplyResult {
   return r.ok === false && typeof r.code === 'string' && typeof r.msg === 'string';
 }
 
-/** A decoded DataRecord, or undefined when `x` does not have its shape. */
-export function asDataRecord(x: unknown): DataRecord | undefined {
+/**
+ * A decoded DataRecord, or undefined when `x` does not have its shape (inline requests
+ * included: ids, indexes at most `applied`, results, within the inline limits, ids unique).
+ */
+export function asDataRecord(x: unknown, applied: LogIndex): DataRecord | undefined {
   if (typeof x !== 'object' || x === null) return undefined;
   const r = x as Record<string, unknown>;
   if (!isBytes(r.value)) return undefined;
   if (typeof r.revision !== 'number' || !Number.isSafeInteger(r.revision)) return undefined;
-  return { value: r.value, revision: r.revision };
+  if (r.requests === undefined) return { value: r.value, revision: r.revision };
+  if (!Array.isArray(r.requests) || r.requests.length === 0) return undefined;
+  if (r.requests.length > inlineRequestsMax) return undefined;
+  const requests: InlineRequest[] = [];
+  let valueBytes = 0;
+  for (const q of r.requests as unknown[]) {
+    if (!Array.isArray(q) || q.length !== 3) return undefined;
+    const [id, index, result] = q as [unknown, unknown, unknown];
+    if (!isBytes(id) || id.length === 0 || id.length > requestIdBytesMax) return undefined;
+    const record = asRequestRecord({ index, result });
+    if (record === undefined || record.index > applied) return undefined;
+    if (requests.some(([other]) => bytesEqual(other, id))) return undefined;
+    valueBytes += resultValueBytes(record.result);
+    requests.push([id, record.index, record.result]);
+  }
+  if (valueBytes > inlineResultBytesMax) return undefined;
+  return { value: r.value, revision: r.revision, requests };
 }
 
 /** A decoded RequestRecord, or undefined when `x` does not have its shape. */
@@ -415,7 +465,8 @@ export function decodeRecord(bytes: Uint8Array): DataRecord {
     typeof record === 'object' &&
       record !== null &&
       record.value instanceof Uint8Array &&
-      typeof record.revision === 'number',
+      typeof record.revision === 'number' &&
+      (record.requests === undefined || Array.isArray(record.requests)),
     'a stored data record decodes',
   );
   return record;

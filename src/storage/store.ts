@@ -4,24 +4,36 @@
 //   meta   string -> string                      store id, cluster id, node id, peer store ids
 //   state  rangeId (uint32) -> RangeRecord       descriptor, hard state, applied, snapshot point
 //   log    [rangeId u32 BE, index u64 BE] -> entry (binary: kind, term, data)
-//   data   user key bytes -> DataRecord          keys are global: a range owns a span
+//   data   user key bytes -> DataRecord {value, revision, requests?}   keys are global:
+//                                                                        a range owns a span
 //   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
 //   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
 //   events [rangeId u32 BE][revision u64 BE] -> event (plain msgpack map, events.ts)
 //
-// At most once (DESIGN.md, "Client semantics"): each applied request id has a record of
-// its own in `requests`, so applying a command reads and writes O(1) records however many
-// requests its key has seen. `ordered(key)` is an order-preserving, prefix-free encoding of
-// the user key (orderedKey below: 7 bits per byte, top bit set, so it never holds 0x00), so
-// the request records of one key are contiguous and those of a span [start, end) are the
-// key range [ordered(start), ordered(end)): they move with the span and travel in its
-// snapshots. `expiry` is each range's queue of its request records by the log index they
+// At most once (DESIGN.md, "Client semantics"): each applied request id is recorded under
+// its user key, in one of two places (placeRequests). A key's newest few (at most
+// inlineRequestsMax, with at most inlineResultBytesMax value bytes in their results) live
+// inside its data record: writing the key rewrites that record anyway, so they cost no
+// other page write, and they move, travel in snapshots and are dropped (once out of the
+// window) with the record. The others (older ones of a hot key, big results, those of a
+// key with no value: a del leaves no tombstone) have a record of their own in `requests`,
+// so applying a command reads and writes O(1) records however many requests its key has
+// seen. At most one record per (key, id) exists in the two places. Keeping every request
+// apart (layout 3) cost a put two more writes at random places (the record, and its
+// deletion on expiry) and a queue item: in the steady state, about 60% of a put's disk
+// writes (docs/architecture.md).
+//
+// `ordered(key)` is an order-preserving, prefix-free encoding of the user key (orderedKey
+// below: 7 bits per byte, top bit set, so it never holds 0x00), so the separate request
+// records of one key are contiguous and those of a span [start, end) are the key range
+// [ordered(start), ordered(end)): they move with the span and travel in its snapshots.
+// `expiry` is each range's queue of its separate request records by the log index they
 // were applied at: applying entry i deletes up to expiryPerEntry queue items (and the
 // request records they name) with index < i - dedupWindowEntries. Every replica applies
-// the same entries to the same queue, so all expire the same ids at the same indexes;
-// a snapshot carries the request records with their indexes and the installing replica
-// rebuilds the same queue from them (invariant: the queue holds exactly one item per
-// request record of the range, at the record's index).
+// the same entries to the same queue, so all expire the same ids at the same indexes; a
+// snapshot carries the separate request records with their indexes and the installing
+// replica rebuilds the same queue from them (invariant: the queue holds exactly one item
+// per separate request record of the range, at the record's index).
 //
 // Mutation events (DESIGN.md, "Streams"; docs/streams.md): applying entry i of a range
 // writes at most one event, under (rangeId, i), in the apply's transaction: a set or a cas
@@ -82,6 +94,7 @@ import {
   applyCommand,
   asDataRecord,
   asRequestRecord,
+  bytesEqual,
   type Command,
   compareBytes,
   type DataRecord,
@@ -92,11 +105,16 @@ import {
   dedupWindowEntries,
   encodeRecord,
   encodeRequest,
+  type InlineRequest,
+  inlineRequestsMax,
+  inlineResultBytesMax,
+  isRemembered,
   keyBytesMax,
   packr,
   type RangeCommand,
   type RequestRecord,
   requestIdBytesMax,
+  resultValueBytes,
 } from './commands.ts';
 import {
   asDescriptor,
@@ -167,9 +185,11 @@ interface SnapshotData {
 /** A request record with the key and id it is stored under (Store.inspectRequests). */
 export interface StoredRequest {
   readonly key: Uint8Array;
-  readonly id: Uint8Array;
+  readonly id: Buffer;
   readonly index: LogIndex;
   readonly result: ApplyResult;
+  /** In the key's data record (else a record of its own in `requests`). */
+  readonly inline: boolean;
 }
 
 /** What the `state` database holds per range. */
@@ -232,13 +252,18 @@ type TurnOp =
 
 /**
  * The layout of data, requests, expiry and events (stored in meta; see Store's
- * constructor). 2 had no events database and no eventsOldestRetained in range records.
+ * constructor). 2 had no events database and no eventsOldestRetained in range records; 3
+ * kept every request record in `requests` (its stores are upgraded in place: they are
+ * layout-4 stores whose data records hold no inline requests).
  */
-const storageFormat = '3';
+const storageFormat = '4';
+/** Layouts this code reads as they are: opening one records the current layout. */
+const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3']);
 /** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
 const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   [undefined, 'request ids inside data records'],
   ['2', 'no mutation events'],
+  ['3', 'every request record apart from its data record'],
 ]);
 /**
  * Expiry queue items an applied entry may delete: more than the one request an entry can
@@ -442,10 +467,19 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
   );
   assert(Array.isArray(raw.records), 'snapshot data has its records');
   assert(Array.isArray(raw.requests), 'snapshot data has its request records');
+  const records: Array<SnapshotData['records'][number]> = [];
+  /** Keys and ids of inline requests: none may also have a separate record. */
+  const inlineIds = new Set<string>();
   for (const pair of raw.records as unknown[]) {
     assert(Array.isArray(pair) && pair.length === 2, 'snapshot records are pairs');
-    assert(isSnapshotKey(pair[0]), 'snapshot keys are bytes');
-    assert(asDataRecord(pair[1]) !== undefined, 'snapshot records are data records');
+    const key = pair[0];
+    assert(isSnapshotKey(key), 'snapshot keys are bytes');
+    const record = asDataRecord(pair[1], raw.applied);
+    assert(record !== undefined, 'snapshot records are data records');
+    for (const [id] of record.requests ?? []) {
+      inlineIds.add(requestKey(key, id).toString('latin1'));
+    }
+    records.push([key, record]);
   }
   let previous: Buffer | undefined;
   for (const q of raw.requests as unknown[]) {
@@ -460,6 +494,7 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
     // Ascending and unique, so the rebuilt queue has one item per record.
     const reqKey = requestKey(q[0], q[1]);
     assert(previous === undefined || Buffer.compare(previous, reqKey) < 0, 'requests ascend');
+    assert(!inlineIds.has(reqKey.toString('latin1')), 'a request is recorded once per key');
     previous = reqKey;
   }
   const oldest = raw.oldestRetained;
@@ -486,7 +521,7 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
     assert(event !== undefined, 'snapshot events are events');
     events.push([r, event]);
   }
-  return { ...(raw as SnapshotData), events };
+  return { ...(raw as SnapshotData), records, events };
 }
 
 /**
@@ -618,8 +653,12 @@ export class Store {
         throw new Error(`${dir}: unknown storage layout ${format} (expected ${storageFormat})`);
       }
       // A store without ranges has no state in any layout; one with ranges was written by
-      // an older layout, which this code cannot read.
-      if (storeId !== undefined && this.stateDb.getKeysCount() > 0) {
+      // an older layout, which this code cannot read unless it is upgradable.
+      if (
+        !upgradableLayouts.has(format) &&
+        storeId !== undefined &&
+        this.stateDb.getKeysCount() > 0
+      ) {
         throw new Error(
           `${dir}: the store holds ranges in an older storage layout ` +
             `(${format === undefined ? '' : `${format}: `}${older}); this version reads ` +
@@ -843,11 +882,14 @@ export class Store {
     const end = Buffer.from(prefix);
     end[end.length - 1] = 1;
     const out: StoredRequest[] = [];
+    for (const [id, index, result] of this.get(key)?.requests ?? []) {
+      out.push({ key: Buffer.from(key), id: Buffer.from(id), index, result, inline: true });
+    }
     for (const { key: k, value } of this.requestsDb.getRange({ start: prefix, end })) {
       const { id } = parseRequestKey(k);
-      out.push({ key: Buffer.from(key), id, ...decodeRequest(value) });
+      out.push({ key: Buffer.from(key), id, ...decodeRequest(value), inline: false });
     }
-    return out;
+    return out.sort((a, b) => Buffer.compare(a.id, b.id));
   }
 
   /** For tests and debugging: a range's committed expiry queue, oldest first. */
@@ -992,8 +1034,7 @@ export class Store {
         ...spanBounds(s.descriptor),
         transaction,
       })) {
-        const record = decodeRecord(value);
-        records.push([key, { value: record.value, revision: record.revision }]);
+        records.push([key, decodeRecord(value)]);
       }
       const requests: Array<SnapshotData['requests'][number]> = [];
       for (const { key, value } of this.requestsDb.getRange({
@@ -1370,20 +1411,29 @@ export class Store {
       cached = { key, record: this.readRecord(key), dirty: false };
       records.set(cacheKey, cached);
     }
-    // Request records are written straight into the transaction (reads in it see them).
-    let reqKey: Buffer | undefined;
-    let prior: RequestRecord | undefined;
-    if (cmd.id.length > 0) {
-      reqKey = requestKey(key, cmd.id);
-      const stored = this.requestsDb.get(reqKey);
-      this.stats.applyReads++;
-      if (stored !== undefined) prior = decodeRequest(stored);
-    }
+    // A request id is looked up inside the key's record first, then in `requests`. At most
+    // one record per (key, id) exists in the two (placeRequest keeps it so).
     const before = cached.record;
+    let prior: RequestRecord | undefined;
+    let priorReqKey: Buffer | undefined;
+    if (cmd.id.length > 0) {
+      const inline = before?.requests?.find(([id]) => bytesEqual(id, cmd.id));
+      if (inline !== undefined) {
+        prior = { index: inline[1], result: inline[2] };
+      } else {
+        const reqKey = requestKey(key, cmd.id);
+        const stored = this.requestsDb.get(reqKey);
+        this.stats.applyReads++;
+        if (stored !== undefined) {
+          prior = decodeRequest(stored);
+          priorReqKey = reqKey;
+        }
+      }
+    }
     const outcome = applyCommand(cmd, e.index, before, prior, this.dedupWindowEntries);
+    if (outcome.record === 'unchanged' && outcome.request === undefined) return outcome.result;
+    const after = outcome.record === 'unchanged' ? before : outcome.record;
     if (outcome.record !== 'unchanged') {
-      cached.record = outcome.record;
-      cached.dirty = true;
       const event = mutationEvent(cmd, key, before, outcome.record);
       if (event !== undefined) {
         this.eventsDb.putSync(logKey(d.rangeId, e.index), asBuffer(encodeEvent(event)));
@@ -1394,15 +1444,77 @@ export class Store {
         ofRange?.set(e.index, event);
       }
     }
-    if (outcome.request !== undefined) {
-      assert(reqKey !== undefined, 'only a request with an id is recorded');
-      const rangeId = d.rangeId;
-      // An expired record the queue has not reached yet is replaced, and so is its item.
-      if (prior !== undefined) this.expiryDb.removeSync(expiryKey(rangeId, prior.index, reqKey));
-      this.requestsDb.putSync(reqKey, asBuffer(encodeRequest(outcome.request)));
-      this.expiryDb.putSync(expiryKey(rangeId, e.index, reqKey), emptyValue);
+    if (priorReqKey !== undefined && prior !== undefined && outcome.request !== undefined) {
+      // An expired separate record the queue has not reached yet: replaced below.
+      this.requestsDb.removeSync(priorReqKey);
+      this.expiryDb.removeSync(expiryKey(d.rangeId, prior.index, priorReqKey));
     }
+    cached.record = this.placeRequests(
+      d.rangeId,
+      key,
+      before,
+      after,
+      outcome.request === undefined ? undefined : [cmd.id, e.index, outcome.request.result],
+      e.index,
+    );
+    // (A key absent before and after, a failed cas say, has no record to write.)
+    if (before !== undefined || cached.record !== undefined) cached.dirty = true;
     return outcome.result;
+  }
+
+  /**
+   * The key's record after a command at `index` changed its value from `before` to
+   * `after` or recorded `request` (or both), with the key's request ids placed: those
+   * still remembered stay inline, the new one is appended inline, and the oldest move to
+   * `requests` (with an expiry queue item) while the inline ones are over
+   * inlineRequestsMax or inlineResultBytesMax. A key without a value after the command
+   * keeps none inline: they all move (so a del leaves no tombstone). A request whose
+   * result alone is over the byte limit goes to `requests` directly. Deterministic: every
+   * replica places the same requests the same way. Invariant kept: at most one record per
+   * (key, id), inline or separate (the caller removed a separate prior one).
+   */
+  private placeRequests(
+    rangeId: number,
+    key: Buffer,
+    before: DataRecord | undefined,
+    after: DataRecord | undefined,
+    request: InlineRequest | undefined,
+    index: LogIndex,
+  ): DataRecord | undefined {
+    const inline: InlineRequest[] = [];
+    for (const q of before?.requests ?? []) {
+      if (!isRemembered(q[1], index, this.dedupWindowEntries)) continue; // forgotten: dropped
+      if (request !== undefined && bytesEqual(q[0], request[0])) continue; // replaced
+      inline.push(q);
+    }
+    if (after === undefined) {
+      for (const q of inline) this.putSeparateRequest(rangeId, key, q);
+      if (request !== undefined) this.putSeparateRequest(rangeId, key, request);
+      return undefined;
+    }
+    if (request !== undefined) {
+      if (resultValueBytes(request[2]) > inlineResultBytesMax) {
+        this.putSeparateRequest(rangeId, key, request);
+      } else {
+        inline.push(request);
+      }
+    }
+    let bytes = 0;
+    for (const q of inline) bytes += resultValueBytes(q[2]);
+    while (inline.length > inlineRequestsMax || bytes > inlineResultBytesMax) {
+      const oldest = inline.shift()!;
+      bytes -= resultValueBytes(oldest[2]);
+      this.putSeparateRequest(rangeId, key, oldest);
+    }
+    const { value, revision } = after;
+    return inline.length === 0 ? { value, revision } : { value, revision, requests: inline };
+  }
+
+  /** Stores a request of `key` in `requests`, queued for expiry at its index. */
+  private putSeparateRequest(rangeId: number, key: Buffer, [id, index, result]: InlineRequest) {
+    const reqKey = requestKey(key, id);
+    this.requestsDb.putSync(reqKey, asBuffer(encodeRequest({ index, result })));
+    this.expiryDb.putSync(expiryKey(rangeId, index, reqKey), emptyValue);
   }
 
   /** Writes the changed cached records (inside the turn's transaction) and forgets them. */

@@ -621,7 +621,7 @@ describe('events on disk', () => {
     expect(store.inspectEvents(1).revisions).toEqual(revisions(26, 30));
   });
 
-  it('refuses a store with ranges in layout 2 (no events) and upgrades one without', async () => {
+  it('refuses a store with ranges in layout 2 (no events), upgrades 3 and one without ranges', async () => {
     const dir = tempDir();
     let store = openStore(dir);
     await store.createRange(whole, config);
@@ -635,6 +635,12 @@ describe('events on disk', () => {
     expect(() => Store.open(dir)).toThrow(/older storage layout \(2: no mutation events\)/);
     await setFormat('9');
     expect(() => Store.open(dir)).toThrow(/unknown storage layout 9/);
+    // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
+    await setFormat('3');
+    store = openStore(dir);
+    expect(store.getMeta('storageFormat')).toBe('4');
+    expect(store.ranges()).toEqual([whole]);
+    await closeStore(store);
 
     const empty = tempDir();
     store = openStore(empty);
@@ -645,7 +651,7 @@ describe('events on disk', () => {
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('3');
+    expect(store.getMeta('storageFormat')).toBe('4');
   });
 });
 

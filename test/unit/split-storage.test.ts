@@ -20,7 +20,7 @@ import {
   systemPrefix,
 } from '../../src/storage/descriptor.ts';
 import { Store } from '../../src/storage/store.ts';
-import { set, split } from './commands-fixture.ts';
+import { del, set, split } from './commands-fixture.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
 const b = (s: string) => Buffer.from(s);
@@ -144,15 +144,38 @@ describe('split', () => {
   it('moves request records of the right-hand span to the new range, so retries still dedupe', async () => {
     const store = openStore();
     await store.createRange(whole, config);
-    await run(store, 1, [set('a', '1', 'id-a'), set('x', '1', 'id-x')]);
+    // a's and y's requests stay inside their data records; x's del moves x's to records of
+    // their own (x has no data record left), queued for expiry.
+    await run(store, 1, [
+      set('a', '1', 'id-a'),
+      set('x', '1', 'id-x'),
+      del('x', 'del-x'),
+      set('y', '1', 'id-y'),
+      del('b', 'del-b'),
+    ]);
     await run(store, 1, [split('m', 1, 9)]);
-    expect(store.inspectExpiry(1).map((q) => String(q.key))).toEqual(['a']);
-    expect(store.inspectExpiry(9).map((q) => [String(q.key), q.index])).toEqual([['x', 2]]);
-    // A retry of the write to x, now in range 9, returns the first result and changes nothing.
-    await run(store, 9, [set('x', '2', 'other')]);
-    const [retry] = await run(store, 9, [set('x', 'retried', 'id-x')]);
-    expect(retry).toEqual({ ok: true, duplicate: true });
+    expect(store.inspectExpiry(1).map((q) => [String(q.key), q.index])).toEqual([['b', 5]]);
+    expect(store.inspectExpiry(9).map((q) => [String(q.key), String(q.id), q.index])).toEqual([
+      ['x', 'id-x', 2],
+      ['x', 'del-x', 3],
+    ]);
+    // Retries of the writes to x and y, now in range 9, return the first result and change
+    // nothing.
+    await run(store, 9, [set('x', '2', 'other'), set('y', '2', 'other-y')]);
+    const retries = await run(store, 9, [
+      set('x', 'retried', 'id-x'),
+      del('x', 'del-x'),
+      set('y', 'retried', 'id-y'),
+    ]);
+    expect(retries).toEqual([
+      { ok: true, duplicate: true },
+      { ok: true, value: b('1'), duplicate: true },
+      { ok: true, duplicate: true },
+    ]);
     expect(String(store.get(b('x'))!.value)).toBe('2');
+    expect(String(store.get(b('y'))!.value)).toBe('2');
+    const [retryA] = await run(store, 1, [set('a', 'retried', 'id-a')]);
+    expect(retryA).toEqual({ ok: true, duplicate: true });
   });
 
   it('a snapshot taken after a split carries the shrunk span; installing it shrinks a lagging replica', async () => {

@@ -17,6 +17,7 @@ import {
   type DataRecord,
   decodeCommand,
   encodeCommand,
+  inlineRequestsMax,
   keyBytesMax,
   packr,
 } from '../../src/storage/commands.ts';
@@ -466,14 +467,16 @@ describe('state machine', () => {
     expect(await r.one(set('k', 'v1', 'A'))).toEqual({ ok: true });
     expect(s(r.store.get(b('k'))?.value)).toBe('v1');
     expect(r.store.get(b('k'))?.revision).toBe(14);
-    // Expired requests (A at 1, B at 2) were deleted by the expiry queue; the new one is kept.
+    // Expired requests (A at 1, B at 2) were dropped from k's record when it was rewritten;
+    // the new one is kept there.
     expect(requestsOf(r.store, 'k')).toEqual([['A', 14, { ok: true }]]);
     const record = r.store.get(b('k'));
     expect([s(record?.value), record?.revision, Object.keys(record ?? {}).sort()]).toEqual([
       'v1',
       14,
-      ['revision', 'value'],
+      ['requests', 'revision', 'value'],
     ]);
+    expect(record?.requests?.map(([id, index]) => [s(id), index])).toEqual([['A', 14]]);
   });
 
   it('a del keeps no tombstone: its request record carries the result until it expires', async () => {
@@ -679,13 +682,23 @@ describe('snapshots', () => {
       ['b1', `b1@${source.storeId.slice(0, 4)}`],
       ['c1', `c1@${source.storeId.slice(0, 4)}`],
     ]);
-    // The span's request records travel in key order, with their indexes and results.
+    // The span's request records travel in key order, with their indexes and results:
+    // inside the data records of keys that have one, apart for b2 (deleted).
+    expect(
+      decoded.records.map(([k, rec]) => [s(k), rec.requests?.map(([id, i]) => [s(id), i])]),
+    ).toEqual([
+      ['b1', [['b1-0', 1]]],
+      [
+        'c1',
+        [
+          ['c1-2', 3],
+          ['cas-c1', 5],
+        ],
+      ],
+    ]);
     expect(decoded.requests.map(([k, id, index]) => [s(k), s(id), index])).toEqual([
-      ['b1', 'b1-0', 1],
       ['b2', 'b2-1', 2],
       ['b2', 'del-b2', 4],
-      ['c1', 'c1-2', 3],
-      ['c1', 'cas-c1', 5],
     ]);
 
     const dir = tempDir();
@@ -777,16 +790,23 @@ describe('request records', () => {
     return new RangeDriver(store, 1);
   }
 
-  /** Invariant: the expiry queue holds one item per request record, at its index. */
+  /**
+   * Invariant: the expiry queue holds one item per request record apart from its data
+   * record, at its index; no (key, id) is recorded twice.
+   */
   function expectQueueMatchesRecords(store: Store, rangeId: number, keys: string[]): void {
     const queue = store
       .inspectExpiry(rangeId)
       .map((q) => `${s(q.key)}/${s(q.id)}@${q.index}`)
       .sort();
-    const records = keys
-      .flatMap((k) => store.inspectRequests(b(k)).map((q) => `${k}/${s(q.id)}@${q.index}`))
+    const stored = keys.flatMap((k) => store.inspectRequests(b(k)).map((q) => ({ k, q })));
+    const apart = stored
+      .filter(({ q }) => !q.inline)
+      .map(({ k, q }) => `${k}/${s(q.id)}@${q.index}`)
       .sort();
-    expect(queue).toEqual(records);
+    expect(queue).toEqual(apart);
+    const ids = stored.map(({ k, q }) => `${k}/${s(q.id)}`);
+    expect(new Set(ids).size).toBe(ids.length);
   }
 
   it('a hot key with 20,000 request ids applies a command reading O(1) records', async () => {
@@ -799,8 +819,16 @@ describe('request records', () => {
     }
     // The last turn of 1000 commands read the key's data record once and each new id once.
     expect(r.store.stats.applyReads - before).toBe(1 + 1000);
-    expect(r.store.inspectRequests(b('hot'))).toHaveLength(20_000);
-    expect(r.store.inspectExpiry(1)).toHaveLength(20_000);
+    // The 4 newest live inside the key's record, the others apart, queued for expiry.
+    const stored = r.store.inspectRequests(b('hot'));
+    expect(stored).toHaveLength(20_000);
+    expect(stored.filter((q) => q.inline).map((q) => s(q.id))).toEqual([
+      'id19.996',
+      'id19.997',
+      'id19.998',
+      'id19.999',
+    ]);
+    expect(r.store.inspectExpiry(1)).toHaveLength(20_000 - inlineRequestsMax);
 
     // A new command reads the data record and its own request record; nothing more.
     before = r.store.stats.applyReads;
@@ -814,18 +842,27 @@ describe('request records', () => {
     before = r.store.stats.applyReads;
     expect(await r.one(set('hot', 'v0.0', 'id0.0'))).toEqual({ ok: true });
     expect(r.store.stats.applyReads - before).toBe(2);
-    // The data record holds the value and revision only: its size does not grow.
+    // The data record holds the value, revision and the 4 newest requests: its size does
+    // not grow with the requests the key has seen.
     const record = r.store.get(b('hot'))!;
-    expect(Object.keys(record).sort()).toEqual(['revision', 'value']);
+    expect(Object.keys(record).sort()).toEqual(['requests', 'revision', 'value']);
     expect([s(record.value), record.revision]).toEqual(['last', 20_001]);
-    expect(packr.pack(record).length).toBeLessThan(64);
+    expect(record.requests?.map(([id]) => s(id))).toEqual([
+      'id19.997',
+      'id19.998',
+      'id19.999',
+      'id-last',
+    ]);
+    expect(packr.pack(record).length).toBeLessThan(160);
   });
 
   it('expiry deletes at most two queue items per applied entry, oldest first', async () => {
     const dir = tempDir();
     const keys = Array.from({ length: 20 }, (_, i) => `k${String(i + 1).padStart(2, '0')}`);
+    // Results over inlineResultBytesMax: every request gets a record of its own, queued.
+    const v = 'v'.repeat(300);
     let r = await range(100, dir);
-    await r.run(...keys.map((k) => cas(k, null, 'v', `id-${k}`))); // indexes 1..20
+    await r.run(...keys.map((k) => cas(k, null, v, `id-${k}`))); // indexes 1..20
     expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual(keys.map((_, i) => i + 1));
     // Reopened with a window of 5, entries 1..15 are out of it at index 21: a backlog.
     await r.store.close();
@@ -838,23 +875,23 @@ describe('request records', () => {
     expectQueueMatchesRecords(r.store, 1, keys);
     // Index 22 deletes 3 and 4; k10's request (index 10) is out of the window though not
     // deleted yet: the cas applies anew (and fails now), replacing record and queue item.
-    expect(await r.one(cas('k10', null, 'v', 'id-k10'))).toEqual({
+    expect(await r.one(cas('k10', null, v, 'id-k10'))).toEqual({
       ok: true,
       success: false,
-      value: 'v',
+      value: v,
     });
     expect(requestsOf(r.store, 'k10')).toEqual([
-      ['id-k10', 22, { ok: true, success: false, value: 'v' }],
+      ['id-k10', 22, { ok: true, success: false, value: v }],
     ]);
     expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual([
       5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 22,
     ]);
     expectQueueMatchesRecords(r.store, 1, keys);
     // A retry inside the window is still answered from its record (k20 at index 20).
-    expect(await r.one(cas('k20', null, 'v', 'id-k20'))).toEqual({
+    expect(await r.one(cas('k20', null, v, 'id-k20'))).toEqual({
       ok: true,
       success: true,
-      value: 'v',
+      value: v,
     });
     // Index 23 deleted 5 and 6. Noops drain the rest: everything below i - 5 at index i.
     for (let i = 24; i <= 40; i++) {
@@ -864,7 +901,7 @@ describe('request records', () => {
     expect(r.store.inspectExpiry(1)).toEqual([]);
     expect(keys.flatMap((k) => r.store.inspectRequests(b(k)))).toEqual([]);
     // The data stays.
-    expect(keys.map((k) => s(r.store.get(b(k))?.value))).toEqual(keys.map(() => 'v'));
+    expect(keys.map((k) => s(r.store.get(b(k))?.value))).toEqual(keys.map(() => v));
 
     function range3to20(): number[] {
       return Array.from({ length: 18 }, (_, i) => i + 3);
@@ -893,6 +930,7 @@ describe('request records', () => {
     expect(Buffer.from(c.data).equals(Buffer.from(a.data))).toBe(true);
     expect(other.store.inspectExpiry(1)).toEqual(one.store.inspectExpiry(1));
     expect(decodeSnapshot(a.data).requests.length).toBeGreaterThan(0);
+    expect(decodeSnapshot(a.data).records.some(([, r]) => r.requests !== undefined)).toBe(true);
     expectQueueMatchesRecords(one.store, 1, ['k0', 'k1', 'k2']);
   });
 
@@ -923,11 +961,12 @@ describe('request records', () => {
     expect(requestsOf(target, 'b9')).toEqual([]);
     expect(requestsOf(target, 'c1')).toEqual([['Y', 2, { ok: true, success: true, value: 'y' }]]);
     expect(requestsOf(target, 'a1')).toEqual([['A', 1, { ok: true }]]);
-    expect(target.inspectExpiry(1)).toHaveLength(1);
+    expect(target.inspectRequests(b('c1')).map((q) => q.inline)).toEqual([true]);
+    expect(target.inspectExpiry(1)).toEqual([]); // a1's request is inline
     expect(target.inspectExpiry(2)).toEqual(source.inspectExpiry(2));
+    // b1 was deleted: its requests are apart and queued; c1's is inside its record.
     expect(target.inspectExpiry(2).map((q) => [s(q.key), s(q.id), q.index])).toEqual([
       ['b1', 'X', 1],
-      ['c1', 'Y', 2],
       ['b1', 'Z', 3],
     ]);
 
@@ -950,14 +989,15 @@ describe('request records', () => {
       const [sa, sc] = [source.takeSnapshot(2).data, target.takeSnapshot(2).data];
       expect(Buffer.from(sc).equals(Buffer.from(sa))).toBe(true);
     }
-    // X (index 1) expires at index 10, Y (2) at 11, Z (3) at 12: i - 8 > recorded index.
+    // X (index 1) is deleted at index 10, Z (3) at 12: i - 8 > recorded index. Y (2) stays
+    // in c1's record, forgotten from index 11 on all the same.
     expect(expired.map(([i, ids]) => `${i}:${ids.join('')}`)).toEqual([
-      '5:XYZ',
-      '6:XYZ',
-      '7:XYZ',
-      '8:XYZ',
-      '9:XYZ',
-      '10:YZ',
+      '5:XZ',
+      '6:XZ',
+      '7:XZ',
+      '8:XZ',
+      '9:XZ',
+      '10:Z',
       '11:Z',
       '12:',
       '13:',
@@ -966,6 +1006,97 @@ describe('request records', () => {
     const late = cas('c1', null, 'y', 'Y');
     expect(await dst.one(late)).toEqual({ ok: true, success: false, value: 'y' });
     expect(await src.one(late)).toEqual({ ok: true, success: false, value: 'y' });
+  });
+
+  it("keeps a key's newest requests inside its record, the rest apart, within the limits", async () => {
+    const r = await range();
+    const placed = (key: string) =>
+      r.store.inspectRequests(b(key)).map((q) => `${s(q.id)}${q.inline ? '' : '*'}`);
+    // Sets: results without values; the 4 newest stay inline, the oldest moves apart.
+    await r.run(...['A', 'B', 'C', 'D', 'E'].map((id, i) => set('k', `v${i}`, id)));
+    expect(placed('k')).toEqual(['A*', 'B', 'C', 'D', 'E']);
+    expect(r.store.inspectExpiry(1).map((q) => [s(q.id), q.index])).toEqual([['A', 1]]);
+    // Retries are answered from either place and change nothing.
+    expect(await r.one(set('k', 'x', 'A'))).toEqual({ ok: true });
+    expect(await r.one(set('k', 'x', 'D'))).toEqual({ ok: true });
+    expect(s(r.store.get(b('k'))?.value)).toBe('v4');
+    // Cas results carry the value: 100 bytes each, at most 256 bytes of them inline.
+    const v = (c: string) => c.repeat(100);
+    await r.run(cas('c', null, v('1'), 'P'), cas('c', v('1'), v('2'), 'Q'));
+    expect(placed('c')).toEqual(['P', 'Q']);
+    await r.run(cas('c', v('2'), v('3'), 'R'));
+    expect(placed('c')).toEqual(['P*', 'Q', 'R']);
+    // A failed cas's result carries the current value too (Q moves apart for S); a result
+    // over the limit on its own goes apart at once, and the inline ones stay.
+    await r.run(cas('c', 'wrong', 'x', 'S'), cas('c', v('3'), v('4').repeat(3), 'T'));
+    expect(placed('c')).toEqual(['P*', 'Q*', 'R', 'S', 'T*']);
+    // A write without a request id keeps the key's requests; a del moves them all apart,
+    // its own too, so no record is left for the key.
+    await r.run({ op: 'set', key: b('c'), value: b('plain'), id: new Uint8Array() });
+    expect(placed('c')).toEqual(['P*', 'Q*', 'R', 'S', 'T*']);
+    await r.run(del('c', 'U'));
+    expect(r.store.get(b('c'))).toBeUndefined();
+    expect(placed('c')).toEqual(['P*', 'Q*', 'R*', 'S*', 'T*', 'U*']);
+    expect(await r.one(cas('c', v('1'), v('2'), 'Q'))).toEqual({
+      ok: true,
+      success: true,
+      value: v('2'),
+    });
+    expect(r.store.get(b('c'))).toBeUndefined();
+    // A failed cas on an absent key records its request apart (there is no record).
+    expect(await r.one(cas('n', 'x', 'y', 'V'))).toEqual({ ok: true, success: false, value: null });
+    expect(placed('n')).toEqual(['V*']);
+    expect(r.store.get(b('n'))).toBeUndefined();
+    expectQueueMatchesRecords(r.store, 1, ['k', 'c', 'n']);
+  });
+
+  it('refuses a snapshot whose inline requests are malformed or also kept apart', async () => {
+    const source = openStore(tempDir());
+    await source.createRange(descriptor(1, '', null), config);
+    const src = new RangeDriver(source, 1);
+    await src.run(set('k', 'v', 'A'), del('gone', 'B'));
+    const good = packr.unpack(source.takeSnapshot(1).data) as {
+      applied: number;
+      records: Array<[Uint8Array, { value: Uint8Array; revision: number; requests: unknown[] }]>;
+      requests: unknown[][];
+    };
+    expect(good.records[0]![1].requests).toHaveLength(1);
+    const meta = source.takeSnapshot(1).meta;
+    const variants: Array<(d: typeof good) => void> = [
+      (d) => d.requests.push([b('k'), b('A'), 1, { ok: true }]), // also apart
+      (d) => (d.records[0]![1].requests[0] = [b('A'), 3, { ok: true }]), // after applied
+      (d) => (d.records[0]![1].requests[0] = [b(''), 1, { ok: true }]), // empty id
+      (d) =>
+        (d.records[0]![1].requests = [1, 2, 3, 4, 5].map((i) => [b(`i${i}`), 1, { ok: true }])),
+      (d) =>
+        (d.records[0]![1].requests = [
+          [b('A'), 1, { ok: true }],
+          [b('A'), 1, { ok: true }],
+        ]),
+      (d) => (d.records[0]![1].requests[0] = [b('A'), 1, { ok: 'yes' }]),
+    ];
+    const target = openStore(tempDir());
+    await target.createRange(descriptor(1, '', null), config);
+    // The unchanged snapshot installs.
+    for (const variant of [undefined, ...variants]) {
+      const data = structuredClone(good);
+      variant?.(data);
+      const turn = target.beginTurn();
+      turn.write(1, {
+        id: 1,
+        hardState: { term: 1, vote: 0, commit: meta.index },
+        entries: [],
+        snapshot: { meta, data: packr.pack(data) },
+      });
+      if (variant === undefined) {
+        await turn.commit().durable;
+        expect(target.inspectRequests(b('k')).map((q) => [s(q.id), q.inline])).toEqual([
+          ['A', true],
+        ]);
+      } else {
+        await expect(turn.commit().results).rejects.toThrow(InvariantViolation);
+      }
+    }
   });
 
   it('refuses a snapshot whose request records repeat or leave the span', async () => {
@@ -1022,7 +1153,9 @@ describe('request records', () => {
       for (const k of keys.values()) {
         const d = Buffer.compare(Buffer.from(k), Buffer.from(split)) < 0 ? 0 : 1;
         const id = Uint8Array.from([0, ...k]);
-        await drivers[d]!.run({ op: 'set', key: k, value: b('v'), id });
+        // A result over inlineResultBytesMax: the request gets a record of its own.
+        const value = b('v'.repeat(300));
+        await drivers[d]!.run({ op: 'cas', key: k, expect: null, value, id });
         expect(store.inspectRequests(k).map((q) => hex(q.id))).toEqual([hex(id)]);
       }
       const sorted = [...keys.values()].sort((x, y) =>
