@@ -162,6 +162,8 @@ export interface StoreStats {
    * expiry queue items. A diagnostic: its growth per applied entry is bounded.
    */
   applyReads: number;
+  /** Expiry queue lookups (LMDB cursors) by applied entries: none while nothing is due. */
+  expiryScans: number;
 }
 
 /**
@@ -209,7 +211,10 @@ interface RangeRecord {
   readonly eventsOldestRetained: LogIndex;
 }
 
-/** The cached state of a range; `lastIndex` and `eventsFloor` are derived at open. */
+/**
+ * The cached state of a range; `lastIndex`, `eventsFloor` and `expiryFloor` are derived at
+ * open.
+ */
 interface RangeState extends RangeRecord {
   readonly lastIndex: LogIndex;
   /**
@@ -218,6 +223,12 @@ interface RangeState extends RangeRecord {
    * eventsOldestRetained. Local bookkeeping, not replicated (a snapshot install resets it).
    */
   readonly eventsFloor: LogIndex;
+  /**
+   * No expiry queue item of the range has an index below this (a lower bound; Infinity
+   * when the queue is known to be empty), so an applied entry whose horizon is at or
+   * below it looks for nothing to expire. Local bookkeeping, like eventsFloor.
+   */
+  readonly expiryFloor: LogIndex;
 }
 
 export interface TurnCommit {
@@ -591,7 +602,7 @@ function processAlive(pid: number): boolean {
 
 export class Store {
   readonly storeId: string;
-  readonly stats: StoreStats = { commits: 0, flushes: 0, applyReads: 0 };
+  readonly stats: StoreStats = { commits: 0, flushes: 0, applyReads: 0, expiryScans: 0 };
   readonly dedupWindowEntries: number;
   private readonly root: RootDatabase;
   private readonly metaDb: Database<string, string>;
@@ -700,7 +711,15 @@ export class Store {
       })) {
         eventsFloor = logKeyIndex(first);
       }
-      this.rangeStates.set(key, { ...record, lastIndex, eventsFloor });
+      let expiryFloor = Number.POSITIVE_INFINITY;
+      for (const first of this.expiryDb.getKeys({
+        start: logKey(key, 0),
+        end: logKeyEnd(key),
+        limit: 1,
+      })) {
+        expiryFloor = expiryKeyIndex(first);
+      }
+      this.rangeStates.set(key, { ...record, lastIndex, eventsFloor, expiryFloor });
     }
   }
 
@@ -797,6 +816,7 @@ export class Store {
       lastIndex: 0,
       eventsOldestRetained: 1,
       eventsFloor: 1,
+      expiryFloor: Number.POSITIVE_INFINITY,
     };
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
@@ -1235,7 +1255,7 @@ export class Store {
       assert(e.index <= s.lastIndex, 'applied entries are in the log');
       s.applied = e.index;
       // Per entry, not per turn: replicas batch entries into turns differently.
-      this.expire(s.descriptor.rangeId, e.index);
+      this.expire(s, e.index);
       out.push(this.applyEntry(s, e, records, created));
       this.deleteCompactedEvents(s);
     }
@@ -1252,7 +1272,7 @@ export class Store {
     if (cmd?.op === 'split') return this.applySplit(s, e, cmd, created);
     const rangeCmd = cmd === undefined ? decodeRangeCommand(e.data) : undefined;
     if (rangeCmd !== undefined) return this.applyCompactEvents(s, e, rangeCmd);
-    return this.applyNormal(s.descriptor, e, cmd, records);
+    return this.applyNormal(s, e, cmd, records);
   }
 
   /**
@@ -1339,10 +1359,12 @@ export class Store {
       logKey(d.rangeId, e.index),
       asBuffer(encodeEvent({ op: 'split', left, right })),
     );
+    let rightExpiryFloor = Number.POSITIVE_INFINITY;
     for (const { key, value } of this.requestsDb.getRange(requestBounds(right))) {
       const index = decodeRequest(value).index;
       this.expiryDb.removeSync(expiryKey(d.rangeId, index, key));
       this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
+      rightExpiryFloor = Math.min(rightExpiryFloor, index);
     }
     this.clearLog(right.rangeId);
     this.clearEvents(right.rangeId);
@@ -1355,6 +1377,7 @@ export class Store {
       lastIndex: e.index,
       eventsOldestRetained: e.index + 1,
       eventsFloor: e.index + 1,
+      expiryFloor: rightExpiryFloor,
     });
     return { ok: true, split: { left, right } };
   }
@@ -1363,18 +1386,24 @@ export class Store {
    * Deletes up to expiryPerEntry of the range's expiry queue items that the entry at
    * `index` has put out of the window, with the request records they name.
    */
-  private expire(rangeId: number, index: LogIndex): void {
+  private expire(s: Mutable<RangeState>, index: LogIndex): void {
     const horizon = index - this.dedupWindowEntries;
-    if (horizon <= 1) return;
-    const due = Array.from(
+    // Nothing queued below the horizon: no cursor (most keys keep their requests inline).
+    if (horizon <= 1 || horizon <= s.expiryFloor) return;
+    const rangeId = s.descriptor.rangeId;
+    this.stats.expiryScans++;
+    // The oldest items, one more than may be deleted: the first one left is the new floor.
+    const oldest = Array.from(
       this.expiryDb.getKeys({
         start: logKey(rangeId, 0),
-        end: logKey(rangeId, horizon),
-        limit: expiryPerEntry,
+        end: logKeyEnd(rangeId),
+        limit: expiryPerEntry + 1,
       }),
     );
-    this.stats.applyReads += due.length;
-    for (const item of due) {
+    this.stats.applyReads += oldest.length;
+    let deleted = 0;
+    for (const item of oldest) {
+      if (deleted === expiryPerEntry || expiryKeyIndex(item) >= horizon) break;
       const reqKey = item.subarray(12);
       const stored = this.requestsDb.get(reqKey);
       this.stats.applyReads++;
@@ -1385,11 +1414,14 @@ export class Store {
         this.requestsDb.removeSync(reqKey);
       }
       this.expiryDb.removeSync(item);
+      deleted++;
     }
+    const left = oldest[deleted];
+    s.expiryFloor = left === undefined ? Number.POSITIVE_INFINITY : expiryKeyIndex(left);
   }
 
   private applyNormal(
-    d: RangeDescriptor,
+    s: Mutable<RangeState>,
     e: Entry,
     cmd: Command | undefined,
     records: RecordCache,
@@ -1397,6 +1429,7 @@ export class Store {
     if (cmd === undefined) {
       return { ok: false, code: 'BadRequest', msg: `entry ${e.index}: undecodable command` };
     }
+    const d = s.descriptor;
     if (!inSpan(d, cmd.key)) {
       return {
         ok: false,
@@ -1450,7 +1483,7 @@ export class Store {
       this.expiryDb.removeSync(expiryKey(d.rangeId, prior.index, priorReqKey));
     }
     cached.record = this.placeRequests(
-      d.rangeId,
+      s,
       key,
       before,
       after,
@@ -1474,7 +1507,7 @@ export class Store {
    * (key, id), inline or separate (the caller removed a separate prior one).
    */
   private placeRequests(
-    rangeId: number,
+    s: Mutable<RangeState>,
     key: Buffer,
     before: DataRecord | undefined,
     after: DataRecord | undefined,
@@ -1488,13 +1521,13 @@ export class Store {
       inline.push(q);
     }
     if (after === undefined) {
-      for (const q of inline) this.putSeparateRequest(rangeId, key, q);
-      if (request !== undefined) this.putSeparateRequest(rangeId, key, request);
+      for (const q of inline) this.putSeparateRequest(s, key, q);
+      if (request !== undefined) this.putSeparateRequest(s, key, request);
       return undefined;
     }
     if (request !== undefined) {
       if (resultValueBytes(request[2]) > inlineResultBytesMax) {
-        this.putSeparateRequest(rangeId, key, request);
+        this.putSeparateRequest(s, key, request);
       } else {
         inline.push(request);
       }
@@ -1504,17 +1537,22 @@ export class Store {
     while (inline.length > inlineRequestsMax || bytes > inlineResultBytesMax) {
       const oldest = inline.shift()!;
       bytes -= resultValueBytes(oldest[2]);
-      this.putSeparateRequest(rangeId, key, oldest);
+      this.putSeparateRequest(s, key, oldest);
     }
     const { value, revision } = after;
     return inline.length === 0 ? { value, revision } : { value, revision, requests: inline };
   }
 
   /** Stores a request of `key` in `requests`, queued for expiry at its index. */
-  private putSeparateRequest(rangeId: number, key: Buffer, [id, index, result]: InlineRequest) {
+  private putSeparateRequest(
+    s: Mutable<RangeState>,
+    key: Buffer,
+    [id, index, result]: InlineRequest,
+  ): void {
     const reqKey = requestKey(key, id);
     this.requestsDb.putSync(reqKey, asBuffer(encodeRequest({ index, result })));
-    this.expiryDb.putSync(expiryKey(rangeId, index, reqKey), emptyValue);
+    this.expiryDb.putSync(expiryKey(s.descriptor.rangeId, index, reqKey), emptyValue);
+    s.expiryFloor = Math.min(s.expiryFloor, index);
   }
 
   /** Writes the changed cached records (inside the turn's transaction) and forgets them. */
@@ -1571,11 +1609,10 @@ export class Store {
       this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord(record)));
     }
     // The expiry queue is rebuilt from the records' indexes: the same queue as the source's.
+    s.expiryFloor = Number.POSITIVE_INFINITY;
     for (const [key, id, index, result] of data.requests) {
       assert(inSpan(s.descriptor, key), 'snapshot request records are in the range span');
-      const reqKey = requestKey(key, id);
-      this.requestsDb.putSync(reqKey, asBuffer(encodeRequest({ index, result })));
-      this.expiryDb.putSync(expiryKey(rangeId, index, reqKey), emptyValue);
+      this.putSeparateRequest(s, asBuffer(key), [id, index, result]);
     }
     // The range's stream: the retained events, whatever this replica had before.
     this.clearEvents(rangeId);

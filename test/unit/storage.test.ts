@@ -1050,6 +1050,34 @@ describe('request records', () => {
     expectQueueMatchesRecords(r.store, 1, ['k', 'c', 'n']);
   });
 
+  it('looks for requests to expire only when some are queued below the horizon', async () => {
+    const dir = tempDir();
+    let r = await range(5, dir);
+    // Inline requests only: the queue stays empty and no entry looks into it.
+    await r.run(...Array.from({ length: 20 }, (_, i) => set(`k${i}`, 'v', `id${i}`)));
+    expect(r.store.stats.expiryScans).toBe(0);
+    // Index 21: the del moves k18's id18 (19, still remembered) apart, with its own D (21).
+    await r.run(del('k18', 'D'));
+    expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual([19, 21]);
+    // Until the horizon (index - 5) passes 19, nothing is due and nothing is looked up.
+    for (let i = 22; i <= 24; i++) await r.run('noop');
+    expect(r.store.stats.expiryScans).toBe(0);
+    await r.run('noop'); // index 25: horizon 20 deletes the item at 19
+    expect(r.store.inspectExpiry(1).map((q) => q.index)).toEqual([21]);
+    expect(r.store.stats.expiryScans).toBe(1);
+    // A reopened store derives the same floor (21) from the queue.
+    await r.store.close();
+    r = new RangeDriver(openStore(dir, 5), 1);
+    await r.run('noop'); // index 26: horizon 21, nothing due
+    expect(r.store.stats.expiryScans).toBe(0);
+    await r.run('noop'); // index 27: horizon 22 deletes D's item
+    expect(r.store.inspectExpiry(1)).toEqual([]);
+    expect(r.store.stats.expiryScans).toBe(1);
+    for (let i = 28; i <= 40; i++) await r.run('noop');
+    expect(r.store.stats.expiryScans).toBe(1);
+    expect(await r.one(del('k18', 'D'))).toEqual({ ok: true, value: null }); // forgotten
+  });
+
   it('refuses a snapshot whose inline requests are malformed or also kept apart', async () => {
     const source = openStore(tempDir());
     await source.createRange(descriptor(1, '', null), config);
