@@ -116,8 +116,13 @@ interface RangeHost {
   opsSinceMs: number;
   opsPerS: number;
   leaderSub: Subscription | undefined;
-  /** Span size, recomputed (for reports and status) only after applies changed data. */
-  spanStats: { keys: number; bytes: number } | undefined;
+  /**
+   * Span size (keys, bytes): undefined when the span changed (a split, a snapshot), and
+   * recomputed then; after other applies marked stale and recomputed for reports at most
+   * every spanStatsIntervalMs (see statsOf).
+   */
+  spanStats: { keys: number; bytes: number; atMs: number; costMs: number } | undefined;
+  spanStatsStale: boolean;
   /** When this node last reported the range to the placement driver (performance.now()). */
   reportedAtMs: number;
   /** Subscribe polls held here until the range applies more (leader only). */
@@ -152,6 +157,17 @@ const statusRangesMax = 2000;
 const reportIntervalMs = 1000;
 const reportIdleIntervalMs = 5000;
 const reportFullIntervalMs = 60_000;
+/**
+ * A range's size is counted again for reports at most this often while it takes writes,
+ * and at most once per 100 times what the last count took: counting walks every key of
+ * the span (a range of a million keys takes about 100 ms), and sizes change slowly next
+ * to the split threshold. Status requests (rasputin ranges) count stale ranges at once.
+ */
+const spanStatsIntervalMs = 10_000;
+
+function keysAndBytes(st: { keys: number; bytes: number }): { keys: number; bytes: number } {
+  return { keys: st.keys, bytes: st.bytes };
+}
 const reportsPerMessage = 2000;
 /** Fresh ranges per message (two numbers each: well under max_payload). */
 const freshPerMessage = 20_000;
@@ -412,6 +428,7 @@ export class Node {
       opsPerS: 0,
       leaderSub: undefined,
       spanStats: undefined,
+      spanStatsStale: false,
       reportedAtMs: Number.NEGATIVE_INFINITY,
       polls: new Set(),
       wakeScheduled: false,
@@ -1210,9 +1227,13 @@ export class Node {
           for (const h of installed.keys()) this.refreshDescriptor(h);
           for (const h of installed.keys()) h.spanStats = undefined;
           for (const h of applied.keys()) {
-            h.spanStats = undefined;
+            h.spanStatsStale = true;
             const rs = byRange.get(h.rangeId) ?? [];
-            for (const r of rs) if (r.ok && r.split) this.splitApplied(h, r.split.right);
+            for (const r of rs) {
+              if (!r.ok || !r.split) continue;
+              h.spanStats = undefined;
+              this.splitApplied(h, r.split.right);
+            }
           }
           // Committed entries: the clients can have their answers now; a read at this
           // leader still waits until the apply is visible (durable, below).
@@ -1812,13 +1833,13 @@ export class Node {
     if (freshDue) this.freshSentAtMs = now;
     for (const h of this.ranges.values()) {
       if (!h.initialized || h.replica.role() !== 'leader') continue;
-      const changed = h.spanStats === undefined || h.opsPerS > 0;
+      const changed = h.spanStats === undefined || h.spanStatsStale || h.opsPerS > 0;
       if (!changed && !everyone && now - h.reportedAtMs < reportFullIntervalMs) {
         if (freshDue) fresh.push(h.rangeId, h.descriptor.generation);
         continue;
       }
       h.reportedAtMs = now;
-      const st = this.statsOf(h);
+      const st = this.statsOf(h, now, spanStatsIntervalMs);
       const splitKey =
         st.bytes >= this.config.splitBytes ? this.store.medianKey(h.rangeId) : undefined;
       reports.push({
@@ -1868,9 +1889,23 @@ export class Node {
     }
   }
 
-  private statsOf(h: RangeHost): { keys: number; bytes: number } {
-    h.spanStats ??= this.store.spanStats(h.rangeId);
-    return h.spanStats;
+  /**
+   * h's span size, counted again when its span changed, or when applies made it stale and
+   * the last count is older than maxAgeMs (and than 100 times what that count took).
+   */
+  private statsOf(h: RangeHost, nowMs: number, maxAgeMs: number): { keys: number; bytes: number } {
+    const st = h.spanStats;
+    if (
+      st === undefined ||
+      (h.spanStatsStale && nowMs - st.atMs >= Math.max(maxAgeMs, 100 * st.costMs))
+    ) {
+      const started = performance.now();
+      const { keys, bytes } = this.store.spanStats(h.rangeId);
+      h.spanStats = { keys, bytes, atMs: nowMs, costMs: performance.now() - started };
+      h.spanStatsStale = false;
+      return h.spanStats;
+    }
+    return st;
   }
 
   /** Carries out a driver operation through the cluster's own API (each one a CAS). */
@@ -1990,7 +2025,7 @@ export class Node {
             start: h.descriptor.start,
             end: h.descriptor.end,
             generation: h.descriptor.generation,
-            ...this.statsOf(h),
+            ...keysAndBytes(this.statsOf(h, performance.now(), 0)),
             opsPerS: h.opsPerS,
           };
         }),
