@@ -16,7 +16,7 @@
 // acknowledgements, vote requests) are held inside the core until the write they depend
 // on is reported persisted, so a caller cannot send them early.
 
-import { assert } from './assert.ts';
+import { assert, InvariantViolation } from './assert.ts';
 import { entryBytes, RaftLog } from './log.ts';
 import {
   becomeProbe,
@@ -111,6 +111,22 @@ interface InFlightWrite {
 const isLeaderMessage = (m: Message): boolean =>
   m.type === 'append' || m.type === 'heartbeat' || m.type === 'snapshot' || m.type === 'timeoutNow';
 
+/**
+ * An empty map that throws on write, shared by every replica: a replica keeps its votes,
+ * progress and lease rounds in it while its role has none (an empty Map costs about 200
+ * bytes, and a node holds thousands of replicas). Code that needs one makes its own.
+ */
+class NeverWrittenMap extends Map<never, never> {
+  override set(): this {
+    throw new InvariantViolation('the shared empty map is never written');
+  }
+}
+const sharedEmpty = new NeverWrittenMap();
+
+function neverWritten<K, V>(): Map<K, V> {
+  return sharedEmpty as unknown as Map<K, V>;
+}
+
 export class RaftCore {
   readonly id: ReplicaId;
   readonly options: ConsensusOptions;
@@ -132,14 +148,16 @@ export class RaftCore {
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
   private randomizedElectionTicks: number;
-  private votes = new Map<ReplicaId, boolean>();
-  private progress = new Map<ReplicaId, Progress>();
+  // votes, progress and seqSentAtMs are shared empty maps (never written) while the role
+  // does not use them; a campaign, a new leader and a lease round make their own.
+  private votes: Map<ReplicaId, boolean> = neverWritten();
+  private progress: Map<ReplicaId, Progress> = neverWritten();
 
   // Leader lease (harpoon): every leader message carries `seq`; seqSentAtMs maps each
   // round to the time it was first sent (earliest send, so lease accounting is
   // conservative). A round is opened each heartbeat and for ReadIndex.
   private seq = 0;
-  private readonly seqSentAtMs = new Map<number, number>();
+  private seqSentAtMs: Map<number, number> = neverWritten();
   /**
    * When this replica became leader or last woke from quiescence: abdication counts from
    * here at the earliest, so the time a leader slept never makes it abdicate.
@@ -308,7 +326,7 @@ export class RaftCore {
     this.resetRoleState();
     this.role = 'preCandidate';
     this.leader = none;
-    this.votes.set(this.id, true);
+    this.votes = new Map([[this.id, true]]);
     for (const to of this.peerVoters()) {
       this.send({
         type: 'prevote',
@@ -330,7 +348,7 @@ export class RaftCore {
     this.term += 1;
     this.vote = this.id;
     this.leader = none;
-    this.votes.set(this.id, true);
+    this.votes = new Map([[this.id, true]]);
     for (const to of this.peerVoters()) {
       // Held until term and vote are durable.
       this.hold({
@@ -353,6 +371,7 @@ export class RaftCore {
     this.leader = this.id;
     this.activeSinceMs = this.env.nowMs();
     this.leaseReadsDisabled = false;
+    this.progress = new Map();
     for (const id of allMembers(this.config)) {
       if (id === this.id) continue;
       this.progress.set(id, newProgress(this.log.lastIndex() + 1));
@@ -380,15 +399,15 @@ export class RaftCore {
     this.electionElapsedTicks = 0;
     this.heartbeatElapsedTicks = 0;
     this.randomizedElectionTicks = this.randomElectionTicks();
-    this.votes.clear();
-    this.progress.clear();
+    this.votes = neverWritten();
+    this.progress = neverWritten();
     this.transferee = none;
     this.transferElapsedTicks = 0;
     this.receiving = undefined;
     this.leaseReadsDisabled = true;
     for (const r of this.pendingReads) this.droppedReads.push(r.id);
     this.pendingReads = [];
-    this.seqSentAtMs.clear();
+    this.seqSentAtMs = neverWritten();
   }
 
   private randomElectionTicks(): number {
@@ -558,7 +577,7 @@ export class RaftCore {
         quiesce: true,
       });
     }
-    this.seqSentAtMs.clear();
+    this.seqSentAtMs = neverWritten();
   }
 
   /**
@@ -695,6 +714,7 @@ export class RaftCore {
   private openLeaseRound(): void {
     this.seq++;
     const now = this.env.nowMs();
+    if (this.seqSentAtMs === sharedEmpty) this.seqSentAtMs = new Map();
     this.seqSentAtMs.set(this.seq, now);
     // Rounds older than two lease periods can no longer support a lease: forget them.
     const horizon = now - 2 * this.options.leaseDurationMs;

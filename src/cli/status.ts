@@ -13,6 +13,8 @@ export interface RangeStatus {
   commit: number;
   applied: number;
   lastIndex: number;
+  /** The log's compaction point: it holds (snapshotIndex, lastIndex]. Absent from older nodes. */
+  snapshotIndex?: number;
   lease: boolean;
   /** Idle: not ticking, no heartbeats (DESIGN.md, "Quiescence and node liveness"). */
   quiescent?: boolean;

@@ -104,10 +104,13 @@ interface RangeHost {
   /** replica id -> node id, from the descriptor. */
   readonly nodeOf: Map<ReplicaId, string>;
   proposals: { data: Uint8Array; done: Done }[];
+  // writes, reads and polls are a leader's; each is created on first use (an empty Map
+  // costs about 200 bytes, and a node follows most of its ranges) and dropped when the
+  // replica stops leading.
   /** Proposed entries by index, answered when that index applies. */
-  readonly writes: Map<number, { term: number; done: Done }>;
+  writes: Map<number, { term: number; done: Done }> | undefined;
   /** Reads (get, scan) by read id, served once their read state's index is applied. */
-  readonly reads: Map<number, { op: WireOp; done: Done }>;
+  reads: Map<number, { op: WireOp; done: Done }> | undefined;
   readsWaiting: { index: number; id: number }[];
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
@@ -126,7 +129,7 @@ interface RangeHost {
   /** When this node last reported the range to the placement driver (performance.now()). */
   reportedAtMs: number;
   /** Subscribe polls held here until the range applies more (leader only). */
-  readonly polls: Set<HeldPoll>;
+  polls: Set<HeldPoll> | undefined;
   /** A wake of the held polls is scheduled (see scheduleWake). */
   wakeScheduled: boolean;
   /** A compactEvents command of this leader is in flight (one at a time). */
@@ -419,8 +422,8 @@ export class Node {
       replica,
       nodeOf,
       proposals: [],
-      writes: new Map(),
-      reads: new Map(),
+      writes: undefined,
+      reads: undefined,
       readsWaiting: [],
       applied: loaded.state.applied,
       ops: 0,
@@ -430,7 +433,7 @@ export class Node {
       spanStats: undefined,
       spanStatsStale: false,
       reportedAtMs: Number.NEGATIVE_INFINITY,
-      polls: new Set(),
+      polls: undefined,
       wakeScheduled: false,
       compactingEvents: false,
     };
@@ -1082,7 +1085,7 @@ export class Node {
         done(this.notLeader(h));
         return;
       }
-      h.reads.set(id, { op, done });
+      (h.reads ??= new Map()).set(id, { op, done });
       return;
     }
     this.touch(h);
@@ -1203,8 +1206,8 @@ export class Node {
         }
         for (const rs of rd.readStates) h.readsWaiting.push({ index: rs.index, id: rs.id });
         for (const id of rd.droppedReads) {
-          const r = h.reads.get(id);
-          h.reads.delete(id);
+          const r = h.reads?.get(id);
+          h.reads?.delete(id);
           r?.done(this.notLeader(h));
         }
       }
@@ -1269,7 +1272,7 @@ export class Node {
           }
           // New events are visible (committed) now: held subscribe polls read them.
           for (const h of new Set([...applied.keys(), ...installed.keys()])) {
-            if (h.polls.size > 0) this.scheduleWake(h);
+            if (h.polls !== undefined && h.polls.size > 0) this.scheduleWake(h);
           }
           this.scheduleTurn();
         },
@@ -1302,8 +1305,10 @@ export class Node {
       for (const p of batch) p.done(res);
       return;
     }
-    for (let i = 0; i < batch.length; i++)
-      h.writes.set(r.index + i, { term: r.term, done: batch[i]!.done });
+    const writes = (h.writes ??= new Map());
+    for (let i = 0; i < batch.length; i++) {
+      writes.set(r.index + i, { term: r.term, done: batch[i]!.done });
+    }
   }
 
   /**
@@ -1375,7 +1380,7 @@ export class Node {
       () => this.guardedCall('poll', () => this.releasePoll(h, held)),
       op.waitMs,
     );
-    h.polls.add(held);
+    (h.polls ??= new Set()).add(held);
     this.stats.pollsHeld++;
   }
 
@@ -1439,7 +1444,7 @@ export class Node {
       string,
       { result: WireResult; caughtUp: boolean; reply?: Uint8Array | null }
     >();
-    for (const held of h.polls) {
+    for (const held of h.polls ?? []) {
       const at = `${held.after}:${held.op.limit}:${Buffer.from(held.op.key).toString('hex')}`;
       let page = pages.get(at);
       if (page === undefined) pages.set(at, (page = this.readEvents(h, held.op, held.after)));
@@ -1479,20 +1484,20 @@ export class Node {
 
   /** A held poll's wait ended: it is answered with whatever is there (often nothing). */
   private releasePoll(h: RangeHost, held: HeldPoll): void {
-    if (!h.polls.has(held)) return;
+    if (!h.polls?.has(held)) return;
     this.dropPoll(h, held);
     held.done(this.readEvents(h, held.op, held.after).result);
   }
 
   private dropPoll(h: RangeHost, held: HeldPoll): void {
     clearTimeout(held.timer);
-    h.polls.delete(held);
+    h.polls?.delete(held);
     this.stats.pollsHeld--;
   }
 
   /** Answers every held poll of h with `res` (h stopped leading, or the node stops). */
   private failPolls(h: RangeHost, res: WireResult): void {
-    for (const held of h.polls) {
+    for (const held of h.polls ?? []) {
       this.dropPoll(h, held);
       held.done(res);
     }
@@ -1585,9 +1590,9 @@ export class Node {
   private answerApplied(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
-      const w = h.writes.get(e.index);
+      const w = h.writes?.get(e.index);
       if (!w) continue;
-      h.writes.delete(e.index);
+      h.writes!.delete(e.index);
       const r = results[i];
       if (w.term !== e.term || r === undefined) {
         // Our entry was replaced by another leader's: it did not apply; retry is safe.
@@ -1621,9 +1626,9 @@ export class Node {
         keep.push(w);
         continue;
       }
-      const r = h.reads.get(w.id);
+      const r = h.reads?.get(w.id);
       if (!r) continue;
-      h.reads.delete(w.id);
+      h.reads!.delete(w.id);
       this.serveRead(h, r.op, r.done);
     }
     h.readsWaiting = keep;
@@ -1719,10 +1724,18 @@ export class Node {
     return { ok: true, entries: r.entries, ...(next !== undefined ? { next } : {}) };
   }
 
+  /**
+   * Truncates h's log (in memory and on disk) up to what it has applied and made durable,
+   * once more than --log-entries-max such entries are kept, or as soon as the range is
+   * quiescent: then every replica holds every entry (a leader quiesces only when its
+   * followers match its log), so no follower will need them, and an idle range keeps no
+   * entries (about 1.4 KiB of heap each on a node with thousands of idle ranges).
+   */
   private maybeCompact(h: RangeHost, turn: ReturnType<Store['beginTurn']>): void {
     const core = h.replica.core;
     const index = Math.min(h.applied, core.log.stable, core.log.applying);
-    if (index - core.log.snapshot.index <= this.config.logEntriesMax) return;
+    const keep = h.replica.quiescent() ? 0 : this.config.logEntriesMax;
+    if (index - core.log.snapshot.index <= keep) return;
     core.compact(index);
     turn.compact(h.rangeId, core.log.snapshot);
   }
@@ -1744,12 +1757,14 @@ export class Node {
       h.leaderSub = undefined;
       this.log.info(`range ${h.rangeId}: no longer leader (term ${h.replica.core.term})`);
       const res = this.notLeader(h);
-      for (const w of h.writes.values()) w.done(res);
-      h.writes.clear();
-      for (const r of h.reads.values()) r.done(res);
-      h.reads.clear();
+      const { writes, reads } = h;
+      h.writes = undefined;
+      h.reads = undefined;
+      for (const w of writes?.values() ?? []) w.done(res);
+      for (const r of reads?.values() ?? []) r.done(res);
       h.readsWaiting = [];
       this.failPolls(h, res);
+      h.polls = undefined;
     }
   }
 
@@ -2019,6 +2034,8 @@ export class Node {
             commit: s.commit,
             applied: h.applied,
             lastIndex: s.lastIndex,
+            // The log holds (snapshotIndex, lastIndex]; an idle range keeps none of it.
+            snapshotIndex: h.replica.core.log.snapshot.index,
             lease: s.lease,
             quiescent: h.replica.quiescent(),
             replicas: h.descriptor.replicas.map((r) => r.nodeId),

@@ -18,6 +18,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import { ownBytes } from '../lib/bytes.ts';
 import type { RangeDescriptor } from './descriptor.ts';
 
 export type Command =
@@ -152,7 +153,7 @@ export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTyp
  * that whole chunk alive.
  */
 function packKept(x: unknown): Uint8Array {
-  return Buffer.from(packr.pack(x));
+  return ownBytes(packr.pack(x));
 }
 
 export function encodeCommand(cmd: Command): Uint8Array {
@@ -199,7 +200,10 @@ export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
 function unpackMap(bytes: Uint8Array): Record<string, unknown> | undefined {
   let raw: unknown;
   try {
-    raw = packr.unpack(bytes);
+    // From a view of its own: msgpackr caches a DataView on the buffer it reads (a
+    // property of about 150 bytes), and `bytes` is a log entry's data, which the log
+    // keeps as long as the entry.
+    raw = packr.unpack(bytes.subarray(0));
   } catch {
     return undefined;
   }

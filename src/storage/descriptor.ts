@@ -12,6 +12,7 @@
 // where <sys> is systemPrefix. The first range always starts at the empty key and no split
 // key may lie in the system prefix, so the whole directory stays in the first range.
 
+import { ownBytes } from '../lib/bytes.ts';
 import { compareBytes, packr } from './commands.ts';
 
 export interface ReplicaDescriptor {
@@ -165,11 +166,12 @@ export function asDescriptor(x: unknown): RangeDescriptor | undefined {
     replicas.push({ nodeId: p.nodeId, replicaId: p.replicaId, role: p.role });
   }
   // Copies of the keys: decoded bytes are views into the whole message or page they came
-  // in, which a descriptor (kept as long as its range) would keep alive.
+  // in, which a descriptor (kept as long as its range) would keep alive (and not into a
+  // shared pool either: lib/bytes.ts).
   return {
     rangeId: r.rangeId,
-    start: Buffer.from(r.start),
-    end: r.end === null ? null : Buffer.from(r.end as Uint8Array),
+    start: ownBytes(r.start),
+    end: r.end === null ? null : ownBytes(r.end as Uint8Array),
     replicas,
     generation: r.generation,
   };

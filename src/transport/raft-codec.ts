@@ -8,6 +8,7 @@
 // out of the handler.
 
 import type { Entry, Message, SnapshotMeta } from '../../ranges/core/types.ts';
+import { ownBytes } from '../lib/bytes.ts';
 import { decode, encode, protocolVersion } from '../protocol/wire.ts';
 
 export interface RaftEnvelope {
@@ -63,8 +64,9 @@ function checkEntry(x: unknown): Entry | string {
   if (!isBytes(e.data)) return 'entry data must be bytes';
   // A copy: the decoded bytes are a view into the whole received message (or the read
   // buffer under it), and the log keeps entries until it is truncated; a view would keep
-  // that buffer alive with it (tens of KiB per idle range, found in heap snapshots).
-  return { index: e.index, term: e.term, kind: e.kind, data: Buffer.from(e.data) };
+  // that buffer alive with it (tens of KiB per idle range, found in heap snapshots), and
+  // so would a slice of Buffer's shared pool (lib/bytes.ts).
+  return { index: e.index, term: e.term, kind: e.kind, data: ownBytes(e.data) };
 }
 
 function checkIds(x: unknown): x is number[] {

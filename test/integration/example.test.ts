@@ -2,9 +2,10 @@
 // `rasputin` CLI (set/get/cas/del/status) as a user runs it.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RangeStatus } from '../../src/cli/status.ts';
 import type { Client } from '../../src/client/index.ts';
 import { type Cluster, runRasputin } from './harness.ts';
-import { clusterStartMsMax, connectClient, startServingCluster } from './helpers.ts';
+import { clusterStartMsMax, connectClient, startServingCluster, waitForStatus } from './helpers.ts';
 
 let cluster: Cluster;
 let client: Client;
@@ -41,6 +42,29 @@ describe('the seed README client example', () => {
     const deleted = await client.del('k1');
     expect(deleted.value?.toString()).toBe('v13');
     expect(await client.get('k1')).toBeNull();
+  });
+
+  it('an idle range keeps no log entries on any node, and takes writes again', async () => {
+    for (let i = 0; i < 20; i++) await client.set(`idle-${i}`, `v${i}`);
+    const nodes = cluster.nodeIds;
+    const idle = (byNode: Map<string, RangeStatus>): boolean =>
+      nodes.every((id) => {
+        const r = byNode.get(id);
+        return (
+          r !== undefined &&
+          r.quiescent === true &&
+          r.applied === r.lastIndex &&
+          r.snapshotIndex === r.lastIndex
+        );
+      });
+    const before = await waitForStatus(cluster.natsUrl, 'quiescent with an empty log', idle);
+    const last = before.get(nodes[0]!)!.lastIndex;
+    // The log goes on from its compaction point.
+    await client.set('idle-after', 'again');
+    expect((await client.get('idle-after'))?.value.toString()).toBe('again');
+    expect((await client.get('idle-3'))?.value.toString()).toBe('v3');
+    const after = await waitForStatus(cluster.natsUrl, 'quiescent again', idle);
+    expect(after.get(nodes[0]!)!.lastIndex).toBeGreaterThan(last);
   });
 
   it('bytes in, bytes out; absent keys and cas on absent', async () => {
