@@ -4,6 +4,7 @@
 // (a higher generation, or the same range id at a higher generation); an older one is
 // ignored, so replies arriving out of order never roll the cache back.
 
+import { ownBytes } from '../lib/bytes.ts';
 import type { WireDescriptor } from '../protocol/wire.ts';
 import { findSpan, spansOverlap } from '../storage/descriptor.ts';
 
@@ -31,10 +32,12 @@ export function asCachedRange(x: unknown): CachedRange | undefined {
   if (typeof d.generation !== 'number' || !Number.isInteger(d.generation) || d.generation < 1) {
     return undefined;
   }
+  // Copies with buffers of their own: a cache of many ranges would otherwise pin the
+  // shared Buffer pools (lib/bytes.ts), or the replies the keys came in.
   return {
     rangeId: d.rangeId,
-    start: Buffer.from(d.start),
-    end: d.end === null ? null : Buffer.from(d.end),
+    start: ownBytes(d.start),
+    end: d.end === null ? null : ownBytes(d.end),
     generation: d.generation,
   };
 }

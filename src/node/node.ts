@@ -65,6 +65,7 @@ import {
   inSpan,
   metaRangeId,
   type RangeDescriptor,
+  type ReplicaDescriptor,
   showSpan,
   systemPrefix,
   systemPrefixEnd,
@@ -167,6 +168,21 @@ const reportFullIntervalMs = 60_000;
  * to the split threshold. Status requests (rasputin ranges) count stale ranges at once.
  */
 const spanStatsIntervalMs = 10_000;
+
+/**
+ * replica id -> node id of a replica list, one map per list: descriptors share their
+ * (interned, frozen) replica lists, and so do ranges their maps (never written).
+ */
+const nodeOfByReplicas = new WeakMap<readonly ReplicaDescriptor[], Map<ReplicaId, string>>();
+
+function nodeOfReplicas(replicas: readonly ReplicaDescriptor[]): Map<ReplicaId, string> {
+  let m = nodeOfByReplicas.get(replicas);
+  if (m === undefined) {
+    m = new Map(replicas.map((r) => [r.replicaId, r.nodeId]));
+    nodeOfByReplicas.set(replicas, m);
+  }
+  return m;
+}
 
 function keysAndBytes(st: { keys: number; bytes: number }): { keys: number; bytes: number } {
   return { keys: st.keys, bytes: st.bytes };
@@ -395,7 +411,7 @@ export class Node {
     const me = descriptor.replicas.find((r) => r.nodeId === this.config.nodeId);
     if (!me) throw new Error(`range ${descriptor.rangeId} has no replica on this node`);
     const rangeId = descriptor.rangeId;
-    const nodeOf = new Map(descriptor.replicas.map((r) => [r.replicaId, r.nodeId]));
+    const nodeOf = nodeOfReplicas(descriptor.replicas);
     const prng = this.prng;
     const replica = new RangeReplica(
       me.replicaId,

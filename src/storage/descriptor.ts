@@ -155,6 +155,7 @@ export function asDescriptor(x: unknown): RangeDescriptor | undefined {
     return undefined;
   }
   const replicas: ReplicaDescriptor[] = [];
+  let signature = '';
   for (const x of r.replicas as unknown[]) {
     if (typeof x !== 'object' || x === null) return undefined;
     const p = x as Record<string, unknown>;
@@ -164,6 +165,7 @@ export function asDescriptor(x: unknown): RangeDescriptor | undefined {
     if (!isU32(p.replicaId) || p.replicaId === 0) return undefined;
     if (p.role !== 'voter' && p.role !== 'learner') return undefined;
     replicas.push({ nodeId: p.nodeId, replicaId: p.replicaId, role: p.role });
+    signature += `${p.nodeId}\0${p.replicaId}\0${p.role}\0`;
   }
   // Copies of the keys: decoded bytes are views into the whole message or page they came
   // in, which a descriptor (kept as long as its range) would keep alive (and not into a
@@ -172,9 +174,31 @@ export function asDescriptor(x: unknown): RangeDescriptor | undefined {
     rangeId: r.rangeId,
     start: ownBytes(r.start),
     end: r.end === null ? null : ownBytes(r.end as Uint8Array),
-    replicas,
+    replicas: internReplicas(signature, replicas),
     generation: r.generation,
   };
+}
+
+/**
+ * Replica lists by their contents: thousands of ranges share a few replica sets, and each
+ * descriptor is held in several places (the range, the store, the node's index, the
+ * placement driver), so each of them holding its own list cost about 180 bytes a copy.
+ * The lists are frozen: nobody changes a descriptor's replicas in place.
+ */
+const internedReplicas = new Map<string, readonly ReplicaDescriptor[]>();
+const internedReplicasMax = 4096;
+
+function internReplicas(
+  signature: string,
+  replicas: ReplicaDescriptor[],
+): readonly ReplicaDescriptor[] {
+  const known = internedReplicas.get(signature);
+  if (known !== undefined) return known;
+  if (internedReplicas.size >= internedReplicasMax) internedReplicas.clear();
+  for (const r of replicas) Object.freeze(r);
+  const list = Object.freeze(replicas);
+  internedReplicas.set(signature, list);
+  return list;
 }
 
 export function decodeDescriptor(bytes: Uint8Array): RangeDescriptor | undefined {

@@ -40,6 +40,33 @@ describe('long-lived bytes', () => {
     expect(ownsItsBuffer(d.end!)).toBe(true);
   });
 
+  it('descriptors with the same replicas share one frozen replica list', () => {
+    const replicas = [
+      { nodeId: 'n1', replicaId: 1, role: 'voter' as const },
+      { nodeId: 'n2', replicaId: 2, role: 'voter' as const },
+    ];
+    const a = decodeDescriptor(
+      encodeDescriptor({ rangeId: 2, start: Buffer.from('a'), end: null, replicas, generation: 1 }),
+    )!;
+    const b = decodeDescriptor(
+      encodeDescriptor({ rangeId: 3, start: Buffer.from('b'), end: null, replicas, generation: 4 }),
+    )!;
+    expect(b.replicas).toBe(a.replicas);
+    expect(a.replicas).toEqual(replicas);
+    expect(Object.isFrozen(a.replicas) && Object.isFrozen(a.replicas[0])).toBe(true);
+    const other = decodeDescriptor(
+      encodeDescriptor({
+        rangeId: 4,
+        start: Buffer.from('c'),
+        end: null,
+        replicas: [replicas[0]!, { nodeId: 'n2', replicaId: 2, role: 'learner' }],
+        generation: 1,
+      }),
+    )!;
+    expect(other.replicas).not.toBe(a.replicas);
+    expect(other.replicas[1]!.role).toBe('learner');
+  });
+
   it('log entries own their data, and decoding a command leaves nothing on it', () => {
     const data = encodeCommand({
       op: 'set',
