@@ -1445,7 +1445,7 @@ export class Store {
       records.set(cacheKey, cached);
     }
     // A request id is looked up inside the key's record first, then in `requests`. At most
-    // one record per (key, id) exists in the two (placeRequest keeps it so).
+    // one record per (key, id) exists in the two (placeRequests keeps it so).
     const before = cached.record;
     let prior: RequestRecord | undefined;
     let priorReqKey: Buffer | undefined;
