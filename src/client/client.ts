@@ -148,6 +148,16 @@ export interface WatchEvent {
   range: number;
 }
 
+/**
+ * A client.watch() loop: an async iterator of notifications. A loop that falls more than
+ * 10,000 notifications behind loses the newest past that (at most once); `dropped` counts
+ * them, so a consumer can tell it missed some (and re-read what it needs).
+ */
+export interface Watch extends AsyncIterableIterator<WatchEvent, void, undefined> {
+  /** Notifications this loop lost because it was 10,000 behind. */
+  readonly dropped: number;
+}
+
 export interface ScanEntry {
   key: Buffer;
   value: Buffer;
@@ -553,10 +563,7 @@ export class Client {
    * lost (a leader change, a slow consumer, a NATS reconnect): use subscribe for streams
    * without gaps. Ends when `signal` fires or the client closes.
    */
-  watch(
-    pattern: string | Uint8Array = '',
-    o: { signal?: AbortSignal } = {},
-  ): AsyncIterableIterator<WatchEvent, void, undefined> {
+  watch(pattern: string | Uint8Array = '', o: { signal?: AbortSignal } = {}): Watch {
     const bytes = toBytes(pattern, 'watch pattern');
     if (bytes.length > limits.keyBytesMax) {
       throw new InvalidArgumentError(

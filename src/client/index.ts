@@ -30,6 +30,7 @@ export {
   type ScanOptions,
   type ScanResult,
   scanLimits,
+  type Watch,
   type WatchEvent,
 } from './client.ts';
 export {

@@ -110,6 +110,34 @@ describe('watch', () => {
     expect(late.events.map((e) => e.key.toString())).toEqual(['ws.late']);
   });
 
+  it('a stalled loop keeps the first 10,000 notifications and counts the ones it lost', async () => {
+    const w = watcher.watch('wd.');
+    await sleep(100);
+    const n = 10_100;
+    for (let i = 0; i < n; i += 500) {
+      await Promise.all(
+        Array.from({ length: Math.min(500, n - i) }, (_, j) => writer.set(`wd.${i + j}`, 'v')),
+      );
+    }
+    await until('100 lost', () => w.dropped === 100, 15_000);
+    // The loop gets what it kept: the oldest 10,000, so every write before the last batch
+    // of 500 (the lost 100 are newer); and nothing is lost once it reads again.
+    const seen = new Set<string>();
+    for (let i = 0; i < 10_000; i++) {
+      const r = await w.next();
+      expect(r.done).toBe(false);
+      if (!r.done) seen.add(r.value.key.toString());
+    }
+    expect(seen.size).toBe(10_000);
+    const early = Array.from({ length: n - 500 }, (_, i) => `wd.${i}`);
+    expect(early.filter((k) => !seen.has(k))).toEqual([]);
+    await writer.set('wd.after', 'x');
+    const r = await w.next();
+    expect(r.done === false && r.value.key.toString()).toBe('wd.after');
+    expect(w.dropped).toBe(100);
+    await w.return?.();
+  }, 60_000);
+
   it('any NATS client can watch: keys with dots, spaces, wildcards and binary bytes', async () => {
     const nc = await connect({ servers: cluster.natsUrl });
     try {
