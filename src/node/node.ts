@@ -127,6 +127,11 @@ interface RangeHost {
    */
   spanStats: { keys: number; bytes: number; atMs: number; costMs: number } | undefined;
   spanStatsStale: boolean;
+  /**
+   * The spanStats the last full report carried: a count made since (by a status request,
+   * say) is reported in full at the next report, even once the range is idle.
+   */
+  reportedStats: RangeHost['spanStats'];
   /** When this node last reported the range to the placement driver (performance.now()). */
   reportedAtMs: number;
   /** Subscribe polls held here until the range applies more (leader only). */
@@ -448,6 +453,7 @@ export class Node {
       leaderSub: undefined,
       spanStats: undefined,
       spanStatsStale: false,
+      reportedStats: undefined,
       reportedAtMs: Number.NEGATIVE_INFINITY,
       polls: undefined,
       wakeScheduled: false,
@@ -1864,13 +1870,18 @@ export class Node {
     if (freshDue) this.freshSentAtMs = now;
     for (const h of this.ranges.values()) {
       if (!h.initialized || h.replica.role() !== 'leader') continue;
-      const changed = h.spanStats === undefined || h.spanStatsStale || h.opsPerS > 0;
+      const changed =
+        h.spanStats === undefined ||
+        h.spanStatsStale ||
+        h.spanStats !== h.reportedStats ||
+        h.opsPerS > 0;
       if (!changed && !everyone && now - h.reportedAtMs < reportFullIntervalMs) {
         if (freshDue) fresh.push(h.rangeId, h.descriptor.generation);
         continue;
       }
       h.reportedAtMs = now;
       const st = this.statsOf(h, now, spanStatsIntervalMs);
+      h.reportedStats = h.spanStats;
       const splitKey =
         st.bytes >= this.config.splitBytes ? this.store.medianKey(h.rangeId) : undefined;
       reports.push({
