@@ -600,7 +600,13 @@ export class Client {
     const watchers = new Set<WatchQueue<WatchEvent>>();
     const sub = this.nc.subscribe(subject, {
       callback: (err, msg) => {
-        if (err) return;
+        if (err) {
+          // The subscription failed (say, the server refused it): every loop throws it.
+          for (const w of [...watchers]) {
+            w.fail(new UnavailableError(`watch of ${subject} failed: ${err.message}`));
+          }
+          return;
+        }
         const e = asWatchEvent(msg.data);
         if (e === undefined) return;
         for (const w of watchers) w.push(e);

@@ -2,7 +2,9 @@
 // NATS subscription of the watch subject, taken by the loop (an async iterator). A
 // notification goes straight to a loop that waits for one (one promise per notification);
 // otherwise it waits in the queue, at most `max` of them: past that the newest are lost
-// and counted, as at-most-once delivery allows (docs/streams.md).
+// and counted, as at-most-once delivery allows (docs/streams.md). A loop ends quietly
+// (end: the signal fired, the client closed) or with an error (fail: the subscription
+// failed), which its next next() call throws once; later calls are done.
 
 export class WatchQueue<T> implements AsyncIterableIterator<T, void, undefined> {
   /** Notifications lost because the queue was full. */
@@ -10,8 +12,13 @@ export class WatchQueue<T> implements AsyncIterableIterator<T, void, undefined> 
   private queue: (T | undefined)[] = [];
   private head = 0;
   private ended = false;
+  /** Why the loop ended, until a next() call has thrown it. */
+  private error: Error | undefined;
   /** next() calls waiting for a notification, oldest first. */
-  private waiting: ((r: IteratorResult<T, void>) => void)[] = [];
+  private waiting: {
+    resolve: (r: IteratorResult<T, void>) => void;
+    reject: (err: Error) => void;
+  }[] = [];
 
   constructor(
     private readonly max: number,
@@ -22,7 +29,7 @@ export class WatchQueue<T> implements AsyncIterableIterator<T, void, undefined> 
   push(e: T): void {
     if (this.ended) return;
     if (this.waiting.length > 0) {
-      this.waiting.shift()!({ value: e, done: false });
+      this.waiting.shift()!.resolve({ value: e, done: false });
       return;
     }
     if (this.queue.length - this.head >= this.max) {
@@ -34,13 +41,30 @@ export class WatchQueue<T> implements AsyncIterableIterator<T, void, undefined> 
 
   /** Ends the loop: waiting and later next() calls are done; queued notifications are dropped. */
   end(): void {
+    this.finish(undefined);
+  }
+
+  /**
+   * Ends the loop with an error: the first waiting (or the next) next() call throws it,
+   * the others are done; queued notifications are dropped.
+   */
+  fail(err: Error): void {
+    this.finish(err);
+  }
+
+  private finish(err: Error | undefined): void {
     if (this.ended) return;
     this.ended = true;
     this.queue = [];
     this.head = 0;
     const waiting = this.waiting;
     this.waiting = [];
-    for (const w of waiting) w({ value: undefined, done: true });
+    if (err !== undefined) {
+      const first = waiting.shift();
+      if (first === undefined) this.error = err;
+      else first.reject(err);
+    }
+    for (const w of waiting) w.resolve({ value: undefined, done: true });
     this.onEnd();
   }
 
@@ -54,8 +78,14 @@ export class WatchQueue<T> implements AsyncIterableIterator<T, void, undefined> 
       }
       return Promise.resolve({ value: e, done: false });
     }
-    if (this.ended) return Promise.resolve({ value: undefined, done: true });
-    return new Promise((resolve) => this.waiting.push(resolve));
+    if (this.ended) {
+      const err = this.error;
+      this.error = undefined;
+      return err === undefined
+        ? Promise.resolve({ value: undefined, done: true })
+        : Promise.reject(err);
+    }
+    return new Promise((resolve, reject) => this.waiting.push({ resolve, reject }));
   }
 
   return(): Promise<IteratorResult<T, void>> {

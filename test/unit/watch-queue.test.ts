@@ -49,4 +49,34 @@ describe('WatchQueue', () => {
     await q.return();
     expect(ends).toBe(1);
   });
+
+  it('fail ends the loop with an error: one next() throws it, the rest are done', async () => {
+    let ends = 0;
+    const q = new WatchQueue<number>(10, () => ends++);
+    q.push(1);
+    const boom = new Error('refused');
+    q.fail(boom);
+    // Queued notifications are dropped; the error comes once, then the loop is done.
+    await expect(q.next()).rejects.toBe(boom);
+    expect(await q.next()).toEqual({ value: undefined, done: true });
+    expect(ends).toBe(1);
+    // A loop waiting in next() gets the error there; a second waiting one is done.
+    const w = new WatchQueue<number>(10, () => {});
+    const a = w.next();
+    const b = w.next();
+    w.fail(boom);
+    await expect(a).rejects.toBe(boom);
+    expect(await b).toEqual({ value: undefined, done: true });
+    w.end(); // no effect after the end
+    expect(await w.next()).toEqual({ value: undefined, done: true });
+    // A for await loop throws it.
+    const l = new WatchQueue<number>(10, () => {});
+    const loop = (async () => {
+      for await (const _ of l) {
+        // nothing comes
+      }
+    })();
+    l.fail(boom);
+    await expect(loop).rejects.toBe(boom);
+  });
 });
