@@ -189,9 +189,6 @@ function nodeOfReplicas(replicas: readonly ReplicaDescriptor[]): Map<ReplicaId, 
   return m;
 }
 
-function keysAndBytes(st: { keys: number; bytes: number }): { keys: number; bytes: number } {
-  return { keys: st.keys, bytes: st.bytes };
-}
 const reportsPerMessage = 2000;
 /** Fresh ranges per message (two numbers each: well under max_payload). */
 const freshPerMessage = 20_000;
@@ -2053,6 +2050,7 @@ export class Node {
         .slice(0, statusRangesMax)
         .map((h) => {
           const s = h.replica.core.status();
+          const st = this.statsOf(h, performance.now(), 0);
           return {
             rangeId: h.rangeId,
             role: h.replica.role(),
@@ -2069,7 +2067,8 @@ export class Node {
             start: h.descriptor.start,
             end: h.descriptor.end,
             generation: h.descriptor.generation,
-            ...keysAndBytes(this.statsOf(h, performance.now(), 0)),
+            keys: st.keys,
+            bytes: st.bytes,
             opsPerS: h.opsPerS,
           };
         }),
