@@ -627,7 +627,7 @@ describe('events on disk', () => {
     await store.createRange(whole, config);
     await closeStore(store);
     const setFormat = async (format: string) => {
-      const raw = lmdbOpen(dir, { maxDbs: 8 });
+      const raw = lmdbOpen(dir, { maxDbs: 12 });
       await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', format);
       await raw.close();
     };
@@ -638,7 +638,7 @@ describe('events on disk', () => {
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
     await setFormat('3');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('4');
+    expect(store.getMeta('storageFormat')).toBe('5');
     expect(store.ranges()).toEqual([whole]);
     await closeStore(store);
 
@@ -646,12 +646,83 @@ describe('events on disk', () => {
     store = openStore(empty);
     const storeId = store.storeId;
     await closeStore(store);
-    const raw = lmdbOpen(empty, { maxDbs: 8 });
+    const raw = lmdbOpen(empty, { maxDbs: 12 });
     await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '2');
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('4');
+    expect(store.getMeta('storageFormat')).toBe('5');
+  });
+
+  it('upgrades layout 4 (progress inside the range record) and goes on from its progress', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(whole, config);
+    let r = new Replica(store);
+    await r.run(1, [set('a', '1'), set('b', '2'), 'noop'], 3);
+    const before = store.loadRange(1)!;
+    expect(before.state.applied).toBe(3);
+    await closeStore(store);
+    // What layout 4 wrote: the range record carries the hard state and applied index, and
+    // there is no progress record. (Its stale copy here says applied 0, term 0.)
+    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    const state = raw.openDB<Buffer, number>('state', {
+      keyEncoding: 'uint32',
+      encoding: 'binary',
+    });
+    const progress = raw.openDB<Buffer, number>('progress', {
+      keyEncoding: 'uint32',
+      encoding: 'binary',
+    });
+    const record = packr.unpack(state.get(1)!) as Record<string, unknown>;
+    expect(record.applied).toBe(0);
+    await raw.transaction(() => {
+      state.putSync(1, packr.pack({ ...record, hardState: before.state.hardState, applied: 3 }));
+      progress.removeSync(1);
+      raw.openDB<string, string>('meta', { encoding: 'string' }).putSync('storageFormat', '4');
+    });
+    await raw.close();
+    store = openStore(dir);
+    expect(store.getMeta('storageFormat')).toBe('5');
+    expect(store.loadRange(1)).toEqual(before);
+    r = new Replica(store);
+    await r.run(1, [set('c', '3')], 3);
+    await closeStore(store);
+    store = openStore(dir);
+    expect(store.loadRange(1)!.state.applied).toBe(4);
+    expect(store.loadRange(1)!.state.hardState).toEqual({ term: 3, vote: 0, commit: 4 });
+    expect(store.get(new TextEncoder().encode('c'))?.revision).toBe(4);
+  });
+
+  it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(whole, config);
+    await new Replica(store).run(1, [set('a', '1')], 2);
+    await closeStore(store);
+    const stateRecord = async () => {
+      const env = lmdbOpen(dir, { maxDbs: 12 });
+      const state = env.openDB<Buffer, number>('state', {
+        keyEncoding: 'uint32',
+        encoding: 'binary',
+      });
+      const bytes = Buffer.from(state.get(1)!);
+      await env.close();
+      return bytes;
+    };
+    const first = await stateRecord();
+    store = openStore(dir);
+    await new Replica(store).run(1, [set('a', '2'), set('b', '3')], 2);
+    await closeStore(store);
+    // Neither the descriptor, the snapshot point nor the events changed: no rewrite.
+    expect(await stateRecord()).toEqual(first);
+    store = openStore(dir);
+    expect(store.loadRange(1)!.state.applied).toBe(3);
+    expect(store.loadRange(1)!.state.hardState).toEqual({ term: 2, vote: 0, commit: 3 });
+    await new Replica(store).run(1, [split('m', 1, 7)], 2);
+    await closeStore(store);
+    // A split changes the descriptor: the record is written again.
+    expect(await stateRecord()).not.toEqual(first);
   });
 });
 
