@@ -4,9 +4,11 @@
 //   meta   string -> string                      store id, cluster id, node id, peer store ids
 //   state  rangeId (uint32) -> RangeRecord       descriptor, snapshot point, config, oldest
 //                                                 retained event (written when they change)
-//   progress rangeId (uint32) -> 32 bytes        hard state (term, vote, commit) and applied
+//   progress rangeId (uint32) -> 48 bytes        hard state (term, vote, commit), applied,
+//                                                 the applied entry's term, and logFromSeq
 //                                                 (written every turn that changes them)
-//   log    [rangeId u32 BE, index u64 BE] -> entry (binary: kind, term, data)
+//   journal seq (u64 BE) -> [rangeId u32 BE][index f64 BE] entry (binary: kind, term, data)
+//                                                 every range's log, in write order (journal.ts)
 //   data   user key bytes -> DataRecord {value, revision, requests?}   keys are global:
 //                                                                        a range owns a span
 //   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
@@ -57,7 +59,19 @@
 // parent of a split keeps its events, and the right-hand range starts with none and
 // eventsOldestRetained = split index + 1.
 //
-// A range's state is two records: `progress` (term, vote, commit, applied: four f64 BE,
+// The log (journal.ts): entries of all ranges are appended to one tree in write order, so
+// a turn that appends to many ranges changes one place of it, not one per range. A range
+// maps its indexes to journal sequence numbers in memory (LogSeqs, rebuilt at open by
+// reading the journal in order: an entry at an index the range holds already replaces it
+// and every later one, as the write did). Compacting a range's log, or dropping it for a
+// snapshot, deletes nothing at once: records older than every range's oldest held entry
+// are deleted from the front of the journal, a bounded number per turn (purgeJournal),
+// and a range whose oldest entry holds the front back too far has its entries written
+// again at the end. `logFromSeq` (in progress) fences a range's records from before its
+// log was last dropped (a snapshot, or the range created anew), so reading the journal
+// never brings them back.
+//
+// A range's state is two records: `progress` (term, vote, commit, applied, ...: f64 BE,
 // encoded without msgpack) changes in nearly every turn that touches the range, and the
 // rest (`state`, msgpack) changes at splits, snapshots and compactions. With hundreds of
 // ranges in a turn, re-encoding and rewriting the whole record per range per turn cost
@@ -76,7 +90,8 @@
 // libuv thread) before they resolve.
 
 // Invariants, per range:
-// - the log holds exactly the entries (snapshot.index, lastIndex], contiguous;
+// - the log holds exactly the entries (snapshot.index, lastIndex], contiguous: the journal
+//   records LogSeqs names, each at or after logFromSeq;
 // - snapshot.index <= applied <= lastIndex;
 // - the data of the range's span is the state machine after applying (0, applied];
 // - eventsFloor <= eventsOldestRetained <= applied + 1, and the events database holds the
@@ -153,6 +168,7 @@ import {
   type RangeEvent,
   type StoredEvent,
 } from './events.ts';
+import { journalHeaderBytes, LogSeqs, seqKey, seqOfKey } from './journal.ts';
 
 export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
 export type { EventsOptions, EventsRead, RangeEvent, StoredEvent } from './events.ts';
@@ -160,6 +176,11 @@ export type { EventsOptions, EventsRead, RangeEvent, StoredEvent } from './event
 export interface StoreOptions {
   /** Log positions a request id is remembered for; every replica must use the same. */
   readonly dedupWindowEntries?: number;
+  /**
+   * Journal records a range's oldest held entry may lag the newest by before its entries
+   * are written again at the end (so the journal's front can be deleted). Default 500,000.
+   */
+  readonly journalLagMax?: number;
 }
 
 export interface StoreStats {
@@ -174,6 +195,10 @@ export interface StoreStats {
   applyReads: number;
   /** Expiry queue lookups (LMDB cursors) by applied entries: none while nothing is due. */
   expiryScans: number;
+  /** Journal records deleted from the front (no range needs them any more). */
+  journalPurged: number;
+  /** Log entries written again at the journal's end (their range held its front back). */
+  journalRewritten: number;
 }
 
 /**
@@ -221,12 +246,22 @@ interface RangeRecord {
   readonly eventsOldestRetained: LogIndex;
 }
 
+/** A range's state and progress records together. */
+interface StoredRange extends RangeRecord {
+  /** The term of the entry at `applied` (the snapshot's when applied is its index). */
+  readonly appliedTerm: Term;
+  /** Journal records of the range below this sequence number are not its log (fenced). */
+  readonly logFromSeq: number;
+}
+
 /**
- * The cached state of a range; `lastIndex`, `eventsFloor` and `expiryFloor` are derived at
- * open.
+ * The cached state of a range; `lastIndex`, `log`, `eventsFloor` and `expiryFloor` are
+ * derived at open.
  */
-interface RangeState extends RangeRecord {
+interface RangeState extends StoredRange {
   readonly lastIndex: LogIndex;
+  /** Where the entries (snapshot.index, lastIndex] are in the journal. */
+  readonly log: LogSeqs;
   /**
    * No event of the range below this revision is stored. Compacted events in [eventsFloor,
    * eventsOldestRetained) are still to be deleted. Invariant: eventsFloor <=
@@ -276,22 +311,33 @@ type TurnOp =
  * constructor). 2 had no events database and no eventsOldestRetained in range records; 3
  * kept every request record in `requests` (its stores are upgraded in place: they are
  * layout-4 stores whose data records hold no inline requests); 4 kept the hard state and
- * applied index only inside the range record (no `progress` database).
+ * applied index only inside the range record (no `progress` database); 5 kept the log in
+ * a tree keyed by (range, index).
  */
-const storageFormat = '5';
+const storageFormat = '6';
 /**
- * Layouts this code reads as they are: opening one records the current layout. A range
- * without a `progress` record (layouts 3 and 4) takes its progress from its `state`
- * record; its next turn writes one.
+ * Layouts this code upgrades at open, in one transaction (upgradeLog): their per-range
+ * `log` entries move to the journal, and each range gets a progress record (layouts 3 and
+ * 4 kept progress in the `state` record, 5 in 32 bytes without the applied term).
  */
-const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4']);
+const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5']);
 /** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
 const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   [undefined, 'request ids inside data records'],
   ['2', 'no mutation events'],
   ['3', 'every request record apart from its data record'],
   ['4', 'hard state and applied index inside the range record'],
+  ['5', 'a log tree per range'],
 ]);
+/** Journal records a turn deletes at most (the front of the journal: a few pages). */
+const journalPurgeMax = 4096;
+/** Turns between two scans of every range for the journal's purge point. */
+const journalScanTurns = 64;
+/** Log entries a scan writes again at most (of ranges that hold the journal's front back). */
+const journalRewriteMax = 20_000;
+/** See StoreOptions.journalLagMax. */
+const journalLagMax = 500_000;
+
 /**
  * Expiry queue items an applied entry may delete: more than the one request an entry can
  * record, so the queue drains after a backlog (a snapshot, a bigger window before), and a
@@ -408,17 +454,6 @@ function expiryKeyIndex(key: Uint8Array): LogIndex {
   return logKeyIndex(key.subarray(0, 12));
 }
 
-/** [kind u8][term u64 BE][data]: entries are written on the hot path, so no msgpack here. */
-function encodeEntry(e: Entry): Buffer {
-  assert(Number.isSafeInteger(e.term) && e.term >= 0, 'terms are safe integers');
-  const out = Buffer.allocUnsafe(entryHeaderBytes + e.data.length);
-  out[0] = kindCodes[e.kind];
-  out.writeUInt32BE(Math.floor(e.term / 0x1_0000_0000), 1);
-  out.writeUInt32BE(e.term >>> 0, 5);
-  out.set(e.data, entryHeaderBytes);
-  return out;
-}
-
 function decodeEntry(index: LogIndex, bytes: Uint8Array): Entry {
   const b = asBuffer(bytes);
   assert(b.length >= entryHeaderBytes, 'a stored entry has its header');
@@ -462,34 +497,75 @@ function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
   return r;
 }
 
-const progressBytes = 32;
+const progressBytes = 48;
+/** Layout 5's progress records: no applied term, no logFromSeq. */
+const progressBytesV5 = 32;
 
-/** A range's progress record: term, vote, commit, applied (f64 BE: safe integers). */
-function encodeProgress(s: RangeRecord): Buffer {
+/**
+ * A range's progress record: term, vote, commit, applied, appliedTerm, logFromSeq (f64 BE:
+ * safe integers).
+ */
+function encodeProgress(s: StoredRange): Buffer {
   const b = Buffer.allocUnsafe(progressBytes);
   b.writeDoubleBE(s.hardState.term, 0);
   b.writeDoubleBE(s.hardState.vote, 8);
   b.writeDoubleBE(s.hardState.commit, 16);
   b.writeDoubleBE(s.applied, 24);
+  b.writeDoubleBE(s.appliedTerm, 32);
+  b.writeDoubleBE(s.logFromSeq, 40);
   return b;
 }
 
-/** `record` with the hard state and applied index of its progress record, if stored. */
-function withProgress(record: RangeRecord, progress: Uint8Array | undefined): RangeRecord {
-  if (progress === undefined) return record;
+function decodeProgressFields(progress: Uint8Array, count: number): number[] {
   const b = asBuffer(progress);
-  assert(b.length === progressBytes, 'a progress record is 32 bytes');
-  const [term, vote, commit, applied] = [0, 8, 16, 24].map((at) => b.readDoubleBE(at)) as [
+  const fields: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const x = b.readDoubleBE(8 * i);
+    assert(Number.isSafeInteger(x) && x >= 0, 'progress fields are safe integers');
+    fields.push(x);
+  }
+  return fields;
+}
+
+/** `record` with its progress record (layout 6). */
+function withProgress(record: RangeRecord, progress: Uint8Array | undefined): StoredRange {
+  assert(progress !== undefined && progress.length === progressBytes, 'a progress record');
+  const [term, vote, commit, applied, appliedTerm, logFromSeq] = decodeProgressFields(
+    progress,
+    6,
+  ) as [number, number, number, number, number, number];
+  assert(applied >= record.applied, 'progress is at or after the range record');
+  return { ...record, hardState: { term, vote, commit }, applied, appliedTerm, logFromSeq };
+}
+
+/** Layouts 3 to 5: the progress of a range, from its state record or a 32-byte one. */
+function olderProgress(record: RangeRecord, progress: Uint8Array | undefined): RangeRecord {
+  if (progress === undefined) return record;
+  assert(progress.length === progressBytesV5, 'a layout-5 progress record is 32 bytes');
+  const [term, vote, commit, applied] = decodeProgressFields(progress, 4) as [
     number,
     number,
     number,
     number,
   ];
-  for (const x of [term, vote, commit, applied]) {
-    assert(Number.isSafeInteger(x) && x >= 0, 'progress fields are safe integers');
-  }
   assert(applied >= record.applied, 'progress is at or after the range record');
   return { ...record, hardState: { term, vote, commit }, applied };
+}
+
+/**
+ * A journal record: [rangeId u32 BE][index f64 BE], then the entry: [kind u8][term u64
+ * BE][data]. Written on the hot path, so no msgpack here.
+ */
+function encodeJournalRecord(rangeId: number, e: Entry): Buffer {
+  assert(Number.isSafeInteger(e.term) && e.term >= 0, 'terms are safe integers');
+  const out = Buffer.allocUnsafe(journalHeaderBytes + entryHeaderBytes + e.data.length);
+  out.writeUInt32BE(rangeId, 0);
+  out.writeDoubleBE(e.index, 4);
+  out[12] = kindCodes[e.kind];
+  out.writeUInt32BE(Math.floor(e.term / 0x1_0000_0000), 13);
+  out.writeUInt32BE(e.term >>> 0, 17);
+  out.set(e.data, journalHeaderBytes + entryHeaderBytes);
+  return out;
 }
 
 function encodeRangeRecord(s: RangeState): Buffer {
@@ -648,13 +724,30 @@ function processAlive(pid: number): boolean {
 
 export class Store {
   readonly storeId: string;
-  readonly stats: StoreStats = { commits: 0, flushes: 0, applyReads: 0, expiryScans: 0 };
+  readonly stats: StoreStats = {
+    commits: 0,
+    flushes: 0,
+    applyReads: 0,
+    expiryScans: 0,
+    journalPurged: 0,
+    journalRewritten: 0,
+  };
   readonly dedupWindowEntries: number;
+  private readonly journalLagMax: number;
   private readonly root: RootDatabase;
   private readonly metaDb: Database<string, string>;
   private readonly stateDb: Database<Buffer, number>;
   private readonly progressDb: Database<Buffer, number>;
+  /** Layouts before 6 only: read once, by upgradeLog. */
   private readonly logDb: Database<Buffer, Buffer>;
+  private readonly journalDb: Database<Buffer, Buffer>;
+  /** The next journal sequence number (gaps are harmless: only the order counts). */
+  private nextSeq = 1;
+  /** Journal records below this are deleted. */
+  private purgedTo = 1;
+  /** Every journal record below this is one no range needs (recomputed now and then). */
+  private purgeBelow = 1;
+  private turnsToPurgeScan = 0;
   private readonly dataDb: Database<Buffer, Buffer>;
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
@@ -667,6 +760,11 @@ export class Store {
 
   private constructor(dir: string, options: StoreOptions) {
     this.dedupWindowEntries = options.dedupWindowEntries ?? dedupWindowEntries;
+    this.journalLagMax = options.journalLagMax ?? journalLagMax;
+    assert(
+      Number.isSafeInteger(this.journalLagMax) && this.journalLagMax >= 1,
+      'journalLagMax is a positive integer',
+    );
     assert(
       Number.isSafeInteger(this.dedupWindowEntries) && this.dedupWindowEntries > 0,
       'the dedup window is a positive integer',
@@ -687,6 +785,10 @@ export class Store {
       encoding: 'binary',
     });
     this.logDb = this.root.openDB<Buffer, Buffer>('log', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    this.journalDb = this.root.openDB<Buffer, Buffer>('journal', {
       keyEncoding: 'binary',
       encoding: 'binary',
     });
@@ -730,6 +832,7 @@ export class Store {
       }
       const id = storeId ?? randomUUID();
       this.root.transactionSync(() => {
+        if (upgradableLayouts.has(format)) this.upgradeLog();
         this.metaDb.putSync('storeId', id);
         this.metaDb.putSync('storageFormat', storageFormat);
       });
@@ -739,18 +842,16 @@ export class Store {
     assert(storeId !== undefined, 'a store has its id');
     this.storeId = storeId;
 
+    const stored = new Map<number, StoredRange>();
     for (const { key, value } of this.stateDb.getRange({})) {
       const record = withProgress(decodeRangeRecord(value), this.progressDb.get(key));
       assert(record.descriptor.rangeId === key, 'a range record is stored under its id');
-      let lastIndex = record.snapshot.index;
-      for (const last of this.logDb.getKeys({
-        start: logKey(key, Number.MAX_SAFE_INTEGER),
-        end: logKey(key, 0),
-        reverse: true,
-        limit: 1,
-      })) {
-        lastIndex = logKeyIndex(last);
-      }
+      stored.set(key, record);
+    }
+    const logs = this.readJournal(stored);
+    for (const [key, record] of stored) {
+      const log = logs.get(key) ?? LogSeqs.empty(record.snapshot.index);
+      const lastIndex = log.last;
       assert(lastIndex >= record.snapshot.index, 'the log ends at or after the snapshot');
       assert(record.applied >= record.snapshot.index, 'applied is at or after the snapshot');
       assert(record.applied <= lastIndex, 'applied entries are in the log');
@@ -770,8 +871,93 @@ export class Store {
       })) {
         expiryFloor = expiryKeyIndex(first);
       }
-      this.rangeStates.set(key, { ...record, lastIndex, eventsFloor, expiryFloor });
+      this.rangeStates.set(key, { ...record, lastIndex, log, eventsFloor, expiryFloor });
     }
+  }
+
+  /**
+   * Reads the journal in order into each range's LogSeqs (see the header). Sets nextSeq
+   * past every record and every range's logFromSeq, and the purge point to the front.
+   */
+  private readJournal(ranges: ReadonlyMap<number, StoredRange>): Map<number, LogSeqs> {
+    // Per range, the indexes and sequence numbers read so far, ascending. A record at an
+    // index held already replaces that entry and every later one. A range's dead records
+    // (replaced by later ones, whose older neighbours were purged) may leave a gap for a
+    // while; the records that replace them close it.
+    const read = new Map<number, { ix: number[]; sq: number[] }>();
+    let front: number | undefined;
+    let last = 0;
+    for (const { key, value } of this.journalDb.getRange({})) {
+      const seq = seqOfKey(key);
+      front ??= seq;
+      last = seq;
+      const b = asBuffer(value);
+      assert(b.length >= journalHeaderBytes + entryHeaderBytes, 'a journal record has its header');
+      const rangeId = b.readUInt32BE(0);
+      const index = b.readDoubleBE(4);
+      assert(Number.isSafeInteger(index) && index >= 1, 'a journal record names its index');
+      const r = ranges.get(rangeId);
+      // Records of a range not here (any more), from before its log was dropped, or
+      // compacted into its snapshot.
+      if (r === undefined || seq < r.logFromSeq || index <= r.snapshot.index) continue;
+      let got = read.get(rangeId);
+      if (got === undefined) read.set(rangeId, (got = { ix: [], sq: [] }));
+      const { ix, sq } = got;
+      if (ix.length > 0 && index <= ix[ix.length - 1]!) {
+        let lo = 0;
+        let hi = ix.length - 1;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (ix[mid]! >= index) hi = mid;
+          else lo = mid + 1;
+        }
+        ix.length = lo;
+        sq.length = lo;
+      }
+      ix.push(index);
+      sq.push(seq);
+    }
+    const logs = new Map<number, LogSeqs>();
+    for (const [rangeId, { ix, sq }] of read) {
+      let log = LogSeqs.empty(ranges.get(rangeId)!.snapshot.index);
+      for (let i = 0; i < ix.length; ) {
+        assert(ix[i] === log.last + 1, 'a range log read from the journal has no gap');
+        let n = 1;
+        while (i + n < ix.length && ix[i + n] === ix[i]! + n && sq[i + n] === sq[i]! + n) n++;
+        log = log.write(ix[i]!, sq[i]!, n);
+        i += n;
+      }
+      logs.set(rangeId, log);
+    }
+    let fenced = 0;
+    for (const r of ranges.values()) fenced = Math.max(fenced, r.logFromSeq);
+    this.nextSeq = Math.max(last + 1, fenced, 1);
+    this.purgedTo = front ?? this.nextSeq;
+    this.purgeBelow = this.purgedTo;
+    return logs;
+  }
+
+  /**
+   * Layouts 3 to 5 (inside the transaction that records layout 6): every range's log
+   * entries move from `log` to the journal, and every range gets a progress record.
+   */
+  private upgradeLog(): void {
+    let seq = 1;
+    for (const { key, value } of this.stateDb.getRange({})) {
+      const record = olderProgress(decodeRangeRecord(value), this.progressDb.get(key));
+      let appliedTerm = record.snapshot.term;
+      for (const { key: lk, value: entry } of this.logDb.getRange({
+        start: logKey(key, record.snapshot.index + 1),
+        end: logKeyEnd(key),
+      })) {
+        const index = logKeyIndex(lk);
+        const e = decodeEntry(index, entry);
+        if (index === record.applied) appliedTerm = e.term;
+        this.journalDb.putSync(seqKey(seq++), encodeJournalRecord(key, e));
+      }
+      this.progressDb.putSync(key, encodeProgress({ ...record, appliedTerm, logFromSeq: 0 }));
+    }
+    for (const key of Array.from(this.logDb.getKeys({}))) this.logDb.removeSync(key);
   }
 
   /** Opens (creating if needed) the store in `dir`. */
@@ -817,13 +1003,10 @@ export class Store {
     if (s === undefined) return undefined;
     const entries: Entry[] = [];
     let index = s.snapshot.index;
-    for (const { key, value } of this.logDb.getRange({
-      start: logKey(rangeId, s.snapshot.index + 1),
-      end: logKeyEnd(rangeId),
-    })) {
+    for (const [at, seq] of s.log.entries()) {
       index++;
-      assert(logKeyIndex(key) === index, 'stored log entries are contiguous');
-      entries.push(decodeEntry(index, value));
+      assert(at === index, 'stored log entries are contiguous');
+      entries.push(this.journalEntry(rangeId, at, seq));
     }
     assert(index === s.lastIndex, 'the log ends at its last index');
     return {
@@ -865,13 +1048,16 @@ export class Store {
       snapshot: { index: 0, term: 0, config },
       config,
       lastIndex: 0,
+      // Records an earlier replica of this range id left in the journal are not its log.
+      appliedTerm: 0,
+      logFromSeq: this.nextSeq,
+      log: LogSeqs.empty(0),
       eventsOldestRetained: 1,
       eventsFloor: 1,
       expiryFloor: Number.POSITIVE_INFINITY,
     };
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
-      this.clearLog(descriptor.rangeId);
       this.clearExpiry(descriptor.rangeId);
       this.clearEvents(descriptor.rangeId);
       for (const [key, value] of records) {
@@ -1083,6 +1269,17 @@ export class Store {
   }
 
   /**
+   * For tests and debugging: the journal's records (sequence number, range, index), in
+   * order, including those no range needs any more that are not deleted yet.
+   */
+  inspectJournal(): Array<{ seq: number; rangeId: number; index: LogIndex }> {
+    return Array.from(this.journalDb.getRange({}), ({ key, value }) => {
+      const b = asBuffer(value);
+      return { seq: seqOfKey(key), rangeId: b.readUInt32BE(0), index: b.readDoubleBE(4) };
+    });
+  }
+
+  /**
    * The state machine of the range's span at its applied index, read in one read
    * transaction. meta.term is the term of the entry at `applied`. It carries the range's
    * retained events (and their oldest revision) too.
@@ -1092,14 +1289,7 @@ export class Store {
     try {
       const s = this.readRangeRecord(rangeId, transaction);
       assert(s !== undefined, 'a snapshot is taken of an existing range');
-      let term: Term;
-      if (s.applied === s.snapshot.index) {
-        term = s.snapshot.term;
-      } else {
-        const entry = this.logDb.get(logKey(rangeId, s.applied), { transaction });
-        assert(entry !== undefined, 'the applied entry is in the log');
-        term = entryTerm(entry);
-      }
+      const term: Term = s.applied === s.snapshot.index ? s.snapshot.term : s.appliedTerm;
       const records: Array<SnapshotData['records'][number]> = [];
       for (const { key, value } of this.dataDb.getRange({
         ...spanBounds(s.descriptor),
@@ -1245,6 +1435,7 @@ export class Store {
     };
     // Records touched by this turn's applies, decoded once and encoded once per turn.
     const records: RecordCache = new Map();
+    const turnFirstSeq = this.nextSeq;
     for (const op of ops) {
       const s = stateOf(op.rangeId);
       switch (op.kind) {
@@ -1268,6 +1459,7 @@ export class Store {
       }
     }
     this.writeRecords(records);
+    this.purgeJournal(turnFirstSeq, stateOf);
     for (const [rangeId, s] of dirty) {
       const before = this.rangeStates.get(rangeId);
       if (
@@ -1282,7 +1474,9 @@ export class Store {
       if (
         before === undefined ||
         s.hardState !== before.hardState ||
-        s.applied !== before.applied
+        s.applied !== before.applied ||
+        s.appliedTerm !== before.appliedTerm ||
+        s.logFromSeq !== before.logFromSeq
       ) {
         this.progressDb.putSync(rangeId, encodeProgress(s));
       }
@@ -1302,13 +1496,18 @@ export class Store {
     assert(first.index > s.applied, 'an applied entry is never overwritten');
     assert(first.index <= s.lastIndex + 1, 'entries leave no gap in the log');
     let index = first.index - 1;
+    const seq = this.nextSeq;
     for (const e of w.entries) {
       index++;
       assert(e.index === index, 'written entries are contiguous');
-      this.logDb.putSync(logKey(rangeId, e.index), encodeEntry(e));
+      // Sequence numbers only grow: each record goes at the end of the tree.
+      this.journalDb.putSync(seqKey(this.nextSeq++), encodeJournalRecord(rangeId, e), {
+        append: true,
+      });
     }
-    // Entries after the new last one belonged to a conflicting suffix.
-    for (let i = index + 1; i <= s.lastIndex; i++) this.logDb.removeSync(logKey(rangeId, i));
+    // Entries after the new last one belonged to a conflicting suffix: they are no longer
+    // the range's (reading the journal drops them the same way).
+    s.log = s.log.write(first.index, seq, w.entries.length);
     s.lastIndex = index;
   }
 
@@ -1323,6 +1522,7 @@ export class Store {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
       assert(e.index <= s.lastIndex, 'applied entries are in the log');
       s.applied = e.index;
+      s.appliedTerm = e.term;
       // Per entry, not per turn: replicas batch entries into turns differently.
       this.expire(s, e.index);
       out.push(this.applyEntry(s, e, records, created));
@@ -1435,15 +1635,18 @@ export class Store {
       this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
       rightExpiryFloor = Math.min(rightExpiryFloor, index);
     }
-    this.clearLog(right.rangeId);
     this.clearEvents(right.rangeId);
     created({
       descriptor: right,
       hardState: { term: e.term, vote: 0, commit: e.index },
       applied: e.index,
+      appliedTerm: e.term,
       snapshot: { index: e.index, term: e.term, config: s.config },
       config: s.config,
       lastIndex: e.index,
+      // Records an earlier replica of this range id left in the journal are not its log.
+      log: LogSeqs.empty(e.index),
+      logFromSeq: this.nextSeq,
       eventsOldestRetained: e.index + 1,
       eventsFloor: e.index + 1,
       expiryFloor: rightExpiryFloor,
@@ -1639,12 +1842,15 @@ export class Store {
     if (meta.index <= s.snapshot.index) return;
     assert(meta.index <= s.applied, 'only applied entries are compacted');
     assert(meta.index <= s.lastIndex, 'compaction stays within the log');
-    const rangeId = s.descriptor.rangeId;
-    const stored = this.logDb.get(logKey(rangeId, meta.index));
-    assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
-    for (let i = s.snapshot.index + 1; i <= meta.index; i++) {
-      this.logDb.removeSync(logKey(rangeId, i));
-    }
+    const seq = s.log.seqOf(meta.index);
+    assert(seq !== undefined, 'a compaction point is in the log');
+    const stored = this.journalDb.get(seqKey(seq));
+    assert(
+      stored !== undefined && entryTerm(stored.subarray(journalHeaderBytes)) === meta.term,
+      'compact meta matches log',
+    );
+    // The records stay in the journal until purgeJournal reaches them.
+    s.log = s.log.compact(meta.index);
     s.snapshot = meta;
   }
 
@@ -1690,8 +1896,11 @@ export class Store {
     }
     s.eventsOldestRetained = data.oldestRetained;
     s.eventsFloor = data.oldestRetained;
-    this.clearLog(rangeId);
+    // The whole log goes: its records in the journal are fenced off.
+    s.log = LogSeqs.empty(snapshot.meta.index);
+    s.logFromSeq = this.nextSeq;
     s.applied = snapshot.meta.index;
+    s.appliedTerm = snapshot.meta.term;
     s.snapshot = snapshot.meta;
     s.config = snapshot.meta.config;
     s.lastIndex = snapshot.meta.index;
@@ -1722,18 +1931,81 @@ export class Store {
   }
 
   /** Deletes the whole log of a range (inside the caller's write transaction). */
-  private clearLog(rangeId: number): void {
-    const keys = Array.from(
-      this.logDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
+  /** Entry `index` of the range, stored at journal sequence number `seq`. */
+  private journalEntry(rangeId: number, index: LogIndex, seq: number): Entry {
+    const stored = this.journalDb.get(seqKey(seq));
+    assert(stored !== undefined, 'a held log entry is in the journal');
+    const b = asBuffer(stored);
+    assert(
+      b.length >= journalHeaderBytes + entryHeaderBytes &&
+        b.readUInt32BE(0) === rangeId &&
+        b.readDoubleBE(4) === index,
+      'a journal record is the entry its range maps there',
     );
-    for (const key of keys) this.logDb.removeSync(key);
+    return decodeEntry(index, b.subarray(journalHeaderBytes));
+  }
+
+  /**
+   * Deletes journal records no range needs, up to journalPurgeMax per turn, and every
+   * journalScanTurns turns finds how far that is: below every range's oldest held entry.
+   * A range whose oldest entry is more than journalLagMax records behind has its entries
+   * written again at the end (at most journalRewriteMax per turn), so a range that keeps
+   * a few entries for long (a follower down, so it never quiesces) does not make the
+   * journal grow without bound.
+   */
+  private purgeJournal(
+    turnFirstSeq: number,
+    stateOf: (rangeId: number) => Mutable<RangeState>,
+  ): void {
+    if (--this.turnsToPurgeScan <= 0) {
+      this.turnsToPurgeScan = journalScanTurns;
+      // The committed states: a range's oldest held entry only gets newer, and what this
+      // turn wrote is at turnFirstSeq or after.
+      let below = turnFirstSeq;
+      let rewritten = 0;
+      for (const [rangeId, committed] of this.rangeStates) {
+        let first = committed.log.firstSeq();
+        if (first === undefined) continue;
+        if (first < this.nextSeq - this.journalLagMax && rewritten < journalRewriteMax) {
+          const s = stateOf(rangeId);
+          rewritten += this.rewriteLog(s);
+          first = s.log.firstSeq();
+          if (first === undefined) continue;
+        }
+        below = Math.min(below, first);
+      }
+      this.purgeBelow = Math.max(this.purgeBelow, below);
+    }
+    const to = Math.min(this.purgeBelow, this.purgedTo + journalPurgeMax);
+    for (let seq = this.purgedTo; seq < to; seq++) this.journalDb.removeSync(seqKey(seq));
+    this.stats.journalPurged += to - this.purgedTo;
+    this.purgedTo = to;
+  }
+
+  /** Writes the range's held entries again at the journal's end; returns how many. */
+  private rewriteLog(s: Mutable<RangeState>): number {
+    const rangeId = s.descriptor.rangeId;
+    const entries = Array.from(s.log.entries(), ([index, seq]) =>
+      this.journalEntry(rangeId, index, seq),
+    );
+    const first = entries[0];
+    if (first === undefined) return 0;
+    const seq = this.nextSeq;
+    for (const e of entries) {
+      this.journalDb.putSync(seqKey(this.nextSeq++), encodeJournalRecord(rangeId, e), {
+        append: true,
+      });
+    }
+    s.log = s.log.write(first.index, seq, entries.length);
+    this.stats.journalRewritten += entries.length;
+    return entries.length;
   }
 
   /** A range's committed state record and progress, read in `transaction`. */
   private readRangeRecord(
     rangeId: number,
     transaction: ReturnType<RootDatabase['useReadTransaction']>,
-  ): RangeRecord | undefined {
+  ): StoredRange | undefined {
     const stored = this.stateDb.get(rangeId, { transaction });
     if (stored === undefined) return undefined;
     return withProgress(decodeRangeRecord(stored), this.progressDb.get(rangeId, { transaction }));

@@ -636,9 +636,9 @@ describe('events on disk', () => {
     await setFormat('9');
     expect(() => Store.open(dir)).toThrow(/unknown storage layout 9/);
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
-    await setFormat('3');
+    await asOlderLayout(dir, '3');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('5');
+    expect(store.getMeta('storageFormat')).toBe('6');
     expect(store.ranges()).toEqual([whole]);
     await closeStore(store);
 
@@ -651,48 +651,37 @@ describe('events on disk', () => {
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('5');
+    expect(store.getMeta('storageFormat')).toBe('6');
   });
 
-  it('upgrades layout 4 (progress inside the range record) and goes on from its progress', async () => {
-    const dir = tempDir();
-    let store = openStore(dir);
-    await store.createRange(whole, config);
-    let r = new Replica(store);
-    await r.run(1, [set('a', '1'), set('b', '2'), 'noop'], 3);
-    const before = store.loadRange(1)!;
-    expect(before.state.applied).toBe(3);
-    await closeStore(store);
-    // What layout 4 wrote: the range record carries the hard state and applied index, and
-    // there is no progress record. (Its stale copy here says applied 0, term 0.)
-    const raw = lmdbOpen(dir, { maxDbs: 12 });
-    const state = raw.openDB<Buffer, number>('state', {
-      keyEncoding: 'uint32',
-      encoding: 'binary',
+  for (const format of ['4', '5'] as const) {
+    it(`upgrades layout ${format} (a log tree per range) and goes on from its progress`, async () => {
+      const dir = tempDir();
+      let store = openStore(dir);
+      await store.createRange(whole, config);
+      let r = new Replica(store);
+      await r.run(1, [set('a', '1'), set('b', '2'), 'noop'], 3);
+      await r.run(1, ['noop', set('c', '3')], 4);
+      const before = store.loadRange(1)!;
+      expect(before.state.applied).toBe(5);
+      const snapshot = store.takeSnapshot(1);
+      await closeStore(store);
+      await asOlderLayout(dir, format);
+      store = openStore(dir);
+      expect(store.getMeta('storageFormat')).toBe('6');
+      expect(store.loadRange(1)).toEqual(before);
+      // The applied entry's term comes from the old log: snapshots carry it.
+      expect(store.takeSnapshot(1).meta).toEqual(snapshot.meta);
+      r = new Replica(store);
+      await r.run(1, [set('d', '4')], 4);
+      await closeStore(store);
+      store = openStore(dir);
+      expect(store.loadRange(1)!.state.applied).toBe(6);
+      expect(store.loadRange(1)!.state.entries.map((e) => e.index)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(store.loadRange(1)!.state.hardState).toEqual({ term: 4, vote: 0, commit: 6 });
+      expect(store.get(new TextEncoder().encode('d'))?.revision).toBe(6);
     });
-    const progress = raw.openDB<Buffer, number>('progress', {
-      keyEncoding: 'uint32',
-      encoding: 'binary',
-    });
-    const record = packr.unpack(state.get(1)!) as Record<string, unknown>;
-    expect(record.applied).toBe(0);
-    await raw.transaction(() => {
-      state.putSync(1, packr.pack({ ...record, hardState: before.state.hardState, applied: 3 }));
-      progress.removeSync(1);
-      raw.openDB<string, string>('meta', { encoding: 'string' }).putSync('storageFormat', '4');
-    });
-    await raw.close();
-    store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('5');
-    expect(store.loadRange(1)).toEqual(before);
-    r = new Replica(store);
-    await r.run(1, [set('c', '3')], 3);
-    await closeStore(store);
-    store = openStore(dir);
-    expect(store.loadRange(1)!.state.applied).toBe(4);
-    expect(store.loadRange(1)!.state.hardState).toEqual({ term: 3, vote: 0, commit: 4 });
-    expect(store.get(new TextEncoder().encode('c'))?.revision).toBe(4);
-  });
+  }
 
   it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
     const dir = tempDir();
@@ -725,6 +714,47 @@ describe('events on disk', () => {
     expect(await stateRecord()).not.toEqual(first);
   });
 });
+
+/**
+ * Rewrites a layout-6 store (closed, every journal record live) the way layout 3, 4 or 5
+ * kept it: the log in a tree keyed by (range, index); progress in the range record (3, 4)
+ * or in 32 bytes (5).
+ */
+async function asOlderLayout(dir: string, format: '3' | '4' | '5'): Promise<void> {
+  const raw = lmdbOpen(dir, { maxDbs: 12 });
+  const byId = { keyEncoding: 'uint32', encoding: 'binary' } as const;
+  const bytes = { keyEncoding: 'binary', encoding: 'binary' } as const;
+  const state = raw.openDB<Buffer, number>('state', byId);
+  const progress = raw.openDB<Buffer, number>('progress', byId);
+  const journal = raw.openDB<Buffer, Buffer>('journal', bytes);
+  const log = raw.openDB<Buffer, Buffer>('log', bytes);
+  const meta = raw.openDB<string, string>('meta', { encoding: 'string' });
+  await raw.transaction(() => {
+    for (const { key, value } of Array.from(journal.getRange({}))) {
+      const b = Buffer.from(value);
+      const index = b.readDoubleBE(4);
+      const k = Buffer.alloc(12);
+      k.writeUInt32BE(b.readUInt32BE(0), 0);
+      k.writeUInt32BE(Math.floor(index / 2 ** 32), 4);
+      k.writeUInt32BE(index >>> 0, 8);
+      log.putSync(k, b.subarray(12));
+      journal.removeSync(key);
+    }
+    for (const { key, value } of Array.from(state.getRange({}))) {
+      const p = Buffer.from(progress.get(key)!);
+      const [term, vote, commit, applied] = [0, 8, 16, 24].map((at) => p.readDoubleBE(at));
+      if (format === '5') {
+        progress.putSync(key, p.subarray(0, 32));
+      } else {
+        const record = packr.unpack(value) as Record<string, unknown>;
+        state.putSync(key, packr.pack({ ...record, hardState: { term, vote, commit }, applied }));
+        progress.removeSync(key);
+      }
+    }
+    meta.putSync('storageFormat', format);
+  });
+  await raw.close();
+}
 
 /** A mutation the model says a range applied, and so its stream must carry. */
 interface Mutation {

@@ -342,6 +342,153 @@ describe('log and hard state', () => {
   });
 });
 
+describe("the journal (every range's log in one tree, in write order)", () => {
+  const write = (store: Store, rangeId: number, entries: Entry[], term = 1, id = 1) => {
+    const turn = store.beginTurn();
+    turn.write(rangeId, {
+      id,
+      hardState: { term, vote: 1, commit: 0 },
+      entries,
+      snapshot: null,
+    });
+    return turn.commit().durable;
+  };
+  const logOf = (store: Store, rangeId: number) =>
+    store.loadRange(rangeId)!.state.entries.map((e) => [e.index, e.term, s(e.data)]);
+
+  it('gives each range its own log back after a reopen: interleaved, replaced, dropped for a snapshot', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    for (const id of [1, 2, 3]) {
+      await store.createRange(
+        descriptor(id, String.fromCharCode(96 + id), `${String.fromCharCode(96 + id)}z`),
+        config,
+      );
+    }
+    // One turn with entries of all three ranges, then more turns that interleave.
+    const turn = store.beginTurn();
+    for (const id of [1, 2, 3]) {
+      turn.write(id, {
+        id: 1,
+        hardState: { term: 1, vote: 1, commit: 0 },
+        entries: [1, 2, 3].map((i) => entry(i, 1, b(`r${id}e${i}`))),
+        snapshot: null,
+      });
+    }
+    await turn.commit().durable;
+    await write(store, 2, [entry(4, 1, b('r2e4')), entry(5, 1, b('r2e5'))]);
+    await write(store, 1, [entry(4, 1, b('r1e4'))]);
+    // Range 2: a new leader replaces entries from 3 on with a shorter suffix.
+    await write(store, 2, [entry(3, 2, b('r2e3*'))], 2, 2);
+    // Range 3: a snapshot at index 10 drops its log (entries 1..3 must not come back).
+    const donor = openStore(tempDir());
+    await donor.createRange(descriptor(3, 'c', 'cz'), config);
+    const d = new RangeDriver(donor, 3, 1);
+    for (let i = 0; i < 10; i++) await d.run('noop');
+    const snap = donor.takeSnapshot(3);
+    const install = store.beginTurn();
+    install.write(3, {
+      id: 2,
+      hardState: { term: 1, vote: 0, commit: 10 },
+      entries: [],
+      snapshot: snap,
+    });
+    await install.commit().durable;
+    await write(store, 3, [entry(11, 1, b('r3e11'))], 1, 3);
+    await write(store, 1, [entry(5, 1, b('r1e5'))]);
+    const before = [1, 2, 3].map((id) => logOf(store, id));
+    expect(before).toEqual([
+      [1, 2, 3, 4, 5].map((i) => [i, 1, `r1e${i}`]),
+      [
+        [1, 1, 'r2e1'],
+        [2, 1, 'r2e2'],
+        [3, 2, 'r2e3*'],
+      ],
+      [[11, 1, 'r3e11']],
+    ]);
+    store = await reopen(store, dir);
+    expect([1, 2, 3].map((id) => logOf(store, id))).toEqual(before);
+    expect(store.loadRange(3)!.state.snapshot.index).toBe(10);
+    // Appends go on after the reopen, after the records already there.
+    await write(store, 2, [entry(4, 2, b('r2e4*'))], 2, 3);
+    store = await reopen(store, dir);
+    expect(logOf(store, 2).map(([i]) => i)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('reads a range log whose replaced records lost their older neighbours to the purge', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    const old = [1, 2, 3, 4, 5, 6].map((i) => entry(i, 1, b(`old${i}`), 'noop'));
+    const first = store.beginTurn();
+    first.write(1, {
+      id: 1,
+      hardState: { term: 1, vote: 1, commit: 1 },
+      entries: old,
+      snapshot: null,
+    });
+    first.apply(1, [old[0]!]);
+    await first.commit().durable;
+    await write(
+      store,
+      1,
+      [2, 3, 4, 5, 6].map((i) => entry(i, 2, b(`new${i}`))),
+      2,
+      2,
+    );
+    const compact = store.beginTurn();
+    compact.compact(1, { index: 1, term: 1, config });
+    await compact.commit().durable;
+    await store.close();
+    // A purge cut short: old 1..3 deleted, old 4..6 (replaced) still there, so the log
+    // read in order has a gap (after the snapshot at 1, entry 4) until the new records.
+    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    const journal = raw.openDB<Buffer, Buffer>('journal', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    const keys = Array.from(journal.getKeys({})).slice(0, 3);
+    await raw.transaction(() => {
+      for (const k of keys) journal.removeSync(k);
+    });
+    await raw.close();
+    store = openStore(dir);
+    expect(logOf(store, 1)).toEqual([2, 3, 4, 5, 6].map((i) => [i, 2, `new${i}`]));
+  });
+
+  it('deletes records no range needs from the front, and rewrites a range that holds it back', async () => {
+    const dir = tempDir();
+    let store = Store.open(dir, { journalLagMax: 100 });
+    stores.push(store);
+    await store.createRange(descriptor(1, 'a', 'b'), config);
+    await store.createRange(descriptor(2, 'b', 'c'), config);
+    // Range 1 keeps three entries for good (never compacted); range 2 writes and compacts.
+    await write(
+      store,
+      1,
+      [1, 2, 3].map((i) => entry(i, 1, b(`keep${i}`))),
+    );
+    const r2 = new RangeDriver(store, 2, 1);
+    for (let round = 0; round < 100; round++) {
+      await r2.run(...Array.from({ length: 10 }, () => 'noop' as const));
+      const c = store.beginTurn();
+      c.compact(2, { index: r2.next - 1, term: 1, config });
+      await c.commit().durable;
+    }
+    const journal = store.inspectJournal();
+    // 1,003 records written; the front is found every 64 turns (200 turns here): what is
+    // left is range 1's entries and range 2's since the last scan.
+    expect(store.stats.journalPurged).toBeGreaterThan(700);
+    expect(journal.length).toBeLessThan(150);
+    expect(store.stats.journalRewritten).toBeGreaterThanOrEqual(3);
+    expect(journal.filter((r) => r.rangeId === 1).length).toBeGreaterThanOrEqual(3);
+    store = await reopen(store, dir);
+    expect(logOf(store, 1)).toEqual([1, 2, 3].map((i) => [i, 1, `keep${i}`]));
+    expect(store.loadRange(2)!.state.entries).toEqual([]);
+    expect(store.loadRange(2)!.state.snapshot.index).toBe(1000);
+  });
+});
+
 describe('state machine', () => {
   async function range(window?: number): Promise<RangeDriver> {
     const store = openStore(tempDir(), window);
