@@ -133,7 +133,26 @@ export class LogSeqs {
   }
 }
 
-/** Journal keys: the sequence number, u64 BE (8 bytes), so the tree is in write order. */
+/**
+ * Journal keys: [seq u64 BE][rangeId u32 BE][index u64 BE] (20 bytes): in write order by
+ * the sequence number, and naming the entry, so reading the journal at open reads keys
+ * only. seqKey(seq) (its first 8 bytes) sorts before every key of that sequence number.
+ */
+export function journalKey(seq: number, rangeId: number, index: number): Buffer {
+  assert(Number.isSafeInteger(seq) && seq >= 0, 'journal sequence numbers are safe integers');
+  assert(Number.isSafeInteger(index) && index >= 0, 'log indexes are safe integers');
+  const key = Buffer.allocUnsafe(journalKeyBytes);
+  key.writeUInt32BE(Math.floor(seq / 0x1_0000_0000), 0);
+  key.writeUInt32BE(seq >>> 0, 4);
+  key.writeUInt32BE(rangeId, 8);
+  key.writeUInt32BE(Math.floor(index / 0x1_0000_0000), 12);
+  key.writeUInt32BE(index >>> 0, 16);
+  return key;
+}
+
+export const journalKeyBytes = 20;
+
+/** The bound of the journal keys with sequence numbers below `seq`. */
 export function seqKey(seq: number): Buffer {
   assert(Number.isSafeInteger(seq) && seq >= 0, 'journal sequence numbers are safe integers');
   const key = Buffer.allocUnsafe(8);
@@ -142,11 +161,12 @@ export function seqKey(seq: number): Buffer {
   return key;
 }
 
-export function seqOfKey(key: Uint8Array): number {
-  assert(key.length === 8, 'journal keys are 8 bytes');
+export function parseJournalKey(key: Uint8Array): { seq: number; rangeId: number; index: number } {
+  assert(key.length === journalKeyBytes, 'journal keys are 20 bytes');
   const b = Buffer.from(key.buffer, key.byteOffset, key.length);
-  return b.readUInt32BE(0) * 0x1_0000_0000 + b.readUInt32BE(4);
+  return {
+    seq: b.readUInt32BE(0) * 0x1_0000_0000 + b.readUInt32BE(4),
+    rangeId: b.readUInt32BE(8),
+    index: b.readUInt32BE(12) * 0x1_0000_0000 + b.readUInt32BE(16),
+  };
 }
-
-/** A journal record's header: [rangeId u32 BE][index f64 BE], then the stored entry. */
-export const journalHeaderBytes = 12;

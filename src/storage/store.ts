@@ -7,7 +7,7 @@
 //   progress rangeId (uint32) -> 48 bytes        hard state (term, vote, commit), applied,
 //                                                 the applied entry's term, and logFromSeq
 //                                                 (written every turn that changes them)
-//   journal seq (u64 BE) -> [rangeId u32 BE][index f64 BE] entry (binary: kind, term, data)
+//   journal [seq u64 BE][rangeId u32 BE][index u64 BE] -> entry (binary: kind, term, data)
 //                                                 every range's log, in write order (journal.ts)
 //   data   user key bytes -> DataRecord {value, revision, requests?}   keys are global:
 //                                                                        a range owns a span
@@ -168,7 +168,7 @@ import {
   type RangeEvent,
   type StoredEvent,
 } from './events.ts';
-import { journalHeaderBytes, LogSeqs, seqKey, seqOfKey } from './journal.ts';
+import { journalKey, LogSeqs, parseJournalKey, seqKey } from './journal.ts';
 
 export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
 export type { EventsOptions, EventsRead, RangeEvent, StoredEvent } from './events.ts';
@@ -552,19 +552,14 @@ function olderProgress(record: RangeRecord, progress: Uint8Array | undefined): R
   return { ...record, hardState: { term, vote, commit }, applied };
 }
 
-/**
- * A journal record: [rangeId u32 BE][index f64 BE], then the entry: [kind u8][term u64
- * BE][data]. Written on the hot path, so no msgpack here.
- */
-function encodeJournalRecord(rangeId: number, e: Entry): Buffer {
+/** A log entry as stored: [kind u8][term u64 BE][data]. The hot path: no msgpack here. */
+function encodeEntry(e: Entry): Buffer {
   assert(Number.isSafeInteger(e.term) && e.term >= 0, 'terms are safe integers');
-  const out = Buffer.allocUnsafe(journalHeaderBytes + entryHeaderBytes + e.data.length);
-  out.writeUInt32BE(rangeId, 0);
-  out.writeDoubleBE(e.index, 4);
-  out[12] = kindCodes[e.kind];
-  out.writeUInt32BE(Math.floor(e.term / 0x1_0000_0000), 13);
-  out.writeUInt32BE(e.term >>> 0, 17);
-  out.set(e.data, journalHeaderBytes + entryHeaderBytes);
+  const out = Buffer.allocUnsafe(entryHeaderBytes + e.data.length);
+  out[0] = kindCodes[e.kind];
+  out.writeUInt32BE(Math.floor(e.term / 0x1_0000_0000), 1);
+  out.writeUInt32BE(e.term >>> 0, 5);
+  out.set(e.data, entryHeaderBytes);
   return out;
 }
 
@@ -887,15 +882,11 @@ export class Store {
     const read = new Map<number, { ix: number[]; sq: number[] }>();
     let front: number | undefined;
     let last = 0;
-    for (const { key, value } of this.journalDb.getRange({})) {
-      const seq = seqOfKey(key);
+    for (const key of this.journalDb.getKeys({})) {
+      const { seq, rangeId, index } = parseJournalKey(key);
       front ??= seq;
       last = seq;
-      const b = asBuffer(value);
-      assert(b.length >= journalHeaderBytes + entryHeaderBytes, 'a journal record has its header');
-      const rangeId = b.readUInt32BE(0);
-      const index = b.readDoubleBE(4);
-      assert(Number.isSafeInteger(index) && index >= 1, 'a journal record names its index');
+      assert(index >= 1, 'a journal record names its index');
       const r = ranges.get(rangeId);
       // Records of a range not here (any more), from before its log was dropped, or
       // compacted into its snapshot.
@@ -953,7 +944,7 @@ export class Store {
         const index = logKeyIndex(lk);
         const e = decodeEntry(index, entry);
         if (index === record.applied) appliedTerm = e.term;
-        this.journalDb.putSync(seqKey(seq++), encodeJournalRecord(key, e));
+        this.journalDb.putSync(journalKey(seq++, key, index), encodeEntry(e));
       }
       this.progressDb.putSync(key, encodeProgress({ ...record, appliedTerm, logFromSeq: 0 }));
     }
@@ -1273,10 +1264,7 @@ export class Store {
    * order, including those no range needs any more that are not deleted yet.
    */
   inspectJournal(): Array<{ seq: number; rangeId: number; index: LogIndex }> {
-    return Array.from(this.journalDb.getRange({}), ({ key, value }) => {
-      const b = asBuffer(value);
-      return { seq: seqOfKey(key), rangeId: b.readUInt32BE(0), index: b.readDoubleBE(4) };
-    });
+    return Array.from(this.journalDb.getKeys({}), parseJournalKey);
   }
 
   /**
@@ -1501,7 +1489,7 @@ export class Store {
       index++;
       assert(e.index === index, 'written entries are contiguous');
       // Sequence numbers only grow: each record goes at the end of the tree.
-      this.journalDb.putSync(seqKey(this.nextSeq++), encodeJournalRecord(rangeId, e), {
+      this.journalDb.putSync(journalKey(this.nextSeq++, rangeId, e.index), encodeEntry(e), {
         append: true,
       });
     }
@@ -1844,11 +1832,8 @@ export class Store {
     assert(meta.index <= s.lastIndex, 'compaction stays within the log');
     const seq = s.log.seqOf(meta.index);
     assert(seq !== undefined, 'a compaction point is in the log');
-    const stored = this.journalDb.get(seqKey(seq));
-    assert(
-      stored !== undefined && entryTerm(stored.subarray(journalHeaderBytes)) === meta.term,
-      'compact meta matches log',
-    );
+    const stored = this.journalDb.get(journalKey(seq, s.descriptor.rangeId, meta.index));
+    assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
     // The records stay in the journal until purgeJournal reaches them.
     s.log = s.log.compact(meta.index);
     s.snapshot = meta;
@@ -1933,16 +1918,9 @@ export class Store {
   /** Deletes the whole log of a range (inside the caller's write transaction). */
   /** Entry `index` of the range, stored at journal sequence number `seq`. */
   private journalEntry(rangeId: number, index: LogIndex, seq: number): Entry {
-    const stored = this.journalDb.get(seqKey(seq));
+    const stored = this.journalDb.get(journalKey(seq, rangeId, index));
     assert(stored !== undefined, 'a held log entry is in the journal');
-    const b = asBuffer(stored);
-    assert(
-      b.length >= journalHeaderBytes + entryHeaderBytes &&
-        b.readUInt32BE(0) === rangeId &&
-        b.readDoubleBE(4) === index,
-      'a journal record is the entry its range maps there',
-    );
-    return decodeEntry(index, b.subarray(journalHeaderBytes));
+    return decodeEntry(index, stored);
   }
 
   /**
@@ -1976,10 +1954,21 @@ export class Store {
       }
       this.purgeBelow = Math.max(this.purgeBelow, below);
     }
-    const to = Math.min(this.purgeBelow, this.purgedTo + journalPurgeMax);
-    for (let seq = this.purgedTo; seq < to; seq++) this.journalDb.removeSync(seqKey(seq));
-    this.stats.journalPurged += to - this.purgedTo;
-    this.purgedTo = to;
+    if (this.purgedTo >= this.purgeBelow) return;
+    const due = Array.from(
+      this.journalDb.getKeys({
+        start: seqKey(this.purgedTo),
+        end: seqKey(this.purgeBelow),
+        limit: journalPurgeMax,
+      }),
+    );
+    for (const key of due) this.journalDb.removeSync(key);
+    this.stats.journalPurged += due.length;
+    const last = due[due.length - 1];
+    this.purgedTo =
+      due.length < journalPurgeMax || last === undefined
+        ? this.purgeBelow
+        : parseJournalKey(last).seq + 1;
   }
 
   /** Writes the range's held entries again at the journal's end; returns how many. */
@@ -1992,7 +1981,7 @@ export class Store {
     if (first === undefined) return 0;
     const seq = this.nextSeq;
     for (const e of entries) {
-      this.journalDb.putSync(seqKey(this.nextSeq++), encodeJournalRecord(rangeId, e), {
+      this.journalDb.putSync(journalKey(this.nextSeq++, rangeId, e.index), encodeEntry(e), {
         append: true,
       });
     }

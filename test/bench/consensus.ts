@@ -2,10 +2,16 @@
 // how many xstate events one replicated batch costs, and what the machine adds over
 // calling the same core handlers directly. Then the node-to-node envelope codec
 // (src/transport/raft-codec.ts): bytes and CPU per message of the array wire form of
-// the hot message types, against the same messages as maps with field names.
+// the hot message types, against the same messages as maps with field names. Then what a
+// restart costs with a full journal (src/storage/journal.ts): a real store in a temp dir
+// with 256 ranges of 1,000 log entries each (written one entry per range per turn, as
+// many busy ranges write them), closed and opened again.
 //
 //   npm run bench -- [--batches N] [--batch-size N] [--json]
 
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { RaftCore, type RoleChange } from '../../ranges/core/raft.ts';
 import type { Ready } from '../../ranges/core/ready.ts';
@@ -13,6 +19,7 @@ import { defaultOptions, type Message, type PersistedState } from '../../ranges/
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { Prng } from '../../src/lib/prng.ts';
 import { encode } from '../../src/protocol/wire.ts';
+import { Store } from '../../src/storage/store.ts';
 import {
   decodeEnvelope,
   encodeEnvelope,
@@ -284,4 +291,67 @@ else {
         `encode ${r.encode_us} us, decode ${r.decode_us} us per message`,
     );
   }
+}
+
+/** Opening a store whose journal holds `ranges` x `perRange` entries, and loading them. */
+async function journalRestart(
+  ranges: number,
+  perRange: number,
+): Promise<Record<string, number | string>> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rasputin-bench-journal-'));
+  try {
+    const config = { voters: [1, 2, 3], outgoing: [], learners: [] };
+    let store = Store.open(dir);
+    for (let r = 1; r <= ranges; r++) {
+      const start = r === 1 ? new Uint8Array() : new Uint8Array([r >> 8, r & 0xff]);
+      const end = r === ranges ? null : new Uint8Array([(r + 1) >> 8, (r + 1) & 0xff]);
+      const replicas = [{ nodeId: 'a', replicaId: 1, role: 'voter' as const }];
+      await store.createRange({ rangeId: r, start, end, replicas, generation: 1 }, config);
+    }
+    const data = new Uint8Array(150).fill(1);
+    for (let i = 1; i <= perRange; i++) {
+      const turn = store.beginTurn();
+      for (let r = 1; r <= ranges; r++) {
+        turn.write(r, {
+          id: i,
+          hardState: { term: 1, vote: 1, commit: 0 },
+          entries: [{ index: i, term: 1, kind: 'noop', data }],
+          snapshot: null,
+        });
+      }
+      const c = turn.commit();
+      if (i % 50 === 0 || i === perRange) await c.durable;
+    }
+    await store.close();
+    let t = performance.now();
+    store = Store.open(dir);
+    const openMs = performance.now() - t;
+    t = performance.now();
+    let entries = 0;
+    for (let r = 1; r <= ranges; r++) entries += store.loadRange(r)!.state.entries.length;
+    const loadMs = performance.now() - t;
+    await store.close();
+    if (entries !== ranges * perRange) throw new Error(`loaded ${entries} entries`);
+    return {
+      workload: 'journal-restart',
+      ranges,
+      entries,
+      open_ms: Math.round(openMs),
+      load_ms: Math.round(loadMs),
+      open_s_per_million: Number(((openMs / entries) * 1000).toFixed(2)),
+      load_s_per_million: Number(((loadMs / entries) * 1000).toFixed(2)),
+    };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const restart = await journalRestart(256, 1000);
+if (values.json) console.log(JSON.stringify(restart));
+else {
+  console.log(
+    `journal restart, ${restart.ranges} ranges, ${restart.entries} log entries: open ` +
+      `${restart.open_ms} ms (${restart.open_s_per_million} s per million entries), every ` +
+      `range's log loaded in ${restart.load_ms} ms (${restart.load_s_per_million} s per million)`,
+  );
 }

@@ -731,13 +731,8 @@ async function asOlderLayout(dir: string, format: '3' | '4' | '5'): Promise<void
   const meta = raw.openDB<string, string>('meta', { encoding: 'string' });
   await raw.transaction(() => {
     for (const { key, value } of Array.from(journal.getRange({}))) {
-      const b = Buffer.from(value);
-      const index = b.readDoubleBE(4);
-      const k = Buffer.alloc(12);
-      k.writeUInt32BE(b.readUInt32BE(0), 0);
-      k.writeUInt32BE(Math.floor(index / 2 ** 32), 4);
-      k.writeUInt32BE(index >>> 0, 8);
-      log.putSync(k, b.subarray(12));
+      // Journal key [seq u64][rangeId u32][index u64] -> log key [rangeId u32][index u64].
+      log.putSync(Buffer.from(key).subarray(8), Buffer.from(value));
       journal.removeSync(key);
     }
     for (const { key, value } of Array.from(state.getRange({}))) {

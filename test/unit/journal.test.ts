@@ -1,7 +1,7 @@
 // LogSeqs (src/storage/journal.ts): where a range's log entries are in the node's journal.
 
 import { describe, expect, it } from 'vitest';
-import { LogSeqs, seqKey, seqOfKey } from '../../src/storage/journal.ts';
+import { journalKey, LogSeqs, parseJournalKey, seqKey } from '../../src/storage/journal.ts';
 
 const pairs = (log: LogSeqs) => Array.from(log.entries(), ([i, s]) => [i, s]);
 
@@ -62,11 +62,16 @@ describe('LogSeqs', () => {
     ]);
   });
 
-  it('keys sort in sequence order', () => {
+  it('keys sort in sequence order and name their entry', () => {
     const seqs = [0, 1, 255, 256, 2 ** 32 - 1, 2 ** 32, 2 ** 40 + 5];
-    const keys = seqs.map(seqKey);
-    expect(keys.map(seqOfKey)).toEqual(seqs);
+    const keys = seqs.map((seq, i) => journalKey(seq, 1000 - i, 2 ** 33 + i));
+    expect(keys.map((k) => parseJournalKey(k))).toEqual(
+      seqs.map((seq, i) => ({ seq, rangeId: 1000 - i, index: 2 ** 33 + i })),
+    );
     const sorted = [...keys].sort(Buffer.compare);
-    expect(sorted.map(seqOfKey)).toEqual(seqs);
+    expect(sorted.map((k) => parseJournalKey(k).seq)).toEqual(seqs);
+    // The bound of a sequence number sorts before its keys and after the ones before.
+    expect(Buffer.compare(seqKey(256), keys[3]!)).toBeLessThan(0);
+    expect(Buffer.compare(seqKey(256), keys[2]!)).toBeGreaterThan(0);
   });
 });
