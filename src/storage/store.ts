@@ -329,8 +329,11 @@ const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   ['4', 'hard state and applied index inside the range record'],
   ['5', 'a log tree per range'],
 ]);
-/** Journal records a turn deletes at most (the front of the journal: a few pages). */
-const journalPurgeMax = 4096;
+/**
+ * Journal records a turn deletes at most: far more than a turn appends, but bounded, so
+ * the turn after a big compaction does not stall for a burst of deletes.
+ */
+const journalPurgeMax = 1024;
 /** Turns between two scans of every range for the journal's purge point. */
 const journalScanTurns = 64;
 /** Log entries a scan writes again at most (of ranges that hold the journal's front back). */
