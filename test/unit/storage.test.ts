@@ -458,7 +458,7 @@ describe("the journal (every range's log in one tree, in write order)", () => {
 
   it('deletes records no range needs from the front, and rewrites a range that holds it back', async () => {
     const dir = tempDir();
-    let store = Store.open(dir, { journalLagMax: 100 });
+    let store = Store.open(dir, { journalLagMax: 100, journalScanRecords: 64 });
     stores.push(store);
     await store.createRange(descriptor(1, 'a', 'b'), config);
     await store.createRange(descriptor(2, 'b', 'c'), config);
@@ -476,8 +476,8 @@ describe("the journal (every range's log in one tree, in write order)", () => {
       await c.commit().durable;
     }
     const journal = store.inspectJournal();
-    // 1,003 records written; the front is found every 64 turns (200 turns here): what is
-    // left is range 1's entries and range 2's since the last scan.
+    // 1,003 records written; the front is found every 64 records: what is left is range
+    // 1's entries and range 2's since the last scan.
     expect(store.stats.journalPurged).toBeGreaterThan(700);
     expect(journal.length).toBeLessThan(150);
     expect(store.stats.journalRewritten).toBeGreaterThanOrEqual(3);
