@@ -11,6 +11,7 @@
 // nats://127.0.0.1:4222 (where `rasputin cluster` puts it when the port is free).
 
 import { parseArgs } from 'node:util';
+import v8 from 'node:v8';
 import { Client } from '../client/index.ts';
 import { ConfigError, defaultNatsUrl, parseNodeConfig } from '../node/config.ts';
 import { Node } from '../node/node.ts';
@@ -91,6 +92,18 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * A node's heap grows by at most half of what is live after a full GC, unless node was
+ * started with its own --heap-growing-percent. V8's default lets a heap that allocates
+ * fast grow up to 4x, and a node allocates fast while it splits and serves: the node that
+ * led 10,000 idle ranges kept about 33 KiB of RSS per range, 22 KiB with this, at the same
+ * throughput and idle CPU (docs/operations.md, "Memory").
+ */
+function limitHeapGrowth(): void {
+  if (process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) return;
+  v8.setFlagsFromString('--heap-growing-percent=50');
+}
+
 async function start(args: string[]): Promise<number> {
   let config: ReturnType<typeof parseNodeConfig>;
   try {
@@ -102,6 +115,7 @@ async function start(args: string[]): Promise<number> {
     }
     throw err;
   }
+  limitHeapGrowth();
   const node = new Node(config);
   let stopping = false;
   const stop = async (signal: string) => {
