@@ -90,9 +90,9 @@
 // libuv thread) before they resolve.
 
 // Invariants, per range:
-// - the log holds exactly the entries (snapshot.index, lastIndex], contiguous: the journal
+// - the log holds exactly the entries (snapshot.index, log.last], contiguous: the journal
 //   records LogSeqs names, each at or after logFromSeq;
-// - snapshot.index <= applied <= lastIndex;
+// - snapshot.index <= applied <= log.last;
 // - the data of the range's span is the state machine after applying (0, applied];
 // - eventsFloor <= eventsOldestRetained <= applied + 1, and the events database holds the
 //   range's events of (eventsOldestRetained - 1, applied] exactly;
@@ -260,12 +260,10 @@ interface StoredRange extends RangeRecord {
 }
 
 /**
- * The cached state of a range; `lastIndex`, `log`, `eventsFloor` and `expiryFloor` are
- * derived at open.
+ * The cached state of a range; `log`, `eventsFloor` and `expiryFloor` are derived at open.
  */
 interface RangeState extends StoredRange {
-  readonly lastIndex: LogIndex;
-  /** Where the entries (snapshot.index, lastIndex] are in the journal. */
+  /** Where the entries (snapshot.index, log.last] are in the journal. */
   readonly log: LogSeqs;
   /**
    * No event of the range below this revision is stored. Compacted events in [eventsFloor,
@@ -861,10 +859,9 @@ export class Store {
     const logs = this.readJournal(stored);
     for (const [key, record] of stored) {
       const log = logs.get(key) ?? LogSeqs.empty(record.snapshot.index);
-      const lastIndex = log.last;
-      assert(lastIndex >= record.snapshot.index, 'the log ends at or after the snapshot');
+      assert(log.last >= record.snapshot.index, 'the log ends at or after the snapshot');
       assert(record.applied >= record.snapshot.index, 'applied is at or after the snapshot');
-      assert(record.applied <= lastIndex, 'applied entries are in the log');
+      assert(record.applied <= log.last, 'applied entries are in the log');
       let eventsFloor = record.eventsOldestRetained;
       for (const first of this.eventsDb.getKeys({
         start: logKey(key, 0),
@@ -881,7 +878,7 @@ export class Store {
       })) {
         expiryFloor = expiryKeyIndex(first);
       }
-      this.rangeStates.set(key, { ...record, lastIndex, log, eventsFloor, expiryFloor });
+      this.rangeStates.set(key, { ...record, log, eventsFloor, expiryFloor });
     }
   }
 
@@ -1014,7 +1011,7 @@ export class Store {
       assert(at === index, 'stored log entries are contiguous');
       entries.push(this.journalEntry(rangeId, at, seq));
     }
-    assert(index === s.lastIndex, 'the log ends at its last index');
+    assert(index === s.log.last, 'the log ends at its last index');
     return {
       descriptor: s.descriptor,
       state: { hardState: s.hardState, snapshot: s.snapshot, entries, applied: s.applied },
@@ -1053,7 +1050,6 @@ export class Store {
       applied: 0,
       snapshot: { index: 0, term: 0, config },
       config,
-      lastIndex: 0,
       // Records an earlier replica of this range id left in the journal are not its log.
       appliedTerm: 0,
       logFromSeq: this.nextSeq,
@@ -1489,7 +1485,6 @@ export class Store {
   }
 
   private writeOp(s: Mutable<RangeState>, w: StorageWrite): void {
-    const rangeId = s.descriptor.rangeId;
     assert(w.hardState.term >= s.hardState.term, 'the term never goes back');
     if (w.snapshot !== null) this.installSnapshot(s, w.snapshot);
     s.hardState = w.hardState;
@@ -1497,21 +1492,28 @@ export class Store {
     if (first === undefined) return;
     assert(first.index > s.snapshot.index, 'entries are written after the snapshot point');
     assert(first.index > s.applied, 'an applied entry is never overwritten');
-    assert(first.index <= s.lastIndex + 1, 'entries leave no gap in the log');
-    let index = first.index - 1;
+    assert(first.index <= s.log.last + 1, 'entries leave no gap in the log');
+    // Entries after the new last one belonged to a conflicting suffix: they are no longer
+    // the range's (reading the journal drops them the same way).
+    this.appendLog(s, w.entries);
+  }
+
+  /**
+   * Appends contiguous entries of the range at the journal's end (sequence numbers only
+   * grow: each record goes at the end of the tree), replacing any it held from the first.
+   */
+  private appendLog(s: Mutable<RangeState>, entries: readonly Entry[]): void {
+    const rangeId = s.descriptor.rangeId;
+    const first = entries[0]!;
     const seq = this.nextSeq;
-    for (const e of w.entries) {
-      index++;
-      assert(e.index === index, 'written entries are contiguous');
-      // Sequence numbers only grow: each record goes at the end of the tree.
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i]!;
+      assert(e.index === first.index + i, 'written entries are contiguous');
       this.journalDb.putSync(journalKey(this.nextSeq++, rangeId, e.index), encodeEntry(e), {
         append: true,
       });
     }
-    // Entries after the new last one belonged to a conflicting suffix: they are no longer
-    // the range's (reading the journal drops them the same way).
-    s.log = s.log.write(first.index, seq, w.entries.length);
-    s.lastIndex = index;
+    s.log = s.log.write(first.index, seq, entries.length);
   }
 
   private applyOp(
@@ -1523,7 +1525,7 @@ export class Store {
   ): void {
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
-      assert(e.index <= s.lastIndex, 'applied entries are in the log');
+      assert(e.index <= s.log.last, 'applied entries are in the log');
       s.applied = e.index;
       s.appliedTerm = e.term;
       // Per entry, not per turn: replicas batch entries into turns differently.
@@ -1646,7 +1648,6 @@ export class Store {
       appliedTerm: e.term,
       snapshot: { index: e.index, term: e.term, config: s.config },
       config: s.config,
-      lastIndex: e.index,
       // Records an earlier replica of this range id left in the journal are not its log.
       log: LogSeqs.empty(e.index),
       logFromSeq: this.nextSeq,
@@ -1844,7 +1845,7 @@ export class Store {
     // Compacting to an older point than the current one changes nothing (as in the core).
     if (meta.index <= s.snapshot.index) return;
     assert(meta.index <= s.applied, 'only applied entries are compacted');
-    assert(meta.index <= s.lastIndex, 'compaction stays within the log');
+    assert(meta.index <= s.log.last, 'compaction stays within the log');
     const seq = s.log.seqOf(meta.index);
     assert(seq !== undefined, 'a compaction point is in the log');
     const stored = this.journalDb.get(journalKey(seq, s.descriptor.rangeId, meta.index));
@@ -1903,7 +1904,6 @@ export class Store {
     s.appliedTerm = snapshot.meta.term;
     s.snapshot = snapshot.meta;
     s.config = snapshot.meta.config;
-    s.lastIndex = snapshot.meta.index;
   }
 
   /** Deletes the data and request records of the span (inside the caller's transaction). */
@@ -1930,7 +1930,6 @@ export class Store {
     for (const key of keys) this.eventsDb.removeSync(key);
   }
 
-  /** Deletes the whole log of a range (inside the caller's write transaction). */
   /** Entry `index` of the range, stored at journal sequence number `seq`. */
   private journalEntry(rangeId: number, index: LogIndex, seq: number): Entry {
     const stored = this.journalDb.get(journalKey(seq, rangeId, index));
@@ -1995,15 +1994,8 @@ export class Store {
     const entries = Array.from(s.log.entries(), ([index, seq]) =>
       this.journalEntry(rangeId, index, seq),
     );
-    const first = entries[0];
-    if (first === undefined) return 0;
-    const seq = this.nextSeq;
-    for (const e of entries) {
-      this.journalDb.putSync(journalKey(this.nextSeq++, rangeId, e.index), encodeEntry(e), {
-        append: true,
-      });
-    }
-    s.log = s.log.write(first.index, seq, entries.length);
+    if (entries.length === 0) return 0;
+    this.appendLog(s, entries);
     this.stats.journalRewritten += entries.length;
     return entries.length;
   }
