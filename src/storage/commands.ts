@@ -18,7 +18,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
-import { ownBytes } from '../lib/bytes.ts';
+import { binaryTag, isBinary, Reader, Writer } from './binary.ts';
 import type { RangeDescriptor } from './descriptor.ts';
 
 export type Command =
@@ -143,57 +143,77 @@ export const keyBytesMax = 1600;
 /** Request ids are client-chosen (16 random bytes in our client); bound them. */
 export const requestIdBytesMax = 64;
 
-/** Plain msgpack maps, no records: any msgpack implementation can read what we write. */
+/**
+ * Plain msgpack maps, no records: any msgpack implementation can read what we write (the
+ * hot stored forms are binary.ts's; this packs results that have no binary form, descriptors
+ * and snapshots, and reads what layout 6 wrote).
+ */
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
-/**
- * A small packed value the caller keeps (a log entry's data stays in memory until the log
- * is truncated), as a copy of its own: msgpackr packs into a shared chunk as large as the
- * largest value it has packed (a snapshot: megabytes), and the view it returns would keep
- * that whole chunk alive.
- */
-function packKept(x: unknown): Uint8Array {
-  return ownBytes(packr.pack(x));
-}
+/** Opcodes of the binary command form (binary.ts). */
+const opCodes = { set: 1, cas: 2, del: 3, alloc: 4, desc: 5, split: 6, compactEvents: 7 } as const;
 
+/** A command as log entry data (binary.ts): bytes of their own, kept by the log. */
 export function encodeCommand(cmd: Command): Uint8Array {
+  const k = cmd.key.length;
+  const i = cmd.id.length;
+  let w: Writer;
   switch (cmd.op) {
     case 'set':
-      return packKept({ op: 'set', key: cmd.key, value: cmd.value, id: cmd.id });
-    case 'cas':
-      return packKept({
-        op: 'cas',
-        key: cmd.key,
-        expect: cmd.expect,
-        value: cmd.value,
-        id: cmd.id,
-      });
+      w = new Writer(2 + 2 + k + 4 + cmd.value.length + 1 + i, true);
+      w.u8(binaryTag);
+      w.u8(opCodes.set);
+      w.bytes16(cmd.key);
+      w.bytes32(cmd.value);
+      break;
+    case 'cas': {
+      const e = cmd.expect === null ? 0 : 4 + cmd.expect.length;
+      w = new Writer(2 + 2 + k + 1 + e + 4 + cmd.value.length + 1 + i, true);
+      w.u8(binaryTag);
+      w.u8(opCodes.cas);
+      w.bytes16(cmd.key);
+      w.u8(cmd.expect === null ? 0 : 1);
+      if (cmd.expect !== null) w.bytes32(cmd.expect);
+      w.bytes32(cmd.value);
+      break;
+    }
     case 'del':
-      return packKept({ op: 'del', key: cmd.key, id: cmd.id });
     case 'alloc':
-      return packKept({ op: 'alloc', key: cmd.key, id: cmd.id });
+      w = new Writer(2 + 2 + k + 1 + i, true);
+      w.u8(binaryTag);
+      w.u8(opCodes[cmd.op]);
+      w.bytes16(cmd.key);
+      break;
     case 'desc':
-      return packKept({
-        op: 'desc',
-        key: cmd.key,
-        value: cmd.value,
-        generation: cmd.generation,
-        id: cmd.id,
-      });
+      assert(Number.isSafeInteger(cmd.generation), 'generations are safe integers');
+      w = new Writer(2 + 2 + k + 4 + cmd.value.length + 8 + 1 + i, true);
+      w.u8(binaryTag);
+      w.u8(opCodes.desc);
+      w.bytes16(cmd.key);
+      w.bytes32(cmd.value);
+      w.u64(cmd.generation);
+      break;
     case 'split':
-      return packKept({
-        op: 'split',
-        key: cmd.key,
-        generation: cmd.generation,
-        rightId: cmd.rightId,
-        id: cmd.id,
-      });
+      assert(Number.isSafeInteger(cmd.generation), 'generations are safe integers');
+      w = new Writer(2 + 2 + k + 8 + 4 + 1 + i, true);
+      w.u8(binaryTag);
+      w.u8(opCodes.split);
+      w.bytes16(cmd.key);
+      w.u64(cmd.generation);
+      w.u32(cmd.rightId);
+      break;
   }
+  w.bytes8(cmd.id);
+  return w.done();
 }
 
 export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
   assert(Number.isSafeInteger(cmd.upTo) && cmd.upTo >= 0, 'revisions are safe integers');
-  return packKept({ op: 'compactEvents', upTo: cmd.upTo });
+  const w = new Writer(2 + 8, true);
+  w.u8(binaryTag);
+  w.u8(opCodes.compactEvents);
+  w.u64(cmd.upTo);
+  return w.done();
 }
 
 /** The msgpack map in `bytes`, or undefined for anything else (never throws). */
@@ -213,6 +233,12 @@ function unpackMap(bytes: Uint8Array): Record<string, unknown> | undefined {
 
 /** The range command in `bytes`, or undefined for anything else (keyed commands too). */
 export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined {
+  if (isBinary(bytes)) {
+    const r = new Reader(bytes);
+    if (r.u8() !== opCodes.compactEvents) return undefined;
+    const upTo = r.u64();
+    return r.end() ? { op: 'compactEvents', upTo } : undefined;
+  }
   const raw = unpackMap(bytes);
   if (raw === undefined) return undefined;
   const { op, upTo } = raw;
@@ -235,6 +261,7 @@ function isKey(x: unknown): x is Uint8Array {
 
 /** The command in `bytes`, or undefined for anything that is not a well-formed command. */
 export function decodeCommand(bytes: Uint8Array): Command | undefined {
+  if (isBinary(bytes)) return decodeBinaryCommand(bytes);
   const r = unpackMap(bytes);
   if (r === undefined) return undefined;
   const { op, key, id } = r;
@@ -268,6 +295,52 @@ export function decodeCommand(bytes: Uint8Array): Command | undefined {
     default:
       return undefined;
   }
+}
+
+function decodeBinaryCommand(bytes: Uint8Array): Command | undefined {
+  const r = new Reader(bytes);
+  const op = r.u8();
+  const key = r.bytes16();
+  let cmd: Command;
+  switch (op) {
+    case opCodes.set: {
+      const value = r.bytes32();
+      cmd = { op: 'set', key, value, id: r.bytes8() };
+      break;
+    }
+    case opCodes.cas: {
+      const hasExpect = r.u8();
+      if (hasExpect > 1) return undefined;
+      const expect = hasExpect === 1 ? r.bytes32() : null;
+      const value = r.bytes32();
+      cmd = { op: 'cas', key, expect, value, id: r.bytes8() };
+      break;
+    }
+    case opCodes.del:
+      cmd = { op: 'del', key, id: r.bytes8() };
+      break;
+    case opCodes.alloc:
+      cmd = { op: 'alloc', key, id: r.bytes8() };
+      break;
+    case opCodes.desc: {
+      const value = r.bytes32();
+      const generation = r.u64();
+      if (!isCount(generation)) return undefined;
+      cmd = { op: 'desc', key, value, generation, id: r.bytes8() };
+      break;
+    }
+    case opCodes.split: {
+      const generation = r.u64();
+      const rightId = r.u32();
+      if (!isCount(generation) || !isCount(rightId) || rightId > 0xffff_fffe) return undefined;
+      cmd = { op: 'split', key, generation, rightId, id: r.bytes8() };
+      break;
+    }
+    default:
+      return undefined;
+  }
+  if (!r.end() || !isKey(cmd.key) || cmd.id.length > requestIdBytesMax) return undefined;
+  return cmd;
 }
 
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
@@ -402,13 +475,109 @@ function generationOf(bytes: Uint8Array): number | undefined {
   }
 }
 
+/** A data record as stored (binary.ts); the bytes may come from Buffer's shared pool. */
 export function encodeRecord(record: DataRecord): Uint8Array {
   const { value, revision, requests } = record;
-  return packr.pack(
-    requests === undefined || requests.length === 0
-      ? { value, revision }
-      : { value, revision, requests },
+  assert(Number.isSafeInteger(revision) && revision >= 0, 'revisions are safe integers');
+  const n = requests?.length ?? 0;
+  assert(n <= 0xff, 'a record keeps few requests inline');
+  let size = 1 + 8 + 4 + value.length + 1;
+  const packed: (Uint8Array | undefined)[] = [];
+  for (let i = 0; i < n; i++) {
+    const [id, , result] = requests![i]!;
+    const p = isPlainResult(result) ? undefined : packr.pack(result);
+    packed.push(p);
+    size += 1 + id.length + 8 + 1 + resultBytes(result, p);
+  }
+  const w = new Writer(size, false);
+  w.u8(binaryTag);
+  w.u64(revision);
+  w.bytes32(value);
+  w.u8(n);
+  for (let i = 0; i < n; i++) {
+    const [id, index, result] = requests![i]!;
+    w.bytes8(id);
+    w.u64(index);
+    const p = packed[i];
+    if (p !== undefined) {
+      w.u8(resultFlags.other);
+      w.bytes32(p);
+      continue;
+    }
+    const r = result as { value?: Uint8Array | null; success?: boolean };
+    let flags = resultFlags.ok;
+    if (r.value instanceof Uint8Array) flags |= resultFlags.value;
+    else if (r.value === null) flags |= resultFlags.valueNull;
+    if (r.success !== undefined) flags |= resultFlags.success;
+    if (r.success === true) flags |= resultFlags.successTrue;
+    w.u8(flags);
+    if (r.value instanceof Uint8Array) w.bytes32(r.value);
+  }
+  return w.done();
+}
+
+const resultFlags = {
+  ok: 0x01,
+  value: 0x02,
+  valueNull: 0x04,
+  success: 0x08,
+  successTrue: 0x10,
+  other: 0x80,
+} as const;
+
+/** An ok result of only value and success (what applyCommand records): flags, no msgpack. */
+function isPlainResult(result: ApplyResult): boolean {
+  if (!result.ok) return false;
+  for (const k in result) {
+    if (k !== 'ok' && k !== 'value' && k !== 'success') return false;
+  }
+  const r = result as { value?: unknown; success?: unknown };
+  return (
+    (r.value === undefined || r.value === null || r.value instanceof Uint8Array) &&
+    (r.success === undefined || typeof r.success === 'boolean')
   );
+}
+
+function resultBytes(result: ApplyResult, packed: Uint8Array | undefined): number {
+  if (packed !== undefined) return 4 + packed.length;
+  const v = (result as { value?: unknown }).value;
+  return v instanceof Uint8Array ? 4 + v.length : 0;
+}
+
+function decodeBinaryRecord(bytes: Uint8Array): DataRecord | undefined {
+  const r = new Reader(bytes);
+  const revision = r.u64();
+  const value = r.bytes32();
+  const n = r.u8();
+  if (n === 0) return r.end() ? { value, revision } : undefined;
+  const requests: InlineRequest[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = r.bytes8();
+    const index = r.u64();
+    const flags = r.u8();
+    let result: ApplyResult;
+    if (flags === resultFlags.other) {
+      let raw: unknown;
+      try {
+        raw = packr.unpack(r.bytes32());
+      } catch {
+        return undefined;
+      }
+      if (!isApplyResult(raw)) return undefined;
+      result = raw;
+    } else {
+      if ((flags & resultFlags.ok) === 0 || (flags & ~0x1f) !== 0) return undefined;
+      const out: { ok: true; success?: boolean; value?: Uint8Array | null } = { ok: true };
+      if ((flags & resultFlags.success) !== 0) {
+        out.success = (flags & resultFlags.successTrue) !== 0;
+      }
+      if ((flags & resultFlags.value) !== 0) out.value = r.bytes32();
+      else if ((flags & resultFlags.valueNull) !== 0) out.value = null;
+      result = out;
+    }
+    requests.push([id, index, result]);
+  }
+  return r.end() ? { value, revision, requests } : undefined;
 }
 
 function isApplyResult(x: unknown): x is ApplyResult {
@@ -464,6 +633,11 @@ export function asRequestRecord(x: unknown): RequestRecord | undefined {
 
 /** A record this store wrote (see asDataRecord for untrusted input). */
 export function decodeRecord(bytes: Uint8Array): DataRecord {
+  if (isBinary(bytes)) {
+    const record = decodeBinaryRecord(bytes);
+    assert(record !== undefined, 'a stored data record decodes');
+    return record;
+  }
   const record = packr.unpack(bytes) as DataRecord;
   assert(
     typeof record === 'object' &&

@@ -12,11 +12,14 @@
 // retried request that changed nothing, a failed cas, a del of an absent key and writes of
 // system keys (the directory, the range id counter) leave no event.
 //
-// Events are plain msgpack maps (any msgpack implementation reads them); this module
-// encodes, checks and measures them. The store (store.ts) writes, reads and compacts them.
+// Events are stored in the binary form of binary.ts (layout 7; layout 6 wrote msgpack maps,
+// still read); snapshots and subscribe pages carry them as plain msgpack maps (eventToWire).
+// This module encodes, checks and measures them. The store (store.ts) writes, reads and
+// compacts them.
 
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import { binaryTag, isBinary, Reader, Writer } from './binary.ts';
 import { compareBytes, keyBytesMax, packr } from './commands.ts';
 import { asDescriptor, descriptorToWire, type RangeDescriptor } from './descriptor.ts';
 
@@ -145,8 +148,78 @@ export function eventToWire(e: RangeEvent): RangeEvent {
   }
 }
 
+/** Opcodes of the binary event form (binary.ts). */
+const eventOps = { set: 1, del: 2, split: 3 } as const;
+
+/** An event as stored (binary.ts); the bytes may come from Buffer's shared pool. */
 export function encodeEvent(e: RangeEvent): Uint8Array {
-  return packr.pack(eventToWire(e));
+  let w: Writer;
+  switch (e.op) {
+    case 'set': {
+      const prev = e.prevValue === undefined ? 0 : 4 + e.prevValue.length;
+      w = new Writer(2 + 2 + e.key.length + 4 + e.value.length + 1 + prev, false);
+      w.u8(binaryTag);
+      w.u8(eventOps.set);
+      w.bytes16(e.key);
+      w.bytes32(e.value);
+      w.u8(e.prevValue === undefined ? 0 : 1);
+      if (e.prevValue !== undefined) w.bytes32(e.prevValue);
+      break;
+    }
+    case 'del':
+      w = new Writer(2 + 2 + e.key.length + 4 + e.prevValue.length, false);
+      w.u8(binaryTag);
+      w.u8(eventOps.del);
+      w.bytes16(e.key);
+      w.bytes32(e.prevValue);
+      break;
+    case 'split': {
+      // Rare: the marker keeps its msgpack map (descriptors have a form of their own).
+      const packed = packr.pack(eventToWire(e));
+      w = new Writer(2 + 4 + packed.length, false);
+      w.u8(binaryTag);
+      w.u8(eventOps.split);
+      w.bytes32(packed);
+      break;
+    }
+  }
+  return w.done();
+}
+
+function decodeBinaryEvent(bytes: Uint8Array): RangeEvent | undefined {
+  const r = new Reader(bytes);
+  switch (r.u8()) {
+    case eventOps.set: {
+      const key = r.bytes16();
+      const value = r.bytes32();
+      const hasPrev = r.u8();
+      if (hasPrev > 1) return undefined;
+      const e: RangeEvent =
+        hasPrev === 1
+          ? { op: 'set', key, value, prevValue: r.bytes32() }
+          : { op: 'set', key, value };
+      return r.end() && key.length > 0 && key.length <= keyBytesMax ? e : undefined;
+    }
+    case eventOps.del: {
+      const key = r.bytes16();
+      const prevValue = r.bytes32();
+      return r.end() && key.length > 0 && key.length <= keyBytesMax
+        ? { op: 'del', key, prevValue }
+        : undefined;
+    }
+    case eventOps.split: {
+      const packed = r.bytes32();
+      if (!r.end()) return undefined;
+      try {
+        const e = asRangeEvent(packr.unpack(packed));
+        return e?.op === 'split' ? e : undefined;
+      } catch {
+        return undefined;
+      }
+    }
+    default:
+      return undefined;
+  }
 }
 
 function isBytes(x: unknown): x is Uint8Array {
@@ -186,7 +259,7 @@ export function asRangeEvent(x: unknown): RangeEvent | undefined {
 
 /** An event this store wrote. */
 export function decodeEvent(bytes: Uint8Array): RangeEvent {
-  const e = asRangeEvent(packr.unpack(bytes));
+  const e = isBinary(bytes) ? decodeBinaryEvent(bytes) : asRangeEvent(packr.unpack(bytes));
   assert(e !== undefined, 'a stored event decodes');
   return e;
 }

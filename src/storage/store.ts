@@ -10,10 +10,14 @@
 //   journal [seq u64 BE][rangeId u32 BE][index u64 BE] -> entry (binary: kind, term, data)
 //                                                 every range's log, in write order (journal.ts)
 //   data   user key bytes -> DataRecord {value, revision, requests?}   keys are global:
-//                                                                        a range owns a span
+//                                           (binary.ts)                 a range owns a span
 //   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
 //   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
-//   events [rangeId u32 BE][revision u64 BE] -> event (plain msgpack map, events.ts)
+//   events [rangeId u32 BE][revision u64 BE] -> event (binary.ts, events.ts)
+//
+// Log entries' commands, data records and events are in the binary forms of binary.ts
+// (layout 7); the msgpack maps of layout 6 are still read, so layout 6 upgrades by its
+// number alone.
 //
 // At most once (DESIGN.md, "Client semantics"): each applied request id is recorded under
 // its user key, in one of two places (placeRequests). A key's newest few (at most
@@ -315,15 +319,19 @@ type TurnOp =
  * kept every request record in `requests` (its stores are upgraded in place: they are
  * layout-4 stores whose data records hold no inline requests); 4 kept the hard state and
  * applied index only inside the range record (no `progress` database); 5 kept the log in
- * a tree keyed by (range, index).
+ * a tree keyed by (range, index); 6 wrote commands, data records and events as msgpack maps
+ * (7 writes the binary forms of binary.ts, and reads both).
  */
-const storageFormat = '6';
+const storageFormat = '7';
 /**
- * Layouts this code upgrades at open, in one transaction (upgradeLog): their per-range
- * `log` entries move to the journal, and each range gets a progress record (layouts 3 and
- * 4 kept progress in the `state` record, 5 in 32 bytes without the applied term).
+ * Layouts this code upgrades at open, in one transaction. Layout 6 needs nothing but the
+ * new number: its msgpack items are read as they are and replaced as they are rewritten.
+ * Layouts 3 to 5 also need upgradeLog: their per-range `log` entries move to the journal,
+ * and each range gets a progress record (layouts 3 and 4 kept progress in the `state`
+ * record, 5 in 32 bytes without the applied term).
  */
-const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5']);
+const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5', '6']);
+const logTreeLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5']);
 /** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
 const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   [undefined, 'request ids inside data records'],
@@ -331,6 +339,7 @@ const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   ['3', 'every request record apart from its data record'],
   ['4', 'hard state and applied index inside the range record'],
   ['5', 'a log tree per range'],
+  ['6', 'commands, data records and events as msgpack maps'],
 ]);
 /**
  * Journal records a turn deletes at most: far more than a turn appends, but bounded, so
@@ -840,7 +849,7 @@ export class Store {
       }
       const id = storeId ?? randomUUID();
       this.root.transactionSync(() => {
-        if (upgradableLayouts.has(format)) this.upgradeLog();
+        if (logTreeLayouts.has(format)) this.upgradeLog();
         this.metaDb.putSync('storeId', id);
         this.metaDb.putSync('storageFormat', storageFormat);
       });
@@ -941,7 +950,7 @@ export class Store {
   }
 
   /**
-   * Layouts 3 to 5 (inside the transaction that records layout 6): every range's log
+   * Layouts 3 to 5 (inside the transaction that records the current layout): every range's log
    * entries move from `log` to the journal, and every range gets a progress record.
    */
   private upgradeLog(): void {

@@ -2,7 +2,9 @@
 // how many xstate events one replicated batch costs, and what the machine adds over
 // calling the same core handlers directly. Then the node-to-node envelope codec
 // (src/transport/raft-codec.ts): bytes and CPU per message of the array wire form of
-// the hot message types, against the same messages as maps with field names. Then what a
+// the hot message types, against the same messages as maps with field names. Then the
+// storage forms a put encodes and decodes on every replica (src/storage/binary.ts), binary
+// against the msgpack maps of earlier versions. Then what a
 // restart costs with a full journal (src/storage/journal.ts): a real store in a temp dir
 // with 256 ranges of 1,000 log entries each (written one entry per range per turn, as
 // many busy ranges write them), closed and opened again.
@@ -12,13 +14,29 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
+import { isDeepStrictEqual, parseArgs } from 'node:util';
 import { RaftCore, type RoleChange } from '../../ranges/core/raft.ts';
 import type { Ready } from '../../ranges/core/ready.ts';
 import { defaultOptions, type Message, type PersistedState } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
+import { ownBytes } from '../../src/lib/bytes.ts';
 import { Prng } from '../../src/lib/prng.ts';
 import { encode } from '../../src/protocol/wire.ts';
+import {
+  type Command,
+  type DataRecord,
+  decodeCommand,
+  decodeRecord,
+  encodeCommand,
+  encodeRecord,
+  packr,
+} from '../../src/storage/commands.ts';
+import {
+  decodeEvent,
+  encodeEvent,
+  eventToWire,
+  type RangeEvent,
+} from '../../src/storage/events.ts';
 import { Store } from '../../src/storage/store.ts';
 import {
   decodeEnvelope,
@@ -289,6 +307,67 @@ else {
     console.log(
       `  ${String(r.message).padEnd(15)} as ${String(r.form).padEnd(6)} ${r.bytes_per_msg} B/msg, ` +
         `encode ${r.encode_us} us, decode ${r.decode_us} us per message`,
+    );
+  }
+}
+
+/**
+ * The storage forms every apply encodes or decodes on every replica (src/storage/binary.ts):
+ * a set's command, the key's data record (with one inline request) and its event, in the
+ * binary form against the msgpack maps earlier versions wrote, in this run.
+ */
+function storageCodecRows(): Array<Record<string, string | number>> {
+  const key = Buffer.from('p_000012345');
+  const value = Buffer.alloc(100, 7);
+  const id = Buffer.alloc(16, 3);
+  const cmd: Command = { op: 'set', key, value, id };
+  const record: DataRecord = { value, revision: 123_456, requests: [[id, 123_456, { ok: true }]] };
+  const event: RangeEvent = { op: 'set', key, value, prevValue: value };
+  const rounds = 200_000;
+  const time = (f: () => unknown): number => {
+    for (let i = 0; i < 20_000; i++) f();
+    const t = process.hrtime.bigint();
+    for (let i = 0; i < rounds; i++) f();
+    return Number(process.hrtime.bigint() - t) / 1000 / rounds;
+  };
+  const rows: Array<Record<string, string | number>> = [];
+  const cases: [string, string, () => Uint8Array, (b: Uint8Array) => unknown][] = [
+    ['command', 'binary', () => encodeCommand(cmd), decodeCommand],
+    ['command', 'msgpack', () => ownBytes(packr.pack({ ...cmd })), decodeCommand],
+    ['record', 'binary', () => encodeRecord(record), decodeRecord],
+    ['record', 'msgpack', () => packr.pack({ ...record }), decodeRecord],
+    ['event', 'binary', () => encodeEvent(event), decodeEvent],
+    ['event', 'msgpack', () => packr.pack(eventToWire(event)), decodeEvent],
+  ];
+  for (const [what, form, enc, dec] of cases) {
+    const bytes = Buffer.from(enc());
+    if (
+      !isDeepStrictEqual(dec(bytes), what === 'command' ? cmd : what === 'record' ? record : event)
+    ) {
+      throw new Error(`${what} as ${form} does not round-trip`);
+    }
+    rows.push({
+      workload: 'storage-codec',
+      what,
+      form,
+      bytes: bytes.length,
+      encode_us: Number(time(enc).toFixed(3)),
+      decode_us: Number(time(() => dec(bytes)).toFixed(3)),
+    });
+  }
+  return rows;
+}
+
+const storageCodec = storageCodecRows();
+if (values.json) for (const r of storageCodec) console.log(JSON.stringify(r));
+else {
+  console.log(
+    'storage codec, per item (a set: its command, record and event; stored form: binary):',
+  );
+  for (const r of storageCodec) {
+    console.log(
+      `  ${String(r.what).padEnd(8)} as ${String(r.form).padEnd(8)} ${r.bytes} B, ` +
+        `encode ${r.encode_us} us, decode ${r.decode_us} us`,
     );
   }
 }

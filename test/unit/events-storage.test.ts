@@ -15,6 +15,7 @@ import {
   type Command,
   decodeCommand,
   decodeRangeCommand,
+  decodeRecord,
   encodeCommand,
   encodeRangeCommand,
   packr,
@@ -30,7 +31,12 @@ import {
   spansOverlap,
   systemPrefix,
 } from '../../src/storage/descriptor.ts';
-import { eventBytes, eventsDeletedPerEntry } from '../../src/storage/events.ts';
+import {
+  decodeEvent,
+  eventBytes,
+  eventsDeletedPerEntry,
+  eventToWire,
+} from '../../src/storage/events.ts';
 import { type EventsRead, Store, type StoredEvent } from '../../src/storage/store.ts';
 import { cas, del, set, split } from './commands-fixture.ts';
 
@@ -377,8 +383,11 @@ describe('events across a split', () => {
 describe('compaction of events', () => {
   it('compactEvents is a replicated command; keyed-command code never sees it', () => {
     const bytes = encodeRangeCommand(compact(30));
-    expect(packr.unpack(bytes)).toEqual({ op: 'compactEvents', upTo: 30 });
     expect(decodeRangeCommand(bytes)).toEqual({ op: 'compactEvents', upTo: 30 });
+    // The msgpack map of earlier versions (in an upgraded store's journal) still reads.
+    const old = packr.pack({ op: 'compactEvents', upTo: 30 });
+    expect(decodeRangeCommand(old)).toEqual({ op: 'compactEvents', upTo: 30 });
+    expect(decodeCommand(old)).toBeUndefined();
     expect(decodeCommand(bytes)).toBeUndefined();
     expect(decodeRangeCommand(encodeCommand(set('a', '1')))).toBeUndefined();
     for (const upTo of [-1, 1.5, '3', null]) {
@@ -638,7 +647,7 @@ describe('events on disk', () => {
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
     await asOlderLayout(dir, '3');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('6');
+    expect(store.getMeta('storageFormat')).toBe('7');
     expect(store.ranges()).toEqual([whole]);
     await closeStore(store);
 
@@ -651,7 +660,7 @@ describe('events on disk', () => {
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('6');
+    expect(store.getMeta('storageFormat')).toBe('7');
   });
 
   for (const format of ['4', '5'] as const) {
@@ -662,14 +671,14 @@ describe('events on disk', () => {
       let r = new Replica(store);
       await r.run(1, [set('a', '1'), set('b', '2'), 'noop'], 3);
       await r.run(1, ['noop', set('c', '3')], 4);
-      const before = store.loadRange(1)!;
-      expect(before.state.applied).toBe(5);
+      const before = logOf(store);
+      expect(before.applied).toBe(5);
       const snapshot = store.takeSnapshot(1);
       await closeStore(store);
       await asOlderLayout(dir, format);
       store = openStore(dir);
-      expect(store.getMeta('storageFormat')).toBe('6');
-      expect(store.loadRange(1)).toEqual(before);
+      expect(store.getMeta('storageFormat')).toBe('7');
+      expect(logOf(store)).toEqual(before);
       // The applied entry's term comes from the old log: snapshots carry it.
       expect(store.takeSnapshot(1).meta).toEqual(snapshot.meta);
       r = new Replica(store);
@@ -682,6 +691,36 @@ describe('events on disk', () => {
       expect(store.get(new TextEncoder().encode('d'))?.revision).toBe(6);
     });
   }
+
+  it('upgrades layout 6 (msgpack commands, records and events) by reading them as they are', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(whole, config);
+    let r = new Replica(store);
+    await r.run(1, [set('a', '1', 'i1'), set('b', '2', 'i2'), cas('a', '1', '3', 'i3')], 3);
+    await r.run(1, [del('b', 'i4'), compact(1), set('c', '4', 'i5')], 3);
+    const before = logOf(store);
+    expect(before.entries).toHaveLength(6);
+    const records = ['a', 'b', 'c'].map((k) => store.get(b(k)));
+    const stream = readAll(store, 1, 1);
+    expect(stream.map((e) => e.revision)).toEqual([2, 3, 4, 6]);
+    await closeStore(store);
+    await asOlderLayout(dir, '6');
+    store = openStore(dir);
+    expect(store.getMeta('storageFormat')).toBe('7');
+    expect(logOf(store)).toEqual(before);
+    expect(['a', 'b', 'c'].map((k) => store.get(b(k)))).toEqual(records);
+    expect(readAll(store, 1, 1)).toEqual(stream);
+    // A request recorded by layout 6 is still remembered: its retry changes nothing.
+    r = new Replica(store);
+    const retry = await r.run(1, [cas('a', '1', '3', 'i3'), set('d', '5', 'i6')], 3);
+    expect(retry[0]).toEqual({ ok: true, success: true, value: b('3'), duplicate: true });
+    await closeStore(store);
+    store = openStore(dir);
+    expect(str(store.get(b('a'))?.value)).toBe('3');
+    expect(str(store.get(b('d'))?.value)).toBe('5');
+    expect(readAll(store, 1, 1).map((e) => e.revision)).toEqual([2, 3, 4, 6, 8]);
+  });
 
   it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
     const dir = tempDir();
@@ -716,11 +755,19 @@ describe('events on disk', () => {
 });
 
 /**
- * Rewrites a layout-6 store (closed, every journal record live) the way layout 3, 4 or 5
- * kept it: the log in a tree keyed by (range, index); progress in the range record (3, 4)
- * or in 32 bytes (5).
+ * Rewrites a store of this layout (closed, every journal record live) the way layout 3,
+ * 4, 5 or 6 kept it: commands (in log entries), data records and events as msgpack maps;
+ * for 3 to 5 also the log in a tree keyed by (range, index), and progress in the range
+ * record (3, 4) or in 32 bytes (5).
  */
-async function asOlderLayout(dir: string, format: '3' | '4' | '5'): Promise<void> {
+async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6'): Promise<void> {
+  await asMsgpackItems(dir);
+  if (format === '6') {
+    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '6');
+    await raw.close();
+    return;
+  }
   const raw = lmdbOpen(dir, { maxDbs: 12 });
   const byId = { keyEncoding: 'uint32', encoding: 'binary' } as const;
   const bytes = { keyEncoding: 'binary', encoding: 'binary' } as const;
@@ -747,6 +794,48 @@ async function asOlderLayout(dir: string, format: '3' | '4' | '5'): Promise<void
       }
     }
     meta.putSync('storageFormat', format);
+  });
+  await raw.close();
+}
+
+/** Range 1's stored state with each entry's command decoded (upgrades change their form). */
+function logOf(store: Store) {
+  const { state } = store.loadRange(1)!;
+  const commands = state.entries.map((e) => [
+    e.index,
+    e.term,
+    e.kind,
+    decodeCommand(e.data) ?? decodeRangeCommand(e.data),
+  ]);
+  return { ...state, entries: commands };
+}
+
+/** Layout 6 and earlier: every command, data record and event as the msgpack map it was. */
+async function asMsgpackItems(dir: string): Promise<void> {
+  const raw = lmdbOpen(dir, { maxDbs: 12 });
+  const bytes = { keyEncoding: 'binary', encoding: 'binary' } as const;
+  const journal = raw.openDB<Buffer, Buffer>('journal', bytes);
+  const data = raw.openDB<Buffer, Buffer>('data', bytes);
+  const events = raw.openDB<Buffer, Buffer>('events', bytes);
+  const entryHeaderBytes = 9; // [kind u8][term u64]
+  await raw.transaction(() => {
+    for (const { key, value } of Array.from(journal.getRange({}))) {
+      const entry = Buffer.from(value);
+      const body = entry.subarray(entryHeaderBytes);
+      const cmd = decodeCommand(body) ?? decodeRangeCommand(body);
+      if (cmd === undefined) continue; // noop and config entries
+      const old = packr.pack({ ...cmd });
+      journal.putSync(key, Buffer.concat([entry.subarray(0, entryHeaderBytes), old]));
+    }
+    for (const { key, value } of Array.from(data.getRange({}))) {
+      const { value: v, revision, requests } = decodeRecord(Buffer.from(value));
+      const old =
+        requests === undefined ? { value: v, revision } : { value: v, revision, requests };
+      data.putSync(key, packr.pack(old));
+    }
+    for (const { key, value } of Array.from(events.getRange({}))) {
+      events.putSync(key, packr.pack(eventToWire(decodeEvent(Buffer.from(value)))));
+    }
   });
   await raw.close();
 }
