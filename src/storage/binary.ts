@@ -70,16 +70,19 @@ export class Writer {
   }
 
   bytes8(b: Uint8Array): void {
+    fits(b, 0xff);
     this.u8(b.length);
     this.bytes(b);
   }
 
   bytes16(b: Uint8Array): void {
+    fits(b, 0xffff);
     this.u16(b.length);
     this.bytes(b);
   }
 
   bytes32(b: Uint8Array): void {
+    fits(b, 0xffff_ffff);
     this.u32(b.length);
     this.bytes(b);
   }
@@ -91,6 +94,11 @@ export class Writer {
     }
     return this.buf;
   }
+}
+
+/** A length field's bound (callers check the limits first: this only keeps bytes whole). */
+function fits(b: Uint8Array, max: number): void {
+  if (b.length > max) throw new RangeError(`binary writer: ${b.length} bytes, over ${max}`);
 }
 
 /** Reads fields; any read past the end marks it failed (check `ok` or `end()`). */

@@ -200,3 +200,13 @@ describe('events', () => {
     }
   });
 });
+
+describe('limits', () => {
+  it('a field over its length field is refused, not written cut short', () => {
+    const long = Buffer.alloc(256, 1);
+    expect(() => encodeCommand({ op: 'del', key: b('k'), id: long })).toThrow(RangeError);
+    expect(() =>
+      encodeCommand({ op: 'del', key: Buffer.alloc(0x1_0000, 0x61), id: Buffer.alloc(0) }),
+    ).toThrow(RangeError);
+  });
+});
