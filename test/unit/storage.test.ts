@@ -9,7 +9,13 @@ import { fileURLToPath } from 'node:url';
 import { open as lmdbOpen } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../ranges/core/assert.ts';
-import type { Configuration, Entry, EntryKind } from '../../ranges/core/types.ts';
+import type {
+  Configuration,
+  Entry,
+  EntryKind,
+  HardState,
+  Snapshot,
+} from '../../ranges/core/types.ts';
 import {
   type ApplyResult,
   applyCommand,
@@ -100,6 +106,19 @@ function openStore(dir: string, window?: number): Store {
 async function reopen(store: Store, dir: string): Promise<Store> {
   await store.close();
   return openStore(dir);
+}
+
+/** Installs `snapshot` on the range in a turn of its own (as a follower that receives one). */
+async function installSnapshot(
+  store: Store,
+  rangeId: number,
+  snapshot: Snapshot,
+  hardState: HardState,
+  id: number,
+): Promise<void> {
+  const turn = store.beginTurn();
+  turn.write(rangeId, { id, hardState, entries: [], snapshot });
+  await turn.commit().durable;
 }
 
 afterEach(async () => {
@@ -386,14 +405,7 @@ describe("the journal (every range's log in one tree, in write order)", () => {
     const d = new RangeDriver(donor, 3, 1);
     for (let i = 0; i < 10; i++) await d.run('noop');
     const snap = donor.takeSnapshot(3);
-    const install = store.beginTurn();
-    install.write(3, {
-      id: 2,
-      hardState: { term: 1, vote: 0, commit: 10 },
-      entries: [],
-      snapshot: snap,
-    });
-    await install.commit().durable;
+    await installSnapshot(store, 3, snap, { term: 1, vote: 0, commit: 10 }, 2);
     await write(store, 3, [entry(11, 1, b('r3e11'))], 1, 3);
     await write(store, 1, [entry(5, 1, b('r1e5'))]);
     const before = [1, 2, 3].map((id) => logOf(store, id));
@@ -857,14 +869,7 @@ describe('snapshots', () => {
       d1: s(target.get(b('d1'))?.value),
       z: s(target.get(b('z'))?.value),
     };
-    const turn = target.beginTurn();
-    turn.write(2, {
-      id: 9,
-      hardState: { term: 3, vote: 0, commit: 5 },
-      entries: [],
-      snapshot: snap,
-    });
-    await turn.commit().durable;
+    await installSnapshot(target, 2, snap, { term: 3, vote: 0, commit: 5 }, 9);
     target = await reopen(target, dir);
 
     // The span holds exactly the snapshot's records, with their request records.
@@ -1096,14 +1101,7 @@ describe('request records', () => {
     await new RangeDriver(target, 2).run(set('b9', 'stale', 'Q'), set('c1', 'stale', 'Y'));
 
     const snap = source.takeSnapshot(2);
-    const turn = target.beginTurn();
-    turn.write(2, {
-      id: 7,
-      hardState: { term: 3, vote: 0, commit: 4 },
-      entries: [],
-      snapshot: snap,
-    });
-    await turn.commit().durable;
+    await installSnapshot(target, 2, snap, { term: 3, vote: 0, commit: 4 }, 7);
     // The span's stale records and requests are gone; the queue is the source's.
     expect(requestsOf(target, 'b9')).toEqual([]);
     expect(requestsOf(target, 'c1')).toEqual([['Y', 2, { ok: true, success: true, value: 'y' }]]);
