@@ -24,6 +24,20 @@ function raiseChange(raise: Raise, change: RoleChange | undefined): void {
   if (change) raise(change);
 }
 
+/**
+ * The context of a snapshot to resume an actor from (RangeReplica's hibernation): the core,
+ * in a property that is not enumerable. Restoring a snapshot walks the context's enumerable
+ * properties for actor references, and that walk must not descend into the core's log.
+ * (The initial context, made by an assign, is a plain object: an assign copies only
+ * enumerable properties.)
+ */
+export function coreContext(core: RaftCore): { core: RaftCore } {
+  return Object.defineProperty({} as { core: RaftCore }, 'core', {
+    value: core,
+    enumerable: false,
+  });
+}
+
 export const replicaMachine = setup({
   types: {
     context: {} as { core: RaftCore },

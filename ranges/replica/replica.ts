@@ -13,8 +13,14 @@
 //
 // Every call is dispatched to the handlers of the role the machine is in; a role change
 // a handler asks for goes through the machine (see machine.ts).
+//
+// Hibernation: a quiescent replica holds no actor. Entering quiescent stops the actor (the
+// role it slept in is kept here); the next event (WAKE, REMOVE) starts a new actor resumed
+// in that quiescent state, which then takes the event. Only the ranges in use pay for an
+// actor.
 
 import { type Actor, type AnyActorRef, createActor } from 'xstate';
+import { InvariantViolation } from '../core/assert.ts';
 import { type LifecycleChange, RaftCore, type RoleChange, type StepResult } from '../core/raft.ts';
 import type { Ready } from '../core/ready.ts';
 import type {
@@ -29,7 +35,7 @@ import type {
   Role,
   Term,
 } from '../core/types.ts';
-import { type ReplicaEvent, replicaMachine } from './machine.ts';
+import { coreContext, type ReplicaEvent, replicaMachine } from './machine.ts';
 
 export type ProposeResult = { index: LogIndex; term: Term } | ProposeError;
 /** role() answers the role while active or quiescent (see quiescent()). */
@@ -37,9 +43,30 @@ export type Lifecycle = Role | 'initializing' | 'removed';
 
 type MachineValue = 'initializing' | 'removed' | { active: Role } | { quiescent: Role };
 
+/**
+ * Stops a replica's actor and takes it out of its actor system. stop() refuses an actor
+ * made with a parent (it joins the parent's system, but the parent's machine never spawned
+ * it, so it has no stopChild to call); _stop() is what a parent's stopChild runs: the actor
+ * stops and unregisters from the system, which would otherwise keep it forever.
+ * (xstate's version is pinned; test/unit/machine.test.ts checks that it unregisters.)
+ */
+function stopActor(actor: Actor<typeof replicaMachine>): void {
+  if (actor._parent === undefined) {
+    actor.stop();
+    return;
+  }
+  (actor as unknown as { _stop(): void })._stop();
+}
+
 export class RangeReplica {
   readonly core: RaftCore;
-  private readonly actor: Actor<typeof replicaMachine>;
+  /**
+   * The machine's actor; none while the range is quiescent (hibernation: an actor and its
+   * snapshot cost about 1.6 KiB, and a node may host thousands of idle ranges). The next
+   * event starts a new actor from the quiescent state the last one stopped in.
+   */
+  private actor: Actor<typeof replicaMachine> | undefined;
+  private readonly parent: AnyActorRef | undefined;
   /** The machine's role (or lifecycle when not started or removed), read back after every event. */
   private state: Lifecycle = 'initializing';
   /** Whether the machine is in quiescent (the role in `state` sleeps). */
@@ -60,18 +87,40 @@ export class RangeReplica {
     parent?: AnyActorRef,
   ) {
     this.core = new RaftCore(id, state, options, env);
-    this.actor = createActor(replicaMachine, {
-      input: { core: this.core },
-      ...(parent ? { parent } : {}),
-    });
-    this.actor.start();
+    this.parent = parent;
     this.send({ type: 'START' });
+  }
+
+  /**
+   * An actor of the machine: at its initial state for the first event, else resumed in
+   * the quiescent state (role `state`) its predecessor stopped in. Resuming runs no action.
+   */
+  private startActor(): Actor<typeof replicaMachine> {
+    const resume = this.state === 'initializing' ? undefined : this.state;
+    if (resume !== undefined && (!this.asleep || resume === 'removed')) {
+      throw new InvariantViolation(`no actor for a replica in ${resume}`);
+    }
+    const actor = createActor(replicaMachine, {
+      input: { core: this.core },
+      ...(resume !== undefined
+        ? {
+            snapshot: replicaMachine.resolveState({
+              value: { quiescent: resume },
+              context: coreContext(this.core),
+            }),
+          }
+        : {}),
+      ...(this.parent ? { parent: this.parent } : {}),
+    });
+    actor.start();
+    return actor;
   }
 
   private send(event: ReplicaEvent): void {
     this.eventsSent++;
-    this.actor.send(event);
-    const snap = this.actor.getSnapshot();
+    const actor = (this.actor ??= this.startActor());
+    actor.send(event);
+    const snap = actor.getSnapshot();
     // An invariant failure inside an action stops the actor: crash, never limp on.
     if (snap.status === 'error') throw snap.error;
     const v = snap.value as MachineValue;
@@ -84,6 +133,12 @@ export class RangeReplica {
     } else {
       this.state = v.quiescent;
       this.asleep = true;
+    }
+    // Quiescent (hibernating) or removed: the actor goes; a quiescent range's next event
+    // (WAKE, REMOVE) resumes a new one where this one stopped.
+    if (this.asleep || this.state === 'removed') {
+      stopActor(actor);
+      this.actor = undefined;
     }
   }
 
@@ -223,7 +278,7 @@ export class RangeReplica {
   }
 
   remove(): void {
-    this.send({ type: 'REMOVE' });
+    if (this.state !== 'removed') this.send({ type: 'REMOVE' });
   }
 
   hasReady(): boolean {

@@ -47,7 +47,9 @@
 //      range (one get per range) so its client routes straight to range leaders; the row
 //      says how many ranges its cache held (cache) and how many hold its keys (used);
 //   3. idle: --idle-s of no load, then each node's CPU (% of one core, /proc/<pid>/stat),
-//      RSS (VmRSS and RssAnon, /proc/<pid>/status), and the nodes' counters per second.
+//      RSS (VmRSS and RssAnon, /proc/<pid>/status: the median of samples every 200 ms of
+//      the window, since it swings between garbage collections), and the nodes' counters
+//      per second.
 // Then, on the last cluster: a put load (put-nosplits), and the same load with
 // --splits-during splits of ranges with data spread over its window (put+splits: time per
 // split, the first one the time to split a range with data under load; p99 against
@@ -1002,8 +1004,13 @@ interface IdleRow {
   node_cpu_pct_max: number | null;
   nats_cpu_pct: number | null;
   nats_in_msgs_per_s: number | null;
+  /** Median of the samples taken through the window (every 200 ms), per node. */
   node_rss_kib: (number | null)[];
   node_rss_anon_kib: (number | null)[];
+  /** The lowest and highest RSS sampled in the window (garbage collections come and go). */
+  node_rss_min_kib: (number | null)[];
+  node_rss_max_kib: (number | null)[];
+  memory_samples: number;
   /** V8 heap in use (live objects and garbage not yet collected), from each node's status. */
   node_heap_used_kib: (number | null)[];
   /**
@@ -1165,14 +1172,25 @@ async function measureIdle(
   const nats0 = cpuSeconds([c.nats.proc.pid]);
   const t0 = performance.now();
   const deadline = t0 + idleS * 1000;
+  // Memory is sampled through the window: a node's RSS swings by megabytes between garbage
+  // collections, so one reading says more about when V8 last collected than about the node.
+  const samples: MemoryKiB[][] = pids.map(() => []);
   while (performance.now() < deadline) {
     await sleep(Math.min(200, Math.max(1, deadline - performance.now())));
     checkAlive(c.watch);
+    for (let i = 0; i < pids.length; i++) samples[i]!.push(memoryKiB(pids[i]!));
   }
   const cpu1 = pids.map((pid) => cpuSeconds([pid]));
   const nats1 = cpuSeconds([c.nats.proc.pid]);
   const wallS = (performance.now() - t0) / 1000;
-  const mem: MemoryKiB[] = pids.map((pid) => memoryKiB(pid));
+  const last: MemoryKiB[] = pids.map((pid) => memoryKiB(pid));
+  for (let i = 0; i < pids.length; i++) samples[i]!.push(last[i]!);
+  const ofSamples = (f: (m: MemoryKiB) => number, pick: (sorted: number[]) => number) =>
+    samples.map((s) => {
+      const xs = s.map(f).filter((x) => !Number.isNaN(x));
+      return xs.length === 0 ? null : fixed(pick(xs.sort((a, b) => a - b)), 0);
+    });
+  const median = (xs: number[]) => xs[Math.floor((xs.length - 1) / 2)]!;
   const v1 = await varz(c.nats.monitorPort).catch(() => undefined);
   const st1 = await askStatus(nc, nodeIds.length, 5000);
   const sum = (replies: StatusReply[]) => {
@@ -1211,8 +1229,17 @@ async function measureIdle(
     node_cpu_pct_max: cpuMax,
     nats_cpu_pct: fixed(((nats1 - nats0) / wallS) * 100, 2),
     nats_in_msgs_per_s: v0 && v1 ? fixed((v1.in_msgs - v0.in_msgs) / wallS, 1) : null,
-    node_rss_kib: mem.map((m) => fixed(m.rss, 0)),
-    node_rss_anon_kib: mem.map((m) => fixed(m.anon, 0)),
+    node_rss_kib: ofSamples((m) => m.rss, median),
+    node_rss_anon_kib: ofSamples((m) => m.anon, median),
+    node_rss_min_kib: ofSamples(
+      (m) => m.rss,
+      (xs) => xs[0]!,
+    ),
+    node_rss_max_kib: ofSamples(
+      (m) => m.rss,
+      (xs) => xs[xs.length - 1]!,
+    ),
+    memory_samples: samples[0]?.length ?? 0,
     node_heap_used_kib: nodeIds.map((id) => {
       const used = byNode.get(id)?.memory?.heapUsed;
       return typeof used === 'number' ? fixed(used / 1024, 0) : null;
@@ -1284,6 +1311,8 @@ async function measureIdle(
   log(
     `rasputin: idle at ${made} ranges: cpu % ${show(nodeCpu)} (nats ${row.nats_cpu_pct}, ` +
       `${row.nats_in_msgs_per_s ?? '-'} msgs/s in), rss MiB ${show(row.node_rss_kib, 1024)} ` +
+      `(median of ${row.memory_samples} samples; min ${show(row.node_rss_min_kib, 1024)}, ` +
+      `max ${show(row.node_rss_max_kib, 1024)}) ` +
       `(anon ${show(row.node_rss_anon_kib, 1024)})` +
       (row.kib_per_range ? `, KiB/range ${show(row.kib_per_range)}` : '') +
       (row.marginal_kib_per_range
@@ -1966,7 +1995,8 @@ function rangesSummary(): void {
   if (idleRows.length === 0) return;
   out(
     `\nidle: ${idleS} s without client load; per node (${nodeIds.join('/')}): CPU in % of one ` +
-      'core, RSS and RssAnon in MiB, KiB per extra range against 1 range of the same cluster',
+      "core, RSS and RssAnon in MiB (medians of the window's samples), KiB per extra range " +
+      'against 1 range of the same cluster',
   );
   const idleColumns: [string, number, (r: IdleRow) => string][] = [
     ['cluster', 7, (r) => r.cluster],

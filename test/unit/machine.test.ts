@@ -2,10 +2,10 @@
 // functions, illegal ones stop the actor with an invariant violation.
 
 import { describe, expect, it } from 'vitest';
-import { createActor } from 'xstate';
+import { createActor, createMachine } from 'xstate';
 import { RaftCore } from '../../ranges/core/raft.ts';
 import { defaultOptions, type PersistedState } from '../../ranges/core/types.ts';
-import { replicaMachine } from '../../ranges/replica/machine.ts';
+import { coreContext, replicaMachine } from '../../ranges/replica/machine.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { Prng } from '../../src/lib/prng.ts';
 
@@ -182,6 +182,101 @@ describe('range machine', () => {
     awake.send({ type: 'START' });
     awake.send({ type: 'WAKE', leaderLapsed: false });
     expect(String(wakeErrors[0])).toContain('illegal lifecycle change: WAKE');
+  });
+
+  it('hibernates a quiescent replica: its actor goes and a new one resumes where it slept', () => {
+    const r = singleLeader(() => true);
+    const actorOf = (x: RangeReplica) => (x as unknown as { actor: unknown }).actor;
+    expect(actorOf(r)).toBeDefined();
+    for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    expect(actorOf(r)).toBeUndefined();
+    expect(r.role()).toBe('leader');
+    // Woken by a proposal: a resumed actor takes WAKE (the core wakes, as without hibernation).
+    expect(r.propose([new Uint8Array([1])])).toEqual({ index: 2, term: 1 });
+    expect(r.quiescent()).toBe(false);
+    expect(r.core.quiescent).toBe(false);
+    expect(actorOf(r)).toBeDefined();
+    settle(r);
+    expect(r.core.log.committed).toBe(2);
+    // Asleep again, then removed: REMOVE resumes an actor that ends in removed.
+    for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    r.remove();
+    expect(r.role()).toBe('removed');
+    expect(actorOf(r)).toBeUndefined();
+    r.remove(); // a second remove changes nothing
+    expect(r.role()).toBe('removed');
+
+    // A quiescent follower whose leader's node lapsed: a resumed actor wakes it to campaign.
+    const f = new RangeReplica(
+      2,
+      state([1, 2, 3]),
+      defaultOptions,
+      env(() => true),
+    );
+    f.step([{ type: 'heartbeat', from: 1, to: 2, term: 1, commit: 0, seq: 1, quiesce: true }]);
+    expect(f.quiescent()).toBe(true);
+    expect(actorOf(f)).toBeUndefined();
+    f.leaderLapsed();
+    expect(f.quiescent()).toBe(false);
+    expect(f.core.quiescent).toBe(false);
+    expect(f.role()).toBe('follower');
+    expect(actorOf(f)).toBeDefined();
+  });
+
+  it('hibernation takes the actor out of a shared actor system (a node joins its replicas to one)', () => {
+    const parent = createActor(createMachine({ id: 'replicas' })).start();
+    const system = parent.system as unknown as { _unregister(a: unknown): void };
+    const unregistered: unknown[] = [];
+    const original = system._unregister.bind(system);
+    system._unregister = (a) => {
+      unregistered.push(a);
+      original(a);
+    };
+    const r = new RangeReplica(
+      1,
+      state([1]),
+      defaultOptions,
+      env(() => true),
+      parent,
+    );
+    for (let t = 0; t < 2 * defaultOptions.electionTicks && r.role() !== 'leader'; t++) r.tick();
+    settle(r);
+    expect(r.role()).toBe('leader');
+    const actorOf = () => (r as unknown as { actor: unknown }).actor;
+    for (let round = 1; round <= 3; round++) {
+      const actor = actorOf();
+      expect(actor).toBeDefined();
+      for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+      expect(r.quiescent()).toBe(true);
+      expect(unregistered).toHaveLength(round);
+      expect(unregistered[round - 1]).toBe(actor);
+      r.wake();
+      settle(r);
+      expect(r.quiescent()).toBe(false);
+      expect(r.role()).toBe('leader');
+    }
+  });
+
+  it('resumes from a context the snapshot restore does not walk into', () => {
+    const core = new RaftCore(1, state([1]), defaultOptions, env());
+    const ctx = coreContext(core);
+    expect(ctx.core).toBe(core);
+    expect(Object.keys(ctx)).toEqual([]);
+    const actor = createActor(replicaMachine, {
+      input: { core },
+      snapshot: replicaMachine.resolveState({ value: { quiescent: 'follower' }, context: ctx }),
+    });
+    actor.start();
+    expect(actor.getSnapshot().value).toEqual({ quiescent: 'follower' });
+    expect(actor.getSnapshot().context.core).toBe(core);
+    // The resumed actor keeps the quiescent state's rules: a role change is illegal there.
+    const errors: unknown[] = [];
+    actor.subscribe({ error: (e) => errors.push(e) });
+    actor.send({ type: 'BECOME_CANDIDATE', transfer: false });
+    expect(actor.getSnapshot().status).toBe('error');
+    expect(String(errors[0])).toContain('illegal role change: BECOME_CANDIDATE');
   });
 
   it('ignores ticks and messages once removed, and refuses proposals', () => {
