@@ -28,7 +28,13 @@ import {
   placementMachine,
   type RangeReport,
 } from '../../placement/index.ts';
-import type { Entry, Message, ReplicaId } from '../../ranges/core/types.ts';
+import type {
+  CoreEnvironment,
+  Entry,
+  Message,
+  ReplicaId,
+  Snapshot,
+} from '../../ranges/core/types.ts';
 import { defaultOptions } from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { Client } from '../client/client.ts';
@@ -178,6 +184,43 @@ const spanStatsIntervalMs = 10_000;
  * replica id -> node id of a replica list, one map per list: descriptors share their
  * (interned, frozen) replica lists, and so do ranges their maps (never written).
  */
+/** The node's side of every range's CoreEnvironment (RangeEnvironment). */
+interface EnvShared {
+  random(): number;
+  takeSnapshot(rangeId: number): Snapshot;
+  nodeLive(nodeId: string): boolean;
+}
+
+/**
+ * A range's CoreEnvironment: three fields and methods on the prototype, where four
+ * closures and their contexts cost about 400 bytes per range (a node hosts thousands).
+ */
+class RangeEnvironment implements CoreEnvironment {
+  constructor(
+    private readonly shared: EnvShared,
+    private readonly rangeId: number,
+    private readonly nodeOf: ReadonlyMap<ReplicaId, string>,
+  ) {}
+
+  nowMs(): number {
+    return performance.now();
+  }
+
+  random(): number {
+    return this.shared.random();
+  }
+
+  takeSnapshot(): Snapshot {
+    return this.shared.takeSnapshot(this.rangeId);
+  }
+
+  /** Quiescence (DESIGN.md): a replica's node is live if this node heard from it. */
+  isLive(id: ReplicaId): boolean {
+    const node = this.nodeOf.get(id);
+    return node !== undefined && this.shared.nodeLive(node);
+  }
+}
+
 const nodeOfByReplicas = new WeakMap<readonly ReplicaDescriptor[], Map<ReplicaId, string>>();
 
 function nodeOfReplicas(replicas: readonly ReplicaDescriptor[]): Map<ReplicaId, string> {
@@ -213,6 +256,12 @@ export class Node {
   private readonly replicaSystem = createActor(createMachine({ id: 'replicas' })).start();
   /** Randomness for the replicas' election timeouts, seeded from the OS. */
   private readonly prng = new Prng(webcrypto.getRandomValues(new Uint32Array(1))[0]!);
+  /** What every range's CoreEnvironment reads from its node. */
+  private readonly envShared: EnvShared = {
+    random: () => this.prng.next(),
+    takeSnapshot: (rangeId) => this.store.takeSnapshot(rangeId),
+    nodeLive: (nodeId) => this.nodeLive(nodeId),
+  };
   /** The local ranges by start key, for routing `<p>.kv` requests. */
   private byStart: RangeHost[] = [];
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
@@ -414,21 +463,11 @@ export class Node {
     if (!me) throw new Error(`range ${descriptor.rangeId} has no replica on this node`);
     const rangeId = descriptor.rangeId;
     const nodeOf = nodeOfReplicas(descriptor.replicas);
-    const prng = this.prng;
     const replica = new RangeReplica(
       me.replicaId,
       loaded.state,
       replicaOptions,
-      {
-        nowMs: () => performance.now(),
-        random: () => prng.next(),
-        takeSnapshot: () => this.store.takeSnapshot(rangeId),
-        // Quiescence (DESIGN.md): a replica's node is live if this node heard from it.
-        isLive: (id) => {
-          const node = nodeOf.get(id);
-          return node !== undefined && this.nodeLive(node);
-        },
-      },
+      new RangeEnvironment(this.envShared, rangeId, nodeOf),
       this.replicaSystem,
     );
     const h: RangeHost = {
