@@ -256,6 +256,8 @@ export class Node {
   private readonly replicaSystem = createActor(createMachine({ id: 'replicas' })).start();
   /** Randomness for the replicas' election timeouts, seeded from the OS. */
   private readonly prng = new Prng(webcrypto.getRandomValues(new Uint32Array(1))[0]!);
+  /** Ranges whose events may be due for compaction (compactEvents looks at these only). */
+  private readonly eventsDue = new Set<RangeHost>();
   /** What every range's CoreEnvironment reads from its node. */
   private readonly envShared: EnvShared = {
     random: () => this.prng.next(),
@@ -1319,7 +1321,11 @@ export class Node {
               );
             }
           }
-          for (const [h, entries] of applied) h.applied = entries[entries.length - 1]!.index;
+          for (const [h, entries] of applied) {
+            h.applied = entries[entries.length - 1]!.index;
+            this.eventsDue.add(h);
+          }
+          for (const h of installed.keys()) this.eventsDue.add(h);
           for (const [h, id] of persistedIds) {
             h.replica.persisted(id);
             this.touch(h);
@@ -1570,7 +1576,12 @@ export class Node {
   private compactEvents(): void {
     if (this.stopping) return;
     let proposed = false;
-    for (const h of this.ranges.values()) {
+    // Only ranges that applied something (or took the lead) since they were last looked at:
+    // the window moves only with the applied index. An idle node visits none.
+    const due = [...this.eventsDue];
+    this.eventsDue.clear();
+    for (const h of due) {
+      if (this.ranges.get(h.rangeId) !== h) continue;
       if (!h.initialized || h.compactingEvents || h.replica.role() !== 'leader') continue;
       const upTo = this.store.eventsToCompact(h.rangeId, this.config.eventsRetainRevisions);
       if (upTo === undefined) continue;
@@ -1579,6 +1590,8 @@ export class Node {
         data: encodeRangeCommand({ op: 'compactEvents', upTo }),
         done: () => {
           h.compactingEvents = false;
+          // More may be due (a range far behind compacts a quarter window per command).
+          this.eventsDue.add(h);
         },
       });
       this.touch(h);
@@ -1802,6 +1815,7 @@ export class Node {
   private followLeadership(h: RangeHost): void {
     const leading = h.replica.role() === 'leader';
     if (leading && !h.leaderSub) {
+      this.eventsDue.add(h);
       h.leaderSub = this.nc.subscribe(subjects.range(this.config.prefix, h.rangeId), {
         callback: this.guarded((msg) => this.onClient(msg, h)),
       });

@@ -6,7 +6,7 @@
 //                    [--inflight 1,64] [--workloads put,get,cas] [--keyspace N] [--maxops N]
 //                    [--peer-inflight 64] [--peers-dir /tmp/peers]
 //                    [--batches N] [--batch-size N]        (for the consensus section)
-//                    [--ranges 1,16,256,4096] [--idle-s S] [--idle-ranges N]
+//                    [--ranges 1,16,256,4096] [--idle-s S] [--idle-ranges N] [--idle-settle-s S]
 //                    [--split-time S] [--split-inflight N] [--splits-during N]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
 //                    [--stream-subs 100] [--stream-watchers 100] [--stream-procs 2]
@@ -46,10 +46,12 @@
 //   2. each workload at each --inflight, from a load process that first learns every
 //      range (one get per range) so its client routes straight to range leaders; the row
 //      says how many ranges its cache held (cache) and how many hold its keys (used);
-//   3. idle: --idle-s of no load, then each node's CPU (% of one core, /proc/<pid>/stat),
-//      RSS (VmRSS and RssAnon, /proc/<pid>/status: the median of samples every 200 ms of
-//      the window, since it swings between garbage collections), and the nodes' counters
-//      per second.
+//   3. idle: --idle-settle-s of quiet (default 3; V8 gives back the heap a split storm
+//      grew 20 to 60 s or more after it, unpredictably: a longer wait shows more of that),
+//      then --idle-s of no load:
+//      each node's CPU (% of one core, /proc/<pid>/stat), RSS (VmRSS and RssAnon,
+//      /proc/<pid>/status: the median of samples every 200 ms of the window, since it
+//      swings between garbage collections), and the nodes' counters per second.
 // Then, on the last cluster: a put load (put-nosplits), and the same load with
 // --splits-during splits of ranges with data spread over its window (put+splits: time per
 // split, the first one the time to split a range with data under load; p99 against
@@ -150,6 +152,7 @@ const { values: a } = parseArgs({
     ranges: { type: 'string' },
     'idle-s': { type: 'string', default: '10' },
     'idle-ranges': { type: 'string', default: '10000' },
+    'idle-settle-s': { type: 'string', default: '3' },
     'split-time': { type: 'string', default: '120' },
     'split-inflight': { type: 'string', default: '16' },
     'splits-during': { type: 'string', default: '20' },
@@ -243,8 +246,11 @@ const nodeIds = ['a', 'b', 'c'];
 const nodeCpuProfDir = a['node-cpu-prof'];
 /** Deadline of one split, retries included. */
 const splitTimeoutMs = 20_000;
-/** Quiet time before an idle measurement (splits' trailing directory writes, elections). */
-const idleSettleMs = 3000;
+/**
+ * Quiet time before an idle measurement (splits' trailing directory writes, elections;
+ * --idle-settle-s: V8 gives back the heap a split storm grew 20 to 60 s or more after it).
+ */
+const idleSettleMs = bounded('idle-settle-s', a['idle-settle-s'], 0, 600) * 1000;
 /** How long a pre-split waits for the meta directory to list every range it made. */
 const directoryCatchUpMs = 5000;
 const valueBytes = 100;
@@ -1007,6 +1013,8 @@ interface IdleRow {
   /** Median of the samples taken through the window (every 200 ms), per node. */
   node_rss_kib: (number | null)[];
   node_rss_anon_kib: (number | null)[];
+  /** RSS 3 s into the quiet before the window (--idle-settle-s). */
+  node_rss_early_kib: (number | null)[];
   /** The lowest and highest RSS sampled in the window (garbage collections come and go). */
   node_rss_min_kib: (number | null)[];
   node_rss_max_kib: (number | null)[];
@@ -1044,6 +1052,8 @@ interface IdleRow {
   marginal_kib_per_range?: (number | null)[];
   marginal_anon_kib_per_range?: (number | null)[];
   marginal_heap_kib_per_range?: (number | null)[];
+  /** marginal_kib_per_range with this row's RSS taken 3 s into the quiet instead. */
+  marginal_early_kib_per_range?: (number | null)[];
   note?: string;
 }
 
@@ -1160,8 +1170,14 @@ async function measureIdle(
   baseline: IdleRow | undefined,
   marginalBase?: IdleRow,
 ): Promise<IdleRow> {
-  log(`rasputin: idle ${idleS} s with ${made} ranges (${kind} cluster)`);
-  await sleep(idleSettleMs);
+  log(
+    `rasputin: idle ${idleS} s with ${made} ranges (${kind} cluster), after ` +
+      `${idleSettleMs / 1000} s of quiet`,
+  );
+  // RSS 3 s into the quiet (or at its end if shorter): what the work just done left behind.
+  await sleep(Math.min(3000, idleSettleMs));
+  const early = c.nodes.map((n) => memoryKiB(n.pid).rss);
+  await sleep(idleSettleMs - Math.min(3000, idleSettleMs));
   checkAlive(c.watch);
   const nc = c.nc!;
   // Status first (it costs the nodes CPU): the window starts once the answers are in.
@@ -1231,6 +1247,7 @@ async function measureIdle(
     nats_in_msgs_per_s: v0 && v1 ? fixed((v1.in_msgs - v0.in_msgs) / wallS, 1) : null,
     node_rss_kib: ofSamples((m) => m.rss, median),
     node_rss_anon_kib: ofSamples((m) => m.anon, median),
+    node_rss_early_kib: early.map((x) => fixed(x, 0)),
     node_rss_min_kib: ofSamples(
       (m) => m.rss,
       (xs) => xs[0]!,
@@ -1300,6 +1317,12 @@ async function measureIdle(
       row.node_heap_used_kib,
       marginalBase.node_heap_used_kib,
     );
+    // The same 3 s into the quiet (against the settled smaller count: an upper bound).
+    row.marginal_early_kib_per_range = perRange(
+      marginalBase,
+      row.node_rss_early_kib,
+      marginalBase.node_rss_kib,
+    );
   }
   if (st1.length < nodeIds.length) {
     row.note =
@@ -1312,13 +1335,15 @@ async function measureIdle(
     `rasputin: idle at ${made} ranges: cpu % ${show(nodeCpu)} (nats ${row.nats_cpu_pct}, ` +
       `${row.nats_in_msgs_per_s ?? '-'} msgs/s in), rss MiB ${show(row.node_rss_kib, 1024)} ` +
       `(median of ${row.memory_samples} samples; min ${show(row.node_rss_min_kib, 1024)}, ` +
-      `max ${show(row.node_rss_max_kib, 1024)}) ` +
+      `max ${show(row.node_rss_max_kib, 1024)}; 3 s into the quiet ` +
+      `${show(row.node_rss_early_kib, 1024)}) ` +
       `(anon ${show(row.node_rss_anon_kib, 1024)})` +
       (row.kib_per_range ? `, KiB/range ${show(row.kib_per_range)}` : '') +
       (row.marginal_kib_per_range
         ? ` (marginal from ${marginalBase?.ranges_made} ranges ${show(row.marginal_kib_per_range)}, ` +
           `anon ${show(row.marginal_anon_kib_per_range ?? [])}, ` +
-          `V8 heap used ${show(row.marginal_heap_kib_per_range ?? [])})`
+          `V8 heap used ${show(row.marginal_heap_kib_per_range ?? [])}; ` +
+          `3 s into the quiet ${show(row.marginal_early_kib_per_range ?? [])})`
         : '') +
       `; ranges/leaders per node ${show(nodeRanges, 1, 0)} / ${leadersShown(row)}, meta ` +
       `range led by ${row.meta_leader ?? '?'}; ` +

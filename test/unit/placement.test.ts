@@ -8,6 +8,7 @@ import {
   type ClusterView,
   decisions,
   defaultPlacementConfig,
+  freshReports,
   type Operation,
   operationsInFlight,
   type PlacementConfig,
@@ -92,6 +93,26 @@ describe('placement config', () => {
     expect(() => placementConfig({ splitsInFlightMax: 1.5 })).toThrow(/splitsInFlightMax/);
     expect(() => placementConfig({ reportStaleMs: -1 })).toThrow(/reportStaleMs/);
     expect(() => placementConfig({ systemPrefix: new Uint8Array() })).toThrow(/systemPrefix/);
+  });
+});
+
+describe('fresh reports', () => {
+  it('are computed once per reports, time and config, and again when the time moves', () => {
+    const reports = [
+      report(desc(2, 'b', null, 1), { atMs: 0 }),
+      report(desc(1, '', 'b', 1), { atMs: 9_000 }),
+    ];
+    const v = view({ reports, nowMs: 10_000 });
+    const first = freshReports(v, config);
+    expect(first.map((r) => r.descriptor.rangeId)).toEqual([1, 2]);
+    // Another view of the same reports at the same time (the next checker of the round).
+    expect(freshReports({ ...v, inFlight: [] }, config)).toBe(first);
+    // Later: the report from 0 ms is stale now (reportStaleMs 10 s), the other is not.
+    const later = freshReports({ ...v, nowMs: 15_000 }, config);
+    expect(later.map((r) => r.descriptor.rangeId)).toEqual([1]);
+    // Another config is another answer.
+    const strict = freshReports({ ...v, nowMs: 15_000 }, { ...config, reportStaleMs: 1_000 });
+    expect(strict).toEqual([]);
   });
 });
 
