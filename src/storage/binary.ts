@@ -30,17 +30,19 @@
 
 export const binaryTag = 0xc1;
 
-/** Writes fields into a buffer sized exactly up front. */
+/** Writes the tag, then fields, into a buffer sized exactly up front. */
 export class Writer {
   readonly buf: Buffer;
   private o = 0;
 
   /**
-   * `kept`: the bytes live on (a log entry's data) and get an allocation of their own; else
-   * they may come from Buffer's shared pool (written to LMDB at once, then dropped).
+   * `size`: the bytes after the tag, which the writer puts first (as Reader starts after
+   * it). `kept`: the bytes live on (a log entry's data) and get an allocation of their own;
+   * else they may come from Buffer's shared pool (written to LMDB at once, then dropped).
    */
   constructor(size: number, kept: boolean) {
-    this.buf = kept ? Buffer.allocUnsafeSlow(size) : Buffer.allocUnsafe(size);
+    this.buf = kept ? Buffer.allocUnsafeSlow(1 + size) : Buffer.allocUnsafe(1 + size);
+    this.u8(binaryTag);
   }
 
   u8(x: number): void {

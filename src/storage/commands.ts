@@ -18,7 +18,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
-import { binaryTag, isBinary, Reader, Writer } from './binary.ts';
+import { isBinary, Reader, Writer } from './binary.ts';
 import type { RangeDescriptor } from './descriptor.ts';
 
 export type Command =
@@ -160,16 +160,14 @@ export function encodeCommand(cmd: Command): Uint8Array {
   let w: Writer;
   switch (cmd.op) {
     case 'set':
-      w = new Writer(2 + 2 + k + 4 + cmd.value.length + 1 + i, true);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + k + 4 + cmd.value.length + 1 + i, true);
       w.u8(opCodes.set);
       w.bytes16(cmd.key);
       w.bytes32(cmd.value);
       break;
     case 'cas': {
       const e = cmd.expect === null ? 0 : 4 + cmd.expect.length;
-      w = new Writer(2 + 2 + k + 1 + e + 4 + cmd.value.length + 1 + i, true);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + k + 1 + e + 4 + cmd.value.length + 1 + i, true);
       w.u8(opCodes.cas);
       w.bytes16(cmd.key);
       w.u8(cmd.expect === null ? 0 : 1);
@@ -179,15 +177,13 @@ export function encodeCommand(cmd: Command): Uint8Array {
     }
     case 'del':
     case 'alloc':
-      w = new Writer(2 + 2 + k + 1 + i, true);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + k + 1 + i, true);
       w.u8(opCodes[cmd.op]);
       w.bytes16(cmd.key);
       break;
     case 'desc':
       assert(Number.isSafeInteger(cmd.generation), 'generations are safe integers');
-      w = new Writer(2 + 2 + k + 4 + cmd.value.length + 8 + 1 + i, true);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + k + 4 + cmd.value.length + 8 + 1 + i, true);
       w.u8(opCodes.desc);
       w.bytes16(cmd.key);
       w.bytes32(cmd.value);
@@ -195,8 +191,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
       break;
     case 'split':
       assert(Number.isSafeInteger(cmd.generation), 'generations are safe integers');
-      w = new Writer(2 + 2 + k + 8 + 4 + 1 + i, true);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + k + 8 + 4 + 1 + i, true);
       w.u8(opCodes.split);
       w.bytes16(cmd.key);
       w.u64(cmd.generation);
@@ -209,8 +204,7 @@ export function encodeCommand(cmd: Command): Uint8Array {
 
 export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
   assert(Number.isSafeInteger(cmd.upTo) && cmd.upTo >= 0, 'revisions are safe integers');
-  const w = new Writer(2 + 8, true);
-  w.u8(binaryTag);
+  const w = new Writer(1 + 8, true);
   w.u8(opCodes.compactEvents);
   w.u64(cmd.upTo);
   return w.done();
@@ -481,7 +475,7 @@ export function encodeRecord(record: DataRecord): Uint8Array {
   assert(Number.isSafeInteger(revision) && revision >= 0, 'revisions are safe integers');
   const n = requests?.length ?? 0;
   assert(n <= 0xff, 'a record keeps few requests inline');
-  let size = 1 + 8 + 4 + value.length + 1;
+  let size = 8 + 4 + value.length + 1;
   const packed: (Uint8Array | undefined)[] = [];
   for (let i = 0; i < n; i++) {
     const [id, , result] = requests![i]!;
@@ -490,7 +484,6 @@ export function encodeRecord(record: DataRecord): Uint8Array {
     size += 1 + id.length + 8 + 1 + resultBytes(result, p);
   }
   const w = new Writer(size, false);
-  w.u8(binaryTag);
   w.u64(revision);
   w.bytes32(value);
   w.u8(n);

@@ -19,7 +19,7 @@
 
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
-import { binaryTag, isBinary, Reader, Writer } from './binary.ts';
+import { isBinary, Reader, Writer } from './binary.ts';
 import { compareBytes, keyBytesMax, packr } from './commands.ts';
 import { asDescriptor, descriptorToWire, type RangeDescriptor } from './descriptor.ts';
 
@@ -157,8 +157,7 @@ export function encodeEvent(e: RangeEvent): Uint8Array {
   switch (e.op) {
     case 'set': {
       const prev = e.prevValue === undefined ? 0 : 4 + e.prevValue.length;
-      w = new Writer(2 + 2 + e.key.length + 4 + e.value.length + 1 + prev, false);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + e.key.length + 4 + e.value.length + 1 + prev, false);
       w.u8(eventOps.set);
       w.bytes16(e.key);
       w.bytes32(e.value);
@@ -167,8 +166,7 @@ export function encodeEvent(e: RangeEvent): Uint8Array {
       break;
     }
     case 'del':
-      w = new Writer(2 + 2 + e.key.length + 4 + e.prevValue.length, false);
-      w.u8(binaryTag);
+      w = new Writer(1 + 2 + e.key.length + 4 + e.prevValue.length, false);
       w.u8(eventOps.del);
       w.bytes16(e.key);
       w.bytes32(e.prevValue);
@@ -176,8 +174,7 @@ export function encodeEvent(e: RangeEvent): Uint8Array {
     case 'split': {
       // Rare: the marker keeps its msgpack map (descriptors have a form of their own).
       const packed = packr.pack(eventToWire(e));
-      w = new Writer(2 + 4 + packed.length, false);
-      w.u8(binaryTag);
+      w = new Writer(1 + 4 + packed.length, false);
       w.u8(eventOps.split);
       w.bytes32(packed);
       break;
