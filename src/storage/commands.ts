@@ -249,7 +249,8 @@ function isBytes(x: unknown): x is Uint8Array {
   return x instanceof Uint8Array;
 }
 
-function isKey(x: unknown): x is Uint8Array {
+/** A key a stored item may hold: bytes, not empty, at most keyBytesMax. */
+export function isKey(x: unknown): x is Uint8Array {
   return isBytes(x) && x.length > 0 && x.length <= keyBytesMax;
 }
 

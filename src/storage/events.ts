@@ -20,7 +20,7 @@
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
 import { isBinary, Reader, Writer } from './binary.ts';
-import { compareBytes, keyBytesMax, packr } from './commands.ts';
+import { compareBytes, isKey, packr } from './commands.ts';
 import { asDescriptor, descriptorToWire, type RangeDescriptor } from './descriptor.ts';
 
 /** A set of `key`, or a cas that succeeded. */
@@ -195,14 +195,12 @@ function decodeBinaryEvent(bytes: Uint8Array): RangeEvent | undefined {
         hasPrev === 1
           ? { op: 'set', key, value, prevValue: r.bytes32() }
           : { op: 'set', key, value };
-      return r.end() && key.length > 0 && key.length <= keyBytesMax ? e : undefined;
+      return r.end() && isKey(key) ? e : undefined;
     }
     case eventOps.del: {
       const key = r.bytes16();
       const prevValue = r.bytes32();
-      return r.end() && key.length > 0 && key.length <= keyBytesMax
-        ? { op: 'del', key, prevValue }
-        : undefined;
+      return r.end() && isKey(key) ? { op: 'del', key, prevValue } : undefined;
     }
     case eventOps.split: {
       const packed = r.bytes32();
@@ -231,7 +229,7 @@ export function asRangeEvent(x: unknown): RangeEvent | undefined {
     case 'set':
     case 'del': {
       const { key, value, prevValue } = r;
-      if (!isBytes(key) || key.length === 0 || key.length > keyBytesMax) return undefined;
+      if (!isKey(key)) return undefined;
       if (prevValue !== undefined && !isBytes(prevValue)) return undefined;
       if (r.op === 'del') {
         if (value !== undefined || prevValue === undefined) return undefined;
