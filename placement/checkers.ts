@@ -43,9 +43,8 @@ export function isStale(atMs: number, view: ClusterView, config: PlacementConfig
 
 /**
  * The reports not older than reportStaleMs, by rangeId. Computed once per reports, time
- * and config
- * (every checker of a round asks; with 10,000 ranges each filter and sort cost about a
- * millisecond of an idle node's every second): do not change the array.
+ * and config (every checker of a round asks; with 10,000 ranges each filter and sort cost
+ * about a millisecond of an idle node's every second): do not change the array.
  */
 export function freshReports(view: ClusterView, config: PlacementConfig): readonly RangeReport[] {
   const memo = freshMemo.get(view.reports);

@@ -97,7 +97,7 @@ export class RangeReplica {
    */
   private startActor(): Actor<typeof replicaMachine> {
     const resume = this.state === 'initializing' ? undefined : this.state;
-    if (resume !== undefined && (!this.asleep || resume === 'removed')) {
+    if (resume !== undefined && !this.asleep) {
       throw new InvariantViolation(`no actor for a replica in ${resume}`);
     }
     const actor = createActor(replicaMachine, {

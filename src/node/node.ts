@@ -180,10 +180,6 @@ const reportFullIntervalMs = 60_000;
  */
 const spanStatsIntervalMs = 10_000;
 
-/**
- * replica id -> node id of a replica list, one map per list: descriptors share their
- * (interned, frozen) replica lists, and so do ranges their maps (never written).
- */
 /** The node's side of every range's CoreEnvironment (RangeEnvironment). */
 interface EnvShared {
   random(): number;
@@ -221,6 +217,10 @@ class RangeEnvironment implements CoreEnvironment {
   }
 }
 
+/**
+ * replica id -> node id of a replica list, one map per list: descriptors share their
+ * (interned, frozen) replica lists, and so do ranges their maps (never written).
+ */
 const nodeOfByReplicas = new WeakMap<readonly ReplicaDescriptor[], Map<ReplicaId, string>>();
 
 function nodeOfReplicas(replicas: readonly ReplicaDescriptor[]): Map<ReplicaId, string> {
