@@ -1201,12 +1201,18 @@ async function measureIdle(
   const wallS = (performance.now() - t0) / 1000;
   const last: MemoryKiB[] = pids.map((pid) => memoryKiB(pid));
   for (let i = 0; i < pids.length; i++) samples[i]!.push(last[i]!);
-  const ofSamples = (f: (m: MemoryKiB) => number, pick: (sorted: number[]) => number) =>
-    samples.map((s) => {
-      const xs = s.map(f).filter((x) => !Number.isNaN(x));
-      return xs.length === 0 ? null : fixed(pick(xs.sort((a, b) => a - b)), 0);
-    });
-  const median = (xs: number[]) => xs[Math.floor((xs.length - 1) / 2)]!;
+  // Each node's samples of a field, ascending; `at` picks one by position (null: none).
+  const sorted = (f: (m: MemoryKiB) => number) =>
+    samples.map((s) =>
+      s
+        .map(f)
+        .filter((x) => !Number.isNaN(x))
+        .sort((x, y) => x - y),
+    );
+  const at = (xss: number[][], i: (n: number) => number) =>
+    xss.map((xs) => (xs.length === 0 ? null : fixed(xs[i(xs.length)]!, 0)));
+  const median = (n: number) => Math.floor((n - 1) / 2);
+  const rss = sorted((m) => m.rss);
   const v1 = await varz(c.nats.monitorPort).catch(() => undefined);
   const st1 = await askStatus(nc, nodeIds.length, 5000);
   const sum = (replies: StatusReply[]) => {
@@ -1245,17 +1251,14 @@ async function measureIdle(
     node_cpu_pct_max: cpuMax,
     nats_cpu_pct: fixed(((nats1 - nats0) / wallS) * 100, 2),
     nats_in_msgs_per_s: v0 && v1 ? fixed((v1.in_msgs - v0.in_msgs) / wallS, 1) : null,
-    node_rss_kib: ofSamples((m) => m.rss, median),
-    node_rss_anon_kib: ofSamples((m) => m.anon, median),
+    node_rss_kib: at(rss, median),
+    node_rss_anon_kib: at(
+      sorted((m) => m.anon),
+      median,
+    ),
     node_rss_early_kib: early.map((x) => fixed(x, 0)),
-    node_rss_min_kib: ofSamples(
-      (m) => m.rss,
-      (xs) => xs[0]!,
-    ),
-    node_rss_max_kib: ofSamples(
-      (m) => m.rss,
-      (xs) => xs[xs.length - 1]!,
-    ),
+    node_rss_min_kib: at(rss, () => 0),
+    node_rss_max_kib: at(rss, (n) => n - 1),
     memory_samples: samples[0]?.length ?? 0,
     node_heap_used_kib: nodeIds.map((id) => {
       const used = byNode.get(id)?.memory?.heapUsed;
