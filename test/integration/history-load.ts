@@ -139,6 +139,16 @@ export function startHistoryLoad(
   };
 }
 
+/** The process id of finalReads' operations. */
+export const finalReadProcess = 10_000;
+
+/** The value each key's final read found (keys whose final reads all failed are absent). */
+export function finalValues(history: readonly HistoryOp[]): Map<string, string | null> {
+  const finals = new Map<string, string | null>();
+  for (const op of history) if (op.process === finalReadProcess) finals.set(op.key, op.value);
+  return finals;
+}
+
 /** The state every key ended in: one `get` per key (up to 10 attempts) appended to `history`. */
 export async function finalReads(
   reader: Client,
@@ -151,7 +161,7 @@ export async function finalReads(
       try {
         const r = await reader.get(key);
         history.push({
-          process: 10_000,
+          process: finalReadProcess,
           f: 'get',
           key,
           value: r === null ? null : r.value.toString('utf8'),

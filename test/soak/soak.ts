@@ -43,7 +43,9 @@ import {
   checkHistory,
   countType,
   describeLoad,
+  finalReadProcess,
   finalReads,
+  finalValues,
   saveHistory,
   startHistoryLoad,
 } from '../integration/history-load.ts';
@@ -204,11 +206,10 @@ function checkStream(
   events: readonly SubscribeEvent[],
 ): string[] {
   const problems: string[] = [];
-  const finals = new Map<string, string | null>();
-  for (const op of history) if (op.process === 10_000) finals.set(op.key, op.value);
+  const finals = finalValues(history);
   for (const key of keys) {
     const evs = events.filter((e) => e.key.toString('utf8') === key);
-    const ops = history.filter((op) => op.key === key && op.process !== 10_000);
+    const ops = history.filter((op) => op.key === key && op.process !== finalReadProcess);
     const written = new Set<string>();
     const acked = new Set<string>();
     for (const op of ops) {
@@ -259,20 +260,17 @@ function checkStream(
   return problems;
 }
 
-/** Whether the events reached every key's final value (the last event of each key). */
+/** Whether the events reached every key's final value (finalValues; absent: any). */
 function caughtUp(
-  keys: readonly string[],
-  history: readonly HistoryOp[],
+  finals: ReadonlyMap<string, string | null>,
   events: readonly SubscribeEvent[],
 ): boolean {
   const last = new Map<string, string | null>();
   for (const e of events) {
     last.set(e.key.toString('utf8'), e.op === 'set' ? (e.value?.toString('utf8') ?? null) : null);
   }
-  return keys.every((k) => {
-    const final = history.find((op) => op.process === 10_000 && op.key === k);
-    return final === undefined || (last.get(k) ?? null) === final.value;
-  });
+  for (const [key, value] of finals) if ((last.get(key) ?? null) !== value) return false;
+  return true;
 }
 
 function collect(sub: Subscription, into: SubscribeEvent[]): Promise<void> {
@@ -357,8 +355,9 @@ async function main(): Promise<number> {
 
       const lin = checkHistory(`epoch ${epoch}`, history);
       const deadline = nowMs() + streamCatchUpMs;
-      while (!caughtUp(keys, history, events) && nowMs() < deadline) await sleep(100);
-      const streamOk = caughtUp(keys, history, events);
+      const finals = finalValues(history);
+      while (!caughtUp(finals, events) && nowMs() < deadline) await sleep(100);
+      const streamOk = caughtUp(finals, events);
       sub.close();
       await collecting.catch(() => undefined);
       const problems = streamOk
