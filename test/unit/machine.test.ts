@@ -38,6 +38,11 @@ function singleLeader(isLive?: (replica: number) => boolean): RangeReplica {
   return r;
 }
 
+/** A replica's actor (undefined while it hibernates): private, read for these tests only. */
+function actorOf(r: RangeReplica): unknown {
+  return (r as unknown as { actor: unknown }).actor;
+}
+
 function settle(r: RangeReplica): void {
   for (let i = 0; i < 4 && r.hasReady(); i++) {
     const rd = r.ready();
@@ -186,7 +191,6 @@ describe('range machine', () => {
 
   it('hibernates a quiescent replica: its actor goes and a new one resumes where it slept', () => {
     const r = singleLeader(() => true);
-    const actorOf = (x: RangeReplica) => (x as unknown as { actor: unknown }).actor;
     expect(actorOf(r)).toBeDefined();
     for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
     expect(r.quiescent()).toBe(true);
@@ -244,9 +248,8 @@ describe('range machine', () => {
     for (let t = 0; t < 2 * defaultOptions.electionTicks && r.role() !== 'leader'; t++) r.tick();
     settle(r);
     expect(r.role()).toBe('leader');
-    const actorOf = () => (r as unknown as { actor: unknown }).actor;
     for (let round = 1; round <= 3; round++) {
-      const actor = actorOf();
+      const actor = actorOf(r);
       expect(actor).toBeDefined();
       for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
       expect(r.quiescent()).toBe(true);
