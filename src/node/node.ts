@@ -82,8 +82,24 @@ import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
 import type { NodeConfig } from './config.ts';
+import { EventsTail, encodeTailEvent, type TailItem, TailReplyEncoder } from './events-tail.ts';
 
 type Done = (r: WireResult) => void;
+
+/**
+ * A page for an events op: `result` as sent, except that a page from the events tail has
+ * its events in `tail.items` (encoded already) instead of in result.events.
+ */
+interface Page {
+  readonly result: WireResult;
+  readonly caughtUp: boolean;
+  readonly tail?: { readonly items: readonly TailItem[]; after: number; oldest: number };
+}
+
+/** The reply bytes of a page, made once for every poll answered with it (null: too big). */
+interface SharedReply {
+  bytes: Uint8Array | null | undefined;
+}
 
 /** An events op held by a leader until its range applies more (long polling). */
 interface HeldPoll {
@@ -121,6 +137,8 @@ interface RangeHost {
   readsWaiting: { index: number; id: number }[];
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
+  /** Highest index applied by a turn whose results this node has seen (maybe not durable). */
+  appliedSeen: number;
   /** Client operations answered since `opsSinceMs`, and the last full second's rate. */
   ops: number;
   opsSinceMs: number;
@@ -144,6 +162,8 @@ interface RangeHost {
   polls: Set<HeldPoll> | undefined;
   /** A wake of the held polls is scheduled (see scheduleWake). */
   wakeScheduled: boolean;
+  /** The newest events, encoded, for polls at the head (leader only; events-tail.ts). */
+  tail: EventsTail | undefined;
   /** A compactEvents command of this leader is in flight (one at a time). */
   compactingEvents: boolean;
 }
@@ -161,6 +181,10 @@ const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
 /** Held subscribe polls wake this long after the apply that has their events. */
 const pollWakeDelayMs = 5;
+/** An events tail no poll used for this long is dropped (expireTails). */
+const tailIdleMs = 30_000;
+/** The events tails of one node hold at most this many bytes in all (expireTails). */
+const tailsBytesMax = 32 * 1024 * 1024;
 /** Ranges listed in one status reply (about 200 bytes each, under max_payload). */
 const statusRangesMax = 2000;
 /**
@@ -258,6 +282,10 @@ export class Node {
   private readonly prng = new Prng(webcrypto.getRandomValues(new Uint32Array(1))[0]!);
   /** Ranges whose events may be due for compaction (compactEvents looks at these only). */
   private readonly eventsDue = new Set<RangeHost>();
+  /** Ranges with an events tail (expireTails). */
+  private readonly tails = new Set<RangeHost>();
+  /** Assembles replies from tail pages (for the cluster id it was made with). */
+  private tailReply: { cid: string; encoder: TailReplyEncoder } | undefined;
   /** What every range's CoreEnvironment reads from its node. */
   private readonly envShared: EnvShared = {
     random: () => this.prng.next(),
@@ -366,6 +394,7 @@ export class Node {
         this.guardedCall('report', () => {
           this.report();
           this.compactEvents();
+          this.expireTails();
         }),
       reportIntervalMs,
     );
@@ -485,6 +514,7 @@ export class Node {
       reads: undefined,
       readsWaiting: [],
       applied: loaded.state.applied,
+      appliedSeen: loaded.state.applied,
       ops: 0,
       opsSinceMs: performance.now(),
       opsPerS: 0,
@@ -495,6 +525,7 @@ export class Node {
       reportedAtMs: Number.NEGATIVE_INFINITY,
       polls: undefined,
       wakeScheduled: false,
+      tail: undefined,
       compactingEvents: false,
     };
     this.ranges.set(rangeId, h);
@@ -1283,9 +1314,10 @@ export class Node {
     }
     this.flushOutbox(outbox);
     if (!turn.isEmpty()) {
-      const { results, mutations, durable } = turn.commit();
+      const { results, mutations, eventsOldest, durable } = turn.commit();
       results.then(
         (byRange) => {
+          this.tailApplied(installed, applied, mutations, eventsOldest);
           // Splits and snapshots may have changed descriptors and added ranges.
           for (const h of installed.keys()) this.refreshDescriptor(h);
           for (const h of installed.keys()) h.spanStats = undefined;
@@ -1424,9 +1456,9 @@ export class Node {
    * this node, such an op is answered Overloaded (the client backs off and asks again).
    */
   private poll(h: RangeHost, op: WireOp, done: Done): void {
-    const { result, caughtUp } = this.readEvents(h, op, op.after!);
-    if (!caughtUp || !result.ok || !op.waitMs) {
-      done(result);
+    const page = this.readPage(h, op, op.after!);
+    if (!page.caughtUp || !page.result.ok || !op.waitMs) {
+      this.answerPage(done, page);
       return;
     }
     if (this.stats.pollsHeld >= this.config.eventsPollsMax) {
@@ -1439,7 +1471,7 @@ export class Node {
       });
       return;
     }
-    const held: HeldPoll = { op, after: result.after!, done, timer: undefined };
+    const held: HeldPoll = { op, after: page.result.after!, done, timer: undefined };
     held.timer = setTimeout(
       () => this.guardedCall('poll', () => this.releasePoll(h, held)),
       op.waitMs,
@@ -1451,13 +1483,25 @@ export class Node {
   /**
    * A page of h's stream for an events op, after `after`: the events of keys under the
    * op's prefix and every split marker. `caughtUp` when it holds no event and reached
-   * the range's applied index (a long poll may wait for more).
+   * the range's applied index (a long poll may wait for more). From h's events tail when
+   * it covers `after` (events-tail.ts; the page's events are then in `tail`, not in
+   * `result`), else read from the store.
    */
-  private readEvents(
-    h: RangeHost,
-    op: WireOp,
-    after: number,
-  ): { result: WireResult; caughtUp: boolean } {
+  private readPage(h: RangeHost, op: WireOp, after: number): Page {
+    const tail = h.tail ?? this.startTail(h);
+    if (tail?.covers(after, h.applied)) {
+      tail.usedAtMs = performance.now();
+      const { items, next } = tail.page(after, h.applied, op.limit!, op.key, limits.eventsBytesMax);
+      return {
+        result: { ok: true, after: next, oldest: tail.oldest },
+        caughtUp: items.length === 0 && next >= h.applied,
+        tail: { items, after: next, oldest: tail.oldest },
+      };
+    }
+    return this.readEvents(h, op, after);
+  }
+
+  private readEvents(h: RangeHost, op: WireOp, after: number): Page {
     const r = this.store.events(h.rangeId, after, op.limit!, {
       prefix: op.key,
       bytesMax: limits.eventsBytesMax,
@@ -1486,6 +1530,120 @@ export class Node {
   }
 
   /**
+   * A new events tail for h, which holds the events of what h applies from now on; undefined
+   * when h has no committed state here.
+   */
+  private startTail(h: RangeHost): EventsTail | undefined {
+    const r = this.store.events(h.rangeId, h.applied, 1);
+    if (r === undefined) return undefined;
+    const encode = (event: RangeEvent, revision: number) =>
+      encodeTailEvent(toWireEvent({ ...event, revision }));
+    h.tail = new EventsTail(h.appliedSeen, r.oldestRetained, encode, performance.now());
+    this.tails.add(h);
+    return h.tail;
+  }
+
+  /**
+   * A turn's applies ran (not yet durable): the events tails take the events they wrote,
+   * and what they compacted. A range that installed a snapshot loses its tail.
+   */
+  private tailApplied(
+    installed: ReadonlyMap<RangeHost, number>,
+    applied: ReadonlyMap<RangeHost, Entry[]>,
+    mutations: ReadonlyMap<number, ReadonlyMap<number, RangeEvent>>,
+    eventsOldest: ReadonlyMap<number, number>,
+  ): void {
+    for (const [h, index] of installed) {
+      h.appliedSeen = index;
+      if (h.tail !== undefined) this.dropTail(h);
+    }
+    for (const [h, entries] of applied) {
+      const first = entries[0]!.index;
+      const last = entries[entries.length - 1]!.index;
+      h.tail?.applied(first, last, mutations.get(h.rangeId));
+      h.appliedSeen = last;
+    }
+    if (this.tails.size === 0) return;
+    for (const [rangeId, oldest] of eventsOldest) {
+      const tail = this.ranges.get(rangeId)?.tail;
+      if (tail !== undefined) tail.oldest = Math.max(tail.oldest, oldest);
+    }
+  }
+
+  private dropTail(h: RangeHost): void {
+    h.tail = undefined;
+    this.tails.delete(h);
+  }
+
+  /**
+   * Every second: drops the tails no poll used for tailIdleMs, then, while the tails hold
+   * more than tailsBytesMax in all, the least recently used.
+   */
+  private expireTails(): void {
+    if (this.tails.size === 0) return;
+    const now = performance.now();
+    let bytes = 0;
+    for (const h of this.tails) {
+      if (now - h.tail!.usedAtMs > tailIdleMs) this.dropTail(h);
+      else bytes += h.tail!.heldBytes;
+    }
+    if (bytes <= tailsBytesMax) return;
+    const byUse = [...this.tails].sort((a, b) => a.tail!.usedAtMs - b.tail!.usedAtMs);
+    for (const h of byUse) {
+      if (bytes <= tailsBytesMax) break;
+      bytes -= h.tail!.heldBytes;
+      this.dropTail(h);
+    }
+  }
+
+  /** Answers an events op with `page`: a tail page's reply is assembled, not encoded. */
+  private answerPage(done: Done, page: Page, shared?: SharedReply): void {
+    const single = (done as { single?: Msg }).single;
+    if (single !== undefined) {
+      // The op is its request's only op: its reply is the page alone, the same bytes for
+      // every poll at this position (100 subscribers: one encoding, not 100).
+      const reply = shared ?? { bytes: undefined };
+      if (reply.bytes === undefined) reply.bytes = this.pageReply(page);
+      if (reply.bytes !== null) {
+        if (single.reply) this.respondRaw(single, reply.bytes);
+        return;
+      }
+    }
+    const t = page.tail;
+    done(
+      t === undefined
+        ? page.result
+        : {
+            ok: true,
+            events: t.items.map((i) => decode(i.bytes) as WireEvent),
+            after: t.after,
+            oldest: t.oldest,
+          },
+    );
+  }
+
+  /** The bytes of a reply holding `page` alone; null past replyBytesMax. */
+  private pageReply(page: Page): Uint8Array | null {
+    let body: Uint8Array;
+    if (page.tail !== undefined) {
+      if (this.tailReply?.cid !== this.clusterId) {
+        const envelope = { v: protocolVersion, cid: this.clusterId, node: this.config.nodeId };
+        this.tailReply = { cid: this.clusterId, encoder: new TailReplyEncoder(envelope) };
+      }
+      const { items, after, oldest } = page.tail;
+      body = this.tailReply.encoder.encode(items, after, oldest);
+    } else {
+      body = encode({
+        v: protocolVersion,
+        cid: this.clusterId,
+        node: this.config.nodeId,
+        res: [page.result],
+      });
+    }
+    return body.length <= replyBytesMax ? body : null;
+  }
+
+  /**
    * Wakes h's held polls a few ms after a durable apply, so that under a steady write
    * load one page covers several turns instead of every poll cycling once per turn.
    */
@@ -1504,37 +1662,21 @@ export class Node {
    * page is read once.
    */
   private wakePolls(h: RangeHost): void {
-    const pages = new Map<
-      string,
-      { result: WireResult; caughtUp: boolean; reply?: Uint8Array | null }
-    >();
+    const pages = new Map<string, { page: Page; reply: SharedReply }>();
     for (const held of h.polls ?? []) {
       const at = `${held.after}:${held.op.limit}:${Buffer.from(held.op.key).toString('hex')}`;
-      let page = pages.get(at);
-      if (page === undefined) pages.set(at, (page = this.readEvents(h, held.op, held.after)));
-      const { result, caughtUp } = page;
-      if (caughtUp && result.ok) {
-        held.after = result.after!;
+      let known = pages.get(at);
+      if (known === undefined) {
+        known = { page: this.readPage(h, held.op, held.after), reply: { bytes: undefined } };
+        pages.set(at, known);
+      }
+      const { page } = known;
+      if (page.caughtUp && page.result.ok) {
+        held.after = page.result.after!;
         continue;
       }
       this.dropPoll(h, held);
-      // A poll that was its request's only op gets the reply bytes encoded once for every
-      // subscriber at this position (100 subscribers: one encode, not 100).
-      const single = (held.done as { single?: Msg }).single;
-      if (single !== undefined && page.reply === undefined) {
-        const body = encode({
-          v: protocolVersion,
-          cid: this.clusterId,
-          node: this.config.nodeId,
-          res: [result],
-        });
-        page.reply = body.length <= replyBytesMax ? body : null;
-      }
-      if (single !== undefined && page.reply) {
-        if (single.reply) this.respondRaw(single, page.reply);
-      } else {
-        held.done(result);
-      }
+      this.answerPage(held.done, page, known.reply);
     }
   }
 
@@ -1550,7 +1692,7 @@ export class Node {
   private releasePoll(h: RangeHost, held: HeldPoll): void {
     if (!h.polls?.has(held)) return;
     this.dropPoll(h, held);
-    held.done(this.readEvents(h, held.op, held.after).result);
+    this.answerPage(held.done, this.readPage(h, held.op, held.after));
   }
 
   private dropPoll(h: RangeHost, held: HeldPoll): void {
@@ -1837,6 +1979,7 @@ export class Node {
       h.readsWaiting = [];
       this.failPolls(h, res);
       h.polls = undefined;
+      this.dropTail(h);
     }
   }
 

@@ -291,11 +291,17 @@ export interface TurnCommit {
    */
   readonly results: Promise<Map<number, ApplyResult[]>>;
   /**
-   * The user-data mutations the turn's applies made, per range by log index: the events
-   * subscribe stores (none for retries, failed cas, absent dels, system keys). Filled when
-   * `results` resolves; watch publishes them.
+   * The events the turn's applies wrote to the ranges' streams, per range by log index:
+   * user-data mutations (none for retries, failed cas, absent dels, system keys) and split
+   * markers. Filled when `results` resolves; watch publishes the mutations, and a leader's
+   * events tail takes them all (node/events-tail.ts).
    */
   readonly mutations: ReadonlyMap<number, ReadonlyMap<LogIndex, RangeEvent>>;
+  /**
+   * Per range whose events the turn compacted: the oldest revision it retains now. Filled
+   * when `results` resolves.
+   */
+  readonly eventsOldest: ReadonlyMap<number, LogIndex>;
   /** Resolves when the turn's transaction is committed (visible to reads) and on disk. */
   readonly durable: Promise<void>;
 }
@@ -1387,8 +1393,10 @@ export class Store {
   private commitTurn(ops: readonly TurnOp[]): TurnCommit {
     assert(!this.closed, 'the store is open');
     const mutations = new Map<number, Map<LogIndex, RangeEvent>>();
+    const eventsOldest = new Map<number, LogIndex>();
     if (ops.length === 0) {
-      return { results: Promise.resolve(new Map()), mutations, durable: Promise.resolve() };
+      const results = Promise.resolve(new Map());
+      return { results, mutations, eventsOldest, durable: Promise.resolve() };
     }
     let resolveResults!: (r: Map<number, ApplyResult[]>) => void;
     let rejectResults!: (err: unknown) => void;
@@ -1402,13 +1410,13 @@ export class Store {
     // fsync. Transactions run in call order; a callback that throws is rolled back whole.
     const committed = this.root.childTransaction(() => {
       try {
-        this.turnMutations = mutations;
+        this.turnEvents = { mutations, eventsOldest };
         resolveResults(this.runOps(ops));
       } catch (err) {
         rejectResults(err);
         throw err;
       } finally {
-        this.turnMutations = undefined;
+        this.turnEvents = undefined;
       }
     });
     const durable = committed.then(() => {
@@ -1420,11 +1428,26 @@ export class Store {
     });
     // A failed turn is reported through `results`; keep `durable` from being unhandled.
     durable.catch(() => {});
-    return { results, mutations, durable };
+    return { results, mutations, eventsOldest, durable };
   }
 
-  /** Where the running turn's body records its mutations (TurnCommit.mutations). */
-  private turnMutations: Map<number, Map<LogIndex, RangeEvent>> | undefined;
+  /** Where the running turn's body records its events (TurnCommit.mutations, eventsOldest). */
+  private turnEvents:
+    | {
+        readonly mutations: Map<number, Map<LogIndex, RangeEvent>>;
+        readonly eventsOldest: Map<number, LogIndex>;
+      }
+    | undefined;
+
+  /** Writes the event of entry `index` of range `rangeId`, and records it for the turn. */
+  private writeEvent(rangeId: number, index: LogIndex, event: RangeEvent): void {
+    this.eventsDb.putSync(logKey(rangeId, index), asBuffer(encodeEvent(event)));
+    const mutations = this.turnEvents?.mutations;
+    if (mutations === undefined) return;
+    let ofRange = mutations.get(rangeId);
+    if (ofRange === undefined) mutations.set(rangeId, (ofRange = new Map()));
+    ofRange.set(index, event);
+  }
 
   /** The body of a turn's transaction; runs inside the write transaction. */
   private runOps(ops: readonly TurnOp[]): Map<number, ApplyResult[]> {
@@ -1566,7 +1589,10 @@ export class Store {
    */
   private applyCompactEvents(s: Mutable<RangeState>, e: Entry, cmd: RangeCommand): ApplyResult {
     const oldest = Math.min(cmd.upTo, e.index) + 1;
-    if (oldest > s.eventsOldestRetained) s.eventsOldestRetained = oldest;
+    if (oldest > s.eventsOldestRetained) {
+      s.eventsOldestRetained = oldest;
+      this.turnEvents?.eventsOldest.set(s.descriptor.rangeId, oldest);
+    }
     return { ok: true };
   }
 
@@ -1638,10 +1664,7 @@ export class Store {
     s.descriptor = left;
     // The parent's stream says where the right-hand span went; the new range's own
     // stream starts after this entry.
-    this.eventsDb.putSync(
-      logKey(d.rangeId, e.index),
-      asBuffer(encodeEvent({ op: 'split', left, right })),
-    );
+    this.writeEvent(d.rangeId, e.index, { op: 'split', left, right });
     let rightExpiryFloor = Number.POSITIVE_INFINITY;
     for (const { key, value } of this.requestsDb.getRange(requestBounds(right))) {
       const index = decodeRequest(value).index;
@@ -1753,14 +1776,7 @@ export class Store {
     const after = outcome.record === 'unchanged' ? before : outcome.record;
     if (outcome.record !== 'unchanged') {
       const event = mutationEvent(cmd, key, before, outcome.record);
-      if (event !== undefined) {
-        this.eventsDb.putSync(logKey(d.rangeId, e.index), asBuffer(encodeEvent(event)));
-        let ofRange = this.turnMutations?.get(d.rangeId);
-        if (ofRange === undefined && this.turnMutations !== undefined) {
-          this.turnMutations.set(d.rangeId, (ofRange = new Map()));
-        }
-        ofRange?.set(e.index, event);
-      }
+      if (event !== undefined) this.writeEvent(d.rangeId, e.index, event);
     }
     if (priorReqKey !== undefined && prior !== undefined && outcome.request !== undefined) {
       // An expired separate record the queue has not reached yet: replaced below.

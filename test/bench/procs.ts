@@ -176,6 +176,49 @@ export function spawnProc(
 }
 
 /**
+ * CPU pinning (the streams section): the CPUs the servers (nats-server, nodes) and the
+ * client processes (load, subscribers) may run on, as taskset lists, so that the clients'
+ * CPU does not come out of the servers' share, as when clients run on other machines.
+ * Undefined: no pinning (every process may run on every CPU).
+ */
+export interface Pinning {
+  readonly servers: string;
+  readonly clients: string;
+}
+
+/** Servers on the first half of the CPUs, clients on the rest; undefined below 2 CPUs. */
+export function splitCpus(cpus: number): Pinning | undefined {
+  if (cpus < 2) return undefined;
+  const half = Math.ceil(cpus / 2);
+  const list = (from: number, to: number) => (to - from === 1 ? `${from}` : `${from}-${to - 1}`);
+  return { servers: list(0, half), clients: list(half, cpus) };
+}
+
+/**
+ * Sets the CPUs every thread of process `pid` may run on (threads it starts later inherit
+ * them); undefined: every CPU. Throws when taskset fails (a pinned measurement that is
+ * not pinned would be wrong without saying so).
+ */
+export function pinPid(pid: number, cpus: string | undefined, cpuCount: number): void {
+  const list = cpus ?? (cpuCount === 1 ? '0' : `0-${cpuCount - 1}`);
+  const r = spawnSync('taskset', ['-a', '-p', '-c', list, String(pid)], {
+    stdio: 'ignore',
+    timeout: 10_000,
+  });
+  if (r.status !== 0) {
+    throw new Error(`taskset -a -p -c ${list} ${pid} failed (${r.error?.message ?? r.status})`);
+  }
+}
+
+/** Where forkTs pins the processes it starts (setClientCpus); undefined: not pinned. */
+let clientCpus: { cpus: string; count: number } | undefined;
+
+/** From now on, forkTs pins its children to `cpus` (undefined: stops pinning them). */
+export function setClientCpus(cpus: string | undefined, count: number): void {
+  clientCpus = cpus === undefined ? undefined : { cpus, count };
+}
+
+/**
  * Forks a TypeScript module of this folder (run with tsx) with an IPC channel. With
  * BENCH_CHILD_CPU_PROF=DIR in the environment, each child writes a V8 CPU profile under
  * DIR/<name> when it ends (load, responder and subscriber processes).
@@ -191,7 +234,9 @@ export function forkTs(name: string, file: string, env: Record<string, string>):
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
-  return wrap(name, child);
+  const proc = wrap(name, child);
+  if (clientCpus !== undefined) pinPid(proc.pid, clientCpus.cpus, clientCpus.count);
+  return proc;
 }
 
 /** Runs a short command to its end; SIGKILLs it after timeoutMs. */

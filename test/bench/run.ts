@@ -10,7 +10,7 @@
 //                    [--split-time S] [--split-inflight N] [--splits-during N]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
 //                    [--stream-subs 100] [--stream-watchers 100] [--stream-procs 2]
-//                    [--stream-drain-s 10] [--stream-probe-ms 50]
+//                    [--stream-drain-s 10] [--stream-probe-ms 50] [--stream-pin on|off]
 //                    [--stream-rows off,on,1sub,subs,watch,again]   (for the streams section)
 //
 // Sections (--only picks some, comma-separated; default all but peers, which --peers adds):
@@ -85,11 +85,17 @@
 // minus ack), and the drain: after the load, each subscription must get every acknowledged
 // write (checked: no loss), waited for --stream-drain-s at most. Target: ops/s with 100
 // subscribers and watch publishing within 10% of put-watchoff.
+// With --stream-pin on (the default, on 2 CPUs or more), the section runs the servers
+// (nats-server and the nodes) on the first half of the CPUs and the clients (the bench
+// itself, the load and the subscriber processes) on the rest, with taskset: the target is
+// what serving subscribers costs the servers, and on a shared 2-core machine the 100
+// subscriptions' own CPU (60-90 us per write) would come out of the servers' share, as it
+// would not with clients on other machines. --stream-pin off shares every CPU.
 
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
@@ -106,9 +112,12 @@ import {
   type MonitoredNats,
   memoryKiB,
   type Proc,
+  pinPid,
   repoRoot,
   runToEnd,
+  setClientCpus,
   sleep,
+  splitCpus,
   startNats,
   startNode,
   type Varz,
@@ -160,6 +169,7 @@ const { values: a } = parseArgs({
     'stream-subs': { type: 'string', default: '100' },
     'stream-watchers': { type: 'string', default: '100' },
     'stream-procs': { type: 'string', default: '2' },
+    'stream-pin': { type: 'string', default: 'on' },
     'stream-drain-s': { type: 'string', default: '10' },
     'stream-probe-ms': { type: 'string', default: '50' },
     'stream-rows': { type: 'string', default: 'off,on,1sub,subs,watch,again' },
@@ -223,6 +233,12 @@ const streamSubs = Math.round(bounded('stream-subs', a['stream-subs'], 1, 1000))
 const streamWatchers = Math.round(bounded('stream-watchers', a['stream-watchers'], 0, 1000));
 const streamProcs = Math.round(bounded('stream-procs', a['stream-procs'], 1, 16));
 const streamDrainS = bounded('stream-drain-s', a['stream-drain-s'], 0, 600);
+if (a['stream-pin'] !== 'on' && a['stream-pin'] !== 'off') {
+  throw new Error(`--stream-pin must be on or off, not ${a['stream-pin']}`);
+}
+const cpuCount = availableParallelism();
+/** Servers and clients on CPUs of their own in the streams section (Pinning, procs.ts). */
+const streamPin = a['stream-pin'] === 'on' ? splitCpus(cpuCount) : undefined;
 const streamRowNames = ['off', 'on', '1sub', 'subs', 'watch', 'again'] as const;
 type StreamRow = (typeof streamRowNames)[number];
 const streamRowsWanted = new Set<StreamRow>(
@@ -1778,12 +1794,33 @@ const loadAverage = () => {
  * lag, and ratios to the baseline.
  */
 async function streams(nats: MonitoredNats): Promise<void> {
-  const subsName = (n: number) => (n === 1 ? 'put+1sub' : `put+${n}subs`);
   log(
     `streams: put ${streamInflight} in flight on ${streamPrefix}; ${streamSubs} subscribers, ` +
       `${streamWatchers} watchers in up to ${streamProcs} processes; load average ` +
       `${loadAverage()}`,
   );
+  if (streamPin) {
+    log(
+      `streams: servers (nats-server, nodes) pinned to CPUs ${streamPin.servers}, clients ` +
+        `(this process, load, subscribers) to ${streamPin.clients} (--stream-pin off: shared)`,
+    );
+    pinPid(process.pid, streamPin.clients, cpuCount);
+    setClientCpus(streamPin.clients, cpuCount);
+  }
+  try {
+    await streamsRows(nats);
+  } finally {
+    if (streamPin) {
+      setClientCpus(undefined, cpuCount);
+      pinPid(process.pid, undefined, cpuCount);
+      if (nats.proc.child.exitCode === null) pinPid(nats.proc.pid, undefined, cpuCount);
+    }
+  }
+  log(`streams: done; load average ${loadAverage()}`);
+}
+
+async function streamsRows(nats: MonitoredNats): Promise<void> {
+  const subsName = (n: number) => (n === 1 ? 'put+1sub' : `put+${n}subs`);
   const baseline: Row[] = [];
   const add = (r: Row) => {
     const base = baseline[0];
@@ -1828,6 +1865,7 @@ async function streams(nats: MonitoredNats): Promise<void> {
     let failed = false;
     try {
       await cluster.start();
+      if (streamPin) for (const n of cluster.watch) pinPid(n.pid, streamPin.servers, cpuCount);
       await cluster.prepare();
       for (const [, workload, subscribers, watchers] of runs) {
         const row = await streamsRow(cluster, workload, subscribers, watchers);
@@ -1841,7 +1879,6 @@ async function streams(nats: MonitoredNats): Promise<void> {
       await cluster.stop(failed);
     }
   }
-  log(`streams: done; load average ${loadAverage()}`);
 }
 
 const streamRows: Row[] = [];

@@ -11,6 +11,14 @@ import { InvariantViolation } from '../../ranges/core/assert.ts';
 import type { Configuration, Entry, Snapshot } from '../../ranges/core/types.ts';
 import { Prng } from '../../src/lib/prng.ts';
 import {
+  EventsTail,
+  encodeTailEvent,
+  type TailItem,
+  TailReplyEncoder,
+  tailItemsMax,
+} from '../../src/node/events-tail.ts';
+import { decode } from '../../src/protocol/wire.ts';
+import {
   type ApplyResult,
   type Command,
   decodeCommand,
@@ -37,7 +45,13 @@ import {
   eventsDeletedPerEntry,
   eventToWire,
 } from '../../src/storage/events.ts';
-import { type EventsRead, Store, type StoredEvent } from '../../src/storage/store.ts';
+import {
+  type EventsRead,
+  type RangeEvent,
+  Store,
+  type StoredEvent,
+  type TurnCommit,
+} from '../../src/storage/store.ts';
 import { cas, del, set, split } from './commands-fixture.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
@@ -103,6 +117,15 @@ function encodeItem(item: Exclude<Item, 'noop'>): Uint8Array {
 class Replica {
   private readonly last = new Map<number, number>();
   readonly turns: Array<{ rangeId: number; entries: Entry[] }> = [];
+  /** The last turn's entries and the events it recorded (TurnCommit). */
+  lastTurn:
+    | {
+        first: number;
+        last: number;
+        mutations: TurnCommit['mutations'];
+        eventsOldest: TurnCommit['eventsOldest'];
+      }
+    | undefined;
 
   constructor(readonly store: Store) {}
 
@@ -134,8 +157,14 @@ class Replica {
       snapshot: null,
     });
     turn.apply(rangeId, entries);
-    const { results, durable } = turn.commit();
+    const { results, mutations, eventsOldest, durable } = turn.commit();
     const out = (await results).get(rangeId)!;
+    this.lastTurn = {
+      first: entries[0]!.index,
+      last: entries.at(-1)!.index,
+      mutations,
+      eventsOldest,
+    };
     await durable;
     expect(out).toHaveLength(entries.length);
     this.last.set(rangeId, entries.at(-1)!.index);
@@ -1138,3 +1167,102 @@ describe('readers of random histories (property)', () => {
 function revisions(from: number, to: number): number[] {
   return Array.from({ length: to - from + 1 }, (_, i) => from + i);
 }
+
+describe('the events tail of a leader (src/node/events-tail.ts)', () => {
+  const encodeEvent = (e: RangeEvent, revision: number) =>
+    encodeTailEvent({ ...eventToWire(e), revision });
+  /** The tail takes the replica's last turn, as the node does when its results arrive. */
+  const feed = (tail: EventsTail, r: Replica, rangeId = 1) => {
+    const t = r.lastTurn!;
+    tail.applied(t.first, t.last, t.mutations.get(rangeId));
+    const oldest = t.eventsOldest.get(rangeId);
+    if (oldest !== undefined) tail.oldest = Math.max(tail.oldest, oldest);
+  };
+  const revisions = (items: readonly TailItem[]) => items.map((i) => i.revision);
+
+  it('pages exactly as the store does, wherever it covers, while it is bounded', async () => {
+    const r = await newReplica();
+    const prng = new Prng(11);
+    const keys = ['a/1', 'a/2', 'a/3', 'b/1', 'b/2', 'c'];
+    const tail = new EventsTail(0, 1, encodeEvent, 0);
+    let trimmed = false;
+    for (let turn = 0; turn < 80; turn++) {
+      const items: Item[] = [];
+      for (let n = 1 + prng.int(40); n > 0; n--) {
+        const key = keys[prng.int(keys.length)]!;
+        const x = prng.int(10);
+        if (x < 6) items.push(set(key, `v${turn}.${n}${'x'.repeat(prng.int(200))}`));
+        else if (x < 8) items.push(del(key));
+        else if (x < 9) items.push(cas(key, 'no such value', 'v'));
+        else items.push('noop');
+      }
+      await r.run(1, items);
+      feed(tail, r);
+      const applied = r.lastIndex(1);
+      expect(tail.size).toBeLessThanOrEqual(tailItemsMax);
+      if (tail.from > 0) trimmed = true;
+      expect(tail.covers(tail.from - 1, applied)).toBe(false);
+      expect(tail.covers(applied + 1, applied + 1)).toBe(false);
+      for (let k = 0; k < 25; k++) {
+        const after = tail.from + prng.int(applied - tail.from + 1);
+        expect(tail.covers(after, applied)).toBe(true);
+        const limit = 1 + prng.int(30);
+        const prefix = b(['', 'a/', 'b/', 'zz'][prng.int(4)]!);
+        const bytesMax = [1 << 20, 300, 1][prng.int(3)]!;
+        const want = page(r.store.events(1, after, limit, { prefix, bytesMax }));
+        const got = tail.page(after, applied, limit, prefix, bytesMax);
+        expect(revisions(got.items)).toEqual(want.events.map((e) => e.revision));
+        expect(got.next).toBe(want.next);
+        for (const [i, item] of got.items.entries()) {
+          expect(decode(item.bytes)).toEqual({
+            ...eventToWire(want.events[i]!),
+            revision: item.revision,
+          });
+        }
+      }
+    }
+    // 80 turns of about 20 entries: more events than a tail holds, so its front moved.
+    expect(trimmed).toBe(true);
+  });
+
+  it('serves only what is durable, takes split markers, and honours compaction', async () => {
+    const r = await newReplica();
+    await r.run(1, [set('a', '1'), set('b', '2')]);
+    const tail = new EventsTail(r.lastIndex(1), 1, encodeEvent, 0);
+    expect(tail.covers(1, 2)).toBe(false); // older cursors are read from the store
+    await r.run(1, [split('m', 1, 2), set('a', '3'), 'noop']);
+    feed(tail, r);
+    // Applied up to 5, durable only up to 3: the set at 4 is not served yet.
+    expect(tail.covers(4, 3)).toBe(false);
+    let p = tail.page(2, 3, 10, b('a'), 1 << 20);
+    expect(p.items.map((i) => (decode(i.bytes) as { op: string }).op)).toEqual(['split']);
+    expect(p.next).toBe(3);
+    p = tail.page(3, 5, 10, b('a'), 1 << 20);
+    expect(revisions(p.items)).toEqual([4]);
+    expect(p.next).toBe(5);
+    await r.run(1, [set('a', '4'), compact(5), set('a', '5')]);
+    feed(tail, r);
+    expect(tail.oldest).toBe(6);
+    expect(tail.covers(4, 8)).toBe(false); // compacted: the store answers Compacted
+    expect(revisions(tail.page(5, 8, 10, b(''), 1 << 20).items)).toEqual([6, 8]);
+  });
+
+  it('assembles the reply a store page would be encoded to', () => {
+    const enc = new TailReplyEncoder({ v: 1, cid: 'c1d-uuid', node: 'n1' });
+    for (const n of [0, 1, 15, 16, 1000]) {
+      const items = Array.from({ length: n }, (_, i) => {
+        const event = { revision: 1000 + i, op: 'set', key: b(`k${i}`), value: b('v') };
+        return { revision: 1000 + i, key: b(`k${i}`), bytes: encodeTailEvent(event), size: 1 };
+      });
+      const reply = enc.encode(items, 5_000_000_000, 7);
+      expect(decode(reply)).toEqual({
+        v: 1,
+        cid: 'c1d-uuid',
+        node: 'n1',
+        res: [
+          { ok: true, events: items.map((i) => decode(i.bytes)), after: 5_000_000_000, oldest: 7 },
+        ],
+      });
+    }
+  });
+});
