@@ -16,6 +16,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import type { WireEvent } from '../protocol/wire.ts';
 import { eventBytes } from '../storage/events.ts';
 import type { RangeEvent } from '../storage/store.ts';
 
@@ -182,6 +183,9 @@ function arrayHeader(n: number): Buffer {
   return b;
 }
 
+const afterName = packed('after');
+const oldestName = packed('oldest');
+
 /**
  * The reply to a request whose only op was an events op, answered from a tail page:
  * the bytes of `encode({ ...envelope, res: [{ ok: true, events, after, oldest }] })`
@@ -209,12 +213,17 @@ export class TailReplyEncoder {
   encode(items: readonly TailItem[], after: number, oldest: number): Buffer {
     const parts: Uint8Array[] = [this.prefix, arrayHeader(items.length)];
     for (const item of items) parts.push(item.bytes);
-    parts.push(packed('after'), packed(after), packed('oldest'), packed(oldest));
+    parts.push(afterName, packed(after), oldestName, packed(oldest));
     return Buffer.concat(parts);
   }
 }
 
-/** One event's element of a page's `events` array (its wire form), in a buffer of its own. */
-export function encodeTailEvent(wireEvent: unknown): Uint8Array {
-  return packed(wireEvent);
+/**
+ * One event's element of a page's `events` array: its wire form (protocol/wire.ts
+ * WireEvent) in msgpack. Not copied: this module's Packr never writes over bytes it
+ * returned (it moves on in its buffer, and takes a new one when that is full), so the
+ * tail keeps them where msgpackr put them.
+ */
+export function encodeTailEvent(e: WireEvent): Uint8Array {
+  return packr.pack(e);
 }

@@ -17,7 +17,7 @@ import {
   TailReplyEncoder,
   tailItemsMax,
 } from '../../src/node/events-tail.ts';
-import { decode } from '../../src/protocol/wire.ts';
+import { decode, type WireEvent } from '../../src/protocol/wire.ts';
 import {
   type ApplyResult,
   type Command,
@@ -1170,7 +1170,7 @@ function revisions(from: number, to: number): number[] {
 
 describe('the events tail of a leader (src/node/events-tail.ts)', () => {
   const encodeEvent = (e: RangeEvent, revision: number) =>
-    encodeTailEvent({ ...eventToWire(e), revision });
+    encodeTailEvent({ ...eventToWire(e), revision } as WireEvent);
   /** The tail takes the replica's last turn, as the node does when its results arrive. */
   const feed = (tail: EventsTail, r: Replica, rangeId = 1) => {
     const t = r.lastTurn!;
@@ -1251,7 +1251,7 @@ describe('the events tail of a leader (src/node/events-tail.ts)', () => {
     const enc = new TailReplyEncoder({ v: 1, cid: 'c1d-uuid', node: 'n1' });
     for (const n of [0, 1, 15, 16, 1000]) {
       const items = Array.from({ length: n }, (_, i) => {
-        const event = { revision: 1000 + i, op: 'set', key: b(`k${i}`), value: b('v') };
+        const event = { revision: 1000 + i, op: 'set' as const, key: b(`k${i}`), value: b('v') };
         return { revision: 1000 + i, key: b(`k${i}`), bytes: encodeTailEvent(event), size: 1 };
       });
       const reply = enc.encode(items, 5_000_000_000, 7);
