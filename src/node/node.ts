@@ -662,6 +662,15 @@ export class Node {
     if (h.initialized && !h.replica.quiescent()) this.awake.add(h);
   }
 
+  /**
+   * A turn for what client ops left to do: proposals, reads the lease does not cover (each
+   * marks its range dirty). Ops answered at once (lease reads, subscribe polls, refusals)
+   * need none: a turn per such request was a turn per poll with nothing in it.
+   */
+  private turnIfDirty(): void {
+    if (this.dirty.size > 0) this.scheduleTurn();
+  }
+
   private scheduleTurn(): void {
     if (this.turnScheduled || this.stopping) return;
     this.turnScheduled = true;
@@ -1083,7 +1092,7 @@ export class Node {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
       } else this.submit(h, checked.value, done);
     }
-    this.scheduleTurn();
+    this.turnIfDirty();
   }
 
   /**
@@ -1113,7 +1122,7 @@ export class Node {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
       } else this.submit(h, checked.value, done);
     }
-    this.scheduleTurn();
+    this.turnIfDirty();
   }
 
   private notLeader(h: RangeHost): WireResult {
