@@ -222,7 +222,9 @@ export class TailReplyEncoder {
  * One event's element of a page's `events` array: its wire form (protocol/wire.ts
  * WireEvent) in msgpack. Not copied: this module's Packr never writes over bytes it
  * returned (it moves on in its buffer, and takes a new one when that is full), so the
- * tail keeps them where msgpackr put them.
+ * tail keeps them where msgpackr put them. (The events-tail tests in
+ * test/unit/events-storage.test.ts decode held events after thousands of later encodings:
+ * a msgpackr that reused its buffer would fail them.)
  */
 export function encodeTailEvent(e: WireEvent): Uint8Array {
   return packr.pack(e);
