@@ -338,6 +338,9 @@ export class Node {
     dropped: 0,
     /** Subscribe polls held now, over every range (bounded by --events-polls-max). */
     pollsHeld: 0,
+    /** Pages of events read for subscribe polls: from the events tails, from LMDB. */
+    eventPagesFromTail: 0,
+    eventPagesFromStore: 0,
   };
 
   constructor(config: NodeConfig) {
@@ -1499,6 +1502,7 @@ export class Node {
   private readPage(h: RangeHost, op: WireOp, after: number): Page {
     const tail = h.tail ?? this.startTail(h);
     if (tail?.covers(after, h.applied)) {
+      this.stats.eventPagesFromTail++;
       tail.usedAtMs = performance.now();
       const { items, next } = tail.page(after, h.applied, op.limit!, op.key, limits.eventsBytesMax);
       return {
@@ -1511,6 +1515,7 @@ export class Node {
   }
 
   private readEvents(h: RangeHost, op: WireOp, after: number): Page {
+    this.stats.eventPagesFromStore++;
     const r = this.store.events(h.rangeId, after, op.limit!, {
       prefix: op.key,
       bytesMax: limits.eventsBytesMax,
@@ -2242,6 +2247,8 @@ export class Node {
         storeCommits: this.store.stats.commits,
         storeFlushes: this.store.stats.flushes,
         xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
+        eventTails: this.tails.size,
+        eventTailBytes: [...this.tails].reduce((n, h) => n + (h.tail?.heldBytes ?? 0), 0),
       },
       rangesTotal: this.ranges.size,
       leadersTotal: [...this.ranges.values()].filter((h) => h.replica.role() === 'leader').length,

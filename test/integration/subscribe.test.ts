@@ -51,6 +51,13 @@ const pollsHeldMax = 24;
 const waitMs = 1000;
 
 let cluster: Cluster;
+
+/** Pages of events the nodes read for polls, from their events tails and from LMDB. */
+async function pages(): Promise<{ tail: number; store: number }> {
+  const nodes = await statusOf(cluster.natsUrl);
+  const sum = (k: string) => nodes.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
+  return { tail: sum('eventPagesFromTail'), store: sum('eventPagesFromStore') };
+}
 let writer: Client;
 let subscriber: Client;
 let admin: Client;
@@ -137,6 +144,7 @@ function leaderOfKey(status: readonly NodeStatus[], key: string): string | undef
 
 describe('subscribe', () => {
   it('from now: only later writes, each once, with its prevValue', async () => {
+    const before = await pages();
     await writer.set('n/a', 'before');
     const sub = subscriber.subscribe('n/', { waitMs });
     const start = await sub.started;
@@ -163,6 +171,9 @@ describe('subscribe', () => {
     const revisions = c.events.map((e) => e.revision);
     expect([...revisions].sort((a, b) => a - b)).toEqual(revisions);
     expect(new Set(c.events.map((e) => e.cursor)).size).toBe(4);
+    // Polls at the head of the stream were answered from the leader's events tail.
+    const after = await pages();
+    expect(after.tail).toBeGreaterThan(before.tail);
 
     // Resuming from the second event's cursor gives the rest, and nothing before.
     const resumed = collect(
@@ -390,6 +401,7 @@ describe('subscribe', () => {
     }
     // The leader proposes compactEvents within a second or so; until then the old cursor
     // still reads (events come).
+    const storeBefore = (await pages()).store;
     const deadline = nowMs() + 15_000;
     let failure: unknown;
     while (failure === undefined && nowMs() < deadline) {
@@ -404,6 +416,8 @@ describe('subscribe', () => {
       }
     }
     expect(failure).toBeInstanceOf(CompactedError);
+    // A cursor this old is before the leader's events tail: LMDB answered.
+    expect((await pages()).store).toBeGreaterThan(storeBefore);
     const compacted = failure as CompactedError;
     expect(errorCode(compacted)).toBe('Compacted');
     expect(compacted.message).toMatch(/oldest revision still available is \d+/);
