@@ -25,6 +25,7 @@
 // whose revision was compacted ends the subscription with CompactedError, never a gap.
 
 import { createHash } from 'node:crypto';
+import { hasPrefix } from '../lib/bytes.ts';
 import {
   AbortedError,
   CompactedError,
@@ -267,7 +268,7 @@ export function readPage(
       continue;
     }
     if (e.op !== 'set' && e.op !== 'del') throw malformed(`op ${String(e.op)}`);
-    if (!(e.key instanceof Uint8Array) || !startsWith(e.key, prefix)) {
+    if (!(e.key instanceof Uint8Array) || !hasPrefix(e.key, prefix)) {
       throw malformed('a key outside the prefix');
     }
     const key = Buffer.from(e.key);
@@ -291,12 +292,6 @@ export function readPage(
   }
   if (r.after < last) throw malformed('after goes back');
   return { events, after: r.after };
-}
-
-function startsWith(key: Uint8Array, prefix: Uint8Array): boolean {
-  if (key.length < prefix.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (key[i] !== prefix[i]) return false;
-  return true;
 }
 
 /**

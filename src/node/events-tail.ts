@@ -16,6 +16,7 @@
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import { hasPrefix } from '../lib/bytes.ts';
 import type { WireEvent } from '../protocol/wire.ts';
 import { eventBytes } from '../storage/events.ts';
 import type { RangeEvent } from '../storage/store.ts';
@@ -149,7 +150,7 @@ export class EventsTail {
       const item = this.items[i]!;
       if (item.revision > end) break;
       if (items.length === limit) return { items, next };
-      if (matches(item.key, prefix)) {
+      if (item.key === undefined || hasPrefix(item.key, prefix)) {
         if (items.length > 0 && size + item.size > bytesMax) return { items, next };
         items.push(item);
         size += item.size;
@@ -158,13 +159,6 @@ export class EventsTail {
     }
     return { items, next: end };
   }
-}
-
-function matches(key: Uint8Array | undefined, prefix: Uint8Array): boolean {
-  if (key === undefined) return true;
-  if (key.length < prefix.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (key[i] !== prefix[i]) return false;
-  return true;
 }
 
 const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });

@@ -19,6 +19,7 @@
 
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
+import { hasPrefix } from '../lib/bytes.ts';
 import { isBinary, Reader, Writer } from './binary.ts';
 import { compareBytes, isKey, packr } from './commands.ts';
 import { asDescriptor, descriptorToWire, type RangeDescriptor } from './descriptor.ts';
@@ -125,10 +126,7 @@ function descriptorBytes(d: RangeDescriptor): number {
 
 /** Whether a reader of `prefix` gets `e`: its key starts with prefix, or it is a marker. */
 export function eventMatches(e: RangeEvent, prefix: Uint8Array): boolean {
-  if (e.op === 'split') return true;
-  if (e.key.length < prefix.length) return false;
-  for (let i = 0; i < prefix.length; i++) if (e.key[i] !== prefix[i]) return false;
-  return true;
+  return e.op === 'split' || hasPrefix(e.key, prefix);
 }
 
 /**
