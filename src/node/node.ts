@@ -88,13 +88,15 @@ type Done = (r: WireResult) => void;
 
 /**
  * A page for an events op: `result` as sent, except that a page from the events tail has
- * its events in `tail.items` (encoded already) instead of in result.events.
+ * its events in `items` (encoded already) instead of in result.events.
  */
-interface Page {
-  readonly result: WireResult;
-  readonly caughtUp: boolean;
-  readonly tail?: { readonly items: readonly TailItem[]; after: number; oldest: number };
-}
+type Page =
+  | { readonly result: WireResult; readonly caughtUp: boolean; readonly items?: undefined }
+  | {
+      readonly result: Extract<WireResult, { ok: true }>;
+      readonly caughtUp: boolean;
+      readonly items: readonly TailItem[];
+    };
 
 /** The reply bytes of a page, made once for every poll answered with it (null: too big). */
 interface SharedReply {
@@ -1496,7 +1498,7 @@ export class Node {
    * A page of h's stream for an events op, after `after`: the events of keys under the
    * op's prefix and every split marker. `caughtUp` when it holds no event and reached
    * the range's applied index (a long poll may wait for more). From h's events tail when
-   * it covers `after` (events-tail.ts; the page's events are then in `tail`, not in
+   * it covers `after` (events-tail.ts; the page's events are then in `items`, not in
    * `result`), else read from the store.
    */
   private readPage(h: RangeHost, op: WireOp, after: number): Page {
@@ -1508,7 +1510,7 @@ export class Node {
       return {
         result: { ok: true, after: next, oldest: tail.oldest },
         caughtUp: items.length === 0 && next >= h.applied,
-        tail: { items, after: next, oldest: tail.oldest },
+        items,
       };
     }
     return this.readEvents(h, op, after);
@@ -1623,29 +1625,23 @@ export class Node {
         return;
       }
     }
-    const t = page.tail;
     done(
-      t === undefined
+      page.items === undefined
         ? page.result
-        : {
-            ok: true,
-            events: t.items.map((i) => decode(i.bytes) as WireEvent),
-            after: t.after,
-            oldest: t.oldest,
-          },
+        : { ...page.result, events: page.items.map((i) => decode(i.bytes) as WireEvent) },
     );
   }
 
   /** The bytes of a reply holding `page` alone; null past replyBytesMax. */
   private pageReply(page: Page): Uint8Array | null {
     let body: Uint8Array;
-    if (page.tail !== undefined) {
+    if (page.items !== undefined) {
       if (this.tailReply?.cid !== this.clusterId) {
         const envelope = { v: protocolVersion, cid: this.clusterId, node: this.config.nodeId };
         this.tailReply = { cid: this.clusterId, encoder: new TailReplyEncoder(envelope) };
       }
-      const { items, after, oldest } = page.tail;
-      body = this.tailReply.encoder.encode(items, after, oldest);
+      const { after, oldest } = page.result;
+      body = this.tailReply.encoder.encode(page.items, after!, oldest!);
     } else {
       body = encode({
         v: protocolVersion,
