@@ -1860,7 +1860,6 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
       if (!runs.some(([, w]) => w === watch)) continue;
       // The second cluster gets a nats-server of its own (the same subjects).
       const n = clusters.size === 0 ? nats : (secondNats = await startNats());
-      if (streamPin) pinPid(n.proc.pid, streamPin.servers, cpuCount);
       const cluster = new Cluster(n, ['--watch', watch]);
       clusters.set(watch, cluster);
       await cluster.start();
