@@ -82,7 +82,7 @@ import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
 import type { NodeConfig } from './config.ts';
-import { EventsTail, encodeTailEvent, type TailItem, TailReplyEncoder } from './events-tail.ts';
+import { EventsTail, type TailItem, TailReplyEncoder } from './events-tail.ts';
 
 type Done = (r: WireResult) => void;
 
@@ -1552,9 +1552,12 @@ export class Node {
   private startTail(h: RangeHost): EventsTail | undefined {
     const r = this.store.events(h.rangeId, h.applied, 1);
     if (r === undefined) return undefined;
-    const encode = (event: RangeEvent, revision: number) =>
-      encodeTailEvent(toWireEvent({ ...event, revision }));
-    h.tail = new EventsTail(h.appliedSeen, r.oldestRetained, encode, performance.now());
+    h.tail = new EventsTail(
+      h.appliedSeen,
+      r.oldestRetained,
+      limits.eventBytesMax,
+      performance.now(),
+    );
     this.tails.add(h);
     return h.tail;
   }
@@ -2287,6 +2290,8 @@ export class Node {
 /**
  * A stored event as it goes on the wire. A set whose key, value and prevValue would pass
  * limits.eventBytesMax goes without its prevValue, flagged, so any event fits one reply.
+ * (The events tail encodes its sets and dels itself, by the same rule: events-tail.ts
+ * tailItem.)
  */
 function toWireEvent(e: StoredEvent): WireEvent {
   switch (e.op) {

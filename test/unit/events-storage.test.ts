@@ -15,9 +15,10 @@ import {
   encodeTailEvent,
   type TailItem,
   TailReplyEncoder,
+  tailItem,
   tailItemsMax,
 } from '../../src/node/events-tail.ts';
-import { decode, type WireEvent } from '../../src/protocol/wire.ts';
+import { decode, limits, type WireEvent } from '../../src/protocol/wire.ts';
 import {
   type ApplyResult,
   type Command,
@@ -1169,8 +1170,6 @@ function revisions(from: number, to: number): number[] {
 }
 
 describe('the events tail of a leader (src/node/events-tail.ts)', () => {
-  const encodeEvent = (e: RangeEvent, revision: number) =>
-    encodeTailEvent({ ...eventToWire(e), revision } as WireEvent);
   /** The tail takes the replica's last turn, as the node does when its results arrive. */
   const feed = (tail: EventsTail, r: Replica, rangeId = 1) => {
     const t = r.lastTurn!;
@@ -1184,7 +1183,7 @@ describe('the events tail of a leader (src/node/events-tail.ts)', () => {
     const r = await newReplica();
     const prng = new Prng(11);
     const keys = ['a/1', 'a/2', 'a/3', 'b/1', 'b/2', 'c'];
-    const tail = new EventsTail(0, 1, encodeEvent, 0);
+    const tail = new EventsTail(0, 1, limits.eventBytesMax, 0);
     let trimmed = false;
     for (let turn = 0; turn < 80; turn++) {
       const items: Item[] = [];
@@ -1228,7 +1227,7 @@ describe('the events tail of a leader (src/node/events-tail.ts)', () => {
   it('serves only what is durable, takes split markers, and honours compaction', async () => {
     const r = await newReplica();
     await r.run(1, [set('a', '1'), set('b', '2')]);
-    const tail = new EventsTail(r.lastIndex(1), 1, encodeEvent, 0);
+    const tail = new EventsTail(r.lastIndex(1), 1, limits.eventBytesMax, 0);
     expect(tail.covers(1, 2)).toBe(false); // older cursors are read from the store
     await r.run(1, [split('m', 1, 2), set('a', '3'), 'noop']);
     feed(tail, r);
@@ -1245,6 +1244,66 @@ describe('the events tail of a leader (src/node/events-tail.ts)', () => {
     expect(tail.oldest).toBe(6);
     expect(tail.covers(4, 8)).toBe(false); // compacted: the store answers Compacted
     expect(revisions(tail.page(5, 8, 10, b(''), 1 << 20).items)).toEqual([6, 8]);
+  });
+
+  it('encodes each event to the bytes msgpackr makes of its wire form', () => {
+    const prng = new Prng(5);
+    // Lengths and revisions at every boundary of msgpack's bin and uint forms.
+    const lengths = [0, 1, 31, 32, 255, 256, 65_535, 65_536, 70_000];
+    const revisionsAt = [1, 127, 128, 255, 256, 65_535, 65_536, 2 ** 32 - 1, 2 ** 32, 2 ** 50];
+    const bytes = (n: number) => {
+      const x = Buffer.alloc(n, prng.int(256));
+      for (let i = 0; i < Math.min(n, 64); i++) x[i] = prng.int(256);
+      return x;
+    };
+    const held: [TailItem, Buffer][] = [];
+    for (let i = 0; i < 2000; i++) {
+      const len = () => (prng.int(4) === 0 ? lengths[prng.int(lengths.length)]! : prng.int(300));
+      const key = bytes(1 + Math.min(len(), 1000));
+      const revision =
+        prng.int(3) === 0 ? revisionsAt[prng.int(revisionsAt.length)]! : 1 + prng.int(1e6);
+      const x = prng.int(3);
+      const event: RangeEvent =
+        x === 0
+          ? { op: 'set', key, value: bytes(len()) }
+          : x === 1
+            ? { op: 'set', key, value: bytes(len()), prevValue: bytes(len()) }
+            : { op: 'del', key, prevValue: bytes(len()) };
+      // Now and then a limit the event passes: its prevValue is left out, flagged.
+      const max = prng.int(5) === 0 ? eventBytes(event) - 1 : limits.eventBytesMax;
+      const item = tailItem(event, revision, max);
+      const omitted =
+        event.op === 'set' && event.prevValue !== undefined && eventBytes(event) > max;
+      const wire = omitted
+        ? { revision, op: 'set', key, value: event.value, prevValueOmitted: true }
+        : { revision, ...eventToWire(event) };
+      const want = Buffer.from(encodeTailEvent(wire as WireEvent));
+      expect(Buffer.from(item.bytes).equals(want)).toBe(true);
+      expect(Buffer.from(item.key!).equals(key)).toBe(true);
+      expect(item.revision).toBe(revision);
+      expect(item.size).toBe(eventBytes(event));
+      held.push([item, want]);
+    }
+    // Bytes handed out earlier are never written over by later events.
+    for (const [item, want] of held) expect(Buffer.from(item.bytes).equals(want)).toBe(true);
+    // A split marker, through msgpackr; it carries no key (every subscriber gets it).
+    const left: RangeDescriptor = {
+      rangeId: 1,
+      start: b(''),
+      end: b('m'),
+      generation: 2,
+      replicas: [],
+    };
+    const right: RangeDescriptor = {
+      rangeId: 2,
+      start: b('m'),
+      end: null,
+      generation: 2,
+      replicas: [],
+    };
+    const marker = tailItem({ op: 'split', left, right }, 9, limits.eventBytesMax);
+    expect(marker.key).toBeUndefined();
+    expect(decode(marker.bytes)).toMatchObject({ revision: 9, op: 'split' });
   });
 
   it('assembles the reply a store page would be encoded to', () => {
