@@ -64,10 +64,10 @@
 // under 16 KiB per range.
 //
 // Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
-// two clusters, one with nodes started --watch off and one --watch on, each on a
-// nats-server of its own, both up for the whole section (each filled first with every k_
-// and every p_ key, then 30 s of puts: the rows run in the store's steady state, expiring
-// request records and compacting events, overwriting keys that exist). The rows, in order:
+// one cluster (filled first with every k_ and every p_ key, then 30 s of puts: the rows run
+// in the store's steady state, expiring request records and compacting events, overwriting
+// keys that exist), its nodes restarted with --watch off or on between rows as needed, and
+// 15 s of puts after each restart. The rows, in order:
 //   put-watchoff          --watch off, no subscribers;
 //   put-watchon           --watch on, no watchers, no subscribers (the cost of publishing);
 //   put+1sub              one client.subscribe('p_') subscription, from now;
@@ -77,8 +77,10 @@
 //                         Client of the same processes);
 //   put-watchon-again     put-watchon once more, after them (drift: store growth, machine noise);
 //   put-watchoff-again    put-watchoff once more.
-// The ratios are against the mean of the two put-watchoff rows: fresh clusters differ by
-// 10-15% on this machine, the rows of one cluster much less.
+// The ratios are against the mean of the two put-watchoff rows. (Two clusters, one per
+// --watch setting, differed by 5-10%, and the one filled second was faster in 7 of 8 runs:
+// a bias the size of the target. Rows with subscribers are also shown against the
+// put-watchon rows.)
 // (--stream-rows picks some of off,on,1sub,subs,watch,again,offagain.) Each row has the columns above
 // plus: events of the load's keys received in the window (over all subscriptions and per
 // subscription, and that over the writes/s: 1 = keeping up), the subscriber processes' CPU
@@ -783,6 +785,8 @@ function toRow(
 
 /** Seconds of puts after the fills, before any measured row (Cluster.prepare). */
 const warmS = 30;
+/** Streams: puts after the nodes restart with another --watch, before the next row. */
+const restartWarmS = 15;
 
 const baseConfig = (nats: MonitoredNats): Omit<LoadConfig, 'mode' | 'op' | 'inflight'> => ({
   servers: nats.url,
@@ -842,7 +846,7 @@ class Cluster {
   constructor(
     readonly nats: MonitoredNats,
     /** Extra `rasputin start` flags of every node (e.g. --watch off). */
-    readonly nodeArgs: readonly string[] = [],
+    private nodeArgs: readonly string[] = [],
   ) {}
 
   get watch(): Proc[] {
@@ -863,6 +867,23 @@ class Cluster {
   /** Starts the nodes and waits for a leader of range 1 that answers a write. */
   async start(): Promise<void> {
     this.baseDir = await mkdtemp(join(tmpdir(), 'rasputin-runbench-'));
+    await this.startNodes();
+  }
+
+  /** Stops the nodes (by PID) and starts them again on the same directories with `nodeArgs`. */
+  async restart(nodeArgs: readonly string[]): Promise<void> {
+    await Promise.all(this.nodes.map((n) => n.stop()));
+    this.nodes.length = 0;
+    this.nodeArgs = nodeArgs;
+    await this.startNodes();
+  }
+
+  /** Puts for `seconds` (a restarted process runs cold). */
+  async warmUp(seconds: number): Promise<void> {
+    await this.warm(seconds);
+  }
+
+  private async startNodes(): Promise<void> {
     log(
       `rasputin: starting 3 nodes in ${this.baseDir}` +
         (this.nodeArgs.length > 0 ? ` (${this.nodeArgs.join(' ')})` : ''),
@@ -885,7 +906,7 @@ class Cluster {
     for (const s of started) if (s.status === 'fulfilled') this.nodes.push(s.value);
     const bad = started.find((s) => s.status === 'rejected');
     if (bad) throw bad.reason;
-    this.nc = await connect({ servers: this.nats.url, name: 'bench-status' });
+    this.nc ??= await connect({ servers: this.nats.url, name: 'bench-status' });
     this.leader = await waitForLeader(this.nc, this.nats.url, this.watch);
     log(`rasputin: leader of range 1 is node ${this.leader}`);
     const first = await askStatus(this.nc, nodeIds.length, 2000);
@@ -928,8 +949,8 @@ class Cluster {
   }
 
   /** Puts (64 in flight) for warmS seconds (see prepare). */
-  private async warm(): Promise<void> {
-    log(`rasputin: warm-up: puts for ${warmS} s`);
+  private async warm(seconds = warmS): Promise<void> {
+    log(`rasputin: warm-up: puts for ${seconds} s`);
     const warm = await runLoad(
       {
         ...baseConfig(this.nats),
@@ -937,7 +958,7 @@ class Cluster {
         op: 'put',
         inflight: 64,
         warmupS: 0,
-        durationS: warmS,
+        durationS: seconds,
       },
       undefined,
       this.watch,
@@ -1826,10 +1847,12 @@ async function streams(nats: MonitoredNats): Promise<void> {
 }
 
 /**
- * The streams rows, interleaved on two clusters that both stay up (each on a nats-server of
- * its own): --watch off runs put-watchoff first and last, --watch on the rest in between.
- * The ratios are against the mean of the two watch-off rows: fresh clusters differ by
- * 10-15% from one another on this machine, and the rows of one cluster drift less.
+ * The streams rows, on ONE cluster whose nodes are restarted with --watch off or on
+ * between rows as the plan needs (same data, same nats-server), each restart followed by
+ * restartWarmS of puts: put-watchoff first and last, the watch-on rows in between. The
+ * ratios are against the mean of the two watch-off rows. (Two clusters, one per setting,
+ * differed by 5-10% from one another on this machine, and the one filled second ran
+ * faster in 7 of 8 runs whichever setting it had: a bias of the size of the target.)
  */
 async function streamsRows(nats: MonitoredNats): Promise<void> {
   const subsName = (n: number) => (n === 1 ? 'put+1sub' : `put+${n}subs`);
@@ -1854,30 +1877,33 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
     ['offagain', 'off', 'put-watchoff-again', 0, 0],
   ];
   const runs = plan.filter(([name]) => streamRowsWanted.has(name));
-  const clusters = new Map<'off' | 'on', Cluster>();
-  let secondNats: MonitoredNats | undefined;
+  if (runs.length === 0) return;
+  let watch = runs[0]![1];
+  const cluster = new Cluster(nats, ['--watch', watch]);
+  const pin = () => {
+    if (streamPin) for (const p of cluster.watch) pinPid(p.pid, streamPin.servers, cpuCount);
+  };
   let failed = false;
   const done: Row[] = [];
   try {
-    for (const watch of ['off', 'on'] as const) {
-      if (!runs.some(([, w]) => w === watch)) continue;
-      // The second cluster gets a nats-server of its own (the same subjects).
-      const n = clusters.size === 0 ? nats : (secondNats = await startNats());
-      const cluster = new Cluster(n, ['--watch', watch]);
-      clusters.set(watch, cluster);
-      await cluster.start();
-      if (streamPin) for (const p of cluster.watch) pinPid(p.pid, streamPin.servers, cpuCount);
-      await cluster.prepare();
-    }
-    for (const [, watch, workload, subscribers, watchers] of runs) {
-      done.push(await streamsRow(clusters.get(watch)!, workload, subscribers, watchers));
+    await cluster.start();
+    pin();
+    await cluster.prepare();
+    for (const [, w, workload, subscribers, watchers] of runs) {
+      if (w !== watch) {
+        watch = w;
+        log(`streams: restarting the nodes with --watch ${watch}`);
+        await cluster.restart(['--watch', watch]);
+        pin();
+        await cluster.warmUp(restartWarmS);
+      }
+      done.push(await streamsRow(cluster, workload, subscribers, watchers));
     }
   } catch (err) {
     failed = true;
     throw err;
   } finally {
-    for (const c of clusters.values()) await c.stop(failed);
-    await secondNats?.proc.stop().catch(() => undefined);
+    await cluster.stop(failed);
   }
   const base = done.filter((r) => r.workload.startsWith('put-watchoff'));
   const mean = (f: (r: Row) => number) =>
@@ -1885,9 +1911,8 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
   const baseOps = mean((r) => r.ops_per_s);
   const baseP99 = mean((r) => r.p99_ms);
   const baseCpu = mean((r) => r.server_cpu_us_per_op ?? Number.NaN);
-  // Rows with subscribers also against the watch-on rows of their own cluster: that leaves
-  // out the difference between the two clusters (5-10% either way on this machine) and the
-  // cost of publishing watch notifications no one listens to.
+  // Rows with subscribers also against the watch-on rows: that leaves out the cost of
+  // publishing watch notifications no one listens to, and the restarts between them.
   const on = done.filter((r) => r.workload.startsWith('put-watchon'));
   const onMean = (f: (r: Row) => number) => on.reduce((sum, r) => sum + f(r), 0) / on.length;
   for (const r of done) {
@@ -2186,10 +2211,10 @@ function targets(peerRows: PeerRow[]): void {
       'x',
       srv === undefined ? null : srv <= 1.1,
     );
-    // Not a target: the same row against the watch-on rows of its own cluster (streamsRows).
+    // Not a target: the same row against the watch-on rows (streamsRows).
     if (heavy?.ops_ratio_same_cluster != null) {
       lines.push(
-        `  (${heavy.workload} against the watch-on rows of its own cluster: ` +
+        `  (${heavy.workload} against the watch-on rows: ` +
           `${heavy.ops_ratio_same_cluster.toFixed(2)}x ops/s, ` +
           `${(heavy.server_cpu_ratio_same_cluster ?? Number.NaN).toFixed(2)}x server CPU/write)`,
       );
