@@ -87,8 +87,10 @@
 // per write (counted in neither client nor server CPU; bg% leaves it out), the lag (one
 // process writes a probe key under p_ every --stream-probe-ms in the window and notes the
 // ack; each of its subscriptions/watchers notes the event's arrival; p50/p99 of arrival
-// minus ack), and the drain: after the load, each subscription must get every acknowledged
-// write (checked: no loss), waited for --stream-drain-s at most. Target: ops/s with 100
+// minus ack; the probe writer runs in every row, the baselines too, so that its writes,
+// each a commit of its own, weigh on every row alike), and the drain: after the load, each
+// subscription must get every acknowledged write (checked: no loss), waited for
+// --stream-drain-s at most. Target: ops/s with 100
 // subscribers and watch publishing within 10% of the put-watchoff rows' mean.
 // With --stream-pin on (the default, on 2 CPUs or more), the section runs the servers
 // (nats-server and the nodes) on the first half of the CPUs and the clients (the bench
@@ -1780,9 +1782,10 @@ async function streamsRow(
   );
   let subs: Subscribers | undefined;
   try {
-    if (subscribers + watchers > 0) {
-      subs = await Subscribers.start(c.nats, subscribers, watchers, c.watch);
-    }
+    // Every row, the baselines too, has the subscriber process that writes the lag probes
+    // (a few writes a second of their own, each a commit of its own on every node: with
+    // them in the subscriber rows only, they cost those rows 3-4% more fsyncs per write).
+    subs = await Subscribers.start(c.nats, subscribers, watchers, c.watch);
     const cfg: LoadConfig = {
       ...baseConfig(c.nats),
       mode: 'rasputin',
@@ -1797,10 +1800,9 @@ async function streamsRow(
       (phase) => subs?.window(phase),
     );
     const row = toRow('rasputin', workload, streamInflight, result, s0, s1, 1);
-    if (subs) {
-      const expected = result.okTotal ?? result.ops;
-      addStreamFields(row, subs, await subs.drain(expected), expected);
-    }
+    const expected = result.okTotal ?? result.ops;
+    const drained = await subs.drain(expected);
+    if (subscribers + watchers > 0) addStreamFields(row, subs, drained, expected);
     return row;
   } finally {
     await subs?.stop();
