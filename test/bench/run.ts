@@ -67,7 +67,7 @@
 // one cluster (filled first with every k_ and every p_ key, then 30 s of puts: the rows run
 // in the store's steady state, expiring request records and compacting events, overwriting
 // keys that exist), its nodes restarted with --watch off or on between rows as needed, and
-// 15 s of puts after each restart. The rows, in order:
+// 30 s of puts after each restart. The rows, in order:
 //   put-watchoff          --watch off, no subscribers;
 //   put-watchon           --watch on, no watchers, no subscribers (the cost of publishing);
 //   put+1sub              one client.subscribe('p_') subscription, from now;
@@ -788,7 +788,7 @@ function toRow(
 /** Seconds of puts after the fills, before any measured row (Cluster.prepare). */
 const warmS = 30;
 /** Streams: puts after the nodes restart with another --watch, before the next row. */
-const restartWarmS = 15;
+const restartWarmS = 30;
 
 const baseConfig = (nats: MonitoredNats): Omit<LoadConfig, 'mode' | 'op' | 'inflight'> => ({
   servers: nats.url,
