@@ -76,13 +76,12 @@ import {
   systemPrefix,
   systemPrefixEnd,
 } from '../storage/descriptor.ts';
-import { eventBytes } from '../storage/events.ts';
-import { type RangeEvent, Store, type StoredEvent, scanEntryBytes } from '../storage/store.ts';
+import { type RangeEvent, Store, scanEntryBytes } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
 import type { NodeConfig } from './config.ts';
-import { EventsTail, type TailItem, TailReplyEncoder } from './events-tail.ts';
+import { EventsTail, type TailItem, TailReplyEncoder, toWireEvent } from './events-tail.ts';
 
 type Done = (r: WireResult) => void;
 
@@ -1538,7 +1537,7 @@ export class Node {
       };
       return { result, caughtUp: false };
     }
-    const events = r.events.map(toWireEvent);
+    const events = r.events.map((e) => toWireEvent(e));
     return {
       result: { ok: true, events, after: r.next, oldest: r.oldestRetained },
       caughtUp: events.length === 0 && r.next >= r.applied,
@@ -2284,46 +2283,6 @@ export class Node {
           };
         }),
     };
-  }
-}
-
-/**
- * A stored event as it goes on the wire. A set whose key, value and prevValue would pass
- * limits.eventBytesMax goes without its prevValue, flagged, so any event fits one reply.
- * (The events tail encodes its sets and dels itself, by the same rule: events-tail.ts
- * tailItem.)
- */
-function toWireEvent(e: StoredEvent): WireEvent {
-  switch (e.op) {
-    case 'set':
-      if (e.prevValue === undefined) {
-        return { revision: e.revision, op: 'set', key: e.key, value: e.value };
-      }
-      if (eventBytes(e) > limits.eventBytesMax) {
-        return {
-          revision: e.revision,
-          op: 'set',
-          key: e.key,
-          value: e.value,
-          prevValueOmitted: true,
-        };
-      }
-      return {
-        revision: e.revision,
-        op: 'set',
-        key: e.key,
-        value: e.value,
-        prevValue: e.prevValue,
-      };
-    case 'del':
-      return { revision: e.revision, op: 'del', key: e.key, prevValue: e.prevValue };
-    case 'split':
-      return {
-        revision: e.revision,
-        op: 'split',
-        left: descriptorToWire(e.left),
-        right: descriptorToWire(e.right),
-      };
   }
 }
 
