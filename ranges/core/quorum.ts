@@ -34,10 +34,18 @@ function majorityValue(
   valueFor: (id: ReplicaId) => number | undefined,
   missing: number,
 ): number {
-  if (voters.length === 0) return Number.POSITIVE_INFINITY; // an empty half never constrains
-  const values = voters.map((id) => valueFor(id) ?? missing);
-  values.sort((a, b) => b - a);
-  return values[Math.floor(voters.length / 2)]!;
+  const n = voters.length;
+  if (n === 0) return Number.POSITIVE_INFINITY; // an empty half never constrains
+  // Descending, by insertion: a leader runs this per append response of every range, and
+  // Array#sort with a comparator cost about 2 us per call at 256 ranges (profile).
+  const values = new Array<number>(n);
+  for (let i = 0; i < n; i++) {
+    const v = valueFor(voters[i]!) ?? missing;
+    let j = i;
+    for (; j > 0 && values[j - 1]! < v; j--) values[j] = values[j - 1]!;
+    values[j] = v;
+  }
+  return values[Math.floor(n / 2)]!;
 }
 
 /** The value a quorum of the (possibly joint) configuration has reached. */
