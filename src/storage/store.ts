@@ -14,6 +14,8 @@
 //   requests [ordered(user key)][0x00][request id] -> RequestRecord {index, result}
 //   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
 //   events [rangeId u32 BE][revision u64 BE] -> event (binary.ts, events.ts)
+//   eventlog [seq u64 BE][rangeId u32 BE][revision u64 BE] -> event   pending events, in
+//                                                 write order (events-pending.ts)
 //
 // Log entries' commands, data records and events are in the binary forms of binary.ts
 // (layout 7); the msgpack maps of layout 6 are still read, so layout 6 upgrades by its
@@ -61,7 +63,9 @@
 // eventsOldestRetained are ones not deleted yet, at or after `eventsFloor` (derived at
 // open) and never read. Snapshots carry the retained events and eventsOldestRetained; the
 // parent of a split keeps its events, and the right-hand range starts with none and
-// eventsOldestRetained = split index + 1.
+// eventsOldestRetained = split index + 1. An event goes first to the node-wide eventlog
+// in write order (and memory), and moves to `events` with the rest of its range's pending
+// events later (events-pending.ts; moveEvents): "stored" means in either.
 //
 // The log (journal.ts): entries of all ranges are appended to one tree in write order, so
 // a turn that appends to many ranges changes one place of it, not one per range. A range
@@ -98,8 +102,9 @@
 //   records LogSeqs names, each at or after logFromSeq;
 // - snapshot.index <= applied <= log.last;
 // - the data of the range's span is the state machine after applying (0, applied];
-// - eventsFloor <= eventsOldestRetained <= applied + 1, and the events database holds the
-//   range's events of (eventsOldestRetained - 1, applied] exactly;
+// - eventsFloor <= eventsOldestRetained <= applied + 1, and the events database with the
+//   range's pending events holds its events of (eventsOldestRetained - 1, applied]
+//   exactly, the pending ones all after those of the events database;
 // - the spans of the ranges on one node are disjoint.
 
 import { randomUUID } from 'node:crypto';
@@ -172,6 +177,7 @@ import {
   type RangeEvent,
   type StoredEvent,
 } from './events.ts';
+import { PendingRange } from './events-pending.ts';
 import { journalKey, LogSeqs, parseJournalKey, seqKey } from './journal.ts';
 
 export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
@@ -190,6 +196,18 @@ export interface StoreOptions {
    * least one per range). Default 4,096.
    */
   readonly journalScanRecords?: number;
+  /**
+   * Pending events (events-pending.ts) held over all ranges before the oldest move to
+   * the events tree. Default 16,384.
+   */
+  readonly eventsPendingMax?: number;
+  /** Pending events a turn moves at most (whole ranges, at least one). Default 1,024. */
+  readonly eventsMoveMax?: number;
+  /**
+   * An apply of at least this many entries to a range with no pending events writes their
+   * events to the events tree directly (they share its pages anyway). Default 8.
+   */
+  readonly eventsDirectMin?: number;
 }
 
 export interface StoreStats {
@@ -208,6 +226,11 @@ export interface StoreStats {
   journalPurged: number;
   /** Log entries written again at the journal's end (their range held its front back). */
   journalRewritten: number;
+  /** Events written to the eventlog (pending), and moved from it to the events tree. */
+  eventsPended: number;
+  eventsMoved: number;
+  /** Eventlog records deleted from its front. */
+  eventlogPurged: number;
 }
 
 /**
@@ -347,17 +370,19 @@ type TurnOp =
  * layout-4 stores whose data records hold no inline requests); 4 kept the hard state and
  * applied index only inside the range record (no `progress` database); 5 kept the log in
  * a tree keyed by (range, index); 6 wrote commands, data records and events as msgpack maps
- * (7 writes the binary forms of binary.ts, and reads both).
+ * (7 writes the binary forms of binary.ts, and reads both); 7 had no eventlog (pending
+ * events: events-pending.ts), which 8 adds.
  */
-const storageFormat = '7';
+const storageFormat = '8';
 /**
- * Layouts this code upgrades at open, in one transaction. Layout 6 needs nothing but the
- * new number: its msgpack items are read as they are and replaced as they are rewritten.
+ * Layouts this code upgrades at open, in one transaction. Layouts 6 and 7 need nothing but
+ * the new number: 6's msgpack items are read as they are and replaced as they are
+ * rewritten, and 7's eventlog is empty.
  * Layouts 3 to 5 also need upgradeLog: their per-range `log` entries move to the journal,
  * and each range gets a progress record (layouts 3 and 4 kept progress in the `state`
  * record, 5 in 32 bytes without the applied term).
  */
-const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5', '6']);
+const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5', '6', '7']);
 const logTreeLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5']);
 /** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
 const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
@@ -367,6 +392,7 @@ const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   ['4', 'hard state and applied index inside the range record'],
   ['5', 'a log tree per range'],
   ['6', 'commands, data records and events as msgpack maps'],
+  ['7', 'no eventlog'],
 ]);
 /**
  * Journal records a turn deletes at most: far more than a turn appends, but bounded, so
@@ -379,6 +405,12 @@ const journalScanRecords = 4096;
 const journalRewriteMax = 20_000;
 /** See StoreOptions.journalLagMax. */
 const journalLagMax = 500_000;
+/** See StoreOptions.eventsPendingMax, eventsMoveMax, eventsDirectMin. */
+const eventsPendingMax = 16_384;
+const eventsMoveMax = 1024;
+const eventsDirectMin = 8;
+/** Eventlog records a turn deletes from its front at most. */
+const eventlogPurgeMax = 2048;
 
 /**
  * Expiry queue items an applied entry may delete: more than the one request an entry can
@@ -768,6 +800,9 @@ export class Store {
     expiryScans: 0,
     journalPurged: 0,
     journalRewritten: 0,
+    eventsPended: 0,
+    eventsMoved: 0,
+    eventlogPurged: 0,
   };
   readonly dedupWindowEntries: number;
   private readonly journalLagMax: number;
@@ -791,6 +826,18 @@ export class Store {
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
   private readonly eventsDb: Database<Buffer, Buffer>;
+  /** Pending events of every range, in write order (events-pending.ts). */
+  private readonly eventlogDb: Database<Buffer, Buffer>;
+  private nextEventSeq = 1;
+  /** Eventlog records below this are deleted. */
+  private eventlogPurgedTo = 1;
+  /** Per range, its pending events; in about the order their oldest live one came. */
+  private readonly pending = new Map<number, PendingRange>();
+  /** Live pending events over all ranges. */
+  private pendingLive = 0;
+  private readonly eventsPendingMax: number;
+  private readonly eventsMoveMax: number;
+  private readonly eventsDirectMin: number;
   /** The committed state of every range, as stored; replaced only after a commit. */
   private readonly rangeStates = new Map<number, RangeState>();
   private closed = false;
@@ -801,6 +848,19 @@ export class Store {
     this.dedupWindowEntries = options.dedupWindowEntries ?? dedupWindowEntries;
     this.journalLagMax = options.journalLagMax ?? journalLagMax;
     this.journalScanRecords = options.journalScanRecords ?? journalScanRecords;
+    this.eventsPendingMax = options.eventsPendingMax ?? eventsPendingMax;
+    this.eventsMoveMax = options.eventsMoveMax ?? eventsMoveMax;
+    this.eventsDirectMin = options.eventsDirectMin ?? eventsDirectMin;
+    for (const [name, v] of [
+      ['eventsPendingMax', this.eventsPendingMax],
+      ['eventsMoveMax', this.eventsMoveMax],
+      ['eventsDirectMin', this.eventsDirectMin],
+    ] as const) {
+      assert(
+        v === Number.POSITIVE_INFINITY || (Number.isSafeInteger(v) && v >= 0),
+        `${name} is a count`,
+      );
+    }
     assert(
       Number.isSafeInteger(this.journalScanRecords) && this.journalScanRecords >= 1,
       'journalScanRecords is a positive integer',
@@ -849,6 +909,10 @@ export class Store {
       encoding: 'binary',
     });
     this.eventsDb = this.root.openDB<Buffer, Buffer>('events', {
+      keyEncoding: 'binary',
+      encoding: 'binary',
+    });
+    this.eventlogDb = this.root.openDB<Buffer, Buffer>('eventlog', {
       keyEncoding: 'binary',
       encoding: 'binary',
     });
@@ -916,6 +980,48 @@ export class Store {
       }
       this.rangeStates.set(key, copyState({ ...record, log, eventsFloor, expiryFloor }));
     }
+    this.readEventlog();
+  }
+
+  /**
+   * Reads the eventlog in order into the ranges' pending events: those after what the
+   * events tree holds of the range, retained and applied. Records of ranges not here, and
+   * ones moved already (their deletion from the front had not come yet), are skipped.
+   * A range's events are the same on every replica and incarnation of it (they follow
+   * from its committed log), so a record an earlier incarnation left is either one the
+   * range holds anyway or one it is about to write again.
+   */
+  private readEventlog(): void {
+    let front: number | undefined;
+    let last = 0;
+    for (const { key, value } of this.eventlogDb.getRange({})) {
+      const { seq, rangeId, index } = parseJournalKey(key);
+      front ??= seq;
+      last = seq;
+      const s = this.rangeStates.get(rangeId);
+      if (s === undefined || index > s.applied) continue;
+      let p = this.pending.get(rangeId);
+      if (p === undefined) {
+        let inTree = 0;
+        for (const k of this.eventsDb.getKeys({
+          start: logKeyEnd(rangeId),
+          end: logKey(rangeId, 0),
+          reverse: true,
+          limit: 1,
+        })) {
+          inTree = logKeyIndex(k);
+        }
+        p = new PendingRange(rangeId, Math.max(inTree, s.eventsOldestRetained - 1));
+        this.pending.set(rangeId, p);
+      }
+      const newest = p.length > 0 ? p.revisions[p.length - 1]! : p.movedTo;
+      if (index <= newest) continue;
+      p.push(index, seq, Buffer.from(value));
+      this.pendingLive++;
+    }
+    for (const [rangeId, p] of this.pending) if (p.empty()) this.pending.delete(rangeId);
+    this.nextEventSeq = last + 1;
+    this.eventlogPurgedTo = front ?? this.nextEventSeq;
   }
 
   /**
@@ -1097,7 +1203,7 @@ export class Store {
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
       this.clearExpiry(descriptor.rangeId);
-      this.clearEvents(descriptor.rangeId);
+      this.clearEvents(descriptor.rangeId, 0);
       for (const [key, value] of records) {
         assert(inSpan(descriptor, key), 'initial records are in the span');
         this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord({ value, revision: 0 })));
@@ -1244,15 +1350,15 @@ export class Store {
       let examined = 0;
       // The range's events up to `applied` are exactly those of the state read here: each
       // is written in the transaction that applies its entry.
-      for (const { key, value } of this.eventsDb.getRange({
-        start: logKey(rangeId, afterRevision + 1),
-        end: logKey(rangeId, applied + 1),
+      for (const [revision, value] of this.storedEvents(
+        rangeId,
+        afterRevision,
+        applied,
         transaction,
-      })) {
+      )) {
         if (events.length === limit || examined === examinedMax) {
           return { compacted: false, events, next, oldestRetained, applied };
         }
-        const revision = logKeyIndex(key);
         const event = decodeEvent(value);
         if (eventMatches(event, prefix)) {
           const size = eventBytes(event);
@@ -1269,6 +1375,44 @@ export class Store {
       return { compacted: false, events, next: applied, oldestRetained, applied };
     } finally {
       transaction.done();
+    }
+  }
+
+  /**
+   * The range's events with revisions in (after, upTo], ascending, as [revision, encoded
+   * event]: the events tree's as `transaction` sees it, then the pending ones after those.
+   * A pending event moved to the tree stays in memory until the move is committed, so
+   * whether `transaction` sees the move or not, each event is found once.
+   */
+  private *storedEvents(
+    rangeId: number,
+    after: LogIndex,
+    upTo: LogIndex,
+    transaction: ReturnType<RootDatabase['useReadTransaction']>,
+  ): Generator<[LogIndex, Buffer]> {
+    let last = after;
+    for (const { key, value } of this.eventsDb.getRange({
+      start: logKey(rangeId, after + 1),
+      end: logKey(rangeId, upTo + 1),
+      transaction,
+    })) {
+      last = logKeyIndex(key);
+      yield [last, value];
+    }
+    const p = this.pending.get(rangeId);
+    if (p === undefined) return;
+    // The first item past `last` (revisions ascend: a fenced incarnation's are older).
+    let lo = p.start;
+    let hi = p.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (p.revisions[mid]! <= last) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo; i < p.length; i++) {
+      const revision = p.revisions[i]!;
+      if (revision > upTo) return;
+      yield [revision, p.bytes[i]!];
     }
   }
 
@@ -1293,7 +1437,7 @@ export class Store {
   }
 
   /**
-   * For tests and debugging: the revisions of the range's events as stored, including
+   * For tests and debugging: the revisions of the range's events as stored (the events tree, then the live pending ones), including
    * compacted ones not deleted yet, and the committed oldest retained revision.
    */
   inspectEvents(rangeId: number): { revisions: LogIndex[]; oldestRetained: LogIndex } {
@@ -1303,6 +1447,10 @@ export class Store {
       this.eventsDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
       logKeyIndex,
     );
+    const p = this.pending.get(rangeId);
+    if (p !== undefined) {
+      for (let i = p.length - p.live; i < p.length; i++) revisions.push(p.revisions[i]!);
+    }
     return { revisions, oldestRetained: s.eventsOldestRetained };
   }
 
@@ -1342,12 +1490,13 @@ export class Store {
         requests.push([userKey, id, request.index, request.result]);
       }
       const events: Array<SnapshotData['events'][number]> = [];
-      for (const { key, value } of this.eventsDb.getRange({
-        start: logKey(rangeId, s.eventsOldestRetained),
-        end: logKey(rangeId, s.applied + 1),
+      for (const [revision, value] of this.storedEvents(
+        rangeId,
+        s.eventsOldestRetained - 1,
+        s.applied,
         transaction,
-      })) {
-        events.push([logKeyIndex(key), eventToWire(decodeEvent(value))]);
+      )) {
+        events.push([revision, eventToWire(decodeEvent(value))]);
       }
       const data: SnapshotData = {
         applied: s.applied,
@@ -1429,19 +1578,25 @@ export class Store {
     // later, inside a write transaction that lmdb-js commits and flushes on its writer
     // thread (batched with other turns' transactions), so the event loop never waits for
     // fsync. Transactions run in call order; a callback that throws is rolled back whole.
+    let drops: Array<[PendingRange, LogIndex, number]> = [];
     const committed = this.root.childTransaction(() => {
       try {
         this.turnEvents = { mutations, eventsOldest };
-        resolveResults(this.runOps(ops));
+        this.turnPending = { adds: new Map(), resets: new Map(), moves: new Map(), direct: false };
+        const byRange = this.runOps(ops);
+        drops = this.commitPending();
+        resolveResults(byRange);
       } catch (err) {
         rejectResults(err);
         throw err;
       } finally {
         this.turnEvents = undefined;
+        this.turnPending = undefined;
       }
     });
     const durable = committed.then(() => {
       this.stats.commits++;
+      this.dropPending(drops);
       // The transaction's promise resolves once it is committed; flushed once it is on disk.
       return this.root.flushed.then(() => {
         this.stats.flushes++;
@@ -1460,14 +1615,168 @@ export class Store {
       }
     | undefined;
 
+  /**
+   * What the running turn's body did to pending events, applied to `pending` once the
+   * body succeeded (commitPending): events added per range, ranges whose events were reset
+   * (with the new fence and what the events tree holds), and moves (the revision moved
+   * up to, and how many live items went).
+   */
+  private turnPending:
+    | {
+        readonly adds: Map<number, { revisions: number[]; seqs: number[]; bytes: Buffer[] }>;
+        readonly resets: Map<number, { fromSeq: number; movedTo: LogIndex }>;
+        readonly moves: Map<number, { upTo: LogIndex; items: number }>;
+        /** The apply running now writes its range's events to the events tree directly. */
+        direct: boolean;
+      }
+    | undefined;
+
   /** Writes the event of entry `index` of range `rangeId`, and records it for the turn. */
   private writeEvent(rangeId: number, index: LogIndex, event: RangeEvent): void {
-    this.eventsDb.putSync(logKey(rangeId, index), asBuffer(encodeEvent(event)));
+    const bytes = asBuffer(encodeEvent(event));
+    const tp = this.turnPending;
+    if (tp === undefined || tp.direct) {
+      this.eventsDb.putSync(logKey(rangeId, index), bytes);
+    } else {
+      const seq = this.nextEventSeq++;
+      this.eventlogDb.putSync(journalKey(seq, rangeId, index), bytes, { append: true });
+      let add = tp.adds.get(rangeId);
+      if (add === undefined) tp.adds.set(rangeId, (add = { revisions: [], seqs: [], bytes: [] }));
+      add.revisions.push(index);
+      add.seqs.push(seq);
+      add.bytes.push(bytes);
+      this.stats.eventsPended++;
+    }
     const mutations = this.turnEvents?.mutations;
     if (mutations === undefined) return;
     let ofRange = mutations.get(rangeId);
     if (ofRange === undefined) mutations.set(rangeId, (ofRange = new Map()));
     ofRange.set(index, event);
+  }
+
+  /** Live pending events of the range, as of the running turn (before its moves). */
+  private livePending(rangeId: number): number {
+    const tp = this.turnPending!;
+    const committed = tp.resets.has(rangeId) ? 0 : (this.pending.get(rangeId)?.live ?? 0);
+    return committed + (tp.adds.get(rangeId)?.revisions.length ?? 0);
+  }
+
+  /**
+   * Past eventsPendingMax live pending events: moves whole ranges' live events to the
+   * events tree, those whose oldest came first, up to eventsMoveMax (and at least one
+   * range); compacted ones are just dropped. Then deletes eventlog records from the front
+   * that no range needs (bounded per turn).
+   */
+  private moveEvents(stateOf: (rangeId: number) => Mutable<RangeState>): void {
+    const tp = this.turnPending!;
+    let total = this.pendingLive;
+    for (const rangeId of tp.resets.keys()) total -= this.pending.get(rangeId)?.live ?? 0;
+    for (const add of tp.adds.values()) total += add.revisions.length;
+    if (total <= this.eventsPendingMax) return;
+    let moved = 0;
+    const move = (rangeId: number): void => {
+      const p = tp.resets.has(rangeId) ? undefined : this.pending.get(rangeId);
+      const add = tp.adds.get(rangeId);
+      const s = stateOf(rangeId);
+      let upTo = 0;
+      let items = 0;
+      const put = (revision: number, bytes: Buffer) => {
+        if (revision >= s.eventsOldestRetained) {
+          this.eventsDb.putSync(logKey(rangeId, revision), bytes);
+        }
+        upTo = revision;
+        items++;
+      };
+      if (p !== undefined) {
+        for (let i = p.length - p.live; i < p.length; i++) put(p.revisions[i]!, p.bytes[i]!);
+      }
+      if (add !== undefined) {
+        for (let i = 0; i < add.revisions.length; i++) put(add.revisions[i]!, add.bytes[i]!);
+      }
+      if (items === 0) return;
+      tp.moves.set(rangeId, { upTo, items });
+      moved += items;
+      this.stats.eventsMoved += items;
+    };
+    for (const [rangeId, p] of this.pending) {
+      if (moved >= this.eventsMoveMax) break;
+      if (p.live > 0 || tp.adds.has(rangeId)) move(rangeId);
+    }
+    for (const rangeId of tp.adds.keys()) {
+      if (moved >= this.eventsMoveMax) break;
+      if (!tp.moves.has(rangeId)) move(rangeId);
+    }
+    // The front: below the oldest live item left, over all ranges.
+    let below = this.nextEventSeq;
+    for (const [rangeId, p] of this.pending) {
+      if (tp.moves.has(rangeId) || tp.resets.has(rangeId)) continue;
+      const seq = p.firstLiveSeq();
+      if (seq !== undefined) below = Math.min(below, seq);
+    }
+    for (const [rangeId, add] of tp.adds) {
+      if (!tp.moves.has(rangeId)) below = Math.min(below, add.seqs[0]!);
+    }
+    if (this.eventlogPurgedTo >= below) return;
+    const due = Array.from(
+      this.eventlogDb.getKeys({
+        start: seqKey(this.eventlogPurgedTo),
+        end: seqKey(below),
+        limit: eventlogPurgeMax,
+      }),
+    );
+    for (const key of due) this.eventlogDb.removeSync(key);
+    this.stats.eventlogPurged += due.length;
+    const last = due[due.length - 1];
+    this.eventlogPurgedTo =
+      due.length < eventlogPurgeMax || last === undefined ? below : parseJournalKey(last).seq + 1;
+  }
+
+  /**
+   * After a successful turn body: its resets, adds and moves reach `pending`. Returns what
+   * to drop from memory once the turn's transaction is committed (drops).
+   */
+  private commitPending(): Array<[PendingRange, LogIndex, number]> {
+    const tp = this.turnPending!;
+    const drops: Array<[PendingRange, LogIndex, number]> = [];
+    for (const [rangeId, reset] of tp.resets) {
+      let p = this.pending.get(rangeId);
+      if (p === undefined) {
+        this.pending.set(rangeId, (p = new PendingRange(rangeId, reset.movedTo)));
+      }
+      this.pendingLive -= p.live;
+      p.live = 0;
+      p.fromSeq = reset.fromSeq;
+      p.movedTo = reset.movedTo;
+      drops.push([p, reset.movedTo, reset.fromSeq]);
+    }
+    for (const [rangeId, add] of tp.adds) {
+      let p = this.pending.get(rangeId);
+      if (p === undefined) {
+        // Every event of the range before these is in the events tree.
+        this.pending.set(rangeId, (p = new PendingRange(rangeId, add.revisions[0]! - 1)));
+      }
+      for (let i = 0; i < add.revisions.length; i++) {
+        p.push(add.revisions[i]!, add.seqs[i]!, add.bytes[i]!);
+      }
+      this.pendingLive += add.revisions.length;
+    }
+    for (const [rangeId, { upTo, items }] of tp.moves) {
+      const p = this.pending.get(rangeId)!;
+      assert(items === p.live, 'a move takes every live pending event of its range');
+      this.pendingLive -= p.live;
+      p.live = 0;
+      p.movedTo = upTo;
+      drops.push([p, upTo, p.fromSeq]);
+    }
+    return drops;
+  }
+
+  /** Once a turn's transaction is committed: what it moved or fenced leaves memory. */
+  private dropPending(drops: ReadonlyArray<[PendingRange, LogIndex, number]>): void {
+    for (const [p, upTo, belowSeq] of drops) {
+      p.drop(upTo, belowSeq);
+      if (p.empty() && this.pending.get(p.rangeId) === p) this.pending.delete(p.rangeId);
+    }
   }
 
   /** The body of a turn's transaction; runs inside the write transaction. */
@@ -1512,6 +1821,7 @@ export class Store {
     }
     this.writeRecords(records);
     this.purgeJournal(turnFirstSeq, stateOf);
+    this.moveEvents(stateOf);
     for (const [rangeId, s] of dirty) {
       const before = this.rangeStates.get(rangeId);
       if (
@@ -1576,6 +1886,9 @@ export class Store {
     records: RecordCache,
     created: (right: Mutable<RangeState>) => void,
   ): void {
+    const tp = this.turnPending!;
+    tp.direct =
+      entries.length >= this.eventsDirectMin && this.livePending(s.descriptor.rangeId) === 0;
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
       assert(e.index <= s.log.last, 'applied entries are in the log');
@@ -1693,7 +2006,7 @@ export class Store {
       this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
       rightExpiryFloor = Math.min(rightExpiryFloor, index);
     }
-    this.clearEvents(right.rangeId);
+    this.clearEvents(right.rangeId, e.index);
     created(
       copyState({
         descriptor: right,
@@ -1939,7 +2252,7 @@ export class Store {
       this.putSeparateRequest(s, asBuffer(key), [id, index, result]);
     }
     // The range's stream: the retained events, whatever this replica had before.
-    this.clearEvents(rangeId);
+    this.clearEvents(rangeId, snapshot.meta.index);
     for (const [revision, event] of data.events) {
       this.eventsDb.putSync(logKey(rangeId, revision), asBuffer(encodeEvent(event)));
     }
@@ -1970,12 +2283,24 @@ export class Store {
     for (const key of keys) this.expiryDb.removeSync(key);
   }
 
-  /** Deletes every stored event of a range (inside the caller's write transaction). */
-  private clearEvents(rangeId: number): void {
+  /**
+   * Deletes every stored event of a range (inside the caller's write transaction): the
+   * events tree's, and (by a fence) its pending ones. `movedTo`: the revision the range's
+   * events (written next, to the tree) reach.
+   */
+  private clearEvents(rangeId: number, movedTo: LogIndex): void {
     const keys = Array.from(
       this.eventsDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
     );
     for (const key of keys) this.eventsDb.removeSync(key);
+    const tp = this.turnPending;
+    if (tp !== undefined) {
+      tp.adds.delete(rangeId);
+      tp.resets.set(rangeId, { fromSeq: this.nextEventSeq, movedTo });
+    } else {
+      // Outside turns (createRange): no range has pending events of this id.
+      assert(!this.pending.has(rangeId), 'a range created anew has no pending events');
+    }
   }
 
   /** Entry `index` of the range, stored at journal sequence number `seq`. */

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { open as lmdbOpen } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
-import { InvariantViolation } from '../../ranges/core/assert.ts';
+import { assert, InvariantViolation } from '../../ranges/core/assert.ts';
 import type { Configuration, Entry, Snapshot } from '../../ranges/core/types.ts';
 import { Prng } from '../../src/lib/prng.ts';
 import {
@@ -51,6 +51,7 @@ import {
   type RangeEvent,
   Store,
   type StoredEvent,
+  type StoreOptions,
   type TurnCommit,
 } from '../../src/storage/store.ts';
 import { cas, del, set, split } from './commands-fixture.ts';
@@ -74,8 +75,8 @@ function tempDir(): string {
   return dir;
 }
 
-function openStore(dir = tempDir()): Store {
-  const store = Store.open(dir);
+function openStore(dir = tempDir(), options: StoreOptions = {}): Store {
+  const store = Store.open(dir, options);
   stores.push(store);
   return store;
 }
@@ -128,7 +129,18 @@ class Replica {
       }
     | undefined;
 
-  constructor(readonly store: Store) {}
+  constructor(
+    public store: Store,
+    private readonly dir?: string,
+    private readonly options: StoreOptions = {},
+  ) {}
+
+  /** Closes the store and opens it again, as a restarted node does. */
+  async reopen(): Promise<void> {
+    assert(this.dir !== undefined, 'a replica made by newReplica');
+    await closeStore(this.store);
+    this.store = openStore(this.dir, this.options);
+  }
 
   lastIndex(rangeId: number): number {
     let last = this.last.get(rangeId);
@@ -177,10 +189,14 @@ class Replica {
   }
 }
 
-async function newReplica(d: RangeDescriptor = whole): Promise<Replica> {
-  const store = openStore();
+async function newReplica(
+  d: RangeDescriptor = whole,
+  options: StoreOptions = {},
+): Promise<Replica> {
+  const dir = tempDir();
+  const store = openStore(dir, options);
   await store.createRange(d, config);
-  return new Replica(store);
+  return new Replica(store, dir, options);
 }
 
 /** An event as a short readable row. */
@@ -472,13 +488,22 @@ describe('compaction of events', () => {
       if (i === 50) items.push(compact(45));
     }
     await a.run(1, items);
-    const b2 = await newReplica();
+    // One entry per turn, each event written to the events tree (as a's 62 in one apply
+    // were): the same events stored and deleted.
+    const b2 = await newReplica(whole, { eventsDirectMin: 1 });
+    // One entry per turn, the events pending (in the eventlog): the same reads.
+    const b3 = await newReplica();
     for (const { entries } of a.turns) {
-      for (const e of entries) await b2.apply(1, [e]);
+      for (const e of entries) {
+        await b2.apply(1, [e]);
+        await b3.apply(1, [e]);
+      }
     }
     expect(b2.store.inspectEvents(1)).toEqual(a.store.inspectEvents(1));
+    expect(b3.store.stats.eventsPended).toBeGreaterThan(40);
     for (const after of [0, 19, 45, 46, 50, 62]) {
       expect(b2.store.events(1, after, 5)).toEqual(a.store.events(1, after, 5));
+      expect(b3.store.events(1, after, 5)).toEqual(a.store.events(1, after, 5));
     }
   });
 
@@ -662,7 +687,7 @@ describe('events on disk', () => {
 
   it('refuses a store with ranges in layout 2 (no events), upgrades 3 and one without ranges', async () => {
     const dir = tempDir();
-    let store = openStore(dir);
+    let store = openStore(dir, olderWrites);
     await store.createRange(whole, config);
     await closeStore(store);
     const setFormat = async (format: string) => {
@@ -677,7 +702,7 @@ describe('events on disk', () => {
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
     await asOlderLayout(dir, '3');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('7');
+    expect(store.getMeta('storageFormat')).toBe('8');
     expect(store.ranges()).toEqual([whole]);
     await closeStore(store);
 
@@ -690,13 +715,13 @@ describe('events on disk', () => {
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('7');
+    expect(store.getMeta('storageFormat')).toBe('8');
   });
 
   for (const format of ['4', '5'] as const) {
     it(`upgrades layout ${format} (a log tree per range) and goes on from its progress`, async () => {
       const dir = tempDir();
-      let store = openStore(dir);
+      let store = openStore(dir, olderWrites);
       await store.createRange(whole, config);
       let r = new Replica(store);
       await r.run(1, [set('a', '1'), set('b', '2'), 'noop'], 3);
@@ -707,7 +732,7 @@ describe('events on disk', () => {
       await closeStore(store);
       await asOlderLayout(dir, format);
       store = openStore(dir);
-      expect(store.getMeta('storageFormat')).toBe('7');
+      expect(store.getMeta('storageFormat')).toBe('8');
       expect(logOf(store)).toEqual(before);
       // The applied entry's term comes from the old log: snapshots carry it.
       expect(store.takeSnapshot(1).meta).toEqual(snapshot.meta);
@@ -724,7 +749,7 @@ describe('events on disk', () => {
 
   it('upgrades layout 6 (msgpack commands, records and events) by reading them as they are', async () => {
     const dir = tempDir();
-    let store = openStore(dir);
+    let store = openStore(dir, olderWrites);
     await store.createRange(whole, config);
     let r = new Replica(store);
     await r.run(1, [set('a', '1', 'i1'), set('b', '2', 'i2'), cas('a', '1', '3', 'i3')], 3);
@@ -737,7 +762,7 @@ describe('events on disk', () => {
     await closeStore(store);
     await asOlderLayout(dir, '6');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('7');
+    expect(store.getMeta('storageFormat')).toBe('8');
     expect(logOf(store)).toEqual(before);
     expect(['a', 'b', 'c'].map((k) => store.get(b(k)))).toEqual(records);
     expect(readAll(store, 1, 1)).toEqual(stream);
@@ -750,6 +775,32 @@ describe('events on disk', () => {
     expect(str(store.get(b('a'))?.value)).toBe('3');
     expect(str(store.get(b('d'))?.value)).toBe('5');
     expect(readAll(store, 1, 1).map((e) => e.revision)).toEqual([2, 3, 4, 6, 8]);
+  });
+
+  it('upgrades layout 7 (no eventlog): events go on from the events tree, pending after', async () => {
+    const dir = tempDir();
+    let store = openStore(dir, olderWrites);
+    await store.createRange(whole, config);
+    await new Replica(store).run(1, [set('a', '1'), set('b', '2'), del('a')]);
+    const stream = readAll(store, 1, 0);
+    expect(stream.map((e) => e.revision)).toEqual([1, 2, 3]);
+    await closeStore(store);
+    await asOlderLayout(dir, '7');
+    store = openStore(dir);
+    expect(store.getMeta('storageFormat')).toBe('8');
+    expect(readAll(store, 1, 0)).toEqual(stream);
+    const r = new Replica(store);
+    await r.run(1, [set('c', '3')]);
+    await r.run(1, [set('d', '4')]);
+    expect(store.stats.eventsPended).toBe(2);
+    expect(readAll(store, 1, 0).map((e) => e.revision)).toEqual([1, 2, 3, 4, 5]);
+    await closeStore(store);
+    store = openStore(dir);
+    expect(readAll(store, 1, 2).map((e) => row(e))).toEqual([
+      [3, 'del', 'a', 'prev 1'],
+      [4, 'set', 'c', '3'],
+      [5, 'set', 'd', '4'],
+    ]);
   });
 
   it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
@@ -790,7 +841,23 @@ describe('events on disk', () => {
  * for 3 to 5 also the log in a tree keyed by (range, index), and progress in the range
  * record (3, 4) or in 32 bytes (5).
  */
-async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6'): Promise<void> {
+/** Events straight to the events tree, as layouts before 8 (no eventlog) wrote them. */
+const olderWrites: StoreOptions = { eventsDirectMin: 1 };
+
+async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6' | '7'): Promise<void> {
+  const check = lmdbOpen(dir, { maxDbs: 12 });
+  const eventlog = check.openDB<Buffer, Buffer>('eventlog', {
+    keyEncoding: 'binary',
+    encoding: 'binary',
+  });
+  expect(eventlog.getKeysCount()).toBe(0); // older layouts had none
+  await check.close();
+  if (format === '7') {
+    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '7');
+    await raw.close();
+    return;
+  }
   await asMsgpackItems(dir);
   if (format === '6') {
     const raw = lmdbOpen(dir, { maxDbs: 12 });
@@ -983,7 +1050,14 @@ class Reader {
  */
 async function runSeed(seed: number) {
   const rng = new Prng(seed);
-  const a = await newReplica();
+  // Events written to the tree at once, or pending and moved in batches of every size.
+  const options: StoreOptions = {
+    eventsDirectMin: rng.pick([1, 2, 8]),
+    eventsPendingMax: rng.pick([0, 3, 20, 100_000]),
+    eventsMoveMax: rng.pick([1, 4, 1000]),
+  };
+  const restartChance = rng.pick([0, 0.03]);
+  const a = await newReplica(whole, options);
   const keys = ['a1', 'a2', 'b', 'b1', 'b2', 'ba1', 'bb', 'c1', 'c2', 'd1'];
   const splitKeys = ['a2', 'b', 'b2', 'ba', 'c', 'c2', 'd'];
   const values = new Map<string, string>();
@@ -1001,6 +1075,7 @@ async function runSeed(seed: number) {
   let nextRangeId = 2;
   let nextId = 0;
   let splits = 0;
+  let restarts = 0;
 
   for (let step = 0; step < 120; step++) {
     const ranges = a.store.ranges();
@@ -1074,6 +1149,10 @@ async function runSeed(seed: number) {
     for (const reader of readers) {
       if (reader.live().length > 0 && rng.chance(readChance)) reader.read(a.store, rng, model);
     }
+    if (rng.chance(restartChance)) {
+      await a.reopen();
+      restarts++;
+    }
   }
   // The readers catch up with what is left.
   for (const reader of readers) {
@@ -1102,7 +1181,7 @@ async function runSeed(seed: number) {
       last.set(m.key, m.revision);
     }
   }
-  return { a, readers, history, splits };
+  return { a, readers, history, splits, restarts };
 }
 
 /** Every range's events() answers on `other` equal those on `store`. */
@@ -1129,10 +1208,24 @@ function sameStreams(store: Store, other: Store): void {
 
 describe('readers of random histories (property)', () => {
   it('see every mutation of their prefix once, in order, or are told they fell behind', async () => {
-    const totals = { behind: 0, complete: 0, splits: 0, delivered: 0, mutations: 0 };
+    const totals = {
+      behind: 0,
+      complete: 0,
+      splits: 0,
+      delivered: 0,
+      mutations: 0,
+      restarts: 0,
+      pended: 0,
+      moved: 0,
+      purged: 0,
+    };
     for (let seed = 1; seed <= 24; seed++) {
-      const { a, readers, history, splits } = await runSeed(seed);
+      const { a, readers, history, splits, restarts } = await runSeed(seed);
       totals.splits += splits;
+      totals.restarts += restarts;
+      totals.pended += a.store.stats.eventsPended;
+      totals.moved += a.store.stats.eventsMoved;
+      totals.purged += a.store.stats.eventlogPurged;
       totals.mutations += history.length;
       for (const reader of readers) {
         if (reader.behind > 0) totals.behind++;
@@ -1162,6 +1255,12 @@ describe('readers of random histories (property)', () => {
     expect(totals.behind).toBeGreaterThan(10);
     expect(totals.splits).toBeGreaterThan(50);
     expect(totals.delivered).toBeGreaterThan(1000);
+    // Pending events, moved and deleted from the eventlog, across restarts (the counts
+    // are of the last store of each seed: since its last restart).
+    expect(totals.restarts).toBeGreaterThan(10);
+    expect(totals.pended).toBeGreaterThan(300);
+    expect(totals.moved).toBeGreaterThan(100);
+    expect(totals.purged).toBeGreaterThan(50);
   });
 });
 
