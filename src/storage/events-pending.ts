@@ -46,11 +46,6 @@ export class PendingRange {
     this.live++;
   }
 
-  /** The eventlog sequence number of the oldest live item, if any. */
-  firstLiveSeq(): number | undefined {
-    return this.live > 0 ? this.seqs[this.revisions.length - this.live] : undefined;
-  }
-
   /**
    * Drops the leading items that are fenced (seq < belowSeq) or moved (revision <=
    * upTo): what a committed transaction made the events tree hold or not need.

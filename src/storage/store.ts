@@ -204,8 +204,9 @@ export interface StoreOptions {
   /** Pending events a turn moves at most (whole ranges, at least one). Default 1,024. */
   readonly eventsMoveMax?: number;
   /**
-   * An apply of at least this many entries to a range with no pending events writes their
-   * events to the events tree directly (they share its pages anyway). Default 8.
+   * An apply of at least this many entries to a range writes their events to the events
+   * tree directly (they share its pages anyway), after moving the range's pending events
+   * there (if at most eventsMoveMax). Default 8.
    */
   readonly eventsDirectMin?: number;
 }
@@ -1654,67 +1655,94 @@ export class Store {
     ofRange.set(index, event);
   }
 
-  /** Live pending events of the range, as of the running turn (before its moves). */
-  private livePending(rangeId: number): number {
+  /**
+   * The range's live pending events as the running turn sees them, oldest first: the
+   * committed live ones (none if the turn reset the range), then the turn's adds; the
+   * turn's moves took the first `moved` of them.
+   */
+  private turnView(rangeId: number): {
+    p: PendingRange | undefined;
+    committed: number;
+    add: { revisions: number[]; seqs: number[]; bytes: Buffer[] } | undefined;
+    total: number;
+    moved: number;
+  } {
     const tp = this.turnPending!;
-    const committed = tp.resets.has(rangeId) ? 0 : (this.pending.get(rangeId)?.live ?? 0);
-    return committed + (tp.adds.get(rangeId)?.revisions.length ?? 0);
+    const p = tp.resets.has(rangeId) ? undefined : this.pending.get(rangeId);
+    const committed = p?.live ?? 0;
+    const add = tp.adds.get(rangeId);
+    const total = committed + (add?.revisions.length ?? 0);
+    return { p, committed, add, total, moved: tp.moves.get(rangeId)?.items ?? 0 };
+  }
+
+  /** Live pending events of the range not moved yet, as of the running turn. */
+  private livePending(rangeId: number): number {
+    const v = this.turnView(rangeId);
+    return v.total - v.moved;
   }
 
   /**
-   * Past eventsPendingMax live pending events: moves whole ranges' live events to the
-   * events tree, those whose oldest came first, up to eventsMoveMax (and at least one
-   * range); compacted ones are just dropped. Then deletes eventlog records from the front
-   * that no range needs (bounded per turn).
+   * Moves up to `n` of the range's oldest live pending events (turnView) to the events
+   * tree; compacted ones are just dropped. Returns how many went.
+   */
+  private movePending(rangeId: number, s: Mutable<RangeState>, n: number): number {
+    const tp = this.turnPending!;
+    const { p, committed, add, total, moved } = this.turnView(rangeId);
+    const end = Math.min(total, moved + n);
+    let upTo = tp.moves.get(rangeId)?.upTo ?? 0;
+    for (let k = moved; k < end; k++) {
+      let revision: number;
+      let bytes: Buffer;
+      if (k < committed) {
+        const i = p!.length - committed + k;
+        revision = p!.revisions[i]!;
+        bytes = p!.bytes[i]!;
+      } else {
+        revision = add!.revisions[k - committed]!;
+        bytes = add!.bytes[k - committed]!;
+      }
+      if (revision >= s.eventsOldestRetained)
+        this.eventsDb.putSync(logKey(rangeId, revision), bytes);
+      upTo = revision;
+    }
+    if (end > moved) tp.moves.set(rangeId, { upTo, items: end });
+    this.stats.eventsMoved += end - moved;
+    return end - moved;
+  }
+
+  /** The eventlog sequence number of the range's oldest live event after the turn's moves. */
+  private firstLiveSeq(rangeId: number): number | undefined {
+    const { p, committed, add, total, moved } = this.turnView(rangeId);
+    if (moved >= total) return undefined;
+    return moved < committed
+      ? p!.seqs[p!.length - committed + moved]
+      : add!.seqs[moved - committed];
+  }
+
+  /**
+   * Past eventsPendingMax live pending events: moves ranges' live events to the events
+   * tree, those whose oldest came first, up to eventsMoveMax in all. Then deletes eventlog
+   * records from the front that no range needs (bounded per turn).
    */
   private moveEvents(stateOf: (rangeId: number) => Mutable<RangeState>): void {
     const tp = this.turnPending!;
     let total = this.pendingLive;
     for (const rangeId of tp.resets.keys()) total -= this.pending.get(rangeId)?.live ?? 0;
     for (const add of tp.adds.values()) total += add.revisions.length;
+    for (const move of tp.moves.values()) total -= move.items;
     if (total <= this.eventsPendingMax) return;
     let moved = 0;
-    const move = (rangeId: number): void => {
-      const p = tp.resets.has(rangeId) ? undefined : this.pending.get(rangeId);
-      const add = tp.adds.get(rangeId);
-      const s = stateOf(rangeId);
-      let upTo = 0;
-      let items = 0;
-      const put = (revision: number, bytes: Buffer) => {
-        if (revision >= s.eventsOldestRetained) {
-          this.eventsDb.putSync(logKey(rangeId, revision), bytes);
-        }
-        upTo = revision;
-        items++;
-      };
-      if (p !== undefined) {
-        for (let i = p.length - p.live; i < p.length; i++) put(p.revisions[i]!, p.bytes[i]!);
-      }
-      if (add !== undefined) {
-        for (let i = 0; i < add.revisions.length; i++) put(add.revisions[i]!, add.bytes[i]!);
-      }
-      if (items === 0) return;
-      tp.moves.set(rangeId, { upTo, items });
-      moved += items;
-      this.stats.eventsMoved += items;
-    };
-    for (const [rangeId, p] of this.pending) {
+    const candidates = [...this.pending.keys(), ...tp.adds.keys()];
+    for (const rangeId of candidates) {
       if (moved >= this.eventsMoveMax) break;
-      if (p.live > 0 || tp.adds.has(rangeId)) move(rangeId);
+      if (this.livePending(rangeId) === 0) continue;
+      moved += this.movePending(rangeId, stateOf(rangeId), this.eventsMoveMax - moved);
     }
-    for (const rangeId of tp.adds.keys()) {
-      if (moved >= this.eventsMoveMax) break;
-      if (!tp.moves.has(rangeId)) move(rangeId);
-    }
-    // The front: below the oldest live item left, over all ranges.
+    // The front: below the oldest live event left, over all ranges.
     let below = this.nextEventSeq;
-    for (const [rangeId, p] of this.pending) {
-      if (tp.moves.has(rangeId) || tp.resets.has(rangeId)) continue;
-      const seq = p.firstLiveSeq();
+    for (const rangeId of candidates) {
+      const seq = this.firstLiveSeq(rangeId);
       if (seq !== undefined) below = Math.min(below, seq);
-    }
-    for (const [rangeId, add] of tp.adds) {
-      if (!tp.moves.has(rangeId)) below = Math.min(below, add.seqs[0]!);
     }
     if (this.eventlogPurgedTo >= below) return;
     const due = Array.from(
@@ -1762,9 +1790,9 @@ export class Store {
     }
     for (const [rangeId, { upTo, items }] of tp.moves) {
       const p = this.pending.get(rangeId)!;
-      assert(items === p.live, 'a move takes every live pending event of its range');
-      this.pendingLive -= p.live;
-      p.live = 0;
+      assert(items <= p.live, 'a move takes live pending events of its range');
+      this.pendingLive -= items;
+      p.live -= items;
       p.movedTo = upTo;
       drops.push([p, upTo, p.fromSeq]);
     }
@@ -1887,8 +1915,13 @@ export class Store {
     created: (right: Mutable<RangeState>) => void,
   ): void {
     const tp = this.turnPending!;
+    // A busy range writes straight to the events tree (its events share pages anyway),
+    // after moving what it has pending there first (events of single-entry applies).
+    const rangeId = s.descriptor.rangeId;
+    const live = this.livePending(rangeId);
     tp.direct =
-      entries.length >= this.eventsDirectMin && this.livePending(s.descriptor.rangeId) === 0;
+      entries.length >= this.eventsDirectMin &&
+      (live === 0 || (live <= this.eventsMoveMax && this.movePending(rangeId, s, live) === live));
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
       assert(e.index <= s.log.last, 'applied entries are in the log');
@@ -2296,6 +2329,7 @@ export class Store {
     const tp = this.turnPending;
     if (tp !== undefined) {
       tp.adds.delete(rangeId);
+      tp.moves.delete(rangeId);
       tp.resets.set(rangeId, { fromSeq: this.nextEventSeq, movedTo });
     } else {
       // Outside turns (createRange): no range has pending events of this id.
