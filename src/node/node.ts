@@ -2244,6 +2244,9 @@ export class Node {
         ...this.stats,
         storeCommits: this.store.stats.commits,
         storeFlushes: this.store.stats.flushes,
+        // Events written to the eventlog, and moved from it to the events tree.
+        storeEventsPended: this.store.stats.eventsPended,
+        storeEventsMoved: this.store.stats.eventsMoved,
         xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
         eventTails: this.tails.size,
         eventTailBytes: [...this.tails].reduce((n, h) => n + (h.tail?.heldBytes ?? 0), 0),

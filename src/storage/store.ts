@@ -209,6 +209,11 @@ export interface StoreOptions {
    * there (if at most eventsMoveMax). Default 8.
    */
   readonly eventsDirectMin?: number;
+  /**
+   * A turn that applies entries of at most this many ranges writes their events to the
+   * events tree directly, the same way (a few append points cost a few pages). Default 4.
+   */
+  readonly eventsDirectRanges?: number;
 }
 
 export interface StoreStats {
@@ -410,6 +415,7 @@ const journalLagMax = 500_000;
 const eventsPendingMax = 16_384;
 const eventsMoveMax = 1024;
 const eventsDirectMin = 8;
+const eventsDirectRanges = 4;
 /** Eventlog records a turn deletes from its front at most. */
 const eventlogPurgeMax = 2048;
 
@@ -839,6 +845,7 @@ export class Store {
   private readonly eventsPendingMax: number;
   private readonly eventsMoveMax: number;
   private readonly eventsDirectMin: number;
+  private readonly eventsDirectRanges: number;
   /** The committed state of every range, as stored; replaced only after a commit. */
   private readonly rangeStates = new Map<number, RangeState>();
   private closed = false;
@@ -852,10 +859,12 @@ export class Store {
     this.eventsPendingMax = options.eventsPendingMax ?? eventsPendingMax;
     this.eventsMoveMax = options.eventsMoveMax ?? eventsMoveMax;
     this.eventsDirectMin = options.eventsDirectMin ?? eventsDirectMin;
+    this.eventsDirectRanges = options.eventsDirectRanges ?? eventsDirectRanges;
     for (const [name, v] of [
       ['eventsPendingMax', this.eventsPendingMax],
       ['eventsMoveMax', this.eventsMoveMax],
       ['eventsDirectMin', this.eventsDirectMin],
+      ['eventsDirectRanges', this.eventsDirectRanges],
     ] as const) {
       assert(
         v === Number.POSITIVE_INFINITY || (Number.isSafeInteger(v) && v >= 0),
@@ -1583,7 +1592,15 @@ export class Store {
     const committed = this.root.childTransaction(() => {
       try {
         this.turnEvents = { mutations, eventsOldest };
-        this.turnPending = { adds: new Map(), resets: new Map(), moves: new Map(), direct: false };
+        const applying = new Set<number>();
+        for (const op of ops) if (op.kind === 'apply') applying.add(op.rangeId);
+        this.turnPending = {
+          adds: new Map(),
+          resets: new Map(),
+          moves: new Map(),
+          direct: false,
+          fewRanges: applying.size <= this.eventsDirectRanges,
+        };
         const byRange = this.runOps(ops);
         drops = this.commitPending();
         resolveResults(byRange);
@@ -1629,6 +1646,8 @@ export class Store {
         readonly moves: Map<number, { upTo: LogIndex; items: number }>;
         /** The apply running now writes its range's events to the events tree directly. */
         direct: boolean;
+        /** The turn applies entries of few ranges (eventsDirectRanges): all go direct. */
+        fewRanges: boolean;
       }
     | undefined;
 
@@ -1915,13 +1934,15 @@ export class Store {
     created: (right: Mutable<RangeState>) => void,
   ): void {
     const tp = this.turnPending!;
-    // A busy range writes straight to the events tree (its events share pages anyway),
-    // after moving what it has pending there first (events of single-entry applies).
+    // A busy range, or any in a turn of few ranges, writes straight to the events tree
+    // (its events share pages anyway), after moving what it has pending there first, up to
+    // eventsMoveMax per apply: a backlog drains over the next such applies.
     const rangeId = s.descriptor.rangeId;
-    const live = this.livePending(rangeId);
-    tp.direct =
-      entries.length >= this.eventsDirectMin &&
-      (live === 0 || (live <= this.eventsMoveMax && this.movePending(rangeId, s, live) === live));
+    tp.direct = false;
+    if (tp.fewRanges || entries.length >= this.eventsDirectMin) {
+      const live = this.livePending(rangeId);
+      tp.direct = live === 0 || this.movePending(rangeId, s, this.eventsMoveMax) === live;
+    }
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');
       assert(e.index <= s.log.last, 'applied entries are in the log');

@@ -492,7 +492,7 @@ describe('compaction of events', () => {
     // were): the same events stored and deleted.
     const b2 = await newReplica(whole, { eventsDirectMin: 1 });
     // One entry per turn, the events pending (in the eventlog): the same reads.
-    const b3 = await newReplica();
+    const b3 = await newReplica(whole, { eventsDirectRanges: 0 });
     for (const { entries } of a.turns) {
       for (const e of entries) {
         await b2.apply(1, [e]);
@@ -786,7 +786,7 @@ describe('events on disk', () => {
     expect(stream.map((e) => e.revision)).toEqual([1, 2, 3]);
     await closeStore(store);
     await asOlderLayout(dir, '7');
-    store = openStore(dir);
+    store = openStore(dir, { eventsDirectRanges: 0 });
     expect(store.getMeta('storageFormat')).toBe('8');
     expect(readAll(store, 1, 0)).toEqual(stream);
     const r = new Replica(store);
@@ -1053,6 +1053,8 @@ async function runSeed(seed: number) {
   // Events written to the tree at once, or pending and moved in batches of every size.
   const options: StoreOptions = {
     eventsDirectMin: rng.pick([1, 2, 8]),
+    // Each turn here applies to one range: 0 lets the others decide.
+    eventsDirectRanges: rng.pick([0, 0, 1]),
     eventsPendingMax: rng.pick([0, 3, 20, 100_000]),
     eventsMoveMax: rng.pick([1, 4, 1000]),
   };
