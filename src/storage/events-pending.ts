@@ -9,8 +9,8 @@
 //
 // A range's items are in revision order (which is also their eventlog order), in three
 // parts: those of an earlier incarnation of the range (seq < fromSeq: it was created anew
-// or installed a snapshot since), those moved to the events tree (revision <= movedTo),
-// and the live ones, a suffix. Moved and fenced items are dropped from memory only once
+// or installed a snapshot since), those moved to the events tree, and the live ones, a
+// suffix. Moved and fenced items are dropped from memory only once
 // the transaction that moved or fenced them is committed, so a reader whose read
 // transaction predates that commit still finds every event in the tree or here.
 
@@ -23,17 +23,10 @@ export class PendingRange {
   start = 0;
   /** Items with a lower eventlog sequence number are not this incarnation's. */
   fromSeq = 0;
-  /** Events up to this revision are in the events tree (as far as memory knows). */
-  movedTo: number;
   /** The live items: the last `live` ones. */
   live = 0;
 
-  constructor(
-    readonly rangeId: number,
-    movedTo: number,
-  ) {
-    this.movedTo = movedTo;
-  }
+  constructor(readonly rangeId: number) {}
 
   get length(): number {
     return this.revisions.length;

@@ -201,12 +201,12 @@ export interface StoreOptions {
    * the events tree. Default 16,384.
    */
   readonly eventsPendingMax?: number;
-  /** Pending events a turn moves at most (whole ranges, at least one). Default 1,024. */
+  /** Pending events a turn moves at most (oldest first, in part if need be). Default 1,024. */
   readonly eventsMoveMax?: number;
   /**
    * An apply of at least this many entries to a range writes their events to the events
-   * tree directly (they share its pages anyway), after moving the range's pending events
-   * there (if at most eventsMoveMax). Default 8.
+   * tree directly (they share its pages anyway), once it has moved the range's pending
+   * events there (up to eventsMoveMax per apply). Default 8.
    */
   readonly eventsDirectMin?: number;
   /**
@@ -333,6 +333,24 @@ function copyState(s: RangeState): Mutable<RangeState> {
   };
 }
 
+/**
+ * Deletes the records of a tree keyed like the journal ([seq u64 BE]...) with a sequence
+ * number in [from, below), at most `max` of them (inside the caller's write transaction).
+ * Returns how many went and the new front: `below`, or past the last one deleted.
+ */
+function purgeFront(
+  db: Database<Buffer, Buffer>,
+  from: number,
+  below: number,
+  max: number,
+): { deleted: number; front: number } {
+  const due = Array.from(db.getKeys({ start: seqKey(from), end: seqKey(below), limit: max }));
+  for (const key of due) db.removeSync(key);
+  const last = due[due.length - 1];
+  const front = due.length < max || last === undefined ? below : parseJournalKey(last).seq + 1;
+  return { deleted: due.length, front };
+}
+
 export interface TurnCommit {
   /**
    * Per range, one result per applied entry, in order; resolves when the transaction
@@ -411,7 +429,7 @@ const journalScanRecords = 4096;
 const journalRewriteMax = 20_000;
 /** See StoreOptions.journalLagMax. */
 const journalLagMax = 500_000;
-/** See StoreOptions.eventsPendingMax, eventsMoveMax, eventsDirectMin. */
+/** See StoreOptions.eventsPendingMax, eventsMoveMax, eventsDirectMin, eventsDirectRanges. */
 const eventsPendingMax = 16_384;
 const eventsMoveMax = 1024;
 const eventsDirectMin = 8;
@@ -1004,32 +1022,33 @@ export class Store {
   private readEventlog(): void {
     let front: number | undefined;
     let last = 0;
+    /** Per range met: the newest revision its events tree holds, or the compacted ones. */
+    const floors = new Map<number, LogIndex>();
     for (const { key, value } of this.eventlogDb.getRange({})) {
       const { seq, rangeId, index } = parseJournalKey(key);
       front ??= seq;
       last = seq;
       const s = this.rangeStates.get(rangeId);
       if (s === undefined || index > s.applied) continue;
-      let p = this.pending.get(rangeId);
-      if (p === undefined) {
-        let inTree = 0;
+      let floor = floors.get(rangeId);
+      if (floor === undefined) {
+        floor = s.eventsOldestRetained - 1;
         for (const k of this.eventsDb.getKeys({
           start: logKeyEnd(rangeId),
           end: logKey(rangeId, 0),
           reverse: true,
           limit: 1,
         })) {
-          inTree = logKeyIndex(k);
+          floor = Math.max(floor, logKeyIndex(k));
         }
-        p = new PendingRange(rangeId, Math.max(inTree, s.eventsOldestRetained - 1));
-        this.pending.set(rangeId, p);
+        floors.set(rangeId, floor);
       }
-      const newest = p.length > 0 ? p.revisions[p.length - 1]! : p.movedTo;
-      if (index <= newest) continue;
+      let p = this.pending.get(rangeId);
+      if (index <= (p === undefined ? floor : p.revisions[p.length - 1]!)) continue;
+      if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
       p.push(index, seq, Buffer.from(value));
       this.pendingLive++;
     }
-    for (const [rangeId, p] of this.pending) if (p.empty()) this.pending.delete(rangeId);
     this.nextEventSeq = last + 1;
     this.eventlogPurgedTo = front ?? this.nextEventSeq;
   }
@@ -1213,7 +1232,7 @@ export class Store {
     this.root.transactionSync(() => {
       this.clearSpan(descriptor);
       this.clearExpiry(descriptor.rangeId);
-      this.clearEvents(descriptor.rangeId, 0);
+      this.clearEvents(descriptor.rangeId);
       for (const [key, value] of records) {
         assert(inSpan(descriptor, key), 'initial records are in the span');
         this.dataDb.putSync(asBuffer(key), asBuffer(encodeRecord({ value, revision: 0 })));
@@ -1447,8 +1466,9 @@ export class Store {
   }
 
   /**
-   * For tests and debugging: the revisions of the range's events as stored (the events tree, then the live pending ones), including
-   * compacted ones not deleted yet, and the committed oldest retained revision.
+   * For tests and debugging: the revisions of the range's events as stored (the events
+   * tree, then the live pending ones), including compacted ones not deleted yet, and the
+   * committed oldest retained revision.
    */
   inspectEvents(rangeId: number): { revisions: LogIndex[]; oldestRetained: LogIndex } {
     const s = this.rangeStates.get(rangeId);
@@ -1642,7 +1662,8 @@ export class Store {
   private turnPending:
     | {
         readonly adds: Map<number, { revisions: number[]; seqs: number[]; bytes: Buffer[] }>;
-        readonly resets: Map<number, { fromSeq: number; movedTo: LogIndex }>;
+        /** Per range reset: its pending events from before this eventlog seq are fenced. */
+        readonly resets: Map<number, number>;
         readonly moves: Map<number, { upTo: LogIndex; items: number }>;
         /** The apply running now writes its range's events to the events tree directly. */
         direct: boolean;
@@ -1764,18 +1785,9 @@ export class Store {
       if (seq !== undefined) below = Math.min(below, seq);
     }
     if (this.eventlogPurgedTo >= below) return;
-    const due = Array.from(
-      this.eventlogDb.getKeys({
-        start: seqKey(this.eventlogPurgedTo),
-        end: seqKey(below),
-        limit: eventlogPurgeMax,
-      }),
-    );
-    for (const key of due) this.eventlogDb.removeSync(key);
-    this.stats.eventlogPurged += due.length;
-    const last = due[due.length - 1];
-    this.eventlogPurgedTo =
-      due.length < eventlogPurgeMax || last === undefined ? below : parseJournalKey(last).seq + 1;
+    const purged = purgeFront(this.eventlogDb, this.eventlogPurgedTo, below, eventlogPurgeMax);
+    this.stats.eventlogPurged += purged.deleted;
+    this.eventlogPurgedTo = purged.front;
   }
 
   /**
@@ -1785,23 +1797,17 @@ export class Store {
   private commitPending(): Array<[PendingRange, LogIndex, number]> {
     const tp = this.turnPending!;
     const drops: Array<[PendingRange, LogIndex, number]> = [];
-    for (const [rangeId, reset] of tp.resets) {
-      let p = this.pending.get(rangeId);
-      if (p === undefined) {
-        this.pending.set(rangeId, (p = new PendingRange(rangeId, reset.movedTo)));
-      }
+    for (const [rangeId, fromSeq] of tp.resets) {
+      const p = this.pending.get(rangeId);
+      if (p === undefined) continue;
       this.pendingLive -= p.live;
       p.live = 0;
-      p.fromSeq = reset.fromSeq;
-      p.movedTo = reset.movedTo;
-      drops.push([p, reset.movedTo, reset.fromSeq]);
+      p.fromSeq = fromSeq;
+      drops.push([p, 0, fromSeq]);
     }
     for (const [rangeId, add] of tp.adds) {
       let p = this.pending.get(rangeId);
-      if (p === undefined) {
-        // Every event of the range before these is in the events tree.
-        this.pending.set(rangeId, (p = new PendingRange(rangeId, add.revisions[0]! - 1)));
-      }
+      if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
       for (let i = 0; i < add.revisions.length; i++) {
         p.push(add.revisions[i]!, add.seqs[i]!, add.bytes[i]!);
       }
@@ -1812,7 +1818,6 @@ export class Store {
       assert(items <= p.live, 'a move takes live pending events of its range');
       this.pendingLive -= items;
       p.live -= items;
-      p.movedTo = upTo;
       drops.push([p, upTo, p.fromSeq]);
     }
     return drops;
@@ -2060,7 +2065,7 @@ export class Store {
       this.expiryDb.putSync(expiryKey(right.rangeId, index, key), emptyValue);
       rightExpiryFloor = Math.min(rightExpiryFloor, index);
     }
-    this.clearEvents(right.rangeId, e.index);
+    this.clearEvents(right.rangeId);
     created(
       copyState({
         descriptor: right,
@@ -2306,7 +2311,7 @@ export class Store {
       this.putSeparateRequest(s, asBuffer(key), [id, index, result]);
     }
     // The range's stream: the retained events, whatever this replica had before.
-    this.clearEvents(rangeId, snapshot.meta.index);
+    this.clearEvents(rangeId);
     for (const [revision, event] of data.events) {
       this.eventsDb.putSync(logKey(rangeId, revision), asBuffer(encodeEvent(event)));
     }
@@ -2339,10 +2344,9 @@ export class Store {
 
   /**
    * Deletes every stored event of a range (inside the caller's write transaction): the
-   * events tree's, and (by a fence) its pending ones. `movedTo`: the revision the range's
-   * events (written next, to the tree) reach.
+   * events tree's, and (by a fence) its pending ones.
    */
-  private clearEvents(rangeId: number, movedTo: LogIndex): void {
+  private clearEvents(rangeId: number): void {
     const keys = Array.from(
       this.eventsDb.getKeys({ start: logKey(rangeId, 0), end: logKeyEnd(rangeId) }),
     );
@@ -2351,7 +2355,7 @@ export class Store {
     if (tp !== undefined) {
       tp.adds.delete(rangeId);
       tp.moves.delete(rangeId);
-      tp.resets.set(rangeId, { fromSeq: this.nextEventSeq, movedTo });
+      tp.resets.set(rangeId, this.nextEventSeq);
     } else {
       // Outside turns (createRange): no range has pending events of this id.
       assert(!this.pending.has(rangeId), 'a range created anew has no pending events');
@@ -2400,20 +2404,9 @@ export class Store {
       this.purgeBelow = Math.max(this.purgeBelow, below);
     }
     if (this.purgedTo >= this.purgeBelow) return;
-    const due = Array.from(
-      this.journalDb.getKeys({
-        start: seqKey(this.purgedTo),
-        end: seqKey(this.purgeBelow),
-        limit: journalPurgeMax,
-      }),
-    );
-    for (const key of due) this.journalDb.removeSync(key);
-    this.stats.journalPurged += due.length;
-    const last = due[due.length - 1];
-    this.purgedTo =
-      due.length < journalPurgeMax || last === undefined
-        ? this.purgeBelow
-        : parseJournalKey(last).seq + 1;
+    const purged = purgeFront(this.journalDb, this.purgedTo, this.purgeBelow, journalPurgeMax);
+    this.stats.journalPurged += purged.deleted;
+    this.purgedTo = purged.front;
   }
 
   /** Writes the range's held entries again at the journal's end; returns how many. */
