@@ -183,6 +183,9 @@ import { journalKey, LogSeqs, parseJournalKey, seqKey } from './journal.ts';
 export type { RangeDescriptor, ReplicaDescriptor } from './descriptor.ts';
 export type { EventsOptions, EventsRead, RangeEvent, StoredEvent } from './events.ts';
 
+/** LMDB's initial map: address space, not memory or disk (see the constructor). 256 GiB. */
+const mapSizeBytes = 2 ** 38;
+
 export interface StoreOptions {
   /** Log positions a request id is remembered for; every replica must use the same. */
   readonly dedupWindowEntries?: number;
@@ -906,7 +909,12 @@ export class Store {
     // overlappingSync stays at its default (on): turns commit asynchronously and lmdb-js
     // flushes them on its writer thread (see the header).
     // noSubdir: lmdb-js would otherwise take a path with a dot ("node.1") for a file name.
-    this.root = open(dir, { maxDbs: 12, noSubdir: false });
+    // mapSize: lmdb-js starts with a small map and, each time the file outgrows it, maps a
+    // twice larger one and keeps the old mapping for the life of the process (readers may
+    // still point into it); the pages read through every old mapping stay in the RSS. One
+    // map large enough from the start (address space only: the file grows as it needs, and
+    // past it lmdb-js still grows the map) keeps each page mapped once.
+    this.root = open(dir, { maxDbs: 12, noSubdir: false, mapSize: mapSizeBytes });
     this.metaDb = this.root.openDB<string, string>('meta', { encoding: 'string' });
     this.stateDb = this.root.openDB<Buffer, number>('state', {
       keyEncoding: 'uint32',
