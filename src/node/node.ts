@@ -72,6 +72,7 @@ import {
   metaRangeId,
   type RangeDescriptor,
   type ReplicaDescriptor,
+  sameDescriptor,
   showSpan,
   systemPrefix,
   systemPrefixEnd,
@@ -2015,6 +2016,18 @@ export class Node {
     }
   }
 
+  /**
+   * The descriptor of the local replica of d's range when it says the same as d, else d.
+   * The placement driver keeps a descriptor of every range twice (the last report, the
+   * directory); on the meta range's leader, which mostly hosts the same ranges, sharing
+   * the local ones saves about 1 KB of heap per range (two objects, four key copies).
+   */
+  private shared(d: RangeDescriptor | undefined): RangeDescriptor | undefined {
+    if (d === undefined) return undefined;
+    const local = this.ranges.get(d.rangeId)?.descriptor;
+    return local !== undefined && sameDescriptor(local, d) ? local : d;
+  }
+
   /** Range leaders' reports, validated: a bad one is dropped, never acted on. */
   private onReport(msg: Msg): void {
     let body: { cid?: unknown; reports?: unknown; fresh?: unknown };
@@ -2037,7 +2050,7 @@ export class Node {
     const reports: RangeReport[] = [];
     for (const x of body.reports as unknown[]) {
       const r = x as Record<string, unknown>;
-      const descriptor = asDescriptor(r?.descriptor);
+      const descriptor = this.shared(asDescriptor(r?.descriptor));
       if (descriptor === undefined || typeof r.leaderNode !== 'string') continue;
       const n = (v: unknown) => (typeof v === 'number' && Number.isFinite(v) && v >= 0 ? v : 0);
       reports.push({
@@ -2127,7 +2140,7 @@ export class Node {
       const descriptors: RangeDescriptor[] = [];
       for (const [, value] of this.store.scan(directoryStart, directoryEnd, 100_000, 2 ** 30)
         .entries) {
-        const d = decodeDescriptor(value);
+        const d = this.shared(decodeDescriptor(value));
         if (d) descriptors.push(d);
       }
       this.directoryRead = { applied: meta.applied, atMs: nowMs };

@@ -201,6 +201,22 @@ function internReplicas(
   return list;
 }
 
+/** Whether two descriptors say the same thing (id, generation, span and replicas). */
+export function sameDescriptor(a: RangeDescriptor, b: RangeDescriptor): boolean {
+  if (a === b) return true;
+  if (a.rangeId !== b.rangeId || a.generation !== b.generation) return false;
+  if (compareBytes(a.start, b.start) !== 0) return false;
+  if (a.end === null || b.end === null ? a.end !== b.end : compareBytes(a.end, b.end) !== 0) {
+    return false;
+  }
+  if (a.replicas === b.replicas) return true;
+  if (a.replicas.length !== b.replicas.length) return false;
+  return a.replicas.every((r, i) => {
+    const o = b.replicas[i]!;
+    return r.nodeId === o.nodeId && r.replicaId === o.replicaId && r.role === o.role;
+  });
+}
+
 export function decodeDescriptor(bytes: Uint8Array): RangeDescriptor | undefined {
   try {
     return asDescriptor(packr.unpack(bytes));
