@@ -1,4 +1,5 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
+// (The flag on the first line: src/cli/node-flags.ts says why; keep the two the same.)
 // The `rasputin` command: runs the build in dist/ (npm run build), or the TypeScript
 // sources through tsx when there is no build (a development checkout).
 import { existsSync } from 'node:fs';

@@ -8,6 +8,7 @@ import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { missingNodeV8Flags } from './node-flags.ts';
 import { collectStatus } from './status.ts';
 
 const natsDefaultPort = 4222;
@@ -134,6 +135,7 @@ export async function runCluster(args: string[]): Promise<number> {
     const child = spawn(
       process.execPath,
       [
+        ...missingNodeV8Flags(),
         ...process.execArgv,
         entry,
         'start',

@@ -18,6 +18,7 @@ import { Node } from '../node/node.ts';
 import { RasputinError } from '../protocol/errors.ts';
 import { defaultPrefix } from '../transport/subjects.ts';
 import { runCluster } from './cluster.ts';
+import { missingNodeV8Flags, startedWith } from './node-flags.ts';
 import {
   collectPlacement,
   collectStatus,
@@ -100,8 +101,7 @@ async function main(argv: string[]): Promise<number> {
  * throughput and idle CPU (docs/operations.md, "Memory").
  */
 function limitHeapGrowth(): void {
-  if (process.execArgv.some((a) => a.startsWith('--heap-growing-percent'))) return;
-  v8.setFlagsFromString('--heap-growing-percent=50');
+  if (!startedWith('--heap-growing-percent')) v8.setFlagsFromString('--heap-growing-percent=50');
 }
 
 async function start(args: string[]): Promise<number> {
@@ -128,6 +128,13 @@ async function start(args: string[]): Promise<number> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
   await node.start();
+  const missing = missingNodeV8Flags();
+  if (missing.length > 0) {
+    node.log.info(
+      `started without ${missing.join(' ')}: the young generation may keep up to 32 MiB ` +
+        'more (start nodes with bin/rasputin.mjs, or give node the flag)',
+    );
+  }
   // The line process supervisors and the test harness wait for.
   console.log(`rasputin node ${config.nodeId} ready (nats ${config.natsUrl})`);
   return -1; // keep running

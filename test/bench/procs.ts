@@ -8,6 +8,7 @@ import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, readFileSync, statSync, type WriteStream } from 'node:fs';
 import { request as httpGet } from 'node:http';
 import { join } from 'node:path';
+import { nodeV8Flags } from '../../src/cli/node-flags.ts';
 import { freePort, loopbackHost, tcpAccepts, within } from '../integration/harness.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
@@ -459,6 +460,7 @@ export async function startNode(opts: {
     `node ${opts.nodeId}`,
     process.execPath,
     [
+      ...nodeV8Flags,
       ...(opts.execArgv ?? []),
       '--import',
       'tsx',

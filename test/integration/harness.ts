@@ -11,6 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join } from 'node:path';
+import { nodeV8Flags } from '../../src/cli/node-flags.ts';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
 export const loopbackHost = '127.0.0.1';
@@ -348,6 +349,7 @@ export async function startNode(opts: NodeOptions): Promise<NodeProcess> {
     typeof opts.initialNodes === 'string' ? opts.initialNodes : opts.initialNodes.join(',');
   const entry = opts.entry ?? 'src/cli/main.ts';
   const args = [
+    ...nodeV8Flags,
     '--import',
     'tsx',
     isAbsolute(entry) ? entry : join(repoRoot, entry),
