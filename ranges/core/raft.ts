@@ -1015,8 +1015,11 @@ export class RaftCore {
         hint,
         seq: m.seq,
       });
+    // A commit-only append (no entries) is answered only when rejected: an acceptance
+    // would tell the leader nothing new (Append.commitOnly).
+    const quiet = m.commitOnly === true && m.entries.length === 0;
     if (m.prevIndex < this.log.committed) {
-      respond(false, this.log.committed, 0);
+      if (!quiet) respond(false, this.log.committed, 0);
       return;
     }
     if (this.log.matchTerm(m.prevIndex, m.prevTerm)) {
@@ -1024,7 +1027,7 @@ export class RaftCore {
       if (from !== undefined) this.dirtyFrom = Math.min(this.dirtyFrom, from);
       const lastNew = m.prevIndex + m.entries.length;
       this.log.commitTo(Math.min(m.commit, lastNew));
-      respond(false, lastNew, 0);
+      if (!quiet) respond(false, lastNew, 0);
       return;
     }
     // Skip back over entries of terms newer than the leader's prevTerm.
@@ -1195,6 +1198,8 @@ export class RaftCore {
     assert(prevTerm !== undefined, 'prevIndex is within the log');
     const entries = hasEntries ? this.log.slice(pr.next, last, this.options.appendBytesMax) : [];
     const commit = this.log.committed;
+    // Only the commit index is news: the follower need not answer unless it rejects.
+    const commitOnly = !hasEntries && !sendIfEmpty && pr.state === 'replicate';
     this.send({
       type: 'append',
       from: this.id,
@@ -1205,6 +1210,7 @@ export class RaftCore {
       entries,
       commit,
       seq: this.seq,
+      ...(commitOnly ? { commitOnly: true } : {}),
     });
     pr.commitSent = commit;
     if (pr.state === 'replicate') {

@@ -86,6 +86,13 @@ export interface Append extends MessageBase {
   readonly entries: readonly Entry[];
   readonly commit: LogIndex;
   readonly seq: number;
+  /**
+   * No entries, sent only to tell a follower in replicate state the new commit index: the
+   * follower answers it only when it rejects it (its log does not match at prevIndex).
+   * With many ranges, a range's put was four messages plus this one to each follower and
+   * its answer, which said nothing the leader did not know.
+   */
+  readonly commitOnly?: boolean;
 }
 
 export interface AppendResponse extends MessageBase {

@@ -8,7 +8,8 @@
 // encoding and decoding the field names of each was about a tenth of a node's CPU.
 //
 //   append             [1, from, to, term, prevIndex, prevTerm, commit, seq,
-//                       [term, kind (0 normal, 1 noop, 2 config), data, ...]]
+//                       [term, kind (0 normal, 1 noop, 2 config), data, ...]
+//                       (, 1 when commitOnly)]
 //                       (entry i has index prevIndex + 1 + i)
 //   appendResponse     [2, from, to, term, reject (0|1), index, hint, seq]
 //   heartbeat          [3, from, to, term, commit, seq, quiesce (0|1)]
@@ -58,7 +59,9 @@ function compact(m: Message): unknown {
         es[3 * i + 1] = kindCodes[e.kind];
         es[3 * i + 2] = e.data;
       }
-      return [appendCode, m.from, m.to, m.term, m.prevIndex, m.prevTerm, m.commit, m.seq, es];
+      const a = [appendCode, m.from, m.to, m.term, m.prevIndex, m.prevTerm, m.commit, m.seq, es];
+      if (m.commitOnly === true) a.push(1);
+      return a;
     }
     case 'appendResponse':
       return [appendResponseCode, m.from, m.to, m.term, m.reject ? 1 : 0, m.index, m.hint, m.seq];
@@ -82,11 +85,11 @@ function checkCompact(a: readonly unknown[]): Message | string {
   const base = { from, to, term };
   switch (code) {
     case appendCode: {
-      const [, , , , prevIndex, prevTerm, commit, seq, es] = a;
-      if (a.length !== 9 || !isInt(prevIndex) || !isInt(prevTerm) || !isInt(commit)) {
-        return 'bad append';
-      }
+      const [, , , , prevIndex, prevTerm, commit, seq, es, commitOnly] = a;
+      if (a.length !== 9 && !(a.length === 10 && commitOnly === 1)) return 'bad append';
+      if (!isInt(prevIndex) || !isInt(prevTerm) || !isInt(commit)) return 'bad append';
       if (!isInt(seq) || !Array.isArray(es) || es.length % 3 !== 0) return 'bad append';
+      if (commitOnly === 1 && es.length > 0) return 'bad append: commitOnly with entries';
       const entries: Entry[] = new Array(es.length / 3);
       for (let i = 0; i < entries.length; i++) {
         const eTerm = es[3 * i];
@@ -97,7 +100,16 @@ function checkCompact(a: readonly unknown[]): Message | string {
         // A copy, as in checkEntry.
         entries[i] = { index: prevIndex + 1 + i, term: eTerm, kind, data: ownBytes(data) };
       }
-      return { type: 'append', ...base, prevIndex, prevTerm, entries, commit, seq };
+      return {
+        type: 'append',
+        ...base,
+        prevIndex,
+        prevTerm,
+        entries,
+        commit,
+        seq,
+        ...(commitOnly === 1 ? { commitOnly: true } : {}),
+      };
     }
     case appendResponseCode: {
       const [, , , , reject, index, hint, seq] = a;
@@ -230,6 +242,12 @@ export function checkMessage(x: unknown): Message | string {
           return 'append entries must be contiguous after prevIndex';
         entries.push(e);
       }
+      if (m.commitOnly !== undefined && m.commitOnly !== null && m.commitOnly !== true) {
+        return 'bad append: commitOnly must be true or absent';
+      }
+      if (m.commitOnly === true && entries.length > 0) {
+        return 'bad append: commitOnly with entries';
+      }
       return {
         type: 'append',
         ...base,
@@ -238,6 +256,7 @@ export function checkMessage(x: unknown): Message | string {
         entries,
         commit: m.commit,
         seq: m.seq,
+        ...(m.commitOnly === true ? { commitOnly: true } : {}),
       };
     }
     case 'appendResponse':

@@ -24,7 +24,7 @@ export function fmtMessage(m: Message): string {
     case 'append':
       return (
         `${head} prev=${m.prevIndex}/${m.prevTerm} entries=${fmtEntries(m.entries)}` +
-        ` commit=${m.commit} seq=${m.seq}`
+        ` commit=${m.commit} seq=${m.seq}${m.commitOnly ? ' commitOnly' : ''}`
       );
     case 'appendResponse':
       return m.reject

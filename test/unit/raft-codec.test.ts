@@ -28,6 +28,16 @@ const messages: Message[] = [
     seq: 12,
   },
   { type: 'append', ...base, prevIndex: 0, prevTerm: 0, entries: [], commit: 0, seq: 1 },
+  {
+    type: 'append',
+    ...base,
+    prevIndex: 44,
+    prevTerm: 7,
+    entries: [],
+    commit: 44,
+    seq: 17,
+    commitOnly: true,
+  },
   { type: 'appendResponse', ...base, reject: false, index: 44, hint: 0, seq: 12 },
   { type: 'appendResponse', ...base, reject: true, index: 41, hint: 30, seq: 13 },
   { type: 'heartbeat', ...base, commit: 44, seq: 14 },
@@ -78,7 +88,11 @@ describe('raft envelopes', () => {
       ['reject not a flag', [2, 1, 2, 7, 2, 1, 0, 1]],
       ['heartbeat without quiesce', [3, 1, 2, 7, 4, 1]],
       ['heartbeatResponse too long', [4, 1, 2, 7, 1, 2]],
+      ['commitOnly with entries', [...good, 1]],
+      ['commitOnly not 1', [...good.slice(0, 8), [], 0]],
+      ['append too long', [...good.slice(0, 8), [], 1, 1]],
     ];
+    expect(decodeEnvelope(envelope([[1, [...good.slice(0, 8), [], 1]]])).ok).toBe(true);
     expect(decodeEnvelope(envelope([[1, good]])).ok).toBe(true);
     for (const [why, m] of cases) {
       const d = decodeEnvelope(envelope([[1, m]]));
