@@ -35,6 +35,8 @@ export interface Progress {
   commitSent: LogIndex;
   /** match at the previous heartbeat response, to detect lost pipelined appends. */
   matchAtLastHeartbeat: LogIndex;
+  /** An append with entries went to the follower since the last heartbeat round. */
+  appendedSinceRound: boolean;
   sending: SnapshotSend | undefined;
 }
 
@@ -49,6 +51,7 @@ export function newProgress(next: LogIndex): Progress {
     recentActive: false,
     commitSent: 0,
     matchAtLastHeartbeat: 0,
+    appendedSinceRound: false,
     sending: undefined,
   };
 }
