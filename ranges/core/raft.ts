@@ -208,6 +208,8 @@ export class RaftCore {
   private writtenTerm: Term;
   private writtenVote: ReplicaId;
   private broadcastPending = false;
+  /** The next broadcast sends the commit index even alone (noticeCommit). */
+  private commitNoticeDue = false;
 
   /** Counters for benchmarks and the simulator. */
   readonly stats = {
@@ -497,7 +499,43 @@ export class RaftCore {
       this.openLeaseRound();
       this.heartbeatRound();
     }
+    this.sendCommitNotices();
     return undefined;
+  }
+
+  /**
+   * Under lazyCommit, a commit index no append or heartbeat carried since it advanced goes
+   * to each follower in replicate as a commitOnly append, once a tick: a follower's apply
+   * lags the leader's by at most a tick when no write follows, and by nothing more than
+   * the next append's when one does (most do, under load).
+   */
+  private sendCommitNotices(): void {
+    if (!this.options.lazyCommit) return;
+    for (const [to, pr] of this.progress) {
+      if (pr.state === 'replicate' && pr.commitSent < this.log.committed) {
+        this.sendAppend(to, pr, false, true);
+      }
+    }
+  }
+
+  /** Whether a follower in replicate has not been told the commit index (lazyCommit). */
+  commitOwed(): boolean {
+    if (this.role !== 'leader' || !this.options.lazyCommit) return false;
+    for (const pr of this.progress.values()) {
+      if (pr.state === 'replicate' && pr.commitSent < this.log.committed) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The followers hear the commit index at once, not at the next tick (lazyCommit): the
+   * host asks for it when an applied entry has effects at the followers' apply that
+   * should not wait (a split: the new range's replicas start there). Leader only.
+   */
+  noticeCommit(): void {
+    if (this.role !== 'leader' || !this.options.lazyCommit) return;
+    this.commitNoticeDue = true;
+    this.broadcastPending = true;
   }
 
   /**
@@ -746,6 +784,7 @@ export class RaftCore {
 
   private heartbeatTo(to: ReplicaId, pr: Progress): void {
     const commit = Math.min(pr.match, this.log.committed);
+    pr.commitSent = Math.max(pr.commitSent, commit);
     const hb: Heartbeat = {
       type: 'heartbeat',
       from: this.id,
@@ -1193,7 +1232,17 @@ export class RaftCore {
 
   // ---------------------------------------------------------------- replication (leader)
 
-  private sendAppend(to: ReplicaId, pr: Progress, sendIfEmpty: boolean): void {
+  /**
+   * Sends `to` what it lacks. With nothing but a new commit index to say (a commitOnly
+   * append), it waits under lazyCommit unless `commitNotice`: the next append with entries,
+   * heartbeat or tick carries it (sendCommitNotices).
+   */
+  private sendAppend(
+    to: ReplicaId,
+    pr: Progress,
+    sendIfEmpty: boolean,
+    commitNotice = false,
+  ): void {
     if (isPaused(pr, this.options.inflightAppendsMax)) return;
     if (pr.next < this.log.firstIndex()) {
       pr.state = 'snapshot';
@@ -1218,6 +1267,7 @@ export class RaftCore {
     const commit = this.log.committed;
     // Only the commit index is news: the follower need not answer unless it rejects.
     const commitOnly = !hasEntries && !sendIfEmpty && pr.state === 'replicate';
+    if (commitOnly && this.options.lazyCommit && !commitNotice && !this.commitNoticeDue) return;
     this.send({
       type: 'append',
       from: this.id,
@@ -1442,6 +1492,7 @@ export class RaftCore {
       }
     }
     this.broadcastPending = false;
+    this.commitNoticeDue = false;
 
     let write: StorageWrite | null = null;
     const hardChanged = this.term !== this.writtenTerm || this.vote !== this.writtenVote;

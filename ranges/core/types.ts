@@ -185,6 +185,14 @@ export interface ConsensusOptions {
    * node liveness (CoreEnvironment.isLive).
    */
   readonly quiesceAfterTicks: number;
+  /**
+   * A new commit index that no append with entries carries waits for the next tick (or
+   * the next append, heartbeat or the host's noticeCommit) instead of going
+   * out at once in an append of its own: at one write in flight that append cost every
+   * follower a message and a separate fsynced apply per write. Followers then apply up to
+   * a tick later than the leader when writes stop. false: sent at once.
+   */
+  readonly lazyCommit: boolean;
 }
 
 export const defaultOptions: ConsensusOptions = {
@@ -198,6 +206,7 @@ export const defaultOptions: ConsensusOptions = {
   snapshotChunkBytesMax: 256 * 1024,
   uncommittedBytesMax: 64 * 1024 * 1024,
   quiesceAfterTicks: 10,
+  lazyCommit: true,
 };
 
 /**

@@ -265,6 +265,16 @@ export class RangeReplica {
     return this.core.transferLeadership(target) ?? null;
   }
 
+  /** See RaftCore.commitOwed (an active leader only). */
+  commitOwed(): boolean {
+    return this.state === 'leader' && !this.asleep && this.core.commitOwed();
+  }
+
+  /** See RaftCore.noticeCommit (an active leader only). */
+  noticeCommit(): void {
+    if (this.state === 'leader' && !this.asleep) this.core.noticeCommit();
+  }
+
   /** See RaftCore.splitOff. */
   splitOff(campaignNotBeforeMs: number): void {
     this.core.splitOff(campaignNotBeforeMs);

@@ -179,6 +179,9 @@ const replicaOptions = {
 
 /** Messages for a range not here yet wait this long for its split to apply here. */
 const earlyHoldMs = 1000;
+
+/** How long a leader's new commit index waits for an append to carry it (oweCommitNotice). */
+const commitNoticeDelayMs = 3;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
 /** Held subscribe polls wake this long after the apply that has their events. */
@@ -317,6 +320,9 @@ export class Node {
   private readonly learning = new Map<number, number>();
   private readonly subs: Subscription[] = [];
   private ticker: NodeJS.Timeout | undefined;
+  /** Leaders owing their followers a commit notice (oweCommitNotice), and its timer. */
+  private commitNoticesOwed = new Set<RangeHost>();
+  private commitNoticeTimer: NodeJS.Timeout | undefined;
   private turnScheduled = false;
   /** Ranges with something to do in the next turn (the turn visits only these). */
   private dirty = new Set<RangeHost>();
@@ -599,6 +605,7 @@ export class Node {
     if (this.stopping) return;
     this.stopping = true;
     if (this.ticker) clearInterval(this.ticker);
+    if (this.commitNoticeTimer) clearTimeout(this.commitNoticeTimer);
     if (this.reporter) clearInterval(this.reporter);
     this.placement?.stop();
     // Held subscribe polls are answered now: their clients move on at once.
@@ -674,6 +681,28 @@ export class Node {
    */
   private turnIfDirty(): void {
     if (this.dirty.size > 0) this.scheduleTurn();
+  }
+
+  /**
+   * A leader committed entries no append carried to its followers yet (lazyCommit): if no
+   * append does within commitNoticeDelayMs (the next write of the range, which at one
+   * write in flight follows within a millisecond or so), its commit index goes out alone
+   * then. The core's own fallback, the next tick, would send the notices of every range
+   * at once, in one long turn on each follower.
+   */
+  private oweCommitNotice(h: RangeHost): void {
+    this.commitNoticesOwed.add(h);
+    this.commitNoticeTimer ??= setTimeout(() => {
+      this.commitNoticeTimer = undefined;
+      const owed = this.commitNoticesOwed;
+      this.commitNoticesOwed = new Set();
+      for (const r of owed) {
+        if (!r.replica.commitOwed()) continue;
+        r.replica.noticeCommit();
+        this.touch(r);
+      }
+      this.turnIfDirty();
+    }, commitNoticeDelayMs);
   }
 
   private scheduleTurn(): void {
@@ -1391,6 +1420,7 @@ export class Node {
     }
     for (const h of hosts) {
       if (h.readsWaiting.length > 0) this.serveReads(h);
+      if (h.replica.commitOwed()) this.oweCommitNotice(h);
       this.followLeadership(h);
       if (h.replica.hasReady() || h.proposals.length > 0) {
         this.dirty.add(h);
@@ -1770,6 +1800,9 @@ export class Node {
    */
   private splitApplied(h: RangeHost, right: RangeDescriptor): void {
     const wasLeader = h.replica.role() === 'leader';
+    // The followers create the new range when they apply the split: tell them it
+    // committed now, not at the next tick (lazyCommit), so the new range's votes find it.
+    if (wasLeader) h.replica.noticeCommit();
     this.refreshDescriptor(h);
     if (this.ranges.has(right.rangeId)) return;
     const r = this.openRange(right);

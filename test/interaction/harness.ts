@@ -21,6 +21,7 @@
 //   liveness IDS of=X live|dead    what IDS's nodes see of X's node (all live at first)
 //   leader-lapsed IDS | wake IDS   the host's calls to quiescent replicas
 //   split-off IDS [after=MS] | campaign-now IDS     the host's calls to a range a split made
+//   notice-commit IDS   the host asks a leader to send its commit index now (lazy=1)
 //   status | log IDS [from=I] | progress ID (the leader's view of each follower)
 //
 // Messages to a replica across a partition or to a crashed replica are dropped when sent
@@ -248,6 +249,11 @@ export class Harness {
           `${n.id} split off: campaigns ${after === Number.NEGATIVE_INFINITY ? 'any time' : `not before ${fmtMs(n.clockMs + after)}`}`,
         );
       }),
+    'notice-commit': (a) =>
+      this.each(a, (n) => {
+        n.replica.noticeCommit();
+        this.observe(n);
+      }),
     'campaign-now': (a) =>
       this.each(a, (n) => {
         n.replica.campaignNow();
@@ -293,6 +299,8 @@ export class Harness {
       snapshotChunkBytesMax: num(a, 'chunk', d.snapshotChunkBytesMax),
       appendBytesMax: num(a, 'appendBytes', d.appendBytesMax),
       quiesceAfterTicks: num(a, 'quiesce', d.quiesceAfterTicks),
+      // The scripts show eager commit notices unless lazy=1 (lazy-commit.txt).
+      lazyCommit: num(a, 'lazy', 0) === 1,
     };
     // Without node liveness the core never quiesces: the other scripts stay as they were.
     this.liveness = a.opts.has('quiesce');
@@ -314,7 +322,8 @@ export class Harness {
     this.emit(
       `voters=[${voters.join(' ')}] mode=${o.mode} electionTicks=${o.electionTicks}` +
         ` heartbeatTicks=${o.heartbeatTicks} leaseMs=${o.leaseDurationMs} drift=${o.maxDriftRate}` +
-        (this.liveness ? ` quiesce=${o.quiesceAfterTicks}` : ''),
+        (this.liveness ? ` quiesce=${o.quiesceAfterTicks}` : '') +
+        (o.lazyCommit ? ' lazyCommit' : ''),
     );
   }
 

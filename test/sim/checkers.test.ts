@@ -15,8 +15,10 @@ describe('simulator checkers', () => {
       options: { ...base.options, maxDriftRate: 0.02 },
       clockDriftMax: 0.3,
     };
+    // A run breaks a lease only when an election falls inside a drifted lease; about one
+    // seed in 30 to 50 does (seed 70 is the first, with lazy commit notices).
     const checkers = new Set<string>();
-    for (let seed = 0; seed < 40; seed++) {
+    for (let seed = 0; seed < 150 && checkers.size < 2; seed++) {
       for (const v of runSeed(seed, broken).violations) checkers.add(v.checker);
     }
     expect([...checkers].sort()).toEqual(
