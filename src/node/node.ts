@@ -179,11 +179,10 @@ const replicaOptions = {
 
 /** Messages for a range not here yet wait this long for its split to apply here. */
 const earlyHoldMs = 1000;
-
-/** How long a leader's new commit index waits for an append to carry it (oweCommitNotice). */
-const commitNoticeDelayMs = 3;
 const earlyRangesMax = 64;
 const earlyMessagesMax = 16;
+/** How long a leader's new commit index waits for an append to carry it (oweCommitNotice). */
+const commitNoticeDelayMs = 3;
 /** Held subscribe polls wake this long after the apply that has their events. */
 const pollWakeDelayMs = 5;
 /** An events tail no poll used for this long is dropped (expireTails). */
