@@ -510,7 +510,7 @@ export class RaftCore {
    * the next append's when one does (most do, under load).
    */
   private sendCommitNotices(): void {
-    if (!this.options.lazyCommit) return;
+    if (!this.commitOwed()) return; // (commitOwed allocates nothing: every tick of every range)
     for (const [to, pr] of this.progress) {
       if (pr.state === 'replicate' && pr.commitSent < this.log.committed) {
         this.sendAppend(to, pr, false, true);

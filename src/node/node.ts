@@ -695,12 +695,15 @@ export class Node {
       this.commitNoticeTimer = undefined;
       const owed = this.commitNoticesOwed;
       this.commitNoticesOwed = new Set();
-      for (const r of owed) {
-        if (!r.replica.commitOwed()) continue;
-        r.replica.noticeCommit();
-        this.touch(r);
-      }
-      this.turnIfDirty();
+      if (this.stopping) return;
+      this.guardedCall('commit notices', () => {
+        for (const r of owed) {
+          if (!r.replica.commitOwed()) continue;
+          r.replica.noticeCommit();
+          this.touch(r);
+        }
+        this.turnIfDirty();
+      });
     }, commitNoticeDelayMs);
   }
 
