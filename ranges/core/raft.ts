@@ -208,8 +208,6 @@ export class RaftCore {
   private writtenTerm: Term;
   private writtenVote: ReplicaId;
   private broadcastPending = false;
-  /** The next broadcast sends the commit index even alone (noticeCommit). */
-  private commitNoticeDue = false;
 
   /** Counters for benchmarks and the simulator. */
   readonly stats = {
@@ -512,19 +510,19 @@ export class RaftCore {
   private sendCommitNotices(): void {
     if (!this.commitOwed()) return; // (commitOwed allocates nothing: every tick of every range)
     for (const [to, pr] of this.progress) {
-      if (pr.state === 'replicate' && pr.commitSent < this.log.committed) {
-        this.sendAppend(to, pr, false, true);
-      }
+      if (this.owesCommit(pr)) this.sendAppend(to, pr, false, true);
     }
   }
 
   /** Whether a follower in replicate has not been told the commit index (lazyCommit). */
   commitOwed(): boolean {
     if (this.role !== 'leader' || !this.options.lazyCommit) return false;
-    for (const pr of this.progress.values()) {
-      if (pr.state === 'replicate' && pr.commitSent < this.log.committed) return true;
-    }
+    for (const pr of this.progress.values()) if (this.owesCommit(pr)) return true;
     return false;
+  }
+
+  private owesCommit(pr: Progress): boolean {
+    return pr.state === 'replicate' && pr.commitSent < this.log.committed;
   }
 
   /**
@@ -533,9 +531,7 @@ export class RaftCore {
    * should not wait (a split: the new range's replicas start there). Leader only.
    */
   noticeCommit(): void {
-    if (this.role !== 'leader' || !this.options.lazyCommit) return;
-    this.commitNoticeDue = true;
-    this.broadcastPending = true;
+    this.sendCommitNotices();
   }
 
   /**
@@ -1267,7 +1263,7 @@ export class RaftCore {
     const commit = this.log.committed;
     // Only the commit index is news: the follower need not answer unless it rejects.
     const commitOnly = !hasEntries && !sendIfEmpty && pr.state === 'replicate';
-    if (commitOnly && this.options.lazyCommit && !commitNotice && !this.commitNoticeDue) return;
+    if (commitOnly && this.options.lazyCommit && !commitNotice) return;
     this.send({
       type: 'append',
       from: this.id,
@@ -1492,7 +1488,6 @@ export class RaftCore {
       }
     }
     this.broadcastPending = false;
-    this.commitNoticeDue = false;
 
     let write: StorageWrite | null = null;
     const hardChanged = this.term !== this.writtenTerm || this.vote !== this.writtenVote;
