@@ -35,7 +35,7 @@
 // page starts at `next`. With several ranges, `next` at a range's end moves the scan to
 // the next range.
 
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import {
   connect,
   type NatsConnection,
@@ -1184,8 +1184,23 @@ function checkTimeoutMs(timeoutMs: number): number {
   return timeoutMs;
 }
 
+/**
+ * Request ids come from a pool of random bytes filled 256 ids at a time: one randomBytes
+ * call cost about 12 us here, a third of a put's client CPU. Each id is still 16 random
+ * bytes of its own (a copy, so a pending call does not pin the pool).
+ */
+const idPoolIds = 256;
+let idPool = new Uint8Array(0);
+let idPoolAt = 0;
+
 function newId(): Uint8Array {
-  return randomBytes(requestIdBytes);
+  if (idPoolAt + requestIdBytes > idPool.length) {
+    idPool = randomFillSync(new Uint8Array(requestIdBytes * idPoolIds));
+    idPoolAt = 0;
+  }
+  const id = idPool.slice(idPoolAt, idPoolAt + requestIdBytes);
+  idPoolAt += requestIdBytes;
+  return id;
 }
 
 function toBytes(x: unknown, what: string): Uint8Array {

@@ -319,6 +319,19 @@ describe('client: batching', () => {
     expect(c.stats).toEqual({ requests: 1, ops: 4, retries: 0 });
   });
 
+  it('gives every write a request id of its own, 16 bytes, across many calls', async () => {
+    const { c, range } = await newClient();
+    const seen = await serve(range, new FakeKv().handler());
+    // More writes than one fill of the client's pool of random ids.
+    const count = 1000;
+    await Promise.all(Array.from({ length: count }, (_, i) => c.set(`k${i}`, 'v')));
+    await c.del('k0');
+    const ids = seen.flatMap((r) => r.request.ops.map((o) => o.id));
+    expect(ids.length).toBe(count + 1);
+    for (const id of ids) expect(id?.length).toBe(16);
+    expect(new Set(ids.map(hex)).size).toBe(count + 1);
+  });
+
   it('follows the original Rasputin client example', async () => {
     const { c, range } = await newClient();
     await serve(range, new FakeKv().handler());
