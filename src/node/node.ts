@@ -59,6 +59,7 @@ import {
   decodeCommand,
   encodeCommand,
   encodeRangeCommand,
+  isSplitCommand,
 } from '../storage/commands.ts';
 import {
   asDescriptor,
@@ -128,12 +129,18 @@ interface RangeHost {
   readonly replica: RangeReplica;
   /** replica id -> node id, from the descriptor. */
   readonly nodeOf: Map<ReplicaId, string>;
-  proposals: { data: Uint8Array; done: Done }[];
+  /** setKey: the key of a set, which may be answered at commit (answerCommittedSets). */
+  proposals: { data: Uint8Array; done: Done; setKey?: Uint8Array }[];
   // writes, reads and polls are a leader's; each is created on first use (an empty Map
   // costs about 200 bytes, and a node follows most of its ranges) and dropped when the
   // replica stops leading.
   /** Proposed entries by index, answered when that index applies. */
-  writes: Map<number, { term: number; done: Done }> | undefined;
+  writes: Map<number, { term: number; done: Done; setKey?: Uint8Array }> | undefined;
+  /**
+   * The last index where h's span may have changed: a split entry or a snapshot this node
+   * handed to a turn (0: none). Sets answer at commit only once h.applied reaches it.
+   */
+  spanChangeIndex: number;
   /** Reads (get, scan) by read id, served once their read state's index is applied. */
   reads: Map<number, { op: WireOp; done: Done }> | undefined;
   readsWaiting: { index: number; id: number }[];
@@ -348,6 +355,9 @@ export class Node {
     /** Pages of events read for subscribe polls: from the events tails, from LMDB. */
     eventPagesFromTail: 0,
     eventPagesFromStore: 0,
+    /** Sets answered when their entry committed; those left to their apply by a span change. */
+    setsAnsweredAtCommit: 0,
+    setsHeldForSpan: 0,
   };
 
   constructor(config: NodeConfig) {
@@ -521,6 +531,7 @@ export class Node {
       nodeOf,
       proposals: [],
       writes: undefined,
+      spanChangeIndex: 0,
       reads: undefined,
       readsWaiting: [],
       applied: loaded.state.applied,
@@ -1263,7 +1274,7 @@ export class Node {
         });
         break;
     }
-    h.proposals.push({ data, done });
+    h.proposals.push(op.op === 'set' ? { data, done, setKey: op.key } : { data, done });
   }
 
   /**
@@ -1332,13 +1343,17 @@ export class Node {
         if (rd.write) {
           turn.write(h.rangeId, rd.write);
           persistedIds.push([h, rd.write.id]);
-          if (rd.write.snapshot) installed.set(h, rd.write.snapshot.meta.index);
+          if (rd.write.snapshot) {
+            installed.set(h, rd.write.snapshot.meta.index);
+            h.spanChangeIndex = Math.max(h.spanChangeIndex, rd.write.snapshot.meta.index);
+          }
         }
         if (rd.committed.length > 0) {
           turn.apply(h.rangeId, rd.committed);
           const list = applied.get(h) ?? [];
           for (const e of rd.committed) list.push(e);
           applied.set(h, list);
+          this.answerCommittedSets(h, rd.committed);
         }
         for (const rs of rd.readStates) h.readsWaiting.push({ index: rs.index, id: rs.id });
         for (const id of rd.droppedReads) {
@@ -1449,7 +1464,8 @@ export class Node {
     }
     const writes = (h.writes ??= new Map());
     for (let i = 0; i < batch.length; i++) {
-      writes.set(r.index + i, { term: r.term, done: batch[i]!.done });
+      const p = batch[i]!;
+      writes.set(r.index + i, { term: r.term, done: p.done, setKey: p.setKey });
     }
   }
 
@@ -1845,6 +1861,37 @@ export class Node {
             `repairs it): ${err.message}`,
         ),
       );
+    }
+  }
+
+  /**
+   * Sets whose entries committed are answered now, before they apply: a set's result is
+   * known once its entry commits (it writes the key, or repeats its first outcome, which
+   * was that), unless a split shrinks the span first (then it is RangeKeyMismatch). So a
+   * set whose key lies in the span is answered here when every split and snapshot handed
+   * to a turn before it is durable (the store's descriptor has it: spanChangeIndex). Reads stay linearizable: one
+   * that starts after this answer waits until the entry is applied (its read index is at
+   * least the commit index). Saves the wait for the apply transaction's body (0.5-1.4 ms
+   * at one put in flight here). Every committed entry is looked at, in order, for splits.
+   */
+  private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): void {
+    const writes = h.writes;
+    for (const e of entries) {
+      if (e.kind !== 'normal') continue;
+      if (isSplitCommand(e.data)) {
+        h.spanChangeIndex = Math.max(h.spanChangeIndex, e.index);
+        continue;
+      }
+      const w = writes?.get(e.index);
+      if (w?.setKey === undefined || w.term !== e.term) continue;
+      const d = this.store.descriptor(h.rangeId);
+      if (h.applied < h.spanChangeIndex || d === undefined || !inSpan(d, w.setKey)) {
+        this.stats.setsHeldForSpan++;
+        continue;
+      }
+      writes!.delete(e.index);
+      this.stats.setsAnsweredAtCommit++;
+      w.done({ ok: true });
     }
   }
 

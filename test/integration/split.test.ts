@@ -460,7 +460,11 @@ describe('splits', () => {
     expect(converged.spans.length).toBe(before.spans.length + splitKeys.length);
     expect(tilingProblem(converged.spans)).toBeUndefined();
     await waitForDirectory(reader, converged.spans);
-    console.log(`split: ranges ${showSpans(converged.spans)}`);
+    const sum = (k: string) => converged.status.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
+    console.log(
+      `split: ranges ${showSpans(converged.spans)}; sets answered at commit ` +
+        `${sum('setsAnsweredAtCommit')}, left to their apply by a split ${sum('setsHeldForSpan')}`,
+    );
   });
 
   it('kill -9 of a follower, then of the leader, of a range being split: it converges, nothing is lost', async () => {
