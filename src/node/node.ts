@@ -134,7 +134,7 @@ interface RangeHost {
   // writes, reads and polls are a leader's; each is created on first use (an empty Map
   // costs about 200 bytes, and a node follows most of its ranges) and dropped when the
   // replica stops leading.
-  /** Proposed entries by index, answered when that index applies. */
+  /** Proposed entries by index, answered when that index applies (a set maybe at commit). */
   writes: Map<number, { term: number; done: Done; setKey?: Uint8Array }> | undefined;
   /**
    * The last index where h's span may have changed: a split entry or a snapshot this node
@@ -1869,10 +1869,11 @@ export class Node {
    * known once its entry commits (it writes the key, or repeats its first outcome, which
    * was that), unless a split shrinks the span first (then it is RangeKeyMismatch). So a
    * set whose key lies in the span is answered here when every split and snapshot handed
-   * to a turn before it is durable (the store's descriptor has it: spanChangeIndex). Reads stay linearizable: one
-   * that starts after this answer waits until the entry is applied (its read index is at
-   * least the commit index). Saves the wait for the apply transaction's body (0.5-1.4 ms
-   * at one put in flight here). Every committed entry is looked at, in order, for splits.
+   * to a turn before it is durable (the store's descriptor has it: spanChangeIndex).
+   * Reads stay linearizable: one that starts after this answer waits until the entry is
+   * applied (its read index is at least the commit index). Saves the wait for the apply
+   * transaction's body (0.5-1.4 ms at one put in flight here). Every committed entry is
+   * looked at, in order, for splits.
    */
   private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): void {
     const writes = h.writes;
