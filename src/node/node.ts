@@ -1877,6 +1877,8 @@ export class Node {
    */
   private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): void {
     const writes = h.writes;
+    /** The store's descriptor of h, looked up once per call, when a set needs it. */
+    let d: RangeDescriptor | undefined;
     for (const e of entries) {
       if (e.kind !== 'normal') continue;
       if (isSplitCommand(e.data)) {
@@ -1885,7 +1887,7 @@ export class Node {
       }
       const w = writes?.get(e.index);
       if (w?.setKey === undefined || w.term !== e.term) continue;
-      const d = this.store.descriptor(h.rangeId);
+      if (h.applied >= h.spanChangeIndex) d ??= this.store.descriptor(h.rangeId);
       if (h.applied < h.spanChangeIndex || d === undefined || !inSpan(d, w.setKey)) {
         this.stats.setsHeldForSpan++;
         continue;

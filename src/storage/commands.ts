@@ -254,13 +254,13 @@ export function isKey(x: unknown): x is Uint8Array {
   return isBytes(x) && x.length > 0 && x.length <= keyBytesMax;
 }
 
-/** The command in `bytes`, or undefined for anything that is not a well-formed command. */
 /** Whether log entry data is a split command (cheap for the binary form: its op byte). */
 export function isSplitCommand(bytes: Uint8Array): boolean {
   if (isBinary(bytes)) return bytes[1] === opCodes.split;
   return decodeCommand(bytes)?.op === 'split';
 }
 
+/** The command in `bytes`, or undefined for anything that is not a well-formed command. */
 export function decodeCommand(bytes: Uint8Array): Command | undefined {
   if (isBinary(bytes)) return decodeBinaryCommand(bytes);
   const r = unpackMap(bytes);
