@@ -17,6 +17,12 @@
 // Sections (--only picks some, comma-separated; default all but peers, which --peers adds):
 //   ceiling    bare NATS request/reply through the same nats-server and closed loop: a
 //              responder process that answers at once (the harness's ceiling)
+//   floor      the durable floor: the same closed loop against three processes that do
+//              only what any store with its log and data in LMDB, fsynced before each
+//              answer, must do (floor-replica.ts: per turn one transaction of log appends
+//              and data writes on the leader and on both followers, answered when the
+//              leader's and one follower's are on disk); no consensus, no apply, no reads.
+//              What the machine's disk allows; the put targets are read against it
 //   rasputin   nats-server (with monitoring) and a 3-node cluster in temp dirs; fill (every
 //              k_ key, then every p_ key) and 30 s of puts, so the rows run in the store's
 //              steady state (request records expiring, events compacted), then put, get,
@@ -224,11 +230,18 @@ const workloads = list(a.workloads ?? (rangesList ? 'put,get' : 'put,get,cas')).
   if (!(ops as readonly string[]).includes(w)) throw new Error(`unknown workload ${w}`);
   return w as Op;
 });
-const sectionNames = ['ceiling', 'rasputin', 'consensus', 'streams', 'peers'] as const;
+const sectionNames = ['ceiling', 'floor', 'rasputin', 'consensus', 'streams', 'peers'] as const;
 type Section = (typeof sectionNames)[number];
 const sections = new Set<Section>(
   a.only === undefined
-    ? (['ceiling', 'rasputin', 'consensus', 'streams', ...(a.peers ? ['peers'] : [])] as Section[])
+    ? ([
+        'ceiling',
+        'floor',
+        'rasputin',
+        'consensus',
+        'streams',
+        ...(a.peers ? ['peers'] : []),
+      ] as Section[])
     : list(a.only).map((s) => {
         if (!(sectionNames as readonly string[]).includes(s)) {
           throw new Error(`--only: unknown section ${s} (${sectionNames.join(', ')})`);
@@ -839,6 +852,60 @@ async function ceiling(nats: MonitoredNats): Promise<void> {
     }
   } finally {
     await responder.stop();
+  }
+}
+
+async function floor(nats: MonitoredNats): Promise<void> {
+  log(
+    `floor: log + data in LMDB, fsynced, on 3 processes without consensus, ${durationS} s per run`,
+  );
+  const subject = `${echoSubject}.floor`;
+  const dir = await mkdtemp(join(tmpdir(), 'rasputin-floor-'));
+  const replicas: Proc[] = [];
+  try {
+    for (const [id, role] of [
+      ['f1', 'follower'],
+      ['f2', 'follower'],
+      ['l', 'leader'],
+    ] as const) {
+      const p = forkTs(`floor ${id}`, 'floor-replica.ts', {
+        BENCH_NATS: nats.url,
+        BENCH_SUBJECT: subject,
+        FLOOR_ROLE: role,
+        FLOOR_ID: id,
+        FLOOR_DIR: join(dir, id),
+        FLOOR_KEYS: String(keyspace),
+      });
+      replicas.push(p);
+      const ready = new Promise<void>((resolve) =>
+        p.child.on('message', (m: { type?: string }) => {
+          if (m.type === 'ready') resolve();
+        }),
+      );
+      if (!(await within(ready, 120_000))) {
+        throw new Error(`floor replica ${id} not ready:\n${p.output.join('\n')}`);
+      }
+    }
+    const probe: Probe = {
+      nodePids: [],
+      natsPids: [nats.proc.pid],
+      otherPids: replicas.map((p) => p.pid),
+      monitorPort: nats.monitorPort,
+    };
+    for (const inflight of inflights) {
+      const cfg: LoadConfig = {
+        ...baseConfig(nats),
+        echoSubject: subject,
+        mode: 'echo',
+        op: 'echo',
+        inflight,
+      };
+      const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, ...replicas]);
+      addRow(toRow('durable-floor', 'put', inflight, result, s0, s1, undefined));
+    }
+  } finally {
+    for (const p of replicas) await p.stop();
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
@@ -2208,6 +2275,34 @@ function targets(peerRows: PeerRow[]): void {
     const put1 = ours('put', 1);
     check('put p50 <= 1.5 ms (1 in flight)', put1?.p50_ms, ' ms', put1 ? put1.p50_ms <= 1.5 : null);
   }
+  // Not a target: the durable floor of the same run (section floor), what the put targets
+  // are up against on this machine.
+  const floorRow = (inflight: number) =>
+    rows.find((r) => r.system === 'durable-floor' && r.inflight === inflight);
+  const [floor64, floor1] = [floorRow(64), floorRow(1)];
+  if (floor64 || floor1) {
+    const kvPut = peer('nats-kv-r3', 'put');
+    const floorRatio = floor64 && kvPut ? floor64.ops_per_s / kvPut.ops_per_s : undefined;
+    const parts = [
+      floor64
+        ? `put ${floor64.ops_per_s.toFixed(0)}/s at 64 in flight` +
+          (floorRatio === undefined ? '' : ` (${floorRatio.toFixed(2)}x NATS KV R3)`) +
+          `, p99 ${floor64.p99_ms.toFixed(2)} ms`
+        : undefined,
+      floor1 ? `put p50 ${floor1.p50_ms.toFixed(2)} ms at 1 in flight` : undefined,
+    ].filter((x) => x !== undefined);
+    lines.push(
+      `  (durable floor, same run: ${parts.join('; ')}: log and data in LMDB, fsynced ` +
+        'before each answer, on three processes without consensus)',
+    );
+    results.push({
+      floor: 'durable-floor',
+      put64_ops_per_s: fixed(floor64?.ops_per_s, 1),
+      put64_vs_nats_kv: fixed(floorRatio, 3),
+      put64_p99_ms: fixed(floor64?.p99_ms, 3),
+      put1_p50_ms: fixed(floor1?.p50_ms, 3),
+    });
+  }
   if (sections.has('streams')) {
     // The heaviest row: the most subscribers, with watchers if any (with --stream-repeat,
     // each of its runs; the target reads their median).
@@ -2362,12 +2457,13 @@ async function main(): Promise<number> {
   let nats: MonitoredNats | undefined;
   let peerRows: PeerRow[] = [];
   try {
-    if (sections.has('ceiling') || sections.has('rasputin') || sections.has('streams')) {
+    if (['ceiling', 'floor', 'rasputin', 'streams'].some((x) => sections.has(x as Section))) {
       nats = await startNats();
       log(`nats-server ${nats.url} (pid ${nats.proc.pid}, monitoring :${nats.monitorPort})`);
     }
     for (const [name, run] of [
       ['ceiling', () => ceiling(nats!)],
+      ['floor', () => floor(nats!)],
       ['rasputin', () => (rangesList ? rasputinRanges(nats!) : rasputin(nats!))],
       ['streams', () => streams(nats!)],
     ] as const) {
