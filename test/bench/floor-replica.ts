@@ -10,7 +10,8 @@
 // and does much more per write; this is the floor it cannot go under here.
 //
 // Env: BENCH_NATS, BENCH_SUBJECT, FLOOR_ROLE (leader | follower), FLOOR_ID, FLOOR_DIR,
-// FLOOR_KEYS (data keys, pre-filled at start; writes go to random ones of them).
+// FLOOR_KEYS (data keys, pre-filled at start; writes go to random ones of them; 0: no data
+// writes, the log alone).
 // Forked by run.ts, stopped by PID; reports `ready` over IPC.
 
 import { connect, type Msg } from '@nats-io/transport-node';
@@ -22,7 +23,7 @@ const role = process.env.FLOOR_ROLE === 'leader' ? 'leader' : 'follower';
 const id = process.env.FLOOR_ID ?? role;
 const dir = process.env.FLOOR_DIR ?? '';
 const keys = Number(process.env.FLOOR_KEYS ?? '100000');
-if (dir === '' || !Number.isInteger(keys) || keys < 1) throw new Error('FLOOR_DIR, FLOOR_KEYS');
+if (dir === '' || !Number.isInteger(keys) || keys < 0) throw new Error('FLOOR_DIR, FLOOR_KEYS');
 
 const root = open(dir, { maxDbs: 4, mapSize: 2 ** 38 });
 const logDb = root.openDB<Buffer, number>('log', { encoding: 'binary', keyEncoding: 'uint32' });
@@ -44,7 +45,7 @@ function persist(values: readonly Uint8Array[]): Promise<void> {
   const committed = root.childTransaction(() => {
     for (const v of values) {
       logDb.put(nextIndex++, v as Buffer);
-      dataDb.put(dataKey(Math.floor(Math.random() * keys)), v as Buffer);
+      if (keys > 0) dataDb.put(dataKey(Math.floor(Math.random() * keys)), v as Buffer);
     }
   });
   return Promise.resolve(committed).then(async () => {

@@ -22,7 +22,8 @@
 //              answer, must do (floor-replica.ts: per turn one transaction of log appends
 //              and data writes on the leader and on both followers, answered when the
 //              leader's and one follower's are on disk); no consensus, no apply, no reads.
-//              What the machine's disk allows; the put targets are read against it
+//              Rows durable-floor (log and data) and log-floor (the log alone). What the
+//              machine's disk allows; the put targets are read against it
 //   rasputin   nats-server (with monitoring) and a 3-node cluster in temp dirs; fill (every
 //              k_ key, then every p_ key) and 30 s of puts, so the rows run in the store's
 //              steady state (request records expiring, events compacted), then put, get,
@@ -461,10 +462,13 @@ const workloadWidth = sections.has('streams') ? 22 : 14;
 
 function header(): string {
   const titles = shownColumns.map(([title, width]) => title.padStart(width)).join('');
-  return `${'system'.padEnd(11)}${'workload'.padEnd(workloadWidth)}${'inflt'.padStart(5)}${titles}`;
+  return `${'system'.padEnd(systemWidth)}${'workload'.padEnd(workloadWidth)}${'inflt'.padStart(5)}${titles}`;
 }
 
 let headerShown = false;
+
+/** Wide enough for the longest system name (durable-floor) and a space. */
+const systemWidth = 14;
 
 function show(r: Row): void {
   if (json) {
@@ -476,7 +480,7 @@ function show(r: Row): void {
     out(`${legend}\n${header()}`);
   }
   out(
-    r.system.padEnd(11) +
+    r.system.padEnd(systemWidth) +
       r.workload.padEnd(workloadWidth) +
       String(r.inflight).padStart(5) +
       shownColumns.map(([, width, digits, f]) => cell(f(r), digits, width)).join(''),
@@ -856,9 +860,18 @@ async function ceiling(nats: MonitoredNats): Promise<void> {
 }
 
 async function floor(nats: MonitoredNats): Promise<void> {
-  log(
-    `floor: log + data in LMDB, fsynced, on 3 processes without consensus, ${durationS} s per run`,
-  );
+  log(`floor: LMDB, fsynced, on 3 processes without consensus, ${durationS} s per run`);
+  // durable-floor: log and data (one random key of the keyspace per write); log-floor: the
+  // log alone, what a store that wrote its data elsewhere (or never) would pay.
+  for (const [system, keys] of [
+    ['durable-floor', keyspace],
+    ['log-floor', 0],
+  ] as const) {
+    await floorRun(nats, system, keys);
+  }
+}
+
+async function floorRun(nats: MonitoredNats, system: string, keys: number): Promise<void> {
   const subject = `${echoSubject}.floor`;
   const dir = await mkdtemp(join(tmpdir(), 'rasputin-floor-'));
   const replicas: Proc[] = [];
@@ -874,7 +887,7 @@ async function floor(nats: MonitoredNats): Promise<void> {
         FLOOR_ROLE: role,
         FLOOR_ID: id,
         FLOOR_DIR: join(dir, id),
-        FLOOR_KEYS: String(keyspace),
+        FLOOR_KEYS: String(keys),
       });
       replicas.push(p);
       const ready = new Promise<void>((resolve) =>
@@ -901,7 +914,7 @@ async function floor(nats: MonitoredNats): Promise<void> {
         inflight,
       };
       const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, ...replicas]);
-      addRow(toRow('durable-floor', 'put', inflight, result, s0, s1, undefined));
+      addRow(toRow(system, 'put', inflight, result, s0, s1, undefined));
     }
   } finally {
     for (const p of replicas) await p.stop();
@@ -2275,12 +2288,16 @@ function targets(peerRows: PeerRow[]): void {
     const put1 = ours('put', 1);
     check('put p50 <= 1.5 ms (1 in flight)', put1?.p50_ms, ' ms', put1 ? put1.p50_ms <= 1.5 : null);
   }
-  // Not a target: the durable floor of the same run (section floor), what the put targets
-  // are up against on this machine.
-  const floorRow = (inflight: number) =>
-    rows.find((r) => r.system === 'durable-floor' && r.inflight === inflight);
-  const [floor64, floor1] = [floorRow(64), floorRow(1)];
-  if (floor64 || floor1) {
+  // Not a target: the floors of the same run (section floor), what the put targets are
+  // up against on this machine.
+  for (const [system, what] of [
+    ['durable-floor', 'log and data'],
+    ['log-floor', 'the log alone'],
+  ] as const) {
+    const floorRow = (inflight: number) =>
+      rows.find((r) => r.system === system && r.inflight === inflight);
+    const [floor64, floor1] = [floorRow(64), floorRow(1)];
+    if (!floor64 && !floor1) continue;
     const kvPut = peer('nats-kv-r3', 'put');
     const floorRatio = floor64 && kvPut ? floor64.ops_per_s / kvPut.ops_per_s : undefined;
     const parts = [
@@ -2292,11 +2309,11 @@ function targets(peerRows: PeerRow[]): void {
       floor1 ? `put p50 ${floor1.p50_ms.toFixed(2)} ms at 1 in flight` : undefined,
     ].filter((x) => x !== undefined);
     lines.push(
-      `  (durable floor, same run: ${parts.join('; ')}: log and data in LMDB, fsynced ` +
-        'before each answer, on three processes without consensus)',
+      `  (${system}, same run: ${parts.join('; ')}: ${what} in LMDB, fsynced before each ` +
+        'answer, on three processes without consensus)',
     );
     results.push({
-      floor: 'durable-floor',
+      floor: system,
       put64_ops_per_s: fixed(floor64?.ops_per_s, 1),
       put64_vs_nats_kv: fixed(floorRatio, 3),
       put64_p99_ms: fixed(floor64?.p99_ms, 3),
