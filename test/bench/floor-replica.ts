@@ -114,7 +114,7 @@ if (role === 'leader') {
   nc.subscribe(ackSubject, {
     callback: (err, m) => {
       if (err) return;
-      const s = Buffer.from(m.data).readUInt32BE(0);
+      const s = new DataView(m.data.buffer, m.data.byteOffset, 4).getUint32(0);
       const p = pending.get(s);
       if (!p) return;
       p.acks++;

@@ -828,6 +828,48 @@ const baseConfig = (nats: MonitoredNats): Omit<LoadConfig, 'mode' | 'op' | 'infl
 
 // -------------------------------------------------------------------- sections
 
+/** Waits for a forked bench process's `ready` message; throws with its output if none comes. */
+async function awaitReady(p: Proc, timeoutMs: number): Promise<void> {
+  const ready = new Promise<void>((resolve) =>
+    p.child.on('message', (m: { type?: string }) => {
+      if (m.type === 'ready') resolve();
+    }),
+  );
+  if (!(await within(ready, timeoutMs))) {
+    throw new Error(`${p.name} not ready:\n${p.output.join('\n')}`);
+  }
+}
+
+/**
+ * A row per --inflight of bare request/reply on `subject`, answered by `servers` (their
+ * CPU counts as the server's), as `system` / `workload`.
+ */
+async function echoRows(
+  nats: MonitoredNats,
+  subject: string,
+  servers: readonly Proc[],
+  system: string,
+  workload: string,
+): Promise<void> {
+  const probe: Probe = {
+    nodePids: [],
+    natsPids: [nats.proc.pid],
+    otherPids: servers.map((p) => p.pid),
+    monitorPort: nats.monitorPort,
+  };
+  for (const inflight of inflights) {
+    const cfg: LoadConfig = {
+      ...baseConfig(nats),
+      echoSubject: subject,
+      mode: 'echo',
+      op: 'echo',
+      inflight,
+    };
+    const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, ...servers]);
+    addRow(toRow(system, workload, inflight, result, s0, s1, undefined));
+  }
+}
+
 async function ceiling(nats: MonitoredNats): Promise<void> {
   log(`ceiling: bare NATS request/reply (responder process), ${durationS} s per run`);
   const responder = forkTs('responder', 'responder.ts', {
@@ -835,40 +877,26 @@ async function ceiling(nats: MonitoredNats): Promise<void> {
     BENCH_SUBJECT: echoSubject,
   });
   try {
-    const ready = new Promise<void>((resolve) =>
-      responder.child.on('message', (m: { type?: string }) => {
-        if (m.type === 'ready') resolve();
-      }),
-    );
-    if (!(await within(ready, 15_000))) {
-      throw new Error(`responder not ready:\n${responder.output.join('\n')}`);
-    }
-    const probe: Probe = {
-      nodePids: [],
-      natsPids: [nats.proc.pid],
-      otherPids: [responder.pid],
-      monitorPort: nats.monitorPort,
-    };
-    for (const inflight of inflights) {
-      const cfg: LoadConfig = { ...baseConfig(nats), mode: 'echo', op: 'echo', inflight };
-      const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, responder]);
-      addRow(toRow('nats-echo', 'request-reply', inflight, result, s0, s1, undefined));
-    }
+    await awaitReady(responder, 15_000);
+    await echoRows(nats, echoSubject, [responder], 'nats-echo', 'request-reply');
   } finally {
     await responder.stop();
   }
 }
 
+/**
+ * The floors (section floor): durable-floor writes log and data (one random key of the
+ * keyspace per write); log-floor the log alone, what a store that wrote its data elsewhere
+ * (or never) would pay.
+ */
+const floors = [
+  { system: 'durable-floor', keys: keyspace, what: 'log and data' },
+  { system: 'log-floor', keys: 0, what: 'the log alone' },
+] as const;
+
 async function floor(nats: MonitoredNats): Promise<void> {
   log(`floor: LMDB, fsynced, on 3 processes without consensus, ${durationS} s per run`);
-  // durable-floor: log and data (one random key of the keyspace per write); log-floor: the
-  // log alone, what a store that wrote its data elsewhere (or never) would pay.
-  for (const [system, keys] of [
-    ['durable-floor', keyspace],
-    ['log-floor', 0],
-  ] as const) {
-    await floorRun(nats, system, keys);
-  }
+  for (const { system, keys } of floors) await floorRun(nats, system, keys);
 }
 
 async function floorRun(nats: MonitoredNats, system: string, keys: number): Promise<void> {
@@ -890,32 +918,9 @@ async function floorRun(nats: MonitoredNats, system: string, keys: number): Prom
         FLOOR_KEYS: String(keys),
       });
       replicas.push(p);
-      const ready = new Promise<void>((resolve) =>
-        p.child.on('message', (m: { type?: string }) => {
-          if (m.type === 'ready') resolve();
-        }),
-      );
-      if (!(await within(ready, 120_000))) {
-        throw new Error(`floor replica ${id} not ready:\n${p.output.join('\n')}`);
-      }
+      await awaitReady(p, 120_000);
     }
-    const probe: Probe = {
-      nodePids: [],
-      natsPids: [nats.proc.pid],
-      otherPids: replicas.map((p) => p.pid),
-      monitorPort: nats.monitorPort,
-    };
-    for (const inflight of inflights) {
-      const cfg: LoadConfig = {
-        ...baseConfig(nats),
-        echoSubject: subject,
-        mode: 'echo',
-        op: 'echo',
-        inflight,
-      };
-      const { result, s0, s1 } = await runLoad(cfg, probe, [nats.proc, ...replicas]);
-      addRow(toRow(system, 'put', inflight, result, s0, s1, undefined));
-    }
+    await echoRows(nats, subject, replicas, system, 'put');
   } finally {
     for (const p of replicas) await p.stop();
     await rm(dir, { recursive: true, force: true });
@@ -2290,10 +2295,7 @@ function targets(peerRows: PeerRow[]): void {
   }
   // Not a target: the floors of the same run (section floor), what the put targets are
   // up against on this machine.
-  for (const [system, what] of [
-    ['durable-floor', 'log and data'],
-    ['log-floor', 'the log alone'],
-  ] as const) {
+  for (const { system, what } of floors) {
     const floorRow = (inflight: number) =>
       rows.find((r) => r.system === system && r.inflight === inflight);
     const [floor64, floor1] = [floorRow(64), floorRow(1)];
@@ -2474,7 +2476,8 @@ async function main(): Promise<number> {
   let nats: MonitoredNats | undefined;
   let peerRows: PeerRow[] = [];
   try {
-    if (['ceiling', 'floor', 'rasputin', 'streams'].some((x) => sections.has(x as Section))) {
+    const onNats: readonly Section[] = ['ceiling', 'floor', 'rasputin', 'streams'];
+    if (onNats.some((x) => sections.has(x))) {
       nats = await startNats();
       log(`nats-server ${nats.url} (pid ${nats.proc.pid}, monitoring :${nats.monitorPort})`);
     }
