@@ -1,5 +1,6 @@
 // The replicated log of one replica, as the core sees it: a snapshot point followed by the
-// entries after it, all in memory (log truncation keeps this bounded). Pure bookkeeping.
+// entries after it, all in memory (log truncation keeps this bounded: the host compacts
+// it, and keeps the sum of memoryBytes over its ranges under a budget). Pure bookkeeping.
 
 import { assert } from './assert.ts';
 import type { Entry, LogIndex, SnapshotMeta, Term } from './types.ts';
@@ -7,6 +8,19 @@ import type { Entry, LogIndex, SnapshotMeta, Term } from './types.ts';
 /** Approximate bytes an entry costs on the wire and in memory. */
 export function entryBytes(entry: Entry): number {
   return entry.data.length + 24;
+}
+
+/**
+ * What an entry held in memory costs beyond its data, about: the entry object, its own
+ * buffer (an ArrayBuffer with a backing store), and the host's record of where it is
+ * stored. Measured as resident memory per entry kept by a node under load (docs/ranges.md,
+ * "Log memory").
+ */
+export const entryMemoryOverheadBytes = 1024;
+
+/** Approximate memory an entry held in the log costs. */
+export function entryMemoryBytes(entry: Entry): number {
+  return entry.data.length + entryMemoryOverheadBytes;
 }
 
 export class RaftLog {
@@ -20,12 +34,15 @@ export class RaftLog {
   stable: LogIndex;
   /** Highest index handed to the state machine. Invariant: applying <= min(committed, stable). */
   applying: LogIndex;
+  /** Sum of entryMemoryBytes over the entries held. */
+  memoryBytes = 0;
 
   constructor(snapshot: SnapshotMeta, entries: readonly Entry[], committed: LogIndex) {
     this.snapshot = snapshot;
     this.entries = [...entries];
     for (let i = 0; i < this.entries.length; i++) {
       assert(this.entries[i]!.index === snapshot.index + 1 + i, 'log entries are contiguous');
+      this.memoryBytes += entryMemoryBytes(this.entries[i]!);
     }
     this.stable = this.lastIndex();
     this.committed = Math.min(Math.max(committed, snapshot.index), this.lastIndex());
@@ -86,7 +103,10 @@ export class RaftLog {
     const from = entries[firstNew]!.index;
     assert(from > this.committed, 'a committed entry is never overwritten');
     this.truncateFrom(from);
-    for (let i = firstNew; i < entries.length; i++) this.entries.push(entries[i]!);
+    for (let i = firstNew; i < entries.length; i++) {
+      this.entries.push(entries[i]!);
+      this.memoryBytes += entryMemoryBytes(entries[i]!);
+    }
     return from;
   }
 
@@ -95,12 +115,17 @@ export class RaftLog {
     for (const e of entries) {
       assert(e.index === this.lastIndex() + 1, 'leader appends contiguously');
       this.entries.push(e);
+      this.memoryBytes += entryMemoryBytes(e);
     }
   }
 
   private truncateFrom(index: LogIndex): void {
     assert(index > this.snapshot.index, 'cannot truncate into the snapshot');
-    this.entries.length = Math.min(this.entries.length, index - this.snapshot.index - 1);
+    const keep = Math.min(this.entries.length, index - this.snapshot.index - 1);
+    for (let i = keep; i < this.entries.length; i++) {
+      this.memoryBytes -= entryMemoryBytes(this.entries[i]!);
+    }
+    this.entries.length = keep;
     this.stable = Math.min(this.stable, index - 1);
   }
 
@@ -138,13 +163,16 @@ export class RaftLog {
   compact(index: LogIndex, meta: SnapshotMeta): void {
     assert(index <= this.applying && index <= this.stable, 'compact only applied, durable entries');
     if (index <= this.snapshot.index) return;
-    this.entries = this.entries.slice(index - this.snapshot.index);
+    const dropped = index - this.snapshot.index;
+    for (let i = 0; i < dropped; i++) this.memoryBytes -= entryMemoryBytes(this.entries[i]!);
+    this.entries = this.entries.slice(dropped);
     this.snapshot = meta;
   }
 
   /** Replaces the whole log with an installed snapshot. */
   restore(meta: SnapshotMeta): void {
     this.entries = [];
+    this.memoryBytes = 0;
     this.snapshot = meta;
     this.committed = meta.index;
     this.stable = Math.min(this.stable, meta.index);

@@ -521,6 +521,25 @@ export class RaftCore {
     return false;
   }
 
+  /**
+   * The lowest match index of the live followers in replicate (those being fed appends;
+   * live by the host's node liveness, when it gives one), or undefined when not leader or
+   * none is. Compacting the log past it makes that follower catch up from a snapshot; the
+   * host trims a log under memory pressure no further. A follower that is down stays in
+   * replicate until it answers again, so it must not hold the log.
+   */
+  replicatingMatchFloor(): LogIndex | undefined {
+    if (this.role !== 'leader') return undefined;
+    let floor: LogIndex | undefined;
+    for (const [id, pr] of this.progress) {
+      if (pr.state !== 'replicate' || (this.env.isLive !== undefined && !this.env.isLive(id))) {
+        continue;
+      }
+      if (floor === undefined || pr.match < floor) floor = pr.match;
+    }
+    return floor;
+  }
+
   private owesCommit(pr: Progress): boolean {
     return pr.state === 'replicate' && pr.commitSent < this.log.committed;
   }

@@ -31,6 +31,7 @@ import {
 const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
                  [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
+                 [--log-memory-max BYTES]
                  [--split-bytes N] [--watch on|off] [--events-retain N]
                  [--events-polls-max N]
   rasputin cluster [--dir DIR] [--nodes N] [--split-bytes N]   (default 64 KiB, for demos)

@@ -14,6 +14,11 @@ export interface NodeConfig {
   readonly tickMs: number;
   /** Log entries kept after the applied index before the log is truncated. */
   readonly logEntriesMax: number;
+  /**
+   * Memory the log entries of all ranges may hold, about (RaftLog.memoryBytes): past it the
+   * node truncates the largest logs (docs/ranges.md, "Log memory").
+   */
+  readonly logMemoryMax: number;
   /** A range whose data passes this many bytes is split at its median key. */
   readonly splitBytes: number;
   /** Whether range leaders publish watch notifications (docs/streams.md). */
@@ -36,6 +41,13 @@ export const defaultSplitBytes = 64 * 1024 * 1024;
  * one range that is 100 s; see docs/operations.md for the disk it takes.
  */
 export const defaultEventsRetainRevisions = 100_000;
+
+/**
+ * Log memory per node: about 100,000 small entries. A range keeps up to logEntriesMax
+ * entries, so a few busy ranges keep their whole window; thousands of busy ranges are
+ * truncated further rather than hold gigabytes.
+ */
+export const defaultLogMemoryMax = 64 * 1024 * 1024;
 
 /** Held subscribe polls per node (each is a pending NATS request and a small record). */
 export const defaultEventsPollsMax = 10_000;
@@ -82,6 +94,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         logfile: { type: 'string' },
         'tick-ms': { type: 'string' },
         'log-entries-max': { type: 'string' },
+        'log-memory-max': { type: 'string' },
         'split-bytes': { type: 'string' },
         watch: { type: 'string' },
         'events-retain': { type: 'string' },
@@ -135,6 +148,12 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       str('log-entries-max') ?? env('RASPUTIN_LOG_ENTRIES_MAX'),
       10_000,
       100_000_000,
+    ),
+    logMemoryMax: positiveInt(
+      '--log-memory-max',
+      str('log-memory-max') ?? env('RASPUTIN_LOG_MEMORY_MAX'),
+      defaultLogMemoryMax,
+      2 ** 40,
     ),
     watch: onOff('--watch', str('watch') ?? env('RASPUTIN_WATCH'), true),
     splitBytes: positiveInt(
