@@ -447,7 +447,7 @@ async function nodes(args: string[]): Promise<number> {
   console.log(
     `${'node'.padEnd(8)}${'store'.padEnd(38)}${'ranges'.padStart(7)}${'leaders'.padStart(8)}` +
       `${'requests'.padStart(10)}${'raft in'.padStart(10)}${'dropped'.padStart(8)}` +
-      `${'rss'.padStart(11)}${'heap used'.padStart(11)}`,
+      `${'rss'.padStart(11)}${'heap used'.padStart(11)}${'log mem'.padStart(11)}`,
   );
   for (const n of answered) {
     const ranges = n.rangesTotal ?? n.ranges.length;
@@ -457,7 +457,8 @@ async function nodes(args: string[]): Promise<number> {
       `${n.node.padEnd(8)}${n.store.padEnd(38)}${String(ranges).padStart(7)}` +
         `${String(leaders).padStart(8)}${String(st.clientRequests ?? '?').padStart(10)}` +
         `${String(st.raftMessagesIn ?? '?').padStart(10)}${String(st.dropped ?? '?').padStart(8)}` +
-        `${showBytes(n.memory?.rss).padStart(11)}${showBytes(n.memory?.heapUsed).padStart(11)}`,
+        `${showBytes(n.memory?.rss).padStart(11)}${showBytes(n.memory?.heapUsed).padStart(11)}` +
+        `${showBytes(st.logMemoryBytes).padStart(11)}`,
     );
   }
   console.log(

@@ -169,14 +169,16 @@ describe('the rasputin CLI', () => {
     expect(nodes.code).toBe(0);
     const lines = nodes.stdout.split('\n');
     expect(lines[0]).toMatch(
-      /^node\s+store\s+ranges\s+leaders\s+requests\s+raft in\s+dropped\s+rss\s+heap used$/,
+      /^node\s+store\s+ranges\s+leaders\s+requests\s+raft in\s+dropped\s+rss\s+heap used\s+log mem$/,
     );
     const rows = lines.slice(1, 4).map((line) => line.trim().split(/\s+/));
     expect(rows.map((r) => r[0])).toEqual(['a', 'b', 'c']);
     expect(rows.every((r) => r[2] === '1')).toBe(true);
     expect(rows.map((r) => Number(r[3])).reduce((x, y) => x + y, 0)).toBe(1);
-    // Memory: RSS and V8 heap in use, e.g. "85.3 MiB  21.0 MiB".
-    for (const r of rows) expect(r.slice(-4).join(' ')).toMatch(/^[\d.]+ MiB [\d.]+ MiB$/);
+    // Memory: RSS, V8 heap in use and the logs' memory, e.g. "85.3 MiB  21.0 MiB  12.0 KiB".
+    for (const r of rows) {
+      expect(r.slice(-6).join(' ')).toMatch(/^[\d.]+ MiB [\d.]+ MiB [\d.]+ (B|KiB|MiB)$/);
+    }
     expect(lines[4]).toMatch(/^cluster [0-9a-f-]{36}, 3 node\(s\) answered$/);
   });
 
