@@ -2079,10 +2079,10 @@ export class Node {
    * The node's log memory budget (--log-memory-max, docs/ranges.md "Log memory"): --log-
    * entries-max bounds each range, not thousands of busy ones (256 ranges under a uniform
    * put load: anonymous memory from 150-170 to 315-345 MiB in 4 minutes and growing, flat
-   * at 125-140 MiB with the budget). The turns keep the logs' total (logMemoryTotal: every log
-   * changes in a turn of its range); past the budget, at most once a tick, the largest
-   * logs are marked for truncation in their next turn (maybeCompact) until half the budget
-   * would be left.
+   * at 125-140 MiB with the budget). The turns keep the logs' total (logMemoryTotal:
+   * every log changes in a turn of its range); past the budget, at most once a tick, the
+   * largest logs are marked for truncation in their next turn (maybeCompact) until half
+   * the budget would be left.
    */
   private trimLogs(): void {
     const now = performance.now();
