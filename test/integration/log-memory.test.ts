@@ -34,7 +34,7 @@ const sampledMax = 2 * 1024 * 1024;
 const livenessLapseMs = 2000;
 /** Concurrent client calls while loading (the client batches them). */
 const concurrency = 50;
-/** The nodes trim once a second; a few rounds are enough. */
+/** A turn over the budget trims within a tick; idle ranges then truncate their whole log. */
 const trimmedMsMax = 10_000;
 const caughtUpMsMax = 60_000;
 
