@@ -23,6 +23,9 @@ export function entryMemoryBytes(entry: Entry): number {
   return entry.data.length + entryMemoryOverheadBytes;
 }
 
+/** nextToApply's answer when nothing is to apply (shared, never written to). */
+const noEntries: readonly Entry[] = [];
+
 export class RaftLog {
   /** The point the log was compacted to; entries start right after it. */
   snapshot: SnapshotMeta;
@@ -144,9 +147,9 @@ export class RaftLog {
   }
 
   /** Entries committed and durable locally that the state machine has not been given. */
-  nextToApply(): Entry[] {
+  nextToApply(): readonly Entry[] {
     const hi = Math.min(this.committed, this.stable);
-    if (hi <= this.applying) return [];
+    if (hi <= this.applying) return noEntries;
     const out = this.entries.slice(this.applying - this.snapshot.index, hi - this.snapshot.index);
     this.applying = hi;
     return out;

@@ -100,6 +100,11 @@ interface Receiving {
   received: number;
 }
 
+/** Shared empty outputs of ready() (never written to: a ready with nothing allocates nothing). */
+const noMessages: Message[] = [];
+const noReadStates: ReadState[] = [];
+const noReads: number[] = [];
+
 interface InFlightWrite {
   readonly id: number;
   readonly lastIndex: LogIndex;
@@ -1293,7 +1298,7 @@ export class RaftCore {
       entries,
       commit,
       seq: this.seq,
-      ...(commitOnly ? { commitOnly: true } : {}),
+      commitOnly: commitOnly || undefined,
     });
     pr.commitSent = commit;
     if (entries.length > 0) {
@@ -1423,7 +1428,9 @@ export class RaftCore {
 
   /** Opens a lease round for reads waiting for one; returns whether it did. */
   private startReadRound(): boolean {
-    if (!this.pendingReads.some((r) => r.seq === 0)) return false;
+    let unsent = false;
+    for (const r of this.pendingReads) if (r.seq === 0) unsent = true;
+    if (!unsent) return false;
     this.openLeaseRound();
     for (const r of this.pendingReads) if (r.seq === 0) r.seq = this.seq;
     this.broadcastHeartbeat();
@@ -1522,12 +1529,14 @@ export class RaftCore {
         entries,
         snapshot: this.pendingSnapshotWrite ?? null,
       };
+      const held = this.heldForNextWrite;
+      if (held.length > 0) this.heldForNextWrite = [];
       this.inFlightWrites.push({
         id,
         lastIndex: this.log.lastIndex(),
         lastTerm: this.log.lastTerm(),
         snapshotIndex: this.pendingSnapshotWrite?.meta.index,
-        held: this.heldForNextWrite,
+        held: held.length > 0 ? held : noMessages,
       });
       this.writtenTerm = this.term;
       this.writtenVote = this.vote;
@@ -1536,19 +1545,32 @@ export class RaftCore {
       this.stats.writes++;
     } else if (this.heldForNextWrite.length > 0) {
       const last = this.inFlightWrites[this.inFlightWrites.length - 1];
-      if (last) last.held.push(...this.heldForNextWrite);
-      else this.outbox.push(...this.heldForNextWrite);
+      if (last) {
+        if (last.held === noMessages) last.held = this.heldForNextWrite;
+        else last.held.push(...this.heldForNextWrite);
+      } else {
+        this.outbox.push(...this.heldForNextWrite);
+      }
+      this.heldForNextWrite = [];
     }
-    this.heldForNextWrite = [];
 
+    // With hundreds of ranges in a turn most of these are empty: a shared empty array
+    // instead of a new one each (at 256 busy ranges, garbage collection took about 15% of
+    // a node's CPU in a profile).
     const messages = this.outbox;
-    this.outbox = [];
+    if (messages.length > 0) this.outbox = [];
     this.stats.messagesSent += messages.length;
     const readStates = this.readStates;
-    this.readStates = [];
+    if (readStates.length > 0) this.readStates = [];
     const droppedReads = this.droppedReads;
-    this.droppedReads = [];
-    return { messages, write, committed: this.log.nextToApply(), readStates, droppedReads };
+    if (droppedReads.length > 0) this.droppedReads = [];
+    return {
+      messages: messages.length > 0 ? messages : noMessages,
+      write,
+      committed: this.log.nextToApply(),
+      readStates: readStates.length > 0 ? readStates : noReadStates,
+      droppedReads: droppedReads.length > 0 ? droppedReads : noReads,
+    };
   }
 
   /** The caller made writes up to `writeId` durable, in order. */
