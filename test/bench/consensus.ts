@@ -4,7 +4,9 @@
 // (src/transport/raft-codec.ts): bytes and CPU per message of the array wire form of
 // the hot message types, against the same messages as maps with field names. Then the
 // storage forms a put encodes and decodes on every replica (src/storage/binary.ts), binary
-// against the msgpack maps of earlier versions. Then what a
+// against the msgpack maps of earlier versions. Then what a put costs in the core and in
+// the store's turns when it is its range's only entry in a turn (many busy ranges) against
+// one range that batches them. Then what a
 // restart costs with a full journal (src/storage/journal.ts): a real store in a temp dir
 // with 256 ranges of 1,000 log entries each (written one entry per range per turn, as
 // many busy ranges write them), closed and opened again.
@@ -17,7 +19,12 @@ import path from 'node:path';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
 import { RaftCore, type RoleChange } from '../../ranges/core/raft.ts';
 import type { Ready } from '../../ranges/core/ready.ts';
-import { defaultOptions, type Message, type PersistedState } from '../../ranges/core/types.ts';
+import {
+  defaultOptions,
+  type Entry,
+  type Message,
+  type PersistedState,
+} from '../../ranges/core/types.ts';
 import { RangeReplica } from '../../ranges/replica/replica.ts';
 import { ownBytes } from '../../src/lib/bytes.ts';
 import { Prng } from '../../src/lib/prng.ts';
@@ -368,6 +375,199 @@ else {
     console.log(
       `  ${String(r.what).padEnd(8)} as ${String(r.form).padEnd(8)} ${r.bytes} B, ` +
         `encode ${r.encode_us} us, decode ${r.decode_us} us`,
+    );
+  }
+}
+
+// ------------------------------------------------------------ many ranges, one process
+//
+// What a put costs in the consensus core and in the store when it is the only entry of
+// its range in a turn (256 busy ranges under a uniform load: about 45 ranges with one put
+// each per turn) against one range that batches the turn's puts (45 a turn), with the
+// network and the other processes taken away: one process, an instant network (core), a
+// real store in a temp dir, one replica's turns (write a turn's entries, apply the last
+// turn's, as a follower does; durable every 8 turns). The rows are medians of 3 runs,
+// alternated. Against the cluster's gap (docs/architecture.md, "Where 256 ranges lose
+// against one"): what these layers add per put by themselves.
+
+const manyPuts = 45_000;
+const perTurn = 45;
+
+type Group = RangeReplica[];
+
+/** Runs the groups' ready/persist/deliver loops until none has anything left. */
+function settleGroups(groups: readonly Group[]): void {
+  let pending: readonly Group[] = groups;
+  for (let round = 0; round < 100 && pending.length > 0; round++) {
+    const next: Group[] = [];
+    for (const rs of pending) {
+      const inbox = new Map<number, Message[]>();
+      let busy = false;
+      for (const r of rs) {
+        if (!r.hasReady()) continue;
+        busy = true;
+        const rd = r.ready();
+        if (rd.write) r.persisted(rd.write.id);
+        for (const m of rd.messages) {
+          const list = inbox.get(m.to) ?? [];
+          list.push(m);
+          inbox.set(m.to, list);
+        }
+      }
+      for (const [to, ms] of inbox) rs[to - 1]!.step(ms);
+      if (busy || inbox.size > 0) next.push(rs);
+    }
+    pending = next;
+  }
+}
+
+/** us per committed put: `ranges` groups of 3 replicas, `touched` of them `each` puts a turn. */
+function coreGroups(ranges: number, touched: number, each: number): number {
+  clockMs = 0;
+  const groups: Group[] = [];
+  for (let g = 0; g < ranges; g++) {
+    groups.push(
+      [1, 2, 3].map((id) => new RangeReplica(id, fresh(), defaultOptions, env(g * 3 + id))),
+    );
+  }
+  const leaderOf = (rs: Group) => rs.find((r) => r.role() === 'leader');
+  for (let t = 0; t < 400 && groups.some((rs) => !leaderOf(rs)); t++) {
+    clockMs += 100;
+    for (const rs of groups) for (const r of rs) r.tick();
+    settleGroups(groups);
+  }
+  const leaders = groups.map((rs) => {
+    const l = leaderOf(rs);
+    if (!l) throw new Error('a group elected no leader');
+    return l;
+  });
+  const data = new Uint8Array(100);
+  const payload = Array.from({ length: each }, () => data);
+  const commitBefore = leaders.reduce((n, l) => n + l.core.log.committed, 0);
+  let next = 0;
+  let puts = 0;
+  const started = process.hrtime.bigint();
+  for (let turn = 1; puts < manyPuts; turn++) {
+    const busy: Group[] = [];
+    for (let k = 0; k < touched; k++) {
+      const g = next++ % ranges;
+      leaders[g]!.propose(payload);
+      busy.push(groups[g]!);
+    }
+    settleGroups(busy);
+    puts += touched * each;
+    if (turn % 64 === 0) {
+      for (const rs of busy) {
+        for (const r of rs) r.core.compact(Math.min(r.core.log.committed, r.core.log.applying));
+      }
+    }
+  }
+  const elapsedNs = Number(process.hrtime.bigint() - started);
+  const committed = leaders.reduce((n, l) => n + l.core.log.committed, 0) - commitBefore;
+  if (committed !== puts) throw new Error(`committed ${committed} of ${puts} puts`);
+  return elapsedNs / 1000 / puts;
+}
+
+/** us of CPU (process) per applied put: one replica's store turns, as coreGroups' shape. */
+async function storeGroups(ranges: number, touched: number, each: number): Promise<number> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rasputin-bench-turns-'));
+  try {
+    const store = Store.open(dir);
+    const keyspace = 100_000;
+    const keyOf = (i: number) => Buffer.from(`p_${String(i).padStart(8, '0')}`);
+    const lowOf = (r: number) => Math.floor((r * keyspace) / ranges);
+    const config = { voters: [1, 2, 3], outgoing: [], learners: [] };
+    for (let r = 0; r < ranges; r++) {
+      const start = r === 0 ? new Uint8Array() : keyOf(lowOf(r));
+      const end = r === ranges - 1 ? null : keyOf(lowOf(r + 1));
+      const replicas = [{ nodeId: 'a', replicaId: 1, role: 'voter' as const }];
+      await store.createRange({ rangeId: r + 1, start, end, replicas, generation: 1 }, config);
+    }
+    const prng = new Prng(ranges);
+    const value = new Uint8Array(100).fill(120);
+    const last = new Array<number>(ranges).fill(0);
+    let previous: Array<[number, Entry[]]> = [];
+    let next = 0;
+    let applied = 0;
+    let writeId = 0;
+    const cpu0 = process.cpuUsage();
+    for (let turn = 1; applied < manyPuts; turn++) {
+      const t = store.beginTurn();
+      const written: Array<[number, Entry[]]> = [];
+      for (let k = 0; k < touched; k++) {
+        const r = next++ % ranges;
+        const span = lowOf(r + 1) - lowOf(r);
+        const entries: Entry[] = [];
+        for (let e = 0; e < each; e++) {
+          const key = keyOf(lowOf(r) + Math.floor(prng.next() * span));
+          const id = Buffer.alloc(8);
+          id.writeDoubleBE(turn * 1e6 + k * 1e3 + e);
+          const data = encodeCommand({ op: 'set', key, value, id });
+          entries.push({ index: ++last[r]!, term: 1, kind: 'normal', data });
+        }
+        const hardState = { term: 1, vote: 1, commit: last[r]! };
+        t.write(r + 1, { id: ++writeId, hardState, entries, snapshot: null });
+        written.push([r + 1, entries]);
+      }
+      for (const [rangeId, entries] of previous) t.apply(rangeId, entries);
+      for (const [, entries] of previous) applied += entries.length;
+      const c = t.commit();
+      await c.results;
+      if (turn % 8 === 0) await c.durable;
+      previous = written;
+    }
+    const cpu = process.cpuUsage(cpu0);
+    await store.close();
+    return (cpu.user + cpu.system) / applied;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function manyRangesRows(): Promise<Array<Record<string, string | number>>> {
+  const shapes: Array<{ shape: string; ranges: number; touched: number; each: number }> = [
+    { shape: `1 range, ${perTurn} puts a turn`, ranges: 1, touched: 1, each: perTurn },
+    { shape: '1 range, 1 put a turn', ranges: 1, touched: 1, each: 1 },
+    { shape: `${perTurn} ranges, 1 put each a turn`, ranges: perTurn, touched: perTurn, each: 1 },
+    {
+      shape: `256 ranges, ${perTurn} of them 1 put each a turn`,
+      ranges: 256,
+      touched: perTurn,
+      each: 1,
+    },
+  ];
+  const core = shapes.map(() => [] as number[]);
+  const store = shapes.map(() => [] as number[]);
+  coreGroups(1, 1, perTurn); // warm up the JIT
+  for (let rep = 0; rep < 3; rep++) {
+    for (let i = 0; i < shapes.length; i++) {
+      const { ranges, touched, each } = shapes[i]!;
+      core[i]!.push(coreGroups(ranges, touched, each));
+      if (each > 1 || touched > 1) store[i]!.push(await storeGroups(ranges, touched, each));
+    }
+  }
+  return shapes.map(({ shape, ranges }, i) => ({
+    workload: 'many-ranges',
+    shape,
+    ranges,
+    core_us_per_put: Number(median(core[i]!).toFixed(2)),
+    store_cpu_us_per_put: store[i]!.length > 0 ? Number(median(store[i]!).toFixed(1)) : '-',
+  }));
+}
+
+const many = await manyRangesRows();
+if (values.json) for (const r of many) console.log(JSON.stringify(r));
+else {
+  console.log(
+    `many ranges in one process, ${manyPuts} puts (median of 3): consensus core (3 replicas, ` +
+      'instant network) us per put; store turns (one replica, real LMDB) us of CPU per put:',
+  );
+  for (const r of many) {
+    console.log(
+      `  ${String(r.shape).padEnd(40)} core ${String(r.core_us_per_put).padStart(6)} us, ` +
+        `store ${String(r.store_cpu_us_per_put).padStart(6)} us`,
     );
   }
 }
