@@ -14,6 +14,33 @@ export function nowMs(): number {
   return performance.now();
 }
 
+/**
+ * Calls `look` every `intervalMs` until it returns a value other than undefined, and
+ * returns that value. At the deadline, throws "not <what> within <timeoutMs> ms", followed
+ * by `lastSeen()` (what the last look saw) when given. Every wait of these tests is one.
+ */
+export async function waitUntil<T>(
+  what: string,
+  look: () => T | undefined | Promise<T | undefined>,
+  opts: { timeoutMs: number; intervalMs?: number; lastSeen?: () => string },
+): Promise<T> {
+  const deadline = nowMs() + opts.timeoutMs;
+  for (;;) {
+    const found = await look();
+    if (found !== undefined) return found;
+    if (nowMs() >= deadline) {
+      const seen = opts.lastSeen === undefined ? '' : `; ${opts.lastSeen()}`;
+      throw new Error(`not ${what} within ${opts.timeoutMs} ms${seen}`);
+    }
+    await sleep(opts.intervalMs ?? 100);
+  }
+}
+
+/** Waits until `ok()` holds, looking every 20 ms (conditions in this process: events in). */
+export async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+  await waitUntil(what, () => (ok() ? true : undefined), { timeoutMs, intervalMs: 20 });
+}
+
 /** The status of every node that answered within `waitMs`; empty when NATS is unreachable. */
 export async function statusOf(natsUrl: string, waitMs = 250): Promise<NodeStatus[]> {
   try {
@@ -51,15 +78,16 @@ export async function waitForLeader(
   natsUrl: string,
   opts: { timeoutMs?: number; exclude?: readonly string[] } = {},
 ): Promise<{ node: string; r: RangeStatus }> {
-  const deadline = nowMs() + (opts.timeoutMs ?? 15_000);
   let last: NodeStatus[] = [];
-  while (nowMs() < deadline) {
-    last = await statusOf(natsUrl);
-    const leader = leaderOf(last);
-    if (leader && !opts.exclude?.includes(leader.node)) return leader;
-    await sleep(100);
-  }
-  throw new Error(`no leader within ${opts.timeoutMs ?? 15_000} ms; last status ${show(last)}`);
+  return waitUntil(
+    'a leader of range 1',
+    async () => {
+      last = await statusOf(natsUrl);
+      const leader = leaderOf(last);
+      return leader && !opts.exclude?.includes(leader.node) ? leader : undefined;
+    },
+    { timeoutMs: opts.timeoutMs ?? 15_000, lastSeen: () => `last status ${show(last)}` },
+  );
 }
 
 /** Waits until `ok` holds for range 1's status by node; returns that status. */
@@ -69,15 +97,16 @@ export async function waitForStatus(
   ok: (byNode: Map<string, RangeStatus>) => boolean,
   timeoutMs = 20_000,
 ): Promise<Map<string, RangeStatus>> {
-  const deadline = nowMs() + timeoutMs;
   let last: NodeStatus[] = [];
-  while (nowMs() < deadline) {
-    last = await statusOf(natsUrl);
-    const byNode = range1(last);
-    if (ok(byNode)) return byNode;
-    await sleep(100);
-  }
-  throw new Error(`not ${what} within ${timeoutMs} ms; last status ${show(last)}`);
+  return waitUntil(
+    what,
+    async () => {
+      last = await statusOf(natsUrl);
+      const byNode = range1(last);
+      return ok(byNode) ? byNode : undefined;
+    },
+    { timeoutMs, lastSeen: () => `last status ${show(last)}` },
+  );
 }
 
 /**
@@ -89,22 +118,23 @@ export async function waitForCaughtUp(
   nodeIds: readonly string[],
   timeoutMs = 20_000,
 ): Promise<Map<string, RangeStatus>> {
-  const deadline = nowMs() + timeoutMs;
   let last: NodeStatus[] = [];
   let previousCommit = -1;
-  while (nowMs() < deadline) {
-    last = await statusOf(natsUrl);
-    const byNode = range1(last);
-    const leader = leaderOf(last);
-    if (leader && nodeIds.every((id) => byNode.has(id))) {
+  return waitUntil(
+    `nodes ${nodeIds.join(',')} caught up`,
+    async () => {
+      last = await statusOf(natsUrl);
+      const byNode = range1(last);
+      const leader = leaderOf(last);
+      if (!leader || !nodeIds.every((id) => byNode.has(id))) return undefined;
       const commit = leader.r.commit;
       const caughtUp = nodeIds.every((id) => byNode.get(id)!.applied === commit);
-      if (caughtUp && commit === previousCommit) return byNode;
+      const stable = commit === previousCommit;
       previousCommit = commit;
-    }
-    await sleep(100);
-  }
-  throw new Error(`nodes ${nodeIds.join(',')} not caught up in ${timeoutMs} ms: ${show(last)}`);
+      return caughtUp && stable ? byNode : undefined;
+    },
+    { timeoutMs, lastSeen: () => `last status ${show(last)}` },
+  );
 }
 
 /** The last lines each node printed, for failure messages. */

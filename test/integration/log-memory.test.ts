@@ -23,6 +23,7 @@ import {
   startServingCluster,
   statusOf,
   waitForLeader,
+  waitUntil,
 } from './helpers.ts';
 
 const budget = 512 * 1024;
@@ -74,22 +75,26 @@ async function waitForNodes(
   ok: (nodes: NodeStatus[]) => boolean,
   timeoutMs: number,
 ): Promise<NodeStatus[]> {
-  const deadline = nowMs() + timeoutMs;
   let last: NodeStatus[] = [];
-  while (nowMs() < deadline) {
-    last = (await statusOf(cluster.natsUrl)).filter((n) => nodeIds.includes(n.node));
-    if (last.length === nodeIds.length && ok(last)) return last;
-    await sleep(200);
-  }
-  const shown = last.map((n) => ({
-    node: n.node,
-    logMemoryBytes: n.stats?.logMemoryBytes,
-    logTrims: n.stats?.logTrims,
-    ranges: n.ranges.map((r) => [r.rangeId, r.role, r.commit, r.applied, r.snapshotIndex]),
-  }));
-  throw new Error(
-    `not ${what} within ${timeoutMs} ms; last status ${JSON.stringify(shown)}\n` +
-      nodeLogs(cluster, 20),
+  return waitUntil(
+    what,
+    async () => {
+      last = (await statusOf(cluster.natsUrl)).filter((n) => nodeIds.includes(n.node));
+      return last.length === nodeIds.length && ok(last) ? last : undefined;
+    },
+    {
+      timeoutMs,
+      intervalMs: 200,
+      lastSeen: () => {
+        const shown = last.map((n) => ({
+          node: n.node,
+          logMemoryBytes: n.stats?.logMemoryBytes,
+          logTrims: n.stats?.logTrims,
+          ranges: n.ranges.map((r) => [r.rangeId, r.role, r.commit, r.applied, r.snapshotIndex]),
+        }));
+        return `last status ${JSON.stringify(shown)}\n${nodeLogs(cluster, 20)}`;
+      },
+    },
   );
 }
 

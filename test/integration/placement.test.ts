@@ -15,6 +15,7 @@ import {
   startServingCluster,
   statusOf,
   waitForLeader,
+  waitUntil,
 } from './helpers.ts';
 
 /** Small, so a few thousand 200-byte values pass it. */
@@ -59,14 +60,15 @@ function agreedRanges(nodes: NodeStatus[]): string[] | null {
 }
 
 async function waitForRanges(atLeast: number, timeoutMs: number): Promise<string[]> {
-  const deadline = nowMs() + timeoutMs;
   let seen: string[] | null = null;
-  while (nowMs() < deadline) {
-    seen = agreedRanges(await statusOf(cluster.natsUrl));
-    if (seen && seen.length >= atLeast) return seen;
-    await sleep(250);
-  }
-  throw new Error(`expected ${atLeast}+ ranges on every node, saw ${JSON.stringify(seen)}`);
+  return waitUntil(
+    `${atLeast}+ ranges on every node`,
+    async () => {
+      seen = agreedRanges(await statusOf(cluster.natsUrl));
+      return seen && seen.length >= atLeast ? seen : undefined;
+    },
+    { timeoutMs, intervalMs: 250, lastSeen: () => `saw ${JSON.stringify(seen)}` },
+  );
 }
 
 describe('placement driver', () => {

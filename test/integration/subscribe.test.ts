@@ -41,6 +41,7 @@ import {
   sleep,
   startServingCluster,
   statusOf,
+  until,
 } from './helpers.ts';
 
 /** Revisions of history each range keeps (the nodes' --events-retain). */
@@ -115,14 +116,6 @@ function collect(sub: Subscription, into: SubscribeEvent[] = [], delayMs = 0): C
       return ended;
     },
   };
-}
-
-async function until(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = nowMs() + timeoutMs;
-  while (!ok()) {
-    if (nowMs() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 const text = (b: Buffer | null | undefined) =>

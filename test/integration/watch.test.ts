@@ -14,6 +14,7 @@ import {
   nowMs,
   sleep,
   startServingCluster,
+  until,
   waitForLeader,
 } from './helpers.ts';
 
@@ -41,14 +42,6 @@ function collect(pattern: string): { events: WatchEvent[]; stop: () => void } {
     for await (const e of watcher.watch(pattern, { signal: abort.signal })) events.push(e);
   })();
   return { events, stop: () => abort.abort() };
-}
-
-async function until(what: string, ok: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = nowMs() + timeoutMs;
-  while (!ok()) {
-    if (nowMs() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 describe('watch', () => {
