@@ -91,8 +91,8 @@ const env = (seed: number) => {
   };
 };
 
-function withMachine(id: number): Driven {
-  const r = new RangeReplica(id, fresh(), defaultOptions, env(id));
+function withMachine(id: number, seed = id): Driven {
+  const r = new RangeReplica(id, fresh(), defaultOptions, env(seed));
   return {
     core: r.core,
     tick: () => r.tick(),
@@ -151,22 +151,35 @@ function direct(id: number): Driven {
 
 /** Runs every replica's ready/persist/deliver loop until nothing is left (one turn each). */
 function settle(rs: Driven[]): void {
-  for (let round = 0; round < 100; round++) {
-    const inbox = new Map<number, Message[]>();
-    let busy = false;
-    for (const r of rs) {
-      if (!r.core.hasReady()) continue;
-      busy = true;
-      const rd: Ready = r.core.ready();
-      if (rd.write) r.core.persisted(rd.write.id);
-      for (const m of rd.messages) {
-        const list = inbox.get(m.to) ?? [];
-        list.push(m);
-        inbox.set(m.to, list);
+  settleGroups([rs]);
+}
+
+/**
+ * The same for several groups of 3 replicas (ranges), each delivering to its own: a group
+ * leaves the loop once a round finds nothing in it.
+ */
+function settleGroups(groups: readonly Driven[][]): void {
+  let pending: readonly Driven[][] = groups;
+  for (let round = 0; round < 100 && pending.length > 0; round++) {
+    const next: Driven[][] = [];
+    for (const rs of pending) {
+      const inbox = new Map<number, Message[]>();
+      let busy = false;
+      for (const r of rs) {
+        if (!r.core.hasReady()) continue;
+        busy = true;
+        const rd: Ready = r.core.ready();
+        if (rd.write) r.core.persisted(rd.write.id);
+        for (const m of rd.messages) {
+          const list = inbox.get(m.to) ?? [];
+          list.push(m);
+          inbox.set(m.to, list);
+        }
       }
+      for (const [to, ms] of inbox) rs[to - 1]!.step(ms);
+      if (busy || inbox.size > 0) next.push(rs);
     }
-    for (const [to, ms] of inbox) rs[to - 1]!.step(ms);
-    if (!busy && inbox.size === 0) return;
+    pending = next;
   }
 }
 
@@ -393,44 +406,12 @@ else {
 const manyPuts = 45_000;
 const perTurn = 45;
 
-type Group = RangeReplica[];
-
-/** Runs the groups' ready/persist/deliver loops until none has anything left. */
-function settleGroups(groups: readonly Group[]): void {
-  let pending: readonly Group[] = groups;
-  for (let round = 0; round < 100 && pending.length > 0; round++) {
-    const next: Group[] = [];
-    for (const rs of pending) {
-      const inbox = new Map<number, Message[]>();
-      let busy = false;
-      for (const r of rs) {
-        if (!r.hasReady()) continue;
-        busy = true;
-        const rd = r.ready();
-        if (rd.write) r.persisted(rd.write.id);
-        for (const m of rd.messages) {
-          const list = inbox.get(m.to) ?? [];
-          list.push(m);
-          inbox.set(m.to, list);
-        }
-      }
-      for (const [to, ms] of inbox) rs[to - 1]!.step(ms);
-      if (busy || inbox.size > 0) next.push(rs);
-    }
-    pending = next;
-  }
-}
-
 /** us per committed put: `ranges` groups of 3 replicas, `touched` of them `each` puts a turn. */
 function coreGroups(ranges: number, touched: number, each: number): number {
   clockMs = 0;
-  const groups: Group[] = [];
-  for (let g = 0; g < ranges; g++) {
-    groups.push(
-      [1, 2, 3].map((id) => new RangeReplica(id, fresh(), defaultOptions, env(g * 3 + id))),
-    );
-  }
-  const leaderOf = (rs: Group) => rs.find((r) => r.role() === 'leader');
+  const groups: Driven[][] = [];
+  for (let g = 0; g < ranges; g++) groups.push([1, 2, 3].map((id) => withMachine(id, g * 3 + id)));
+  const leaderOf = (rs: Driven[]) => rs.find((r) => r.core.role === 'leader');
   for (let t = 0; t < 400 && groups.some((rs) => !leaderOf(rs)); t++) {
     clockMs += 100;
     for (const rs of groups) for (const r of rs) r.tick();
@@ -448,7 +429,7 @@ function coreGroups(ranges: number, touched: number, each: number): number {
   let puts = 0;
   const started = process.hrtime.bigint();
   for (let turn = 1; puts < manyPuts; turn++) {
-    const busy: Group[] = [];
+    const busy: Driven[][] = [];
     for (let k = 0; k < touched; k++) {
       const g = next++ % ranges;
       leaders[g]!.propose(payload);
