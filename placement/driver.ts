@@ -29,7 +29,7 @@ import {
   tick,
   unlead,
 } from './state.ts';
-import type { Decision, Operation, RangeDesc, RangeReport } from './types.ts';
+import type { Decision, Operation, RangeDesc, RangeReport, RangeStatsReport } from './types.ts';
 
 export type PlacementEvent =
   | { readonly type: 'LEAD'; readonly nowMs: number }
@@ -39,6 +39,8 @@ export type PlacementEvent =
       readonly reports: readonly RangeReport[];
       /** Ranges (id, generation) whose last full report still holds (observeReports). */
       readonly fresh?: readonly (readonly [number, number])[];
+      /** Ranges whose last full report's descriptor holds, with new numbers (observeReports). */
+      readonly stats?: readonly RangeStatsReport[];
       readonly nowMs: number;
     }
   | {
@@ -80,7 +82,7 @@ export const placementMachine = setup({
       state: ({ context, event }) => {
         assertEvent(event, ['REPORT', 'DIRECTORY']);
         return event.type === 'REPORT'
-          ? observeReports(context.state, event.reports, event.nowMs, event.fresh)
+          ? observeReports(context.state, event.reports, event.nowMs, event.fresh, event.stats)
           : observeDirectory(context.state, event.descriptors, event.nowMs);
       },
     }),

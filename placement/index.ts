@@ -30,5 +30,6 @@ export type {
   Outcome,
   RangeDesc,
   RangeReport,
+  RangeStatsReport,
   ReplicaDesc,
 } from './types.ts';

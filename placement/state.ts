@@ -15,7 +15,15 @@
 import { assert } from '../ranges/core/assert.ts';
 import { checkers, operationTarget } from './checkers.ts';
 import type { PlacementConfig } from './config.ts';
-import type { ClusterView, Decision, Operation, Outcome, RangeDesc, RangeReport } from './types.ts';
+import type {
+  ClusterView,
+  Decision,
+  Operation,
+  Outcome,
+  RangeDesc,
+  RangeReport,
+  RangeStatsReport,
+} from './types.ts';
 
 export interface InFlightOperation {
   readonly op: Operation;
@@ -92,16 +100,18 @@ function leaderOf(state: DriverState): LeaderState {
 
 /**
  * A batch of leaders' reports, received at nowMs (which stamps them: see RangeReport.atMs),
- * and of ranges whose leaders say their last full report still holds (`fresh`: range id
- * and generation): a report kept for that range at that generation is stamped nowMs too;
- * any other is left alone (a full report comes when a leader's view changes, and at least
- * every minute).
+ * of ranges whose leaders say their last full report still holds (`fresh`: range id and
+ * generation), and of reports by numbers alone (`stats`): a report kept for that range at
+ * that generation is stamped nowMs too (and takes the new numbers, and no split key: a
+ * leader that has one reports in full); any other is left alone (a full report comes when
+ * a leader's view changes, and at least every minute).
  */
 export function observeReports(
   state: DriverState,
   reports: readonly RangeReport[],
   nowMs: number,
   fresh: readonly (readonly [rangeId: number, generation: number])[] = [],
+  stats: readonly RangeStatsReport[] = [],
 ): DriverState {
   let leader = leaderOf(state);
   const at = Math.max(leader.nowMs, nowMs);
@@ -116,6 +126,13 @@ export function observeReports(
     const known = latest.get(rangeId);
     if (known !== undefined && known.descriptor.generation === generation) {
       latest.set(rangeId, { ...known, atMs: at });
+    }
+  }
+  for (const { rangeId, generation, keys, bytes, opsPerS } of stats) {
+    const known = latest.get(rangeId);
+    if (known !== undefined && known.descriptor.generation === generation) {
+      const { descriptor, leaderNode } = known;
+      latest.set(rangeId, { descriptor, leaderNode, keys, bytes, opsPerS, atMs: at });
     }
   }
   leader = { ...leader, nowMs: at, reports: latest, firstReportAtMs: leader.firstReportAtMs ?? at };

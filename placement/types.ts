@@ -37,6 +37,20 @@ export interface RangeReport {
 }
 
 /**
+ * A report by numbers alone: the range's leader says the descriptor of its last full
+ * report (at `generation`) still holds, with these numbers now. Without a kept report of
+ * the range at that generation it says nothing (a full one follows when the leader's view
+ * changes, and at least every minute).
+ */
+export interface RangeStatsReport {
+  readonly rangeId: number;
+  readonly generation: number;
+  readonly keys: number;
+  readonly bytes: number;
+  readonly opsPerS: number;
+}
+
+/**
  * A command the driver asks the node to carry out. Every one names the descriptor
  * generation it expects and is applied as a compare-and-set on it, so a stale operation
  * (from an old driver, or derived from an old report) is refused, never misapplied.

@@ -854,6 +854,8 @@ export class Store {
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
   private readonly eventsDb: Database<Buffer, Buffer>;
+  /** The data tree's bytes per key and when it was read (spanStats). */
+  private dataBytesPerKey: { perKey: number; atMs: number } | undefined;
   /** Pending events of every range, in write order (events-pending.ts). */
   private readonly eventlogDb: Database<Buffer, Buffer>;
   private nextEventSeq = 1;
@@ -1561,16 +1563,27 @@ export class Store {
     const s = this.rangeStates.get(rangeId);
     assert(s !== undefined, 'span stats of an existing range');
     const keys = this.dataDb.getKeysCount(spanBounds(s.descriptor));
-    const st = this.dataDb.getStats() as {
-      pageSize: number;
-      treeBranchPageCount: number;
-      treeLeafPageCount: number;
-      overflowPages: number;
-      entryCount: number;
-    };
-    const pages = st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages;
-    const bytes = st.entryCount > 0 ? Math.round((pages * st.pageSize * keys) / st.entryCount) : 0;
-    return { keys, bytes };
+    const now = performance.now();
+    // The data tree's bytes per key, read at most once a second: a report counts thousands
+    // of ranges in a row, and the tree's totals move little in a second.
+    // (An empty tree's 0 is not kept: the first keys would count as nothing for a second.)
+    if (
+      this.dataBytesPerKey === undefined ||
+      this.dataBytesPerKey.perKey === 0 ||
+      now - this.dataBytesPerKey.atMs >= 1000
+    ) {
+      const st = this.dataDb.getStats() as {
+        pageSize: number;
+        treeBranchPageCount: number;
+        treeLeafPageCount: number;
+        overflowPages: number;
+        entryCount: number;
+      };
+      const pages = st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages;
+      const perKey = st.entryCount > 0 ? (pages * st.pageSize) / st.entryCount : 0;
+      this.dataBytesPerKey = { perKey, atMs: now };
+    }
+    return { keys, bytes: Math.round(this.dataBytesPerKey.perKey * keys) };
   }
 
   /** The middle key of a range's span (a split point by size), when it has two keys or more. */

@@ -20,6 +20,7 @@ import {
   repairDirectory,
   splitBySize,
 } from '../../placement/index.ts';
+import { initialState, lead, observeReports } from '../../placement/state.ts';
 
 const MiB = 1024 * 1024;
 const key = (s: string): Uint8Array => new TextEncoder().encode(s);
@@ -417,6 +418,42 @@ describe('placement driver', () => {
     d.send({ type: 'TICK', nowMs: 3200 });
     expect(d.issued).toHaveLength(1); // nor is range 9
     d.send({ type: 'REPORT', reports: [], fresh: [[2, 1]], nowMs: 3500 });
+    d.send({ type: 'TICK', nowMs: 3500 });
+    expect(d.issued.map((op) => op.id)).toEqual(['split:2@1', 'split:2@1']);
+    expect(d.errors).toEqual([]);
+  });
+
+  it('a report by numbers alone updates the kept report of its generation, split key dropped', () => {
+    const led = lead(initialState(defaultPlacementConfig), 0);
+    let s = observeReports(led, [report(meta1), bigUser(0)], 1000);
+    const stats = (rangeId: number, generation: number) => ({
+      rangeId,
+      generation,
+      keys: 7,
+      bytes: 700,
+      opsPerS: 3.5,
+    });
+    s = observeReports(s, [], 2000, [], [stats(2, 1), stats(2, 2), stats(9, 1)]);
+    const kept = s.leader!.reports;
+    expect(kept.get(2)).toEqual({
+      descriptor: user1,
+      leaderNode: 'n1',
+      keys: 7,
+      bytes: 700,
+      opsPerS: 3.5,
+      atMs: 2000,
+    });
+    expect(kept.get(1)).toEqual({ ...report(meta1), atMs: 1000 });
+    expect(kept.has(9)).toBe(false);
+    // Through the machine: after a failed split, numbers alone (no split key) are a newer
+    // report but call for no split; a full report with the key does.
+    const d = driver();
+    leadAndWarm(d, 0, [report(meta1), bigUser()]);
+    d.send({ type: 'OP_FAILED', id: 'split:2@1', why: 'busy' });
+    d.send({ type: 'REPORT', reports: [], stats: [stats(2, 1)], nowMs: 3000 });
+    d.send({ type: 'TICK', nowMs: 3000 });
+    expect(d.issued).toHaveLength(1);
+    d.send({ type: 'REPORT', reports: [bigUser(3500)], nowMs: 3500 });
     d.send({ type: 'TICK', nowMs: 3500 });
     expect(d.issued.map((op) => op.id)).toEqual(['split:2@1', 'split:2@1']);
     expect(d.errors).toEqual([]);
