@@ -14,11 +14,10 @@
 // Every call is dispatched to the handlers of the role the machine is in; a role change
 // a handler asks for goes through the machine (see machine.ts).
 //
-// Hibernation: a quiescent replica need hold no actor. The host calls hibernate() once the
-// range has slept a while: the actor stops (the role it slept in is kept here), and the
-// next event (WAKE, REMOVE) starts a new actor resumed in that quiescent state, which then
-// takes the event. Only the ranges in use pay for an actor, and a range that sleeps
-// between writes a second or two apart does not start and stop one for every write.
+// Hibernation: a quiescent replica holds no actor. Entering quiescent stops the actor (the
+// role it slept in is kept here); the next event (WAKE, REMOVE) starts a new actor resumed
+// in that quiescent state, which then takes the event. Only the ranges in use pay for an
+// actor.
 
 import { type Actor, type AnyActorRef, createActor } from 'xstate';
 import { InvariantViolation } from '../core/assert.ts';
@@ -62,9 +61,9 @@ function stopActor(actor: Actor<typeof replicaMachine>): void {
 export class RangeReplica {
   readonly core: RaftCore;
   /**
-   * The machine's actor; none once a quiescent range hibernated (an actor and its snapshot
-   * cost about 1.6 KiB, and a node may host thousands of idle ranges). The next event
-   * starts a new actor from the quiescent state the last one stopped in.
+   * The machine's actor; none while the range is quiescent (hibernation: an actor and its
+   * snapshot cost about 1.6 KiB, and a node may host thousands of idle ranges). The next
+   * event starts a new actor from the quiescent state the last one stopped in.
    */
   private actor: Actor<typeof replicaMachine> | undefined;
   private readonly parent: AnyActorRef | undefined;
@@ -135,20 +134,12 @@ export class RangeReplica {
       this.state = v.quiescent;
       this.asleep = true;
     }
-    if (this.state === 'removed') {
+    // Quiescent (hibernating) or removed: the actor goes; a quiescent range's next event
+    // (WAKE, REMOVE) resumes a new one where this one stopped.
+    if (this.asleep || this.state === 'removed') {
       stopActor(actor);
       this.actor = undefined;
     }
-  }
-
-  /**
-   * A quiescent replica lets its actor go (a no-op when active, or hibernating already);
-   * its next event (WAKE, REMOVE) resumes a new one where this one stopped.
-   */
-  hibernate(): void {
-    if (!this.asleep || this.actor === undefined) return;
-    stopActor(this.actor);
-    this.actor = undefined;
   }
 
   private change(c: RoleChange | LifecycleChange | undefined): void {

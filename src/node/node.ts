@@ -277,12 +277,6 @@ function nodeOfReplicas(replicas: readonly ReplicaDescriptor[]): Map<ReplicaId, 
 const reportsPerMessage = 2000;
 /** Fresh ranges per message (two numbers each: well under max_payload). */
 const freshPerMessage = 20_000;
-/**
- * A quiescent range keeps its actor this many ticks before it hibernates: at 4,096 busy
- * ranges a range takes a write every second or three and sleeps in between, and starting
- * and stopping an actor for every write cost about 100 us of CPU per put over the nodes.
- */
-const hibernateAfterTicks = 20;
 /** Numbers-only reports in one message (at most about 40 bytes each). */
 const statsPerMessage = 10_000;
 /** Bytes of one outgoing raft NATS message before a new one is started. */
@@ -347,11 +341,6 @@ export class Node {
   private turnScheduled = false;
   /** Ranges with something to do in the next turn (the turn visits only these). */
   private dirty = new Set<RangeHost>();
-  /**
-   * Ranges that went quiescent with their actor, by the tick they were seen asleep, oldest
-   * first: hibernated hibernateAfterTicks later (RangeReplica.hibernate) if still asleep.
-   */
-  private readonly napping = new Map<RangeHost, number>();
   /** Initialized ranges that are not quiescent: the ones ticked. */
   private readonly awake = new Set<RangeHost>();
   /** Node liveness: when each peer node was last heard from (any raft envelope). */
@@ -673,8 +662,6 @@ export class Node {
     for (const h of this.awake) {
       if (h.replica.quiescent()) {
         this.awake.delete(h);
-        this.napping.delete(h); // (to the end: the map stays in tick order)
-        this.napping.set(h, this.ticks);
         h.opsPerS = 0;
         continue;
       }
@@ -691,15 +678,6 @@ export class Node {
         h.ops = 0;
         h.opsSinceMs = now;
       }
-    }
-    for (const [h, since] of this.napping) {
-      if (!h.replica.quiescent()) {
-        this.napping.delete(h); // awake again (or removed)
-        continue;
-      }
-      if (this.ticks - since < hibernateAfterTicks) break;
-      h.replica.hibernate();
-      this.napping.delete(h);
     }
     this.heartbeatDue = true;
     const lapsed: string[] = [];

@@ -621,7 +621,6 @@ export class World {
         } else if (r.role() === 'follower' && !this.isLive(node, r.core.leader)) {
           this.leaderLapsed(node, h);
         } else {
-          r.hibernate(); // its next event resumes a new actor (as a node's, a while later)
           continue; // a quiescent replica is not ticked
         }
         this.process(node, h);

@@ -192,33 +192,20 @@ describe('range machine', () => {
   it('hibernates a quiescent replica: its actor goes and a new one resumes where it slept', () => {
     const r = singleLeader(() => true);
     expect(actorOf(r)).toBeDefined();
-    r.hibernate(); // active: a no-op
-    expect(actorOf(r)).toBeDefined();
     for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
     expect(r.quiescent()).toBe(true);
-    // Asleep, the actor stays until the host says: a wake soon after costs no new actor.
-    const sleeping = actorOf(r);
-    expect(sleeping).toBeDefined();
-    expect(r.propose([new Uint8Array([0])])).toEqual({ index: 2, term: 1 });
-    expect(actorOf(r)).toBe(sleeping);
-    settle(r);
-    for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
-    expect(r.quiescent()).toBe(true);
-    r.hibernate();
     expect(actorOf(r)).toBeUndefined();
-    r.hibernate(); // hibernating already: a no-op
     expect(r.role()).toBe('leader');
     // Woken by a proposal: a resumed actor takes WAKE (the core wakes, as without hibernation).
-    expect(r.propose([new Uint8Array([1])])).toEqual({ index: 3, term: 1 });
+    expect(r.propose([new Uint8Array([1])])).toEqual({ index: 2, term: 1 });
     expect(r.quiescent()).toBe(false);
     expect(r.core.quiescent).toBe(false);
     expect(actorOf(r)).toBeDefined();
     settle(r);
-    expect(r.core.log.committed).toBe(3);
+    expect(r.core.log.committed).toBe(2);
     // Asleep again, then removed: REMOVE resumes an actor that ends in removed.
     for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
     expect(r.quiescent()).toBe(true);
-    r.hibernate();
     r.remove();
     expect(r.role()).toBe('removed');
     expect(actorOf(r)).toBeUndefined();
@@ -234,7 +221,6 @@ describe('range machine', () => {
     );
     f.step([{ type: 'heartbeat', from: 1, to: 2, term: 1, commit: 0, seq: 1, quiesce: true }]);
     expect(f.quiescent()).toBe(true);
-    f.hibernate();
     expect(actorOf(f)).toBeUndefined();
     f.leaderLapsed();
     expect(f.quiescent()).toBe(false);
@@ -267,7 +253,6 @@ describe('range machine', () => {
       expect(actor).toBeDefined();
       for (let t = 0; t < defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
       expect(r.quiescent()).toBe(true);
-      r.hibernate();
       expect(unregistered).toHaveLength(round);
       expect(unregistered[round - 1]).toBe(actor);
       r.wake();
