@@ -1612,16 +1612,7 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
       for (const op of workloads) {
         for (const inflight of inflights) {
           log(`rasputin: ${op}, ${inflight} in flight, ${made} ranges`);
-          const cfg: LoadConfig = {
-            ...baseConfig(nats),
-            mode: 'rasputin',
-            op,
-            inflight,
-            ...(n > 1 ? { warmRanges: n } : {}),
-          };
-          const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
-          const row = toRow('rasputin', op, inflight, result, s0, s1, n);
-          if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
+          const row = await rangesLoad(c, op, inflight, n, op);
           if (made !== n) row.note = `the pre-split made ${made} ranges, not ${n}`;
           addRow(row);
         }
@@ -1675,6 +1666,30 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
   if (failed !== undefined) throw failed;
 }
 
+/**
+ * One load of `op` from a load process on `c`, a cluster of `n` ranges (whose range cache
+ * the load warms first), as a row named `workload`.
+ */
+async function rangesLoad(
+  c: Cluster,
+  op: LoadConfig['op'],
+  inflight: number,
+  n: number,
+  workload: string,
+): Promise<Row> {
+  const cfg: LoadConfig = {
+    ...baseConfig(c.nats),
+    mode: 'rasputin',
+    op,
+    inflight,
+    ...(n > 1 ? { warmRanges: n } : {}),
+  };
+  const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
+  const row = toRow('rasputin', workload, inflight, result, s0, s1, n);
+  if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
+  return row;
+}
+
 /** The range count the throughput target compares with 1 range: 256, or the most measured. */
 function manyRanges(): number | undefined {
   if (!rangesList?.includes(1)) return undefined;
@@ -1705,29 +1720,16 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
       throw new Error(`the pre-split made ${o.made.length + 1} ranges, not ${many}`);
     }
     const inflight = inflights[inflights.length - 1]!;
+    const pair: [Cluster, number][] = [
+      [one, 1],
+      [split, many],
+    ];
     for (let k = 2; k <= rangesRepeat; k++) {
-      const order: [Cluster, number][] =
-        k % 2 === 0
-          ? [
-              [split, many],
-              [one, 1],
-            ]
-          : [
-              [one, 1],
-              [split, many],
-            ];
+      const order = k % 2 === 0 ? [...pair].reverse() : pair;
       for (const op of workloads) {
         for (const [c, n] of order) {
           log(`rasputin: ${op}#${k}, ${inflight} in flight, ${n} ranges`);
-          const cfg: LoadConfig = {
-            ...baseConfig(c.nats),
-            mode: 'rasputin',
-            op,
-            inflight,
-            ...(n > 1 ? { warmRanges: n } : {}),
-          };
-          const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
-          addRow(toRow('rasputin', `${op}#${k}`, inflight, result, s0, s1, n));
+          addRow(await rangesLoad(c, op, inflight, n, `${op}#${k}`));
         }
       }
     }
