@@ -1,5 +1,6 @@
 // What the driver remembers, and how each event changes it: plain functions from a state
 // to the next one (the machine in driver.ts only decides which of them run, and when).
+// One exception, for thousands of ranges: observeReports updates the report map in place.
 //
 // The driver is trusted with nothing it cannot observe again. Leadership of the meta range
 // starts from an empty view; progress is read from reports and directory reads, and
@@ -37,7 +38,11 @@ export interface LeaderState {
   readonly nowMs: number;
   /** When the first REPORT of this term arrived; warm-up counts from it. */
   readonly firstReportAtMs: number | null;
-  /** Invariant: per range, the report with the highest generation, then the latest. */
+  /**
+   * Invariant: per range, the report with the highest generation, then the latest.
+   * observeReports updates this map and its reports in place, so a state is current only
+   * until the next event: keep no older one (the actor replaces its context on each).
+   */
   readonly reports: ReadonlyMap<number, RangeReport>;
   /** null until the first directory read of this term. */
   readonly directory: ReadonlyMap<number, RangeDesc> | null;
@@ -115,7 +120,10 @@ export function observeReports(
 ): DriverState {
   let leader = leaderOf(state);
   const at = Math.max(leader.nowMs, nowMs);
-  const latest = new Map(leader.reports);
+  // In place (see LeaderState.reports): a copy of 10,000 reports per batch, and a new
+  // report per fresh range every few seconds, kept an idle node leading them in full
+  // collections every few seconds.
+  const latest = leader.reports as Map<number, RangeReport>;
   for (const report of reports) {
     const known = latest.get(report.descriptor.rangeId);
     // A lower generation comes from a deposed leader that has not applied a split yet.
@@ -124,8 +132,9 @@ export function observeReports(
   }
   for (const [rangeId, generation] of fresh) {
     const known = latest.get(rangeId);
+    // A kept report is the driver's own copy (made here), never one of the caller's.
     if (known !== undefined && known.descriptor.generation === generation) {
-      latest.set(rangeId, { ...known, atMs: at });
+      (known as { atMs: number }).atMs = at;
     }
   }
   for (const { rangeId, generation, keys, bytes, opsPerS } of stats) {
@@ -267,17 +276,15 @@ function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState 
   const stale = (atMs: number) => leader.nowMs - atMs > config.reportStaleMs;
   // Copies only when something is stale: with thousands of ranges, a copy every tick of a
   // view that did not change was most of an idle meta leader's garbage.
+  // In place, as observeReports does (deleting while iterating a Map is well defined).
+  const reports = leader.reports as Map<number, RangeReport>;
+  reports.forEach((r, rangeId) => {
+    if (stale(r.atMs)) reports.delete(rangeId);
+  });
   let any = false;
-  for (const r of leader.reports.values()) if ((any = stale(r.atMs))) break;
-  const reports = any
-    ? new Map([...leader.reports].filter(([, r]) => !stale(r.atMs)))
-    : leader.reports;
-  any = false;
   for (const atMs of leader.ended.values()) if ((any = stale(atMs))) break;
   const ended = any ? new Map([...leader.ended].filter(([, atMs]) => !stale(atMs))) : leader.ended;
-  return reports === leader.reports && ended === leader.ended
-    ? leader
-    : { ...leader, reports, ended };
+  return ended === leader.ended ? leader : { ...leader, ended };
 }
 
 /** Sets the outcome of the newest open decision for this operation, if it is still kept. */
