@@ -3,7 +3,6 @@
 export {
   type Checker,
   checkers,
-  freshReports,
   operationId,
   operationTarget,
   repairDirectory,

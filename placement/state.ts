@@ -274,13 +274,10 @@ function neededSinceEnd(leader: LeaderState, op: Operation): boolean {
 
 function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState {
   const stale = (atMs: number) => leader.nowMs - atMs > config.reportStaleMs;
-  // Copies only when something is stale: with thousands of ranges, a copy every tick of a
-  // view that did not change was most of an idle meta leader's garbage.
-  // In place, as observeReports does (deleting while iterating a Map is well defined).
+  // Reports in place, as observeReports does (deleting while iterating a Map is well
+  // defined). `ended` is copied only when something in it is stale.
   const reports = leader.reports as Map<number, RangeReport>;
-  reports.forEach((r, rangeId) => {
-    if (stale(r.atMs)) reports.delete(rangeId);
-  });
+  for (const r of reports.values()) if (stale(r.atMs)) reports.delete(r.descriptor.rangeId);
   let any = false;
   for (const atMs of leader.ended.values()) if ((any = stale(atMs))) break;
   const ended = any ? new Map([...leader.ended].filter(([, atMs]) => !stale(atMs))) : leader.ended;

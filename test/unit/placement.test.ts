@@ -8,7 +8,6 @@ import {
   type ClusterView,
   decisions,
   defaultPlacementConfig,
-  freshReports,
   type Operation,
   operationsInFlight,
   type PlacementConfig,
@@ -97,21 +96,7 @@ describe('placement config', () => {
   });
 });
 
-describe('fresh reports', () => {
-  it("are the reports not older than reportStaleMs at the view's time", () => {
-    const reports = [
-      report(desc(2, 'b', null, 1), { atMs: 0 }),
-      report(desc(1, '', 'b', 1), { atMs: 9_000 }),
-    ];
-    const ids = (v: ReturnType<typeof view>, c = config) =>
-      [...freshReports(v, c)].map((r) => r.descriptor.rangeId);
-    const v = view({ reports, nowMs: 10_000 });
-    expect(ids(v)).toEqual([2, 1]);
-    // Later: the report from 0 ms is stale now (reportStaleMs 10 s), the other is not.
-    expect(ids({ ...v, nowMs: 15_000 })).toEqual([1]);
-    expect(ids({ ...v, nowMs: 15_000 }, { ...config, reportStaleMs: 1_000 })).toEqual([]);
-  });
-
+describe('checkers', () => {
   it('make operations in range order, whatever order the reports came in', () => {
     const reports = [report(desc(3, 'm', null, 2)), report(desc(2, 'f', 'm', 2))];
     const ops = repairDirectory(view({ reports, directory: [desc(1, '', 'f', 2)] }), config);
