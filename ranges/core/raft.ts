@@ -174,6 +174,15 @@ export class RaftCore {
   private leaderStartIndex: LogIndex = 0;
   /** Set for the rest of a term once a transfer started: that term serves no lease reads. */
   private leaseReadsDisabled = false;
+  /**
+   * A lease expiry computed earlier (hasValidLease), or -Infinity. Between two drops of the
+   * lease rounds (a role change, quiescence) the lease start only moves forward: acked seqs
+   * only grow, a later round was sent later, and a round is forgotten only once it is too
+   * old to hold a lease. So an expiry computed earlier is a lower bound of the current
+   * one, and a read before it needs no quorum computation (which cost a lease read at 256
+   * ranges about 0.7 us, profiled). Reset wherever the rounds are dropped.
+   */
+  private leaseHeldUntilMs = Number.NEGATIVE_INFINITY;
   private transferee: ReplicaId = none;
   private transferElapsedTicks = 0;
   private uncommittedBytes = 0;
@@ -261,7 +270,10 @@ export class RaftCore {
   hasValidLease(): boolean {
     if (this.options.mode !== 'harpoon' || this.role !== 'leader' || this.quiescent) return false;
     if (this.leaseReadsDisabled || !this.ownTermCommitted()) return false;
-    return this.env.nowMs() < this.leaseExpiryMs();
+    const now = this.env.nowMs();
+    if (now < this.leaseHeldUntilMs) return true;
+    this.leaseHeldUntilMs = this.leaseExpiryMs();
+    return now < this.leaseHeldUntilMs;
   }
 
   /** A leader that started a leadership transfer serves no lease read for the rest of its term. */
@@ -413,6 +425,7 @@ export class RaftCore {
     for (const r of this.pendingReads) this.droppedReads.push(r.id);
     this.pendingReads = [];
     this.seqSentAtMs = neverWritten();
+    this.leaseHeldUntilMs = Number.NEGATIVE_INFINITY;
   }
 
   private randomElectionTicks(): number {
@@ -652,6 +665,7 @@ export class RaftCore {
       });
     }
     this.seqSentAtMs = neverWritten();
+    this.leaseHeldUntilMs = Number.NEGATIVE_INFINITY;
   }
 
   /**
