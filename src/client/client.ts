@@ -854,15 +854,19 @@ export class Client {
   }
 
   /**
-   * Sends every queued call, routed now by the range cache: one request per batch (per
-   * range, or to `<p>.kv`), all without waiting.
+   * Sends every queued call, routed now by the range cache, all without waiting: the calls
+   * of ranges whose leader is known go to that node together (one request per node, as
+   * TiKV batches per store); the others one request per range, or to `<p>.kv`.
    */
   private flush(): void {
     this.flushHandle = undefined;
     if (this.closed) return;
     const queue = this.queue;
     this.queue = [];
-    const groups = new Map<number, { range: CachedRange | undefined; calls: Call[] }>();
+    // One pass, grouped by node at once: with 64 calls over as many ranges, grouping by
+    // range first made a group per call.
+    const byNode = new Map<string, { calls: Call[]; ranges: CachedRange[]; mixed: boolean }>();
+    const alone = new Map<number, { range: CachedRange | undefined; calls: Call[] }>();
     let missed = false;
     for (const call of queue) {
       if (call.settled) continue;
@@ -874,75 +878,71 @@ export class Client {
       }
       const range = call.route === 'range' ? this.cache.lookup(call.key) : undefined;
       if (call.route === 'range' && range === undefined) missed = true;
-      const id = range?.rangeId ?? 0; // 0: `<p>.kv`
-      let g = groups.get(id);
-      if (!g) groups.set(id, (g = { range, calls: [] }));
-      g.calls.push(call);
-    }
-    if (missed) this.refreshDirectory();
-    // Ranges with a known leader go to that node together; the others one request each.
-    const byNode = new Map<string, { range: CachedRange; calls: Call[] }[]>();
-    const alone: { range: CachedRange | undefined; calls: Call[] }[] = [];
-    for (const g of groups.values()) {
       const node =
-        g.range && g.range.generation > 0 ? this.leaders.get(g.range.rangeId) : undefined;
-      if (node === undefined || g.range === undefined) {
-        alone.push(g);
+        range !== undefined && range.generation > 0 ? this.leaders.get(range.rangeId) : undefined;
+      if (node !== undefined) {
+        const g = byNode.get(node);
+        if (g === undefined) byNode.set(node, { calls: [call], ranges: [range!], mixed: false });
+        else {
+          if (g.ranges[0]!.rangeId !== range!.rangeId) g.mixed = true;
+          g.calls.push(call);
+          g.ranges.push(range!);
+        }
         continue;
       }
-      let list = byNode.get(node);
-      if (!list) byNode.set(node, (list = []));
-      list.push({ range: g.range, calls: g.calls });
+      const id = range?.rangeId ?? 0; // 0: `<p>.kv`
+      const g = alone.get(id);
+      if (g === undefined) alone.set(id, { range, calls: [call] });
+      else g.calls.push(call);
     }
-    for (const list of byNode.values()) {
-      if (list.length === 1) alone.push(list[0]!);
-      else this.sendRouted(list);
+    if (missed) this.refreshDirectory();
+    for (const g of byNode.values()) {
+      if (g.mixed) this.sendRouted(g.calls, g.ranges);
+      else this.sendBatches(g.ranges[0], g.calls);
     }
+    for (const g of alone.values()) this.sendBatches(g.range, g.calls);
+  }
+
+  /** The calls of one range (or of `<p>.kv`), in requests of up to batchOpsMax ops. */
+  private sendBatches(range: CachedRange | undefined, calls: Call[]): void {
     const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
-    for (const { range, calls } of alone) {
-      let batch: Call[] = [];
-      let batchBytes = 0;
-      for (const call of calls) {
-        const full =
-          batch.length === limits.batchOpsMax || batchBytes + call.encoded.length > opsBytesMax;
-        if (full && batch.length > 0) {
-          this.send(range, batch);
-          batch = [];
-          batchBytes = 0;
-        }
-        batch.push(call);
-        batchBytes += call.encoded.length;
+    let batch: Call[] = [];
+    let batchBytes = 0;
+    for (const call of calls) {
+      const full =
+        batch.length === limits.batchOpsMax || batchBytes + call.encoded.length > opsBytesMax;
+      if (full && batch.length > 0) {
+        this.send(range, batch);
+        batch = [];
+        batchBytes = 0;
       }
-      if (batch.length > 0) this.send(range, batch);
+      batch.push(call);
+      batchBytes += call.encoded.length;
     }
+    if (batch.length > 0) this.send(range, batch);
   }
 
   /**
-   * The ops of several ranges that one node leads, in requests of up to batchOpsMax ops
-   * with a route (range id, generation) per op, sent to one of those ranges' subjects.
+   * The calls of several ranges that one node leads (`ranges[i]` routes `calls[i]`), in
+   * requests of up to batchOpsMax ops with a route (range id, generation) per op, sent to
+   * one of those ranges' subjects.
    */
-  private sendRouted(groups: { range: CachedRange; calls: Call[] }[]): void {
+  private sendRouted(calls: Call[], ranges: CachedRange[]): void {
     const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
-    let batch: Call[] = [];
-    let ranges: CachedRange[] = [];
+    let from = 0;
     let batchBytes = 0;
-    const send = () => {
-      if (batch.length === 1) this.send(ranges[0], batch);
-      else if (batch.length > 1) this.send(ranges[0], batch, ranges);
-      batch = [];
-      ranges = [];
+    const send = (to: number) => {
+      if (to - from === 1) this.send(ranges[from], calls.slice(from, to));
+      else if (to > from) this.send(ranges[from], calls.slice(from, to), ranges.slice(from, to));
+      from = to;
       batchBytes = 0;
     };
-    for (const { range, calls } of groups) {
-      for (const call of calls) {
-        const bytes = call.encoded.length + routeBytesMax;
-        if (batch.length === limits.batchOpsMax || batchBytes + bytes > opsBytesMax) send();
-        batch.push(call);
-        ranges.push(range);
-        batchBytes += bytes;
-      }
+    for (let i = 0; i < calls.length; i++) {
+      const bytes = calls[i]!.encoded.length + routeBytesMax;
+      if (i - from === limits.batchOpsMax || batchBytes + bytes > opsBytesMax) send(i);
+      batchBytes += bytes;
     }
-    send();
+    send(calls.length);
   }
 
   /**

@@ -451,7 +451,6 @@ export function checkRequest(x: unknown): Checked<{
     if (!Array.isArray(r.routes) || r.routes.length !== r.ops.length) {
       return bad('routes must be an array with one [rangeId, gen] per op');
     }
-    routes = [];
     for (const x of r.routes as unknown[]) {
       if (!Array.isArray(x) || x.length !== 2 || !isCount(x[0])) {
         return bad('each route must be [rangeId, gen]');
@@ -460,8 +459,9 @@ export function checkRequest(x: unknown): Checked<{
       if (typeof gen !== 'number' || !Number.isSafeInteger(gen) || gen < 0) {
         return bad('each route must be [rangeId, gen]');
       }
-      routes.push([x[0], gen]);
     }
+    // Checked in place: the decoded routes are the request's own, used as they are.
+    routes = r.routes as [number, number][];
   }
   return {
     ok: true,
