@@ -240,10 +240,6 @@ export class RangeReplica {
   }
 
   /**
-   * Starts a linearizable read; its ReadState comes out of ready(). A quiescent leader
-   * wakes first and holds no lease then: the read uses ReadIndex.
-   */
-  /**
    * The index a read can be served at now by the lease (core.leaseReadIndex), or
    * undefined: not the leader, quiescent (no lease), or no valid lease. Sends no event.
    */
@@ -252,6 +248,10 @@ export class RangeReplica {
     return this.core.leaseReadIndex();
   }
 
+  /**
+   * Starts a linearizable read; its ReadState comes out of ready(). A quiescent leader
+   * wakes first and holds no lease then: the read uses ReadIndex.
+   */
   read(id: number): ReadError | null {
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();
