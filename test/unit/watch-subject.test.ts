@@ -46,6 +46,15 @@ describe('watch subjects', () => {
     expect(watchSubject('p', b('100%'))).toBe('p.watch.100%25');
     expect(watchSubject('p', b('.a..'))).toBe('p.watch.%.a.%.%');
     expect(watchSubject('p', Uint8Array.of(0, 0xff))).toBe('p.watch.%00%FF');
+    // Keys that are their own tokens, and near misses (the empty token, one escape).
+    expect(watchSubject('p', b('k_000042'))).toBe('p.watch.k_000042');
+    expect(watchSubject('p', b('a.b.c'))).toBe('p.watch.a.b.c');
+    expect(watchSubject('p', b('a..b'))).toBe('p.watch.a.%.b');
+    expect(watchSubject('p', b('a.b.'))).toBe('p.watch.a.b.%');
+    expect(watchSubject('p', b('ab\x80'))).toBe('p.watch.ab%80');
+    expect(watchSubject('p', b(''))).toBe('p.watch.%');
+    // A key that is a view into a larger buffer.
+    expect(watchSubject('p', Buffer.from('xxkeyyy').subarray(2, 5))).toBe('p.watch.key');
   });
 
   it('gives every key a valid subject and reads the key back from it (2,000 random keys)', () => {
