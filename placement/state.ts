@@ -1,6 +1,7 @@
 // What the driver remembers, and how each event changes it: plain functions from a state
 // to the next one (the machine in driver.ts only decides which of them run, and when).
-// One exception, for thousands of ranges: observeReports updates the report map in place.
+// One exception, for thousands of ranges: observeReports and tick (forgetStale) update
+// the report map in place.
 //
 // The driver is trusted with nothing it cannot observe again. Leadership of the meta range
 // starts from an empty view; progress is read from reports and directory reads, and

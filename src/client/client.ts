@@ -905,21 +905,7 @@ export class Client {
 
   /** The calls of one range (or of `<p>.kv`), in requests of up to batchOpsMax ops. */
   private sendBatches(range: CachedRange | undefined, calls: Call[]): void {
-    const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
-    let batch: Call[] = [];
-    let batchBytes = 0;
-    for (const call of calls) {
-      const full =
-        batch.length === limits.batchOpsMax || batchBytes + call.encoded.length > opsBytesMax;
-      if (full && batch.length > 0) {
-        this.send(range, batch);
-        batch = [];
-        batchBytes = 0;
-      }
-      batch.push(call);
-      batchBytes += call.encoded.length;
-    }
-    if (batch.length > 0) this.send(range, batch);
+    this.inBatches(calls, 0, (from, to) => this.send(range, calls.slice(from, to)));
   }
 
   /**
@@ -928,21 +914,34 @@ export class Client {
    * one of those ranges' subjects.
    */
   private sendRouted(calls: Call[], ranges: CachedRange[]): void {
+    this.inBatches(calls, routeBytesMax, (from, to) => {
+      if (to - from === 1) this.send(ranges[from], calls.slice(from, to));
+      else this.send(ranges[from], calls.slice(from, to), ranges.slice(from, to));
+    });
+  }
+
+  /**
+   * Cuts `calls` into requests of up to batchOpsMax ops that fit a request (each op's
+   * encoded bytes plus `extraBytes`), and calls send(from, to) for each, in order.
+   */
+  private inBatches(
+    calls: readonly Call[],
+    extraBytes: number,
+    send: (from: number, to: number) => void,
+  ): void {
     const opsBytesMax = this.requestBytesMax() - requestFrameBytesMax;
     let from = 0;
-    let batchBytes = 0;
-    const send = (to: number) => {
-      if (to - from === 1) this.send(ranges[from], calls.slice(from, to));
-      else if (to > from) this.send(ranges[from], calls.slice(from, to), ranges.slice(from, to));
-      from = to;
-      batchBytes = 0;
-    };
+    let bytes = 0;
     for (let i = 0; i < calls.length; i++) {
-      const bytes = calls[i]!.encoded.length + routeBytesMax;
-      if (i - from === limits.batchOpsMax || batchBytes + bytes > opsBytesMax) send(i);
-      batchBytes += bytes;
+      const opBytes = calls[i]!.encoded.length + extraBytes;
+      if (i > from && (i - from === limits.batchOpsMax || bytes + opBytes > opsBytesMax)) {
+        send(from, i);
+        from = i;
+        bytes = 0;
+      }
+      bytes += opBytes;
     }
-    send(calls.length);
+    if (calls.length > from) send(from, calls.length);
   }
 
   /**
