@@ -235,6 +235,41 @@ describe('log and hard state', () => {
     expect(store.loadRange(2)).toBeUndefined();
   });
 
+  it("writes a commit index that moved alone with the range's next other change", async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    await store.createRange(descriptor(1, '', null), config);
+    const entries = [1, 2, 3, 4, 5].map((i) =>
+      entry(i, 1, encodeCommand(set(`k${i}`, 'v', `i${i}`))),
+    );
+    /** A turn that writes entries [from, to) at hard state (term, vote, commit), and applies `applied`. */
+    let writes = 0;
+    const write = async (hs: [number, number, number], from: number, to: number, applied = 0) => {
+      const turn = store.beginTurn();
+      const hardState = { term: hs[0], vote: hs[1], commit: hs[2] };
+      turn.write(1, { id: ++writes, hardState, entries: entries.slice(from, to), snapshot: null });
+      if (applied > 0) turn.apply(1, entries.slice(0, applied));
+      await turn.commit().durable;
+      store = await reopen(store, dir);
+      return store.loadRange(1)!.state;
+    };
+    await write([1, 1, 0], 0, 2);
+    // A follower's next append: entries, and a commit index that moved (term and vote did
+    // not). The entries are durable; the commit index is not written for itself.
+    let state = await write([1, 1, 2], 2, 4);
+    expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3, 4]);
+    expect(state.hardState).toEqual({ term: 1, vote: 1, commit: 0 });
+    // The next change of the applied index writes the commit index the range has then.
+    state = await write([1, 1, 3], 4, 5, 3);
+    expect(state.hardState).toEqual({ term: 1, vote: 1, commit: 3 });
+    expect(state.applied).toBe(3);
+    expect(state.entries.map((e) => e.index)).toEqual([1, 2, 3, 4, 5]);
+    // A new term is written at once, with the commit index of its write.
+    state = await write([2, 0, 4], 5, 5);
+    expect(state.hardState).toEqual({ term: 2, vote: 0, commit: 4 });
+    await store.close();
+  });
+
   it('replaces a conflicting suffix from the first written index on', async () => {
     const dir = tempDir();
     let store = openStore(dir);
