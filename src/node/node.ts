@@ -358,6 +358,11 @@ export class Node {
   /** Counters for `rasputin status` and the benchmark. */
   readonly stats = {
     turns: 0,
+    /**
+     * Milliseconds the turns ran on the event loop (their store transactions' bodies run
+     * later, on their own: storeTxnBodyMs).
+     */
+    turnMs: 0,
     raftMessagesIn: 0,
     raftBatchesOut: 0,
     clientRequests: 0,
@@ -1353,6 +1358,7 @@ export class Node {
   private runTurn(): void {
     this.turnScheduled = false;
     if (this.stopping) return;
+    const startMs = performance.now();
     this.stats.turns++;
     const turn = this.store.beginTurn();
     const persistedIds: [RangeHost, number][] = [];
@@ -1482,6 +1488,7 @@ export class Node {
       if (h.initialized && !h.replica.quiescent()) this.awake.add(h);
     }
     if (this.logMemoryTotal > this.config.logMemoryMax) this.trimLogs();
+    this.stats.turnMs += performance.now() - startMs;
   }
 
   private proposeBatch(h: RangeHost): void {
@@ -2457,6 +2464,12 @@ export class Node {
         // Events written to the eventlog, and moved from it to the events tree.
         storeEventsPended: this.store.stats.eventsPended,
         storeEventsMoved: this.store.stats.eventsMoved,
+        // The turns' transactions: how many reached disk, and their time (ms, summed) waiting
+        // for the writer, in their bodies, and from the body's end to durable.
+        storeTurnCommits: this.store.stats.turnCommits,
+        storeTxnWaitMs: this.store.stats.txnWaitMs,
+        storeTxnBodyMs: this.store.stats.txnBodyMs,
+        storeTxnSyncMs: this.store.stats.txnSyncMs,
         xstateEvents: [...this.ranges.values()].reduce((n, h) => n + h.replica.eventsSent, 0),
         eventTails: this.tails.size,
         eventTailBytes: [...this.tails].reduce((n, h) => n + (h.tail?.heldBytes ?? 0), 0),

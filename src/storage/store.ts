@@ -248,6 +248,17 @@ export interface StoreStats {
   eventsMoved: number;
   /** Eventlog records deleted from its front. */
   eventlogPurged: number;
+  /**
+   * Where a turn's transaction spends its time, summed in milliseconds over the commits:
+   * from Turn.commit to its body starting (waiting for the transactions before it on
+   * lmdb-js's writer), the body (the turn's ops, on the event loop), and from the body's
+   * end to durable (the commit and its sync). Divided by `turnCommits` (the turns'
+   * transactions that reached disk): the means.
+   */
+  turnCommits: number;
+  txnWaitMs: number;
+  txnBodyMs: number;
+  txnSyncMs: number;
 }
 
 /**
@@ -839,6 +850,10 @@ export class Store {
     eventsPended: 0,
     eventsMoved: 0,
     eventlogPurged: 0,
+    turnCommits: 0,
+    txnWaitMs: 0,
+    txnBodyMs: 0,
+    txnSyncMs: 0,
   };
   readonly dedupWindowEntries: number;
   private readonly journalLagMax: number;
@@ -1638,7 +1653,11 @@ export class Store {
     // thread (batched with other turns' transactions), so the event loop never waits for
     // fsync. Transactions run in call order; a callback that throws is rolled back whole.
     let drops: Array<[PendingRange, LogIndex, number]> = [];
+    const calledAtMs = performance.now();
+    let bodyEndMs = calledAtMs;
     const committed = this.root.childTransaction(() => {
+      const bodyStartMs = performance.now();
+      this.stats.txnWaitMs += bodyStartMs - calledAtMs;
       try {
         this.turnEvents = { mutations, eventsOldest };
         const applying = new Set<number>();
@@ -1659,6 +1678,8 @@ export class Store {
       } finally {
         this.turnEvents = undefined;
         this.turnPending = undefined;
+        bodyEndMs = performance.now();
+        this.stats.txnBodyMs += bodyEndMs - bodyStartMs;
       }
     });
     const durable = committed.then(() => {
@@ -1667,6 +1688,8 @@ export class Store {
       // The transaction's promise resolves once it is committed; flushed once it is on disk.
       return this.root.flushed.then(() => {
         this.stats.flushes++;
+        this.stats.turnCommits++;
+        this.stats.txnSyncMs += performance.now() - bodyEndMs;
       });
     });
     // A failed turn is reported through `results`; keep `durable` from being unhandled.

@@ -348,6 +348,10 @@ interface Row {
   raft_msgs_in_per_op?: number | null;
   node_requests_per_op?: number | null;
   turns_per_op?: number | null;
+  turn_us_per_op?: number | null;
+  txn_wait_ms?: number | null;
+  txn_body_ms?: number | null;
+  txn_sync_ms?: number | null;
   dropped?: number | null;
   client_requests_per_op?: number | null;
   client_retries?: number;
@@ -495,6 +499,14 @@ function show(r: Row): void {
   );
   if (r.first_err) out(`    first error: ${r.first_err}`);
   if (r.note) out(`    note: ${r.note}`);
+  if (r.txn_body_ms != null) {
+    const f = (x: number | null | undefined, digits: number) => x?.toFixed(digits) ?? '-';
+    out(
+      `    time over the nodes: turns ${f(r.turn_us_per_op, 1)} us/op; a turn's transaction ` +
+        `${f(r.txn_wait_ms, 2)} ms queued, ${f(r.txn_body_ms, 2)} ms body, ` +
+        `${f(r.txn_sync_ms, 2)} ms to disk (means)`,
+    );
+  }
 }
 
 function addRow(r: Row): void {
@@ -513,6 +525,12 @@ interface NodeCounters {
   storeCommits: number;
   storeFlushes: number;
   xstateEvents: number;
+  /** Time in turns and in the turns' store transactions, ms summed (node.ts status()). */
+  turnMs: number;
+  storeTurnCommits: number;
+  storeTxnWaitMs: number;
+  storeTxnBodyMs: number;
+  storeTxnSyncMs: number;
 }
 const counterNames: (keyof NodeCounters)[] = [
   'turns',
@@ -523,6 +541,11 @@ const counterNames: (keyof NodeCounters)[] = [
   'storeCommits',
   'storeFlushes',
   'xstateEvents',
+  'turnMs',
+  'storeTurnCommits',
+  'storeTxnWaitMs',
+  'storeTxnBodyMs',
+  'storeTxnSyncMs',
 ];
 
 interface StatusReply {
@@ -757,6 +780,11 @@ function toRow(
       d((s) => s.counters?.[k]),
       n,
     );
+  const perTxn = (k: keyof NodeCounters) =>
+    perOp(
+      d((s) => s.counters?.[k]),
+      d((s) => s.counters?.storeTurnCommits),
+    );
   const serverCpu = d((s) => s.nodesCpu + s.natsCpu + s.otherCpu);
   const wallS = s0 && s1 ? (s1.atMs - s0.atMs) / 1000 : Number.NaN;
   const subsCpu = d((s) => s.clientCpu);
@@ -803,6 +831,12 @@ function toRow(
       node_requests_per_op: fixed(c('clientRequests'), 3),
       turns_per_op: fixed(c('turns'), 3),
       dropped: fixed(dropped, 0),
+      // Where the nodes' time goes (summed over the nodes): turns per op, and the mean of
+      // a turn's transaction in its three phases (stats.storeTxn*Ms over storeTurnCommits).
+      turn_us_per_op: fixed(perOp(d((s) => s.counters?.turnMs) * 1000, n), 1),
+      txn_wait_ms: fixed(perTxn('storeTxnWaitMs'), 3),
+      txn_body_ms: fixed(perTxn('storeTxnBodyMs'), 3),
+      txn_sync_ms: fixed(perTxn('storeTxnSyncMs'), 3),
     });
     if (s0?.counters && Number.isNaN(s0.counters.xstateEvents)) {
       row.note =

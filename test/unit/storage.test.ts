@@ -323,6 +323,7 @@ describe('log and hard state', () => {
     }
     const commits = store.stats.commits;
     const flushes = store.stats.flushes;
+    const { turnCommits, txnBodyMs, txnSyncMs } = store.stats;
     const turn = store.beginTurn();
     for (let r = 1; r <= 100; r++) {
       const key = `r${String(r).padStart(3, '0')}/k`;
@@ -340,6 +341,12 @@ describe('log and hard state', () => {
     expect(store.stats.commits).toBe(commits + 1);
     const results = await pending;
     expect(store.stats.flushes).toBe(flushes + 1);
+    // The turn's transaction is counted with its time: a body of 200 ops and a sync take
+    // some (the ranges' creations before it were not turns).
+    expect(store.stats.turnCommits).toBe(turnCommits + 1);
+    expect(turnCommits).toBe(0);
+    expect(store.stats.txnBodyMs).toBeGreaterThan(txnBodyMs);
+    expect(store.stats.txnSyncMs).toBeGreaterThan(txnSyncMs);
     expect(results.size).toBe(100);
     for (let r = 1; r <= 100; r++) {
       expect(results.get(r)).toEqual([{ ok: true }]);
