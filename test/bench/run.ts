@@ -775,16 +775,13 @@ function toRow(
   const n = r.ops;
   const d = (f: (s: Sample) => number | undefined): number =>
     s0 && s1 ? (f(s1) ?? Number.NaN) - (f(s0) ?? Number.NaN) : Number.NaN;
-  const c = (k: keyof NodeCounters) =>
+  /** A node counter's change per op, or per `over` (another change). */
+  const c = (k: keyof NodeCounters, over = n) =>
     perOp(
       d((s) => s.counters?.[k]),
-      n,
+      over,
     );
-  const perTxn = (k: keyof NodeCounters) =>
-    perOp(
-      d((s) => s.counters?.[k]),
-      d((s) => s.counters?.storeTurnCommits),
-    );
+  const turnCommits = d((s) => s.counters?.storeTurnCommits);
   const serverCpu = d((s) => s.nodesCpu + s.natsCpu + s.otherCpu);
   const wallS = s0 && s1 ? (s1.atMs - s0.atMs) / 1000 : Number.NaN;
   const subsCpu = d((s) => s.clientCpu);
@@ -834,9 +831,9 @@ function toRow(
       // Where the nodes' time goes (summed over the nodes): turns per op, and the mean of
       // a turn's transaction in its three phases (stats.storeTxn*Ms over storeTurnCommits).
       turn_us_per_op: fixed(perOp(d((s) => s.counters?.turnMs) * 1000, n), 1),
-      txn_wait_ms: fixed(perTxn('storeTxnWaitMs'), 3),
-      txn_body_ms: fixed(perTxn('storeTxnBodyMs'), 3),
-      txn_sync_ms: fixed(perTxn('storeTxnSyncMs'), 3),
+      txn_wait_ms: fixed(c('storeTxnWaitMs', turnCommits), 3),
+      txn_body_ms: fixed(c('storeTxnBodyMs', turnCommits), 3),
+      txn_sync_ms: fixed(c('storeTxnSyncMs', turnCommits), 3),
     });
     if (s0?.counters && Number.isNaN(s0.counters.xstateEvents)) {
       row.note =
