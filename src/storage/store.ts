@@ -15,7 +15,9 @@
 //   expiry [rangeId u32 BE][index u64 BE][requests key] -> (empty)
 //   events [rangeId u32 BE][revision u64 BE] -> event (binary.ts, events.ts)
 //   eventlog [seq u64 BE][rangeId u32 BE][revision u64 BE] -> event   pending events, in
-//                                                 write order (events-pending.ts)
+//                                                 write order (events-pending.ts), in
+//   eventlog1..3                                  segments: four trees used in turn, each
+//                                                 emptied whole (below)
 //
 // Log entries' commands, data records and events are in the binary forms of binary.ts
 // (layout 7); the msgpack maps of layout 6 are still read, so layout 6 upgrades by its
@@ -66,6 +68,17 @@
 // eventsOldestRetained = split index + 1. An event goes first to the node-wide eventlog
 // in write order (and memory), and moves to `events` with the rest of its range's pending
 // events later (events-pending.ts; moveEvents): "stored" means in either.
+//
+// The eventlog is four trees used in turn (segments): the newest (the head) takes new
+// records until it holds eventlogSegmentRecords sequence numbers' worth, then the next
+// one, which must be empty, becomes the head. A segment whose records are all dead (moved,
+// fenced or of ranges gone: below the oldest live pending event) is emptied whole, an
+// mdb_drop that frees its pages (clearSync), in the transaction of the turn that found it
+// dead. Deleting the front record by record cost about 25 us of server CPU per put at 256
+// ranges (docs/architecture.md). The segments hold disjoint runs of sequence numbers, the
+// older ones in the trees after the head in turn order; an apply that would need a tree
+// still in use writes its range's events to the events tree directly instead (after
+// moving the range's pending ones there).
 //
 // The log (journal.ts): entries of all ranges are appended to one tree in write order, so
 // a turn that appends to many ranges changes one place of it, not one per range. A range
@@ -225,6 +238,8 @@ export interface StoreOptions {
    * events tree directly, the same way (a few append points cost a few pages). Default 4.
    */
   readonly eventsDirectRanges?: number;
+  /** Sequence numbers an eventlog segment takes before the next becomes the head. Default 32,768. */
+  readonly eventlogSegmentRecords?: number;
 }
 
 export interface StoreStats {
@@ -246,8 +261,11 @@ export interface StoreStats {
   /** Events written to the eventlog (pending), and moved from it to the events tree. */
   eventsPended: number;
   eventsMoved: number;
-  /** Eventlog records deleted from its front. */
+  /** Eventlog records dropped with their segment (all dead), and segments dropped. */
   eventlogPurged: number;
+  eventlogSegmentsCleared: number;
+  /** Applies that wrote their events directly because every eventlog segment was in use. */
+  eventlogFull: number;
   /**
    * Where a turn's transaction spends its time, summed in milliseconds over the commits:
    * from Turn.commit to its body starting (waiting for the transactions before it on
@@ -417,18 +435,19 @@ type TurnOp =
  * applied index only inside the range record (no `progress` database); 5 kept the log in
  * a tree keyed by (range, index); 6 wrote commands, data records and events as msgpack maps
  * (7 writes the binary forms of binary.ts, and reads both); 7 had no eventlog (pending
- * events: events-pending.ts), which 8 adds.
+ * events: events-pending.ts), which 8 adds; 8 kept the eventlog in one tree (9 cuts it
+ * into segments, the first of them in the same tree).
  */
-const storageFormat = '8';
+const storageFormat = '9';
 /**
  * Layouts this code upgrades at open, in one transaction. Layouts 6 and 7 need nothing but
  * the new number: 6's msgpack items are read as they are and replaced as they are
- * rewritten, and 7's eventlog is empty.
+ * rewritten, 7's eventlog is empty, and 8's is one segment of 9's.
  * Layouts 3 to 5 also need upgradeLog: their per-range `log` entries move to the journal,
  * and each range gets a progress record (layouts 3 and 4 kept progress in the `state`
  * record, 5 in 32 bytes without the applied term).
  */
-const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5', '6', '7']);
+const upgradableLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5', '6', '7', '8']);
 const logTreeLayouts: ReadonlySet<string | undefined> = new Set(['3', '4', '5']);
 /** Older layouts this code recognizes (and refuses while they hold ranges), by format. */
 const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
@@ -439,6 +458,7 @@ const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   ['5', 'a log tree per range'],
   ['6', 'commands, data records and events as msgpack maps'],
   ['7', 'no eventlog'],
+  ['8', 'the eventlog in one tree'],
 ]);
 /**
  * Journal records a turn deletes at most: far more than a turn appends, but bounded, so
@@ -456,8 +476,17 @@ const eventsPendingMax = 16_384;
 const eventsMoveMax = 1024;
 const eventsDirectMin = 8;
 const eventsDirectRanges = 4;
-/** Eventlog records a turn deletes from its front at most. */
-const eventlogPurgeMax = 2048;
+/** See StoreOptions.eventlogSegmentRecords. */
+const eventlogSegmentRecords = 32_768;
+/** The eventlog's trees, used in turn (segments; see the header). */
+const eventlogNames = ['eventlog', 'eventlog1', 'eventlog2', 'eventlog3'] as const;
+
+/** What one eventlog tree holds: records with sequence numbers in [first, last]. */
+interface EventlogSegment {
+  readonly first: number;
+  last: number;
+  records: number;
+}
 
 /**
  * Expiry queue items an applied entry may delete: more than the one request an entry can
@@ -850,6 +879,8 @@ export class Store {
     eventsPended: 0,
     eventsMoved: 0,
     eventlogPurged: 0,
+    eventlogSegmentsCleared: 0,
+    eventlogFull: 0,
     turnCommits: 0,
     txnWaitMs: 0,
     txnBodyMs: 0,
@@ -879,11 +910,14 @@ export class Store {
   private readonly eventsDb: Database<Buffer, Buffer>;
   /** The data tree's bytes per key and when it was read (spanStats). */
   private dataBytesPerKey: { perKey: number; atMs: number } | undefined;
-  /** Pending events of every range, in write order (events-pending.ts). */
-  private readonly eventlogDb: Database<Buffer, Buffer>;
+  /** Pending events of every range, in write order (events-pending.ts), in segments. */
+  private readonly eventlogDbs: ReadonlyArray<Database<Buffer, Buffer>>;
+  /** Per eventlog tree: the sequence numbers of its first and last record, and how many. */
+  private eventlogSegments: Array<EventlogSegment | undefined>;
+  /** The tree new eventlog records go to. */
+  private eventlogHead = 0;
+  private readonly eventlogSegmentRecords: number;
   private nextEventSeq = 1;
-  /** Eventlog records below this are deleted. */
-  private eventlogPurgedTo = 1;
   /** Per range, its pending events; in about the order their oldest live one came. */
   private readonly pending = new Map<number, PendingRange>();
   /** Live pending events over all ranges. */
@@ -906,6 +940,11 @@ export class Store {
     this.eventsMoveMax = options.eventsMoveMax ?? eventsMoveMax;
     this.eventsDirectMin = options.eventsDirectMin ?? eventsDirectMin;
     this.eventsDirectRanges = options.eventsDirectRanges ?? eventsDirectRanges;
+    this.eventlogSegmentRecords = options.eventlogSegmentRecords ?? eventlogSegmentRecords;
+    assert(
+      Number.isSafeInteger(this.eventlogSegmentRecords) && this.eventlogSegmentRecords >= 1,
+      'eventlogSegmentRecords is a positive integer',
+    );
     for (const [name, v] of [
       ['eventsPendingMax', this.eventsPendingMax],
       ['eventsMoveMax', this.eventsMoveMax],
@@ -939,7 +978,7 @@ export class Store {
     // still point into it); the pages read through every old mapping stay in the RSS. One
     // map large enough from the start (address space only: the file grows as it needs, and
     // past it lmdb-js still grows the map) keeps each page mapped once.
-    this.root = open(dir, { maxDbs: 12, noSubdir: false, mapSize: mapSizeBytes });
+    this.root = open(dir, { maxDbs: 16, noSubdir: false, mapSize: mapSizeBytes });
     this.metaDb = this.root.openDB<string, string>('meta', { encoding: 'string' });
     this.stateDb = this.root.openDB<Buffer, number>('state', {
       keyEncoding: 'uint32',
@@ -973,10 +1012,10 @@ export class Store {
       keyEncoding: 'binary',
       encoding: 'binary',
     });
-    this.eventlogDb = this.root.openDB<Buffer, Buffer>('eventlog', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
+    this.eventlogDbs = eventlogNames.map((name) =>
+      this.root.openDB<Buffer, Buffer>(name, { keyEncoding: 'binary', encoding: 'binary' }),
+    );
+    this.eventlogSegments = eventlogNames.map(() => undefined);
 
     let storeId = this.metaDb.get('storeId');
     const format = this.metaDb.get('storageFormat');
@@ -1045,45 +1084,71 @@ export class Store {
   }
 
   /**
-   * Reads the eventlog in order into the ranges' pending events: those after what the
+   * Reads the eventlog's segments in order into the ranges' pending events: those after what the
    * events tree holds of the range, retained and applied. Records of ranges not here, and
-   * ones moved already (their deletion from the front had not come yet), are skipped.
+   * ones moved already (their segment not emptied yet), are skipped.
    * A range's events are the same on every replica and incarnation of it (they follow
    * from its committed log), so a record an earlier incarnation left is either one the
    * range holds anyway or one it is about to write again.
    */
   private readEventlog(): void {
-    let front: number | undefined;
-    let last = 0;
+    // The segments in sequence order: the oldest first, the head last.
+    const held: Array<{ tree: number; first: number; last: number }> = [];
+    for (let tree = 0; tree < this.eventlogDbs.length; tree++) {
+      const db = this.eventlogDbs[tree]!;
+      const [first] = Array.from(db.getKeys({ limit: 1 }), (k) => parseJournalKey(k).seq);
+      if (first === undefined) continue;
+      const [last] = Array.from(
+        db.getKeys({ reverse: true, limit: 1 }),
+        (k) => parseJournalKey(k).seq,
+      );
+      held.push({ tree, first, last: last! });
+    }
+    held.sort((x, y) => x.first - y.first);
+    for (let i = 1; i < held.length; i++) {
+      assert(held[i]!.first > held[i - 1]!.last, 'eventlog segments hold disjoint runs');
+      assert(
+        held[i]!.tree === (held[i - 1]!.tree + 1) % this.eventlogDbs.length,
+        'eventlog segments follow each other in turn order',
+      );
+    }
     /** Per range met: the newest revision its events tree holds, or the compacted ones. */
     const floors = new Map<number, LogIndex>();
-    for (const { key, value } of this.eventlogDb.getRange({})) {
-      const { seq, rangeId, index } = parseJournalKey(key);
-      front ??= seq;
-      last = seq;
-      const s = this.rangeStates.get(rangeId);
-      if (s === undefined || index > s.applied) continue;
-      let floor = floors.get(rangeId);
-      if (floor === undefined) {
-        floor = s.eventsOldestRetained - 1;
-        for (const k of this.eventsDb.getKeys({
-          start: logKeyEnd(rangeId),
-          end: logKey(rangeId, 0),
-          reverse: true,
-          limit: 1,
-        })) {
-          floor = Math.max(floor, logKeyIndex(k));
-        }
-        floors.set(rangeId, floor);
+    for (const h of held) {
+      let records = 0;
+      for (const { key, value } of this.eventlogDbs[h.tree]!.getRange({})) {
+        records++;
+        this.pendEventlogRecord(key, value, floors);
       }
-      let p = this.pending.get(rangeId);
-      if (index <= (p === undefined ? floor : p.revisions[p.length - 1]!)) continue;
-      if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
-      p.push(index, seq, Buffer.from(value));
-      this.pendingLive++;
+      this.eventlogSegments[h.tree] = { first: h.first, last: h.last, records };
+      this.eventlogHead = h.tree;
     }
-    this.nextEventSeq = last + 1;
-    this.eventlogPurgedTo = front ?? this.nextEventSeq;
+    this.nextEventSeq = (held[held.length - 1]?.last ?? 0) + 1;
+  }
+
+  /** One eventlog record read at open (readEventlog): pending if its range needs it. */
+  private pendEventlogRecord(key: Buffer, value: Buffer, floors: Map<number, LogIndex>): void {
+    const { seq, rangeId, index } = parseJournalKey(key);
+    const s = this.rangeStates.get(rangeId);
+    if (s === undefined || index > s.applied) return;
+    let floor = floors.get(rangeId);
+    if (floor === undefined) {
+      floor = s.eventsOldestRetained - 1;
+      for (const k of this.eventsDb.getKeys({
+        start: logKeyEnd(rangeId),
+        end: logKey(rangeId, 0),
+        reverse: true,
+        limit: 1,
+      })) {
+        floor = Math.max(floor, logKeyIndex(k));
+      }
+      floors.set(rangeId, floor);
+    }
+    let p = this.pending.get(rangeId);
+    if (index <= (p === undefined ? floor : p.revisions[p.length - 1]!)) return;
+    if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
+    p.push(index, seq, Buffer.from(value));
+    this.pendingLive++;
   }
 
   /**
@@ -1518,6 +1583,21 @@ export class Store {
   }
 
   /**
+   * For tests and debugging: the records each eventlog tree holds (read from it), and
+   * the one new records go to.
+   */
+  inspectEventlog(): { records: number[]; head: number } {
+    const records = this.eventlogDbs.map((db) => db.getKeysCount());
+    for (let tree = 0; tree < records.length; tree++) {
+      assert(
+        records[tree] === (this.eventlogSegments[tree]?.records ?? 0),
+        'the eventlog trees hold what the store counts',
+      );
+    }
+    return { records, head: this.eventlogHead };
+  }
+
+  /**
    * For tests and debugging: the journal's records (sequence number, range, index), in
    * order, including those no range needs any more that are not deleted yet.
    */
@@ -1658,6 +1738,9 @@ export class Store {
     const committed = this.root.childTransaction(() => {
       const bodyStartMs = performance.now();
       this.stats.txnWaitMs += bodyStartMs - calledAtMs;
+      // What the eventlog's trees hold, as of the last commit: a failed body rolls back.
+      const eventlogHead = this.eventlogHead;
+      const eventlogSegments = this.eventlogSegments.map((x) => x && { ...x });
       try {
         this.turnEvents = { mutations, eventsOldest };
         const applying = new Set<number>();
@@ -1673,6 +1756,8 @@ export class Store {
         drops = this.commitPending();
         resolveResults(byRange);
       } catch (err) {
+        this.eventlogHead = eventlogHead;
+        this.eventlogSegments = eventlogSegments;
         rejectResults(err);
         throw err;
       } finally {
@@ -1731,8 +1816,7 @@ export class Store {
     if (tp === undefined || tp.direct) {
       this.eventsDb.putSync(logKey(rangeId, index), bytes);
     } else {
-      const seq = this.nextEventSeq++;
-      this.eventlogDb.putSync(journalKey(seq, rangeId, index), bytes, { append: true });
+      const seq = this.appendEventlog(rangeId, index, bytes);
       let add = tp.adds.get(rangeId);
       if (add === undefined) tp.adds.set(rangeId, (add = { revisions: [], seqs: [], bytes: [] }));
       add.revisions.push(index);
@@ -1745,6 +1829,60 @@ export class Store {
     let ofRange = mutations.get(rangeId);
     if (ofRange === undefined) mutations.set(rangeId, (ofRange = new Map()));
     ofRange.set(index, event);
+  }
+
+  /** Writes a record at the eventlog's head (the next tree once the head is full). */
+  private appendEventlog(rangeId: number, index: LogIndex, bytes: Buffer): number {
+    const seq = this.nextEventSeq++;
+    let head = this.eventlogSegments[this.eventlogHead];
+    if (head !== undefined && seq >= head.first + this.eventlogSegmentRecords) {
+      this.eventlogHead = (this.eventlogHead + 1) % this.eventlogDbs.length;
+      assert(this.eventlogSegments[this.eventlogHead] === undefined, 'the next segment is empty');
+      head = undefined;
+    }
+    this.eventlogDbs[this.eventlogHead]!.putSync(journalKey(seq, rangeId, index), bytes, {
+      append: true,
+    });
+    if (head === undefined) {
+      this.eventlogSegments[this.eventlogHead] = { first: seq, last: seq, records: 1 };
+    } else {
+      head.last = seq;
+      head.records++;
+    }
+    return seq;
+  }
+
+  /** Records the eventlog takes before it would need a tree still in use (see the header). */
+  private eventlogRoom(): number {
+    const n = this.eventlogDbs.length;
+    const head = this.eventlogSegments[this.eventlogHead];
+    let room =
+      head === undefined
+        ? this.eventlogSegmentRecords
+        : Math.max(0, head.first + this.eventlogSegmentRecords - this.nextEventSeq);
+    for (let i = 1; i < n; i++) {
+      if (this.eventlogSegments[(this.eventlogHead + i) % n] !== undefined) break;
+      room += this.eventlogSegmentRecords;
+    }
+    return room;
+  }
+
+  /**
+   * Empties the segments, oldest first, whose records are all below `below` (dead: the
+   * oldest live pending event is at `below` or after). The head stays.
+   */
+  private clearEventlog(below: number): void {
+    const n = this.eventlogDbs.length;
+    for (let i = 1; i < n; i++) {
+      const tree = (this.eventlogHead + i) % n;
+      const held = this.eventlogSegments[tree];
+      if (held === undefined) continue;
+      if (held.last >= below) return;
+      this.eventlogDbs[tree]!.clearSync();
+      this.eventlogSegments[tree] = undefined;
+      this.stats.eventlogPurged += held.records;
+      this.stats.eventlogSegmentsCleared++;
+    }
   }
 
   /**
@@ -1822,13 +1960,27 @@ export class Store {
     for (const rangeId of tp.resets.keys()) total -= this.pending.get(rangeId)?.live ?? 0;
     for (const add of tp.adds.values()) total += add.revisions.length;
     for (const move of tp.moves.values()) total -= move.items;
-    if (total <= this.eventsPendingMax) return;
-    let moved = 0;
+    const moving = total > this.eventsPendingMax;
+    // Every tree in use (the one after the head is the oldest segment): its live events
+    // move now, so that it can be emptied before the head fills.
+    const oldest = this.eventlogSegments[(this.eventlogHead + 1) % this.eventlogDbs.length];
+    const pressed = oldest !== undefined && this.eventlogDbs.length > 1;
+    if (!moving && !pressed && tp.resets.size === 0) return;
     const candidates = [...this.pending.keys(), ...tp.adds.keys()];
-    for (const rangeId of candidates) {
-      if (moved >= this.eventsMoveMax) break;
-      if (this.livePending(rangeId) === 0) continue;
-      moved += this.movePending(rangeId, stateOf(rangeId), this.eventsMoveMax - moved);
+    if (moving) {
+      let moved = 0;
+      for (const rangeId of candidates) {
+        if (moved >= this.eventsMoveMax) break;
+        if (this.livePending(rangeId) === 0) continue;
+        moved += this.movePending(rangeId, stateOf(rangeId), this.eventsMoveMax - moved);
+      }
+    }
+    if (pressed) {
+      for (const rangeId of candidates) {
+        const seq = this.firstLiveSeq(rangeId);
+        if (seq === undefined || seq > oldest.last) continue;
+        this.movePending(rangeId, stateOf(rangeId), Number.POSITIVE_INFINITY);
+      }
     }
     // The front: below the oldest live event left, over all ranges.
     let below = this.nextEventSeq;
@@ -1836,10 +1988,7 @@ export class Store {
       const seq = this.firstLiveSeq(rangeId);
       if (seq !== undefined) below = Math.min(below, seq);
     }
-    if (this.eventlogPurgedTo >= below) return;
-    const purged = purgeFront(this.eventlogDb, this.eventlogPurgedTo, below, eventlogPurgeMax);
-    this.stats.eventlogPurged += purged.deleted;
-    this.eventlogPurgedTo = purged.front;
+    this.clearEventlog(below);
   }
 
   /**
@@ -2002,6 +2151,13 @@ export class Store {
     if (tp.fewRanges || entries.length >= this.eventsDirectMin) {
       const live = this.livePending(rangeId);
       tp.direct = live === 0 || this.movePending(rangeId, s, this.eventsMoveMax) === live;
+    }
+    if (!tp.direct && this.eventlogRoom() < entries.length) {
+      // The eventlog's trees are all in use (moveEvents empties the oldest soon): this
+      // apply writes directly, after all of the range's pending events.
+      this.movePending(rangeId, s, Number.POSITIVE_INFINITY);
+      tp.direct = true;
+      this.stats.eventlogFull++;
     }
     for (const e of entries) {
       assert(e.index === s.applied + 1, 'entries apply in order, once');

@@ -691,18 +691,18 @@ describe('events on disk', () => {
     await store.createRange(whole, config);
     await closeStore(store);
     const setFormat = async (format: string) => {
-      const raw = lmdbOpen(dir, { maxDbs: 12 });
+      const raw = lmdbOpen(dir, { maxDbs: 16 });
       await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', format);
       await raw.close();
     };
     await setFormat('2');
     expect(() => Store.open(dir)).toThrow(/older storage layout \(2: no mutation events\)/);
-    await setFormat('9');
-    expect(() => Store.open(dir)).toThrow(/unknown storage layout 9/);
+    await setFormat('10');
+    expect(() => Store.open(dir)).toThrow(/unknown storage layout 10/);
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
     await asOlderLayout(dir, '3');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('8');
+    expect(store.getMeta('storageFormat')).toBe('9');
     expect(store.ranges()).toEqual([whole]);
     await closeStore(store);
 
@@ -710,12 +710,12 @@ describe('events on disk', () => {
     store = openStore(empty);
     const storeId = store.storeId;
     await closeStore(store);
-    const raw = lmdbOpen(empty, { maxDbs: 12 });
+    const raw = lmdbOpen(empty, { maxDbs: 16 });
     await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '2');
     await raw.close();
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
-    expect(store.getMeta('storageFormat')).toBe('8');
+    expect(store.getMeta('storageFormat')).toBe('9');
   });
 
   for (const format of ['4', '5'] as const) {
@@ -732,7 +732,7 @@ describe('events on disk', () => {
       await closeStore(store);
       await asOlderLayout(dir, format);
       store = openStore(dir);
-      expect(store.getMeta('storageFormat')).toBe('8');
+      expect(store.getMeta('storageFormat')).toBe('9');
       expect(logOf(store)).toEqual(before);
       // The applied entry's term comes from the old log: snapshots carry it.
       expect(store.takeSnapshot(1).meta).toEqual(snapshot.meta);
@@ -762,7 +762,7 @@ describe('events on disk', () => {
     await closeStore(store);
     await asOlderLayout(dir, '6');
     store = openStore(dir);
-    expect(store.getMeta('storageFormat')).toBe('8');
+    expect(store.getMeta('storageFormat')).toBe('9');
     expect(logOf(store)).toEqual(before);
     expect(['a', 'b', 'c'].map((k) => store.get(b(k)))).toEqual(records);
     expect(readAll(store, 1, 1)).toEqual(stream);
@@ -787,7 +787,7 @@ describe('events on disk', () => {
     await closeStore(store);
     await asOlderLayout(dir, '7');
     store = openStore(dir, { eventsDirectRanges: 0 });
-    expect(store.getMeta('storageFormat')).toBe('8');
+    expect(store.getMeta('storageFormat')).toBe('9');
     expect(readAll(store, 1, 0)).toEqual(stream);
     const r = new Replica(store);
     await r.run(1, [set('c', '3')]);
@@ -803,6 +803,89 @@ describe('events on disk', () => {
     ]);
   });
 
+  it('upgrades layout 8 (one eventlog tree): its records are the first segment', async () => {
+    const dir = tempDir();
+    const pendAll: StoreOptions = { eventsDirectRanges: 0, eventsPendingMax: 100_000 };
+    let store = openStore(dir, pendAll);
+    await store.createRange(whole, config);
+    let r = new Replica(store);
+    for (const k of ['a', 'b', 'c', 'd', 'e']) await r.run(1, [set(k, k)]);
+    expect(store.stats.eventsPended).toBe(5);
+    const stream = readAll(store, 1, 0);
+    expect(store.inspectEventlog()).toEqual({ records: [5, 0, 0, 0], head: 0 });
+    await closeStore(store);
+    const raw = lmdbOpen(dir, { maxDbs: 16 });
+    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '8');
+    await raw.close();
+    // Segments of 2: the old tree is full at once, and its events hold up the others.
+    store = openStore(dir, { ...pendAll, eventlogSegmentRecords: 2 });
+    expect(store.getMeta('storageFormat')).toBe('9');
+    expect(readAll(store, 1, 0)).toEqual(stream);
+    r = new Replica(store);
+    for (const k of ['f', 'g', 'h', 'i', 'j', 'k', 'l']) await r.run(1, [set(k, k)]);
+    expect(store.stats.eventlogSegmentsCleared).toBeGreaterThan(0);
+    expect(store.stats.eventlogPurged).toBeGreaterThanOrEqual(5);
+    const after = readAll(store, 1, 0);
+    expect(after.map((e) => e.revision)).toEqual(revisions(1, 12));
+    await closeStore(store);
+    store = openStore(dir);
+    expect(readAll(store, 1, 0)).toEqual(after);
+  });
+
+  it('empties eventlog segments whole, and writes directly when every tree is in use', async () => {
+    // Nothing moves by count (eventsPendingMax): only a full eventlog moves events.
+    const options: StoreOptions = {
+      eventsDirectRanges: 0,
+      eventsDirectMin: 100,
+      eventsPendingMax: 100_000,
+      eventlogSegmentRecords: 2,
+    };
+    const r = await newReplica(whole, options);
+    const kv = (i: number) => set(`k${i}`, `v${i}`);
+    const run = (from: number, n: number) =>
+      r.run(
+        1,
+        Array.from({ length: n }, (_, i) => kv(from + i)),
+      );
+    // Four trees of two: room for 8 records. An apply of 9 writes to the events tree.
+    await run(1, 9);
+    expect(r.store.stats).toMatchObject({ eventlogFull: 1, eventsPended: 0 });
+    expect(r.store.inspectEventlog()).toEqual({ records: [0, 0, 0, 0], head: 0 });
+    await run(10, 3);
+    expect(r.store.inspectEventlog()).toEqual({ records: [2, 1, 0, 0], head: 1 });
+    await run(13, 3);
+    expect(r.store.inspectEventlog()).toEqual({ records: [2, 2, 2, 0], head: 2 });
+    expect(r.store.stats).toMatchObject({ eventsPended: 6, eventsMoved: 0 });
+    // The last free tree taken: the oldest segment's live events (all seven: they are
+    // one range's) move, and the three dead segments are emptied whole.
+    await run(16, 1);
+    expect(r.store.inspectEventlog()).toEqual({ records: [0, 0, 0, 1], head: 3 });
+    expect(r.store.stats).toMatchObject({
+      eventsPended: 7,
+      eventsMoved: 7,
+      eventlogSegmentsCleared: 3,
+      eventlogPurged: 6,
+    });
+    // The head wraps around to tree 0.
+    await run(17, 2);
+    expect(r.store.inspectEventlog()).toEqual({ records: [1, 0, 0, 2], head: 0 });
+    // Room for 5 (tree 3 is in use): an apply of 7 moves the range's two live events and
+    // writes its own directly.
+    await run(19, 7);
+    expect(r.store.stats).toMatchObject({ eventlogFull: 2, eventsPended: 9, eventsMoved: 9 });
+    const stream = readAll(r.store, 1, 0);
+    expect(stream.map((e) => e.revision)).toEqual(revisions(1, 25));
+    expect(stream.map((e) => row(e))).toEqual(
+      revisions(1, 25).map((i) => [i, 'set', `k${i}`, `v${i}`]),
+    );
+    await r.reopen();
+    expect(r.store.inspectEventlog()).toEqual({ records: [1, 0, 0, 2], head: 0 });
+    expect(readAll(r.store, 1, 0)).toEqual(stream);
+    await run(26, 2);
+    expect(readAll(r.store, 1, 0).map((e) => e.revision)).toEqual(revisions(1, 27));
+    expect(r.store.inspectEventlog()).toEqual({ records: [2, 1, 0, 2], head: 1 });
+  });
+
   it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
     const dir = tempDir();
     let store = openStore(dir);
@@ -810,7 +893,7 @@ describe('events on disk', () => {
     await new Replica(store).run(1, [set('a', '1')], 2);
     await closeStore(store);
     const stateRecord = async () => {
-      const env = lmdbOpen(dir, { maxDbs: 12 });
+      const env = lmdbOpen(dir, { maxDbs: 16 });
       const state = env.openDB<Buffer, number>('state', {
         keyEncoding: 'uint32',
         encoding: 'binary',
@@ -845,7 +928,7 @@ describe('events on disk', () => {
 const olderWrites: StoreOptions = { eventsDirectMin: 1 };
 
 async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6' | '7'): Promise<void> {
-  const check = lmdbOpen(dir, { maxDbs: 12 });
+  const check = lmdbOpen(dir, { maxDbs: 16 });
   const eventlog = check.openDB<Buffer, Buffer>('eventlog', {
     keyEncoding: 'binary',
     encoding: 'binary',
@@ -853,19 +936,19 @@ async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6' | '7'): 
   expect(eventlog.getKeysCount()).toBe(0); // older layouts had none
   await check.close();
   if (format === '7') {
-    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    const raw = lmdbOpen(dir, { maxDbs: 16 });
     await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '7');
     await raw.close();
     return;
   }
   await asMsgpackItems(dir);
   if (format === '6') {
-    const raw = lmdbOpen(dir, { maxDbs: 12 });
+    const raw = lmdbOpen(dir, { maxDbs: 16 });
     await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '6');
     await raw.close();
     return;
   }
-  const raw = lmdbOpen(dir, { maxDbs: 12 });
+  const raw = lmdbOpen(dir, { maxDbs: 16 });
   const byId = { keyEncoding: 'uint32', encoding: 'binary' } as const;
   const bytes = { keyEncoding: 'binary', encoding: 'binary' } as const;
   const state = raw.openDB<Buffer, number>('state', byId);
@@ -909,7 +992,7 @@ function logOf(store: Store) {
 
 /** Layout 6 and earlier: every command, data record and event as the msgpack map it was. */
 async function asMsgpackItems(dir: string): Promise<void> {
-  const raw = lmdbOpen(dir, { maxDbs: 12 });
+  const raw = lmdbOpen(dir, { maxDbs: 16 });
   const bytes = { keyEncoding: 'binary', encoding: 'binary' } as const;
   const journal = raw.openDB<Buffer, Buffer>('journal', bytes);
   const data = raw.openDB<Buffer, Buffer>('data', bytes);
@@ -1057,6 +1140,8 @@ async function runSeed(seed: number) {
     eventsDirectRanges: rng.pick([0, 0, 1]),
     eventsPendingMax: rng.pick([0, 3, 20, 100_000]),
     eventsMoveMax: rng.pick([1, 4, 1000]),
+    // Segments of a few records fill every tree, so applies go direct and moves are forced.
+    eventlogSegmentRecords: rng.pick([1, 3, 10, 32_768]),
   };
   const restartChance = rng.pick([0, 0.03]);
   const a = await newReplica(whole, options);
@@ -1223,6 +1308,8 @@ describe('readers of random histories (property)', () => {
       pended: 0,
       moved: 0,
       purged: 0,
+      cleared: 0,
+      full: 0,
     };
     for (let seed = 1; seed <= 24; seed++) {
       const { a, readers, history, splits, restarts } = await runSeed(seed);
@@ -1231,6 +1318,8 @@ describe('readers of random histories (property)', () => {
       totals.pended += a.store.stats.eventsPended;
       totals.moved += a.store.stats.eventsMoved;
       totals.purged += a.store.stats.eventlogPurged;
+      totals.cleared += a.store.stats.eventlogSegmentsCleared;
+      totals.full += a.store.stats.eventlogFull;
       totals.mutations += history.length;
       for (const reader of readers) {
         if (reader.behind > 0) totals.behind++;
@@ -1260,12 +1349,15 @@ describe('readers of random histories (property)', () => {
     expect(totals.behind).toBeGreaterThan(10);
     expect(totals.splits).toBeGreaterThan(50);
     expect(totals.delivered).toBeGreaterThan(1000);
-    // Pending events, moved and deleted from the eventlog, across restarts (the counts
+    // Pending events, moved and dropped from the eventlog, across restarts (the counts
     // are of the last store of each seed: since its last restart).
     expect(totals.restarts).toBeGreaterThan(10);
     expect(totals.pended).toBeGreaterThan(300);
     expect(totals.moved).toBeGreaterThan(100);
     expect(totals.purged).toBeGreaterThan(50);
+    // Segments emptied whole, and applies that found every eventlog tree in use.
+    expect(totals.cleared).toBeGreaterThan(20);
+    expect(totals.full).toBeGreaterThan(5);
   });
 });
 
