@@ -1116,9 +1116,9 @@ export class Store {
     const floors = new Map<number, LogIndex>();
     for (const h of held) {
       let records = 0;
-      for (const { key, value } of this.eventlogDbs[h.tree]!.getRange({})) {
+      for (const key of this.eventlogDbs[h.tree]!.getKeys({})) {
         records++;
-        this.pendEventlogRecord(key, value, floors);
+        this.pendEventlogRecord(key, floors);
       }
       this.eventlogSegments[h.tree] = { first: h.first, last: h.last, records };
       this.eventlogHead = h.tree;
@@ -1127,7 +1127,7 @@ export class Store {
   }
 
   /** One eventlog record read at open (readEventlog): pending if its range needs it. */
-  private pendEventlogRecord(key: Buffer, value: Buffer, floors: Map<number, LogIndex>): void {
+  private pendEventlogRecord(key: Buffer, floors: Map<number, LogIndex>): void {
     const { seq, rangeId, index } = parseJournalKey(key);
     const s = this.rangeStates.get(rangeId);
     if (s === undefined || index > s.applied) return;
@@ -1147,7 +1147,7 @@ export class Store {
     let p = this.pending.get(rangeId);
     if (index <= (p === undefined ? floor : p.revisions[p.length - 1]!)) return;
     if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
-    p.push(index, seq, Buffer.from(value));
+    p.push(index, seq);
     this.pendingLive++;
   }
 
@@ -1539,7 +1539,7 @@ export class Store {
     for (let i = lo; i < p.length; i++) {
       const revision = p.revisions[i]!;
       if (revision > upTo) return;
-      yield [revision, p.bytes[i]!];
+      yield [revision, this.eventlogRead(rangeId, revision, p.seqs[i]!, transaction)];
     }
   }
 
@@ -1852,6 +1852,40 @@ export class Store {
     return seq;
   }
 
+  /**
+   * A pending event's bytes, from the eventlog (events-pending.ts keeps none): in the
+   * running write transaction (a move; the bytes are lmdb-js's shared buffer, valid until
+   * its next read), or in a reader's `transaction` (a copy). Its tree is the segment that
+   * holds `seq` when memory still says so; a reader's transaction may predate a turn that
+   * emptied it (after moving the event), so the other trees and then the events tree are
+   * tried: the event is in one of them as every transaction since its own sees it.
+   */
+  private eventlogRead(
+    rangeId: number,
+    revision: LogIndex,
+    seq: number,
+    transaction?: ReturnType<RootDatabase['useReadTransaction']>,
+  ): Buffer {
+    const read = (db: Database<Buffer, Buffer>, key: Buffer): Buffer | undefined =>
+      transaction === undefined
+        ? (db.getBinaryFast(key) as Buffer | undefined)
+        : (db.get(key, { transaction }) as Buffer | undefined);
+    const key = journalKey(seq, rangeId, revision);
+    const n = this.eventlogDbs.length;
+    let first = 0;
+    for (let t = 0; t < n; t++) {
+      const held = this.eventlogSegments[t];
+      if (held !== undefined && seq >= held.first && seq <= held.last) first = t;
+    }
+    for (let i = 0; i < n; i++) {
+      const bytes = read(this.eventlogDbs[(first + i) % n]!, key);
+      if (bytes !== undefined) return bytes;
+    }
+    const moved = read(this.eventsDb, logKey(rangeId, revision));
+    assert(moved !== undefined, 'a pending event is in the eventlog or the events tree');
+    return moved;
+  }
+
   /** Records the eventlog takes before it would need a tree still in use (see the header). */
   private eventlogRoom(): number {
     const n = this.eventlogDbs.length;
@@ -1926,7 +1960,7 @@ export class Store {
       if (k < committed) {
         const i = p!.length - committed + k;
         revision = p!.revisions[i]!;
-        bytes = p!.bytes[i]!;
+        bytes = this.eventlogRead(rangeId, revision, p!.seqs[i]!);
       } else {
         revision = add!.revisions[k - committed]!;
         bytes = add!.bytes[k - committed]!;
@@ -2010,7 +2044,7 @@ export class Store {
       let p = this.pending.get(rangeId);
       if (p === undefined) this.pending.set(rangeId, (p = new PendingRange(rangeId)));
       for (let i = 0; i < add.revisions.length; i++) {
-        p.push(add.revisions[i]!, add.seqs[i]!, add.bytes[i]!);
+        p.push(add.revisions[i]!, add.seqs[i]!);
       }
       this.pendingLive += add.revisions.length;
     }

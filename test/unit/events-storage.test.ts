@@ -833,14 +833,7 @@ describe('events on disk', () => {
   });
 
   it('empties eventlog segments whole, and writes directly when every tree is in use', async () => {
-    // Nothing moves by count (eventsPendingMax): only a full eventlog moves events.
-    const options: StoreOptions = {
-      eventsDirectRanges: 0,
-      eventsDirectMin: 100,
-      eventsPendingMax: 100_000,
-      eventlogSegmentRecords: 2,
-    };
-    const r = await newReplica(whole, options);
+    const r = await newReplica(whole, smallSegments);
     const kv = (i: number) => set(`k${i}`, `v${i}`);
     const run = (from: number, n: number) =>
       r.run(
@@ -886,6 +879,39 @@ describe('events on disk', () => {
     expect(r.store.inspectEventlog()).toEqual({ records: [2, 1, 0, 2], head: 1 });
   });
 
+  it('a read while a turn moves events and empties their segments sees each event once', async () => {
+    const r = await newReplica(whole, smallSegments);
+    for (let i = 1; i <= 6; i++) await r.run(1, [set(`k${i}`, `v${i}`)]);
+    // Six pending events in three trees: the next turn takes the last free one, so it
+    // moves all eight and empties the three. Reads once its body ran (`results`: the
+    // store's memory says the trees are empty; a read transaction from before the commit
+    // still finds the events there, one after it finds them in the events tree) and once
+    // it is durable.
+    expect(r.store.inspectEventlog()).toEqual({ records: [2, 2, 2, 0], head: 2 });
+    const before = readAll(r.store, 1, 0);
+    expect(before.map((e) => e.revision)).toEqual(revisions(1, 6));
+    const entries: Entry[] = [
+      { index: 7, term: 1, kind: 'normal', data: encodeItem(set('k7', 'v7')) },
+      { index: 8, term: 1, kind: 'normal', data: encodeItem(set('k8', 'v8')) },
+    ];
+    const turn = r.store.beginTurn();
+    turn.write(1, { id: 1, hardState: { term: 1, vote: 0, commit: 8 }, entries, snapshot: null });
+    turn.apply(1, entries);
+    const { results, durable } = turn.commit();
+    await results;
+    const during = readAll(r.store, 1, 0);
+    expect(during.slice(0, 6)).toEqual(before);
+    await durable;
+    expect(r.store.stats).toMatchObject({ eventsMoved: 8, eventlogSegmentsCleared: 3 });
+    expect(r.store.inspectEventlog()).toEqual({ records: [0, 0, 0, 2], head: 3 });
+    const after = readAll(r.store, 1, 0);
+    expect(after.slice(0, 6)).toEqual(before);
+    expect(after.map((e) => row(e)).slice(6)).toEqual([
+      [7, 'set', 'k7', 'v7'],
+      [8, 'set', 'k8', 'v8'],
+    ]);
+  });
+
   it('keeps the range record when only progress changes, and reads progress after a restart', async () => {
     const dir = tempDir();
     let store = openStore(dir);
@@ -924,6 +950,17 @@ describe('events on disk', () => {
  * for 3 to 5 also the log in a tree keyed by (range, index), and progress in the range
  * record (3, 4) or in 32 bytes (5).
  */
+/**
+ * Every event pending (nothing direct, nothing moved by count), in eventlog segments of
+ * two records: only a full eventlog moves events.
+ */
+const smallSegments: StoreOptions = {
+  eventsDirectRanges: 0,
+  eventsDirectMin: 100,
+  eventsPendingMax: 100_000,
+  eventlogSegmentRecords: 2,
+};
+
 /** Events straight to the events tree, as layouts before 8 (no eventlog) wrote them. */
 const olderWrites: StoreOptions = { eventsDirectMin: 1 };
 
