@@ -1955,19 +1955,16 @@ export class Store {
     const end = Math.min(total, moved + n);
     let upTo = tp.moves.get(rangeId)?.upTo ?? 0;
     for (let k = moved; k < end; k++) {
-      let revision: number;
-      let bytes: Buffer;
-      if (k < committed) {
-        const i = p!.length - committed + k;
-        revision = p!.revisions[i]!;
-        bytes = this.eventlogRead(rangeId, revision, p!.seqs[i]!);
-      } else {
-        revision = add!.revisions[k - committed]!;
-        bytes = add!.bytes[k - committed]!;
-      }
-      if (revision >= s.eventsOldestRetained)
-        this.eventsDb.putSync(logKey(rangeId, revision), bytes);
+      const i = p === undefined ? -1 : p.length - committed + k;
+      const revision = k < committed ? p!.revisions[i]! : add!.revisions[k - committed]!;
       upTo = revision;
+      // Compacted ones are dropped: no need to read them back.
+      if (revision < s.eventsOldestRetained) continue;
+      const bytes =
+        k < committed
+          ? this.eventlogRead(rangeId, revision, p!.seqs[i]!)
+          : add!.bytes[k - committed]!;
+      this.eventsDb.putSync(logKey(rangeId, revision), bytes);
     }
     if (end > moved) tp.moves.set(rangeId, { upTo, items: end });
     this.stats.eventsMoved += end - moved;
