@@ -238,7 +238,10 @@ export interface StoreOptions {
    * events tree directly, the same way (a few append points cost a few pages). Default 4.
    */
   readonly eventsDirectRanges?: number;
-  /** Sequence numbers an eventlog segment takes before the next becomes the head. Default 32,768. */
+  /**
+   * Sequence numbers an eventlog segment takes before the next tree becomes the head.
+   * Default 32,768.
+   */
   readonly eventlogSegmentRecords?: number;
 }
 
@@ -371,6 +374,20 @@ function copyState(s: RangeState): Mutable<RangeState> {
     eventsFloor: s.eventsFloor,
     expiryFloor: s.expiryFloor,
   };
+}
+
+/**
+ * A record's bytes: in the running write transaction without `transaction` (lmdb-js's
+ * shared buffer, valid until its next read), else in that read transaction (a copy).
+ */
+function readBytes(
+  db: Database<Buffer, Buffer>,
+  key: Buffer,
+  transaction: ReturnType<RootDatabase['useReadTransaction']> | undefined,
+): Buffer | undefined {
+  return transaction === undefined
+    ? (db.getBinaryFast(key) as Buffer | undefined)
+    : (db.get(key, { transaction }) as Buffer | undefined);
 }
 
 /**
@@ -1084,8 +1101,8 @@ export class Store {
   }
 
   /**
-   * Reads the eventlog's segments in order into the ranges' pending events: those after what the
-   * events tree holds of the range, retained and applied. Records of ranges not here, and
+   * Reads the eventlog's segments in order into the ranges' pending events: those after
+   * what the events tree holds of the range, retained and applied. Records of ranges not here, and
    * ones moved already (their segment not emptied yet), are skipped.
    * A range's events are the same on every replica and incarnation of it (they follow
    * from its committed log), so a record an earlier incarnation left is either one the
@@ -1866,10 +1883,6 @@ export class Store {
     seq: number,
     transaction?: ReturnType<RootDatabase['useReadTransaction']>,
   ): Buffer {
-    const read = (db: Database<Buffer, Buffer>, key: Buffer): Buffer | undefined =>
-      transaction === undefined
-        ? (db.getBinaryFast(key) as Buffer | undefined)
-        : (db.get(key, { transaction }) as Buffer | undefined);
     const key = journalKey(seq, rangeId, revision);
     const n = this.eventlogDbs.length;
     let first = 0;
@@ -1878,10 +1891,10 @@ export class Store {
       if (held !== undefined && seq >= held.first && seq <= held.last) first = t;
     }
     for (let i = 0; i < n; i++) {
-      const bytes = read(this.eventlogDbs[(first + i) % n]!, key);
+      const bytes = readBytes(this.eventlogDbs[(first + i) % n]!, key, transaction);
       if (bytes !== undefined) return bytes;
     }
-    const moved = read(this.eventsDb, logKey(rangeId, revision));
+    const moved = readBytes(this.eventsDb, logKey(rangeId, revision), transaction);
     assert(moved !== undefined, 'a pending event is in the eventlog or the events tree');
     return moved;
   }
@@ -1955,15 +1968,13 @@ export class Store {
     const end = Math.min(total, moved + n);
     let upTo = tp.moves.get(rangeId)?.upTo ?? 0;
     for (let k = moved; k < end; k++) {
-      const i = p === undefined ? -1 : p.length - committed + k;
-      const revision = k < committed ? p!.revisions[i]! : add!.revisions[k - committed]!;
+      const added = k >= committed;
+      const i = added ? k - committed : p!.length - committed + k;
+      const revision = added ? add!.revisions[i]! : p!.revisions[i]!;
       upTo = revision;
       // Compacted ones are dropped: no need to read them back.
       if (revision < s.eventsOldestRetained) continue;
-      const bytes =
-        k < committed
-          ? this.eventlogRead(rangeId, revision, p!.seqs[i]!)
-          : add!.bytes[k - committed]!;
+      const bytes = added ? add!.bytes[i]! : this.eventlogRead(rangeId, revision, p!.seqs[i]!);
       this.eventsDb.putSync(logKey(rangeId, revision), bytes);
     }
     if (end > moved) tp.moves.set(rangeId, { upTo, items: end });
@@ -1992,11 +2003,10 @@ export class Store {
     for (const add of tp.adds.values()) total += add.revisions.length;
     for (const move of tp.moves.values()) total -= move.items;
     const moving = total > this.eventsPendingMax;
-    // Every tree in use (the one after the head is the oldest segment): its live events
-    // move now, so that it can be emptied before the head fills.
+    // The tree after the head holds the oldest segment; when it is in use, every tree is:
+    // that segment's live events move now, so that it can be emptied before the head fills.
     const oldest = this.eventlogSegments[(this.eventlogHead + 1) % this.eventlogDbs.length];
-    const pressed = oldest !== undefined && this.eventlogDbs.length > 1;
-    if (!moving && !pressed && tp.resets.size === 0) return;
+    if (!moving && oldest === undefined && tp.resets.size === 0) return;
     const candidates = [...this.pending.keys(), ...tp.adds.keys()];
     if (moving) {
       let moved = 0;
@@ -2006,7 +2016,7 @@ export class Store {
         moved += this.movePending(rangeId, stateOf(rangeId), this.eventsMoveMax - moved);
       }
     }
-    if (pressed) {
+    if (oldest !== undefined) {
       for (const rangeId of candidates) {
         const seq = this.firstLiveSeq(rangeId);
         if (seq === undefined || seq > oldest.last) continue;
