@@ -690,14 +690,9 @@ describe('events on disk', () => {
     let store = openStore(dir, olderWrites);
     await store.createRange(whole, config);
     await closeStore(store);
-    const setFormat = async (format: string) => {
-      const raw = lmdbOpen(dir, { maxDbs: 16 });
-      await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', format);
-      await raw.close();
-    };
-    await setFormat('2');
+    await setStorageFormat(dir, '2');
     expect(() => Store.open(dir)).toThrow(/older storage layout \(2: no mutation events\)/);
-    await setFormat('10');
+    await setStorageFormat(dir, '10');
     expect(() => Store.open(dir)).toThrow(/unknown storage layout 10/);
     // Layout 3 (every request record apart) is layout 4 without inline requests: upgraded.
     await asOlderLayout(dir, '3');
@@ -710,9 +705,7 @@ describe('events on disk', () => {
     store = openStore(empty);
     const storeId = store.storeId;
     await closeStore(store);
-    const raw = lmdbOpen(empty, { maxDbs: 16 });
-    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '2');
-    await raw.close();
+    await setStorageFormat(empty, '2');
     store = openStore(empty);
     expect(store.storeId).toBe(storeId);
     expect(store.getMeta('storageFormat')).toBe('9');
@@ -814,9 +807,7 @@ describe('events on disk', () => {
     const stream = readAll(store, 1, 0);
     expect(store.inspectEventlog()).toEqual({ records: [5, 0, 0, 0], head: 0 });
     await closeStore(store);
-    const raw = lmdbOpen(dir, { maxDbs: 16 });
-    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '8');
-    await raw.close();
+    await setStorageFormat(dir, '8');
     // Segments of 2: the old tree is full at once, and its events hold up the others.
     store = openStore(dir, { ...pendAll, eventlogSegmentRecords: 2 });
     expect(store.getMeta('storageFormat')).toBe('9');
@@ -945,12 +936,6 @@ describe('events on disk', () => {
 });
 
 /**
- * Rewrites a store of this layout (closed, every journal record live) the way layout 3,
- * 4, 5 or 6 kept it: commands (in log entries), data records and events as msgpack maps;
- * for 3 to 5 also the log in a tree keyed by (range, index), and progress in the range
- * record (3, 4) or in 32 bytes (5).
- */
-/**
  * Every event pending (nothing direct, nothing moved by count), in eventlog segments of
  * two records: only a full eventlog moves events.
  */
@@ -964,6 +949,19 @@ const smallSegments: StoreOptions = {
 /** Events straight to the events tree, as layouts before 8 (no eventlog) wrote them. */
 const olderWrites: StoreOptions = { eventsDirectMin: 1 };
 
+/** Sets the layout number a closed store says it is in (its data is left as it is). */
+async function setStorageFormat(dir: string, format: string): Promise<void> {
+  const raw = lmdbOpen(dir, { maxDbs: 16 });
+  await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', format);
+  await raw.close();
+}
+
+/**
+ * Rewrites a store of this layout (closed, every journal record live) the way layout 3,
+ * 4, 5 or 6 kept it: commands (in log entries), data records and events as msgpack maps;
+ * for 3 to 5 also the log in a tree keyed by (range, index), and progress in the range
+ * record (3, 4) or in 32 bytes (5).
+ */
 async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6' | '7'): Promise<void> {
   const check = lmdbOpen(dir, { maxDbs: 16 });
   const eventlog = check.openDB<Buffer, Buffer>('eventlog', {
@@ -973,16 +971,12 @@ async function asOlderLayout(dir: string, format: '3' | '4' | '5' | '6' | '7'): 
   expect(eventlog.getKeysCount()).toBe(0); // older layouts had none
   await check.close();
   if (format === '7') {
-    const raw = lmdbOpen(dir, { maxDbs: 16 });
-    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '7');
-    await raw.close();
+    await setStorageFormat(dir, '7');
     return;
   }
   await asMsgpackItems(dir);
   if (format === '6') {
-    const raw = lmdbOpen(dir, { maxDbs: 16 });
-    await raw.openDB<string, string>('meta', { encoding: 'string' }).put('storageFormat', '6');
-    await raw.close();
+    await setStorageFormat(dir, '6');
     return;
   }
   const raw = lmdbOpen(dir, { maxDbs: 16 });
