@@ -1102,8 +1102,8 @@ export class Store {
 
   /**
    * Reads the eventlog's segments in order into the ranges' pending events: those after
-   * what the events tree holds of the range, retained and applied. Records of ranges not here, and
-   * ones moved already (their segment not emptied yet), are skipped.
+   * what the events tree holds of the range, retained and applied. Records of ranges not
+   * here, and ones moved already (their segment not emptied yet), are skipped.
    * A range's events are the same on every replica and incarnation of it (they follow
    * from its committed log), so a record an earlier incarnation left is either one the
    * range holds anyway or one it is about to write again.
