@@ -31,7 +31,9 @@ import {
 const cfg = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadConfig;
 /** Setup (fill, cas state) must end within this. */
 const setupLimitMs = 300_000;
-const hardLimitMs = setupLimitMs + (cfg.warmupS + cfg.durationS + 60) * 1000;
+/** Windows this process waits through: its own, and with slices the other load's too. */
+const windows = cfg.slices === undefined ? 1 : 2 * cfg.slices;
+const hardLimitMs = setupLimitMs + ((cfg.warmupS + cfg.durationS + 5) * windows + 60) * 1000;
 /** The run stops after this many failed ops (the system is not answering). */
 const errorsMax = 1000;
 
@@ -184,6 +186,79 @@ async function main(): Promise<LoadResult> {
     };
   }
 
+  if (cfg.slices === undefined) {
+    const { result } = await measureWindow(target, cfg.warmupS, cfg.durationS);
+    await target.close();
+    return { ...result, setupS, ...(warmS === undefined ? {} : { warmS }) };
+  }
+  // Slices: one window per `go` from the parent, which alternates this process with a load
+  // on another cluster; each window's figures go back as a `slice`.
+  const results: Omit<LoadResult, 'setupS'>[] = [];
+  const latencies: number[][] = [];
+  for (let k = 0; k < cfg.slices; k++) {
+    await nextGo();
+    const { result, lat } = await measureWindow(target, cfg.warmupS, cfg.durationS);
+    await send({ type: 'slice', index: k, result: { ...result, setupS } });
+    results.push(result);
+    latencies.push(lat);
+  }
+  await target.close();
+  return { ...sumResults(results, latencies), setupS, ...(warmS === undefined ? {} : { warmS }) };
+}
+
+/** `go` messages from the parent (slices), counted from the start so that none is missed. */
+let gos = 0;
+let onGo: (() => void) | undefined;
+process.on('message', (m: { type?: string }) => {
+  if (m?.type !== 'go') return;
+  gos++;
+  onGo?.();
+});
+
+/** Resolves at the parent's next `go` not yet taken. */
+async function nextGo(): Promise<void> {
+  while (gos === 0) await new Promise<void>((resolve) => (onGo = resolve));
+  onGo = undefined;
+  gos--;
+}
+
+/** The slices' figures as one window: counts and times summed, latencies over all slices. */
+function sumResults(
+  rs: readonly Omit<LoadResult, 'setupS'>[],
+  latencies: readonly number[][],
+): Omit<LoadResult, 'setupS'> {
+  const sum = (f: (r: Omit<LoadResult, 'setupS'>) => number) => rs.reduce((a, r) => a + f(r), 0);
+  const lat = Float64Array.from(latencies.flat()).sort();
+  const last = rs[rs.length - 1];
+  return {
+    ops: sum((r) => r.ops),
+    errors: sum((r) => r.errors),
+    casFail: sum((r) => r.casFail),
+    elapsedS: sum((r) => r.elapsedS),
+    p50: pct(lat, 0.5),
+    p90: pct(lat, 0.9),
+    p99: pct(lat, 0.99),
+    max: lat.length > 0 ? lat[lat.length - 1]! : Number.NaN,
+    clientCpuS: sum((r) => r.clientCpuS),
+    clientRequests: sum((r) => r.clientRequests),
+    clientRetries: sum((r) => r.clientRetries),
+    firstErr: rs.find((r) => r.firstErr !== undefined)?.firstErr,
+    okTotal: sum((r) => r.okTotal ?? 0),
+    ...(last?.cachedRanges === undefined
+      ? {}
+      : { cachedRanges: last.cachedRanges, rangesUsed: last.rangesUsed }),
+  };
+}
+
+/**
+ * One measured window: `cfg.inflight` workers in a closed loop, warmupS unmeasured, then
+ * durationS (or cfg.maxOps ops) measured; returns when every worker has stopped.
+ */
+async function measureWindow(
+  target: Target,
+  warmupS: number,
+  durationS: number,
+): Promise<{ result: Omit<LoadResult, 'setupS'>; lat: number[] }> {
   const lat: number[] = [];
   let ops = 0;
   let errors = 0;
@@ -221,8 +296,8 @@ async function main(): Promise<LoadResult> {
     pending.push(send({ type: 'window', phase: 'end' }));
   };
   const timers = [
-    setTimeout(startWindow, cfg.warmupS * 1000),
-    setTimeout(endWindow, (cfg.warmupS + cfg.durationS) * 1000),
+    setTimeout(startWindow, warmupS * 1000),
+    setTimeout(endWindow, (warmupS + durationS) * 1000),
   ];
   await Promise.all(
     Array.from({ length: cfg.inflight }, async (_, wid) => {
@@ -253,10 +328,9 @@ async function main(): Promise<LoadResult> {
   endWindow();
   await Promise.all(pending);
   const ranges = target.ranges?.();
-  await target.close();
   const sorted = Float64Array.from(lat).sort();
   const cpu = cpuUsed ?? { user: 0, system: 0 };
-  return {
+  const result = {
     ops,
     errors,
     casFail,
@@ -269,11 +343,10 @@ async function main(): Promise<LoadResult> {
     clientRequests: req1.requests - req0.requests,
     clientRetries: req1.retries - req0.retries,
     firstErr,
-    setupS,
     okTotal,
     ...(ranges ? { cachedRanges: ranges.cached, rangesUsed: ranges.used } : {}),
-    ...(warmS === undefined ? {} : { warmS }),
   };
+  return { result, lat };
 }
 
 runChild(main);

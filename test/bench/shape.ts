@@ -35,6 +35,11 @@ export interface LoadConfig {
    * every range and routes each op straight to its leader (absent: no warm-up).
    */
   warmRanges?: number;
+  /**
+   * Slices: this many windows (warmupS + durationS each), each started by a `go` from the
+   * parent and reported as a `slice`; the result sums them (absent: one window at once).
+   */
+  slices?: number;
 }
 
 /** Client-side figures of one run, sent back to the parent. */
@@ -69,6 +74,7 @@ export interface LoadResult {
 export type LoadMessage =
   | { type: 'ready' }
   | { type: 'window'; phase: 'start' | 'end' }
+  | { type: 'slice'; index: number; result: LoadResult }
   | { type: 'result'; result: LoadResult }
   | { type: 'error'; message: string };
 
