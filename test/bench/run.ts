@@ -85,8 +85,9 @@
 // and their ratio is printed beside the target's, which still reads the pairs: meant to
 // put a drift of the machine over seconds on both sides alike (one cluster measured
 // 30,000 to 53,000 gets/s in windows a minute apart), the slices read lower for 256
-// ranges than the pairs of the same run did, in both runs so far (puts 0.78x against
-// 0.86, 0.84; 0.68x against 0.84, 0.91, 0.84): each slice resumes a cluster that idled.
+// ranges than the pairs of the same run did, in all three runs so far (puts 0.78x against
+// 0.86, 0.84; 0.68x against 0.84, 0.91, 0.84; 0.76x against 0.79, 0.83 with 4 s of
+// warm-up per slice): each slice resumes a cluster that idled.
 //
 // Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
 // one cluster (filled first with every k_ and every p_ key, then 30 s of puts: the rows run
@@ -1731,17 +1732,27 @@ async function rangesLoad(
   n: number,
   workload: string,
 ): Promise<Row> {
-  const cfg: LoadConfig = {
+  const cfg = rangesLoadConfig(c, op, inflight, n);
+  const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
+  const row = toRow('rasputin', workload, inflight, result, s0, s1, n);
+  if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
+  return row;
+}
+
+/** A load of `op` on `c`, a cluster of `n` ranges whose range cache the load warms first. */
+function rangesLoadConfig(
+  c: Cluster,
+  op: LoadConfig['op'],
+  inflight: number,
+  n: number,
+): LoadConfig {
+  return {
     ...baseConfig(c.nats),
     mode: 'rasputin',
     op,
     inflight,
     ...(n > 1 ? { warmRanges: n } : {}),
   };
-  const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
-  const row = toRow('rasputin', workload, inflight, result, s0, s1, n);
-  if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
-  return row;
 }
 
 /** The range count the throughput target compares with 1 range: 256, or the most measured. */
@@ -1827,14 +1838,10 @@ async function interleavedPair(
     { c: split, n: many },
   ].map(({ c, n }) => {
     const cfg: LoadConfig = {
-      ...baseConfig(c.nats),
-      mode: 'rasputin',
-      op,
-      inflight,
+      ...rangesLoadConfig(c, op, inflight, n),
       warmupS: sliceWarmupS,
       durationS: sliceS,
       slices: rangesSlices,
-      ...(n > 1 ? { warmRanges: n } : {}),
     };
     const proc = forkTs(`load ${op} c${inflight} ${n}r`, 'load.ts', {
       BENCH_LOAD: JSON.stringify(cfg),
@@ -1864,8 +1871,7 @@ async function interleavedPair(
         const s0 = await sample(side.c.probe);
         await side.inbox.next('window');
         const s1 = await sample(side.c.probe);
-        const m = await side.inbox.next('slice');
-        if (m.type === 'slice') side.slices.push(m.result);
+        side.slices.push((await side.inbox.next('slice')).result);
         side.total = addDelta(side.total, s0, s1);
         // The cluster's tail (applies, compactions, ranges going quiescent) ends before the
         // other cluster's slice starts.
@@ -1875,7 +1881,6 @@ async function interleavedPair(
     const rates: number[] = [];
     for (const side of sides) {
       const m = await side.inbox.next('result');
-      if (m.type !== 'result') continue;
       const zero = zeroLike(side.total!);
       const row = toRow('rasputin', `${op}~`, inflight, m.result, zero, side.total, side.n);
       row.note = `${rangesSlices} slices of ${sliceS} s, alternated with the other cluster`;
@@ -1919,13 +1924,13 @@ class Inbox {
     this.waiter?.();
   }
 
-  async next(type: LoadMessage['type']): Promise<LoadMessage> {
+  async next<T extends LoadMessage['type']>(type: T): Promise<Extract<LoadMessage, { type: T }>> {
     const limit = Date.now() + 300_000 + (sliceWarmupS + sliceS + 30) * 2 * 1000;
     for (;;) {
       if (this.failed)
         throw new Error(`${this.failed.message}\n${this.proc.output.slice(-20).join('\n')}`);
       const i = this.queue.findIndex((m) => m.type === type);
-      if (i >= 0) return this.queue.splice(i, 1)[0]!;
+      if (i >= 0) return this.queue.splice(i, 1)[0] as Extract<LoadMessage, { type: T }>;
       if (Date.now() > limit) throw new Error(`load: no ${type} message in time`);
       await new Promise<void>((resolve) => {
         this.waiter = resolve;
@@ -2689,7 +2694,7 @@ function targets(peerRows: PeerRow[]): void {
       const ratios = many === undefined ? [] : rangesRatios(op, many);
       const sliced = interleaved.get(op);
       // The target reads the pairs, not the slices: slices read lower for 256 ranges in
-      // both runs so far (each slice resumes a cluster that idled; interleavedPair).
+      // every run so far (each slice resumes a cluster that idled; interleavedPair).
       const ratio = median(ratios);
       const of = ratios.length > 1 ? ` (median of ${ratios.length})` : '';
       check(
