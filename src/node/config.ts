@@ -30,6 +30,12 @@ export interface NodeConfig {
   readonly eventsRetainRevisions: number;
   /** Subscribe polls this node holds at once (long polling); past it, Overloaded. */
   readonly eventsPollsMax: number;
+  /**
+   * How long a follower may hold committed entries before it applies them (0: at once), so
+   * that a range taking a write now and then applies several in one go (docs/ranges.md,
+   * "Followers apply late").
+   */
+  readonly followerApplyMs: number;
 }
 
 /** Production-sized (as TiKV's region-split-size order of magnitude). */
@@ -49,6 +55,9 @@ export const defaultEventsRetainRevisions = 100_000;
  */
 export const defaultLogMemoryMax = 64 * 1024 * 1024;
 
+/** A follower applies a range's committed entries at most this long after the first. */
+export const defaultFollowerApplyMs = 500;
+
 /** Held subscribe polls per node (each is a pending NATS request and a small record). */
 export const defaultEventsPollsMax = 10_000;
 
@@ -64,10 +73,31 @@ const env = (name: string): string | undefined => {
 };
 
 function positiveInt(name: string, raw: string | undefined, fallback: number, max: number): number {
+  return intIn(name, raw, fallback, 1, max);
+}
+
+function nonNegativeInt(
+  name: string,
+  raw: string | undefined,
+  fallback: number,
+  max: number,
+): number {
+  return intIn(name, raw, fallback, 0, max);
+}
+
+function intIn(
+  name: string,
+  raw: string | undefined,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   if (raw === undefined) return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1 || n > max) {
-    throw new ConfigError(`${name} must be an integer in [1, ${max}], got ${JSON.stringify(raw)}`);
+  const n = raw.trim() === '' ? Number.NaN : Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(
+      `${name} must be an integer in [${min}, ${max}], got ${JSON.stringify(raw)}`,
+    );
   }
   return n;
 }
@@ -99,6 +129,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         watch: { type: 'string' },
         'events-retain': { type: 'string' },
         'events-polls-max': { type: 'string' },
+        'follower-apply-ms': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -173,6 +204,12 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       str('events-polls-max') ?? env('RASPUTIN_EVENTS_POLLS_MAX'),
       defaultEventsPollsMax,
       1_000_000,
+    ),
+    followerApplyMs: nonNegativeInt(
+      '--follower-apply-ms',
+      str('follower-apply-ms') ?? env('RASPUTIN_FOLLOWER_APPLY_MS'),
+      defaultFollowerApplyMs,
+      60_000,
     ),
   };
 }

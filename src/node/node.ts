@@ -79,7 +79,7 @@ import {
   systemPrefix,
   systemPrefixEnd,
 } from '../storage/descriptor.ts';
-import { type RangeEvent, Store, scanEntryBytes } from '../storage/store.ts';
+import { type RangeEvent, Store, scanEntryBytes, type Turn } from '../storage/store.ts';
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
@@ -147,6 +147,12 @@ interface RangeHost {
   readsWaiting: { index: number; id: number }[];
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
   applied: number;
+  /**
+   * Committed entries a follower holds back from its turns' applies, in order, and when the
+   * first of them was held (applyHeld: "Followers apply late" in docs/ranges.md).
+   */
+  heldApply: Entry[] | undefined;
+  heldApplySinceMs: number;
   /** Highest index applied by a turn whose results this node has seen (maybe not durable). */
   appliedSeen: number;
   /** Client operations answered since `opsSinceMs`, and the last full second's rate. */
@@ -393,7 +399,7 @@ export class Node {
         `initial-nodes=${c.initialNodes.join(',')} prefix=${c.prefix} tick-ms=${c.tickMs} ` +
         `log-entries-max=${c.logEntriesMax} log-memory-max=${c.logMemoryMax} ` +
         `events-retain=${c.eventsRetainRevisions} ` +
-        `events-polls-max=${c.eventsPollsMax}`,
+        `events-polls-max=${c.eventsPollsMax} follower-apply-ms=${c.followerApplyMs}`,
     );
     this.store = Store.open(c.storageDir);
     const owner = this.store.getMeta('nodeId');
@@ -555,6 +561,8 @@ export class Node {
       reads: undefined,
       readsWaiting: [],
       applied: loaded.state.applied,
+      heldApply: undefined,
+      heldApplySinceMs: 0,
       appliedSeen: loaded.state.applied,
       ops: 0,
       opsSinceMs: performance.now(),
@@ -675,7 +683,12 @@ export class Node {
       // left out of the next turn.
       const role = h.replica.role();
       h.replica.tick();
-      if (h.replica.hasReady() || h.replica.role() !== role || h.replica.quiescent()) {
+      if (
+        h.replica.hasReady() ||
+        h.replica.role() !== role ||
+        h.replica.quiescent() ||
+        (h.heldApply !== undefined && now - h.heldApplySinceMs >= this.config.followerApplyMs)
+      ) {
         this.dirty.add(h);
       }
       if (now - h.opsSinceMs >= 1000) {
@@ -1380,6 +1393,8 @@ export class Node {
           list.push([h.rangeId, m]);
         }
         if (rd.write) {
+          // Held entries apply before a snapshot replaces the state they apply to.
+          if (rd.write.snapshot && h.heldApply) this.applyHeld(h, turn, applied);
           turn.write(h.rangeId, rd.write);
           persistedIds.push([h, rd.write.id]);
           if (rd.write.snapshot) {
@@ -1388,10 +1403,16 @@ export class Node {
           }
         }
         if (rd.committed.length > 0) {
-          turn.apply(h.rangeId, rd.committed);
-          const list = applied.get(h) ?? [];
-          for (const e of rd.committed) list.push(e);
-          applied.set(h, list);
+          if (this.holdsApply(h, rd.committed)) {
+            if (h.heldApply === undefined) {
+              h.heldApply = [];
+              h.heldApplySinceMs = startMs;
+            }
+            for (const e of rd.committed) h.heldApply.push(e);
+          } else {
+            this.applyHeld(h, turn, applied);
+            this.applyInTurn(h, rd.committed, turn, applied);
+          }
           this.answerCommittedSets(h, rd.committed);
         }
         for (const rs of rd.readStates) h.readsWaiting.push({ index: rs.index, id: rs.id });
@@ -1400,6 +1421,17 @@ export class Node {
           h.reads?.delete(id);
           r?.done(this.notLeader(h));
         }
+      }
+      const held = h.heldApply;
+      if (
+        held !== undefined &&
+        (startMs - h.heldApplySinceMs >= this.config.followerApplyMs ||
+          held.length >= heldApplyMax ||
+          h.trimLog || // the log memory budget: the log truncates only up to the applied index
+          h.replica.role() === 'leader' ||
+          h.replica.quiescent())
+      ) {
+        this.applyHeld(h, turn, applied);
       }
       this.maybeCompact(h, turn);
     }
@@ -1489,6 +1521,41 @@ export class Node {
     }
     if (this.logMemoryTotal > this.config.logMemoryMax) this.trimLogs();
     this.stats.turnMs += performance.now() - startMs;
+  }
+
+  /**
+   * Whether a follower holds these committed entries back (docs/ranges.md, "Followers apply
+   * late"): nothing linearizable rests on its apply, and a range taking a write every
+   * turn or two then applies several in one go instead of one per turn, each apply costing
+   * its range's state, progress record and bookkeeping in the turn's transaction. A leader
+   * applies at once (its reads wait for it), and so does a follower for a split (the new
+   * range's replicas must exist here for its first votes) or any other kind of entry.
+   */
+  private holdsApply(h: RangeHost, entries: readonly Entry[]): boolean {
+    if (this.config.followerApplyMs === 0) return false;
+    if (h.replica.role() === 'leader' || h.replica.quiescent()) return false;
+    for (const e of entries) if (e.kind !== 'normal' || isSplitCommand(e.data)) return false;
+    return true;
+  }
+
+  /** Hands the entries h held back (holdsApply) to this turn's apply. */
+  private applyHeld(h: RangeHost, turn: Turn, applied: Map<RangeHost, Entry[]>): void {
+    const held = h.heldApply;
+    if (held === undefined) return;
+    h.heldApply = undefined;
+    this.applyInTurn(h, held, turn, applied);
+  }
+
+  private applyInTurn(
+    h: RangeHost,
+    entries: readonly Entry[],
+    turn: Turn,
+    applied: Map<RangeHost, Entry[]>,
+  ): void {
+    turn.apply(h.rangeId, entries);
+    const list = applied.get(h) ?? [];
+    for (const e of entries) list.push(e);
+    applied.set(h, list);
   }
 
   private proposeBatch(h: RangeHost): void {
@@ -2088,7 +2155,7 @@ export class Node {
    * trimLogs picked goes as far, but a leader's not past what its followers in replicate
    * hold, so they need no snapshot for it.
    */
-  private maybeCompact(h: RangeHost, turn: ReturnType<Store['beginTurn']>): void {
+  private maybeCompact(h: RangeHost, turn: Turn): void {
     const core = h.replica.core;
     let index = Math.min(h.applied, core.log.stable, core.log.applying);
     let keep = this.config.logEntriesMax;
@@ -2512,6 +2579,9 @@ export class Node {
     };
   }
 }
+
+/** A follower applies a range's held entries once it holds this many (holdsApply). */
+const heldApplyMax = 256;
 
 /** Bytes of an event in a reply, about (for the reply budget). */
 function wireEventBytes(e: WireEvent): number {
