@@ -687,7 +687,7 @@ export class Node {
         h.replica.hasReady() ||
         h.replica.role() !== role ||
         h.replica.quiescent() ||
-        (h.heldApply !== undefined && now - h.heldApplySinceMs >= this.config.followerApplyMs)
+        this.heldApplyDue(h, now)
       ) {
         this.dirty.add(h);
       }
@@ -1422,17 +1422,7 @@ export class Node {
           r?.done(this.notLeader(h));
         }
       }
-      const held = h.heldApply;
-      if (
-        held !== undefined &&
-        (startMs - h.heldApplySinceMs >= this.config.followerApplyMs ||
-          held.length >= heldApplyMax ||
-          h.trimLog || // the log memory budget: the log truncates only up to the applied index
-          h.replica.role() === 'leader' ||
-          h.replica.quiescent())
-      ) {
-        this.applyHeld(h, turn, applied);
-      }
+      if (this.heldApplyDue(h, startMs)) this.applyHeld(h, turn, applied);
       this.maybeCompact(h, turn);
     }
     // Messages first: a leader's appends need not wait for its own write (the leader
@@ -1536,6 +1526,19 @@ export class Node {
     if (h.replica.role() === 'leader' || h.replica.quiescent()) return false;
     for (const e of entries) if (e.kind !== 'normal' || isSplitCommand(e.data)) return false;
     return true;
+  }
+
+  /** Whether what h holds back (holdsApply) is to apply now, at `nowMs`. */
+  private heldApplyDue(h: RangeHost, nowMs: number): boolean {
+    const held = h.heldApply;
+    return (
+      held !== undefined &&
+      (nowMs - h.heldApplySinceMs >= this.config.followerApplyMs ||
+        held.length >= heldApplyMax ||
+        h.trimLog || // the log memory budget: the log truncates only up to the applied index
+        h.replica.role() === 'leader' ||
+        h.replica.quiescent())
+    );
   }
 
   /** Hands the entries h held back (holdsApply) to this turn's apply. */

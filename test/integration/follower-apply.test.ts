@@ -9,7 +9,6 @@
 //     applies them before it serves, and every one reads back.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { NodeStatus } from '../../src/cli/status.ts';
 import type { Client } from '../../src/client/index.ts';
 import type { Cluster } from './harness.ts';
 import {
@@ -17,9 +16,11 @@ import {
   connectClient,
   nodeLogs,
   nowMs,
+  range1,
   sleep,
   startServingCluster,
   statusOf,
+  waitForCaughtUp,
   waitForLeader,
   waitUntil,
 } from './helpers.ts';
@@ -47,29 +48,9 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-/** Range `rangeId` as each node reports it. */
-async function rangeByNode(rangeId: number) {
-  const nodes: NodeStatus[] = await statusOf(cluster.natsUrl);
-  return new Map(
-    nodes.flatMap((n) => {
-      const r = n.ranges.find((x) => x.rangeId === rangeId);
-      return r === undefined ? [] : [[n.node, r] as const];
-    }),
-  );
-}
-
-/** Waits until every node has applied range 1 up to `commit`. */
-async function waitApplied(commit: number): Promise<void> {
-  await waitUntil(
-    'every follower applied the held writes',
-    async () => {
-      const byNode = await rangeByNode(1);
-      return byNode.size === 3 && [...byNode.values()].every((r) => r.applied >= commit)
-        ? true
-        : undefined;
-    },
-    { timeoutMs: heldApplyMsMax, intervalMs: 200, lastSeen: () => nodeLogs(cluster, 10) },
-  );
+/** Range 1 as each node reports it. */
+async function range1ByNode() {
+  return range1(await statusOf(cluster.natsUrl));
 }
 
 async function read(key: string, timeoutMs?: number): Promise<string | null> {
@@ -85,7 +66,7 @@ describe('followers apply late', () => {
   it('holds acknowledged writes on the followers, and applies them once the hold passes', async () => {
     const leader = await waitForLeader(cluster.natsUrl);
     await writeSerially('fa-hold');
-    const held = await rangeByNode(1);
+    const held = await range1ByNode();
     const commit = held.get(leader.node)!.commit;
     const followers = [...held].filter(([node]) => node !== leader.node);
     expect(followers.length).toBe(2);
@@ -93,15 +74,15 @@ describe('followers apply late', () => {
     for (const [, r] of followers) expect(r.applied).toBeLessThan(commit);
 
     const startedMs = nowMs();
-    await waitApplied(commit);
+    const caughtUp = await waitForCaughtUp(cluster.natsUrl, cluster.nodeIds, heldApplyMsMax);
+    for (const r of caughtUp.values()) expect(r.applied).toBeGreaterThanOrEqual(commit);
     console.log(`follower apply: held writes applied ${Math.round(nowMs() - startedMs)} ms later`);
   });
 
   it('applies a split at once on every node, with the writes held before it', async () => {
-    const leader = await waitForLeader(cluster.natsUrl);
     await writeSerially('fb-split');
     // Nothing held from these, then two writes held: the split comes within the new hold.
-    await waitApplied((await rangeByNode(1)).get(leader.node)!.commit);
+    await waitForCaughtUp(cluster.natsUrl, cluster.nodeIds, heldApplyMsMax);
     await client.set('fb-split-0', 'v0');
     await client.set('fb-split-39', 'v39');
     // Writes keep range 1 awake (an idle range quiesces after a second, which applies what
@@ -150,7 +131,7 @@ describe('followers apply late', () => {
     const leader = await waitForLeader(cluster.natsUrl);
     // Range 1 holds keys before the split key: these stay on it.
     await writeSerially('fa-kill');
-    const before = await rangeByNode(1);
+    const before = await range1ByNode();
     const commit = before.get(leader.node)!.commit;
     const holding = [...before].filter(([node, r]) => node !== leader.node && r.applied < commit);
     expect(holding.length).toBeGreaterThan(0);
