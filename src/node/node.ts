@@ -71,6 +71,7 @@ import {
   directoryStart,
   findSpan,
   inSpan,
+  makeDescriptor,
   metaRangeId,
   type RangeDescriptor,
   type ReplicaDescriptor,
@@ -482,13 +483,13 @@ export class Node {
       await this.store.setMeta('clusterId', this.clusterId);
       this.log.info(`bootstrapped cluster ${this.clusterId}`);
     }
-    const descriptor: RangeDescriptor = {
-      rangeId: 1,
-      start: new Uint8Array(0),
-      end: null,
-      replicas: nodes.map((nodeId, i) => ({ nodeId, replicaId: i + 1, role: 'voter' as const })),
-      generation: 1,
-    };
+    const descriptor = makeDescriptor(
+      1,
+      new Uint8Array(0),
+      null,
+      nodes.map((nodeId, i) => ({ nodeId, replicaId: i + 1, role: 'voter' as const })),
+      1,
+    );
     await this.store.createRange(
       descriptor,
       { voters: descriptor.replicas.map((r) => r.replicaId), outgoing: [], learners: [] },
@@ -881,14 +882,11 @@ export class Node {
         // Generation 0: the descriptor is a peer's view (a candidate may be ahead of the
         // leader); the leader's snapshot brings the authoritative one, whatever its
         // generation.
-        await this.store.createRange(
-          { ...d, generation: 0 },
-          {
-            voters: d.replicas.filter((r) => r.role === 'voter').map((r) => r.replicaId),
-            outgoing: [],
-            learners: d.replicas.filter((r) => r.role === 'learner').map((r) => r.replicaId),
-          },
-        );
+        await this.store.createRange(makeDescriptor(d.rangeId, d.start, d.end, d.replicas, 0), {
+          voters: d.replicas.filter((r) => r.role === 'voter').map((r) => r.replicaId),
+          outgoing: [],
+          learners: d.replicas.filter((r) => r.role === 'learner').map((r) => r.replicaId),
+        });
         if (this.ranges.has(rangeId) || this.stopping) return;
         this.openRange(d);
         this.log.info(

@@ -176,6 +176,7 @@ import {
   descriptorToWire,
   inSpan,
   isSystemKey,
+  makeDescriptor,
   metaRangeId,
   type RangeDescriptor,
   rangeIdMax,
@@ -2298,14 +2299,8 @@ export class Store {
     assert(cmd.rightId !== d.rangeId && cmd.rightId !== metaRangeId, 'a split makes a new id');
     assert(!this.rangeStates.has(cmd.rightId), 'a split never reuses a local range id');
     const generation = d.generation + 1;
-    const left: RangeDescriptor = { ...d, end: cmd.key, generation };
-    const right: RangeDescriptor = {
-      rangeId: cmd.rightId,
-      start: cmd.key,
-      end: d.end,
-      replicas: d.replicas,
-      generation,
-    };
+    const left = makeDescriptor(d.rangeId, d.start, cmd.key, d.replicas, generation);
+    const right = makeDescriptor(cmd.rightId, cmd.key, d.end, d.replicas, generation);
     s.descriptor = left;
     // The parent's stream says where the right-hand span went; the new range's own
     // stream starts after this entry.

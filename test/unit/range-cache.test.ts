@@ -77,4 +77,38 @@ describe('range cache', () => {
       );
     }
   });
+
+  it('finds the range holding a key, and none in a gap, as a scan of every range does', () => {
+    let seed = 11;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const name = (i: number) => `k${String(i).padStart(3, '0')}`;
+    for (let run = 0; run < 100; run++) {
+      // Random disjoint spans over k000..k999, some with gaps between them, the first maybe
+      // not at the start of the keyspace and the last maybe with no end.
+      const bounds = [...new Set(Array.from({ length: 1 + rand(40) }, () => rand(1000)))].sort(
+        (a, b) => a - b,
+      );
+      const spans: CachedRange[] = [];
+      for (let i = 0; i + 1 < bounds.length; i++) {
+        if (rand(4) === 0) continue; // a gap
+        spans.push(r(spans.length + 1, name(bounds[i]!), name(bounds[i + 1]!), 1));
+      }
+      if (rand(2) === 0 && bounds.length > 0) {
+        spans.push(r(spans.length + 1, name(bounds[bounds.length - 1]!), null, 1));
+      }
+      const c = new RangeCache();
+      c.update(spans);
+      for (let q = 0; q < 1001; q++) {
+        const key = q === 1000 ? k('') : k(name(q));
+        const want = spans.find(
+          (x) =>
+            Buffer.compare(x.start, key) <= 0 && (x.end === null || Buffer.compare(key, x.end) < 0),
+        );
+        expect(c.lookup(key)?.rangeId).toBe(want?.rangeId);
+      }
+    }
+  });
 });
