@@ -961,7 +961,7 @@ export class Client {
           batch.map((c) => c.encoded),
           cid,
           undefined,
-          routes.map((r) => [r.rangeId, r.generation] as const),
+          routes,
         )
       : frameRequest(
           batch.map((c) => c.encoded),

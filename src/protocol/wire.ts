@@ -491,12 +491,14 @@ export function frameRequest(
   encodedOps: readonly Uint8Array[],
   clusterId?: string,
   range?: { readonly id: number; readonly gen: number },
-  routes?: readonly (readonly [number, number])[],
+  routes?: readonly Route[],
 ): Uint8Array {
   const count = encodedOps.length;
   if (!(count >= 1 && count <= 0xffff)) throw new RangeError(`cannot frame ${count} ops`);
   if (!(protocolVersion >= 0 && protocolVersion <= 0x7f)) throw new RangeError('version');
-  // fixmap(2..5) "v" <fixint version> ["cid" <str>] ["range" <int> "gen" <int>] "ops" <array>
+  if (routes !== undefined && routes.length !== count) throw new RangeError('a route per op');
+  // fixmap(2..5) "v" <fixint version> ["cid" <str>] ["range" <int> "gen" <int>]
+  // ["routes" <array>] "ops" <array>
   const fields = 2 + (clusterId ? 1 : 0) + (range ? 2 : 0) + (routes ? 1 : 0);
   const head = [0x80 | fields, 0xa1, 0x76, protocolVersion];
   if (clusterId) head.push(0xa3, 0x63, 0x69, 0x64, ...encode(clusterId));
@@ -504,20 +506,88 @@ export function frameRequest(
     head.push(0xa5, 0x72, 0x61, 0x6e, 0x67, 0x65, ...encode(range.id));
     head.push(0xa3, 0x67, 0x65, 0x6e, ...encode(range.gen));
   }
-  if (routes) head.push(0xa6, 0x72, 0x6f, 0x75, 0x74, 0x65, 0x73, ...encode(routes));
-  head.push(0xa3, 0x6f, 0x70, 0x73);
-  if (count <= 15) head.push(0x90 | count);
-  else head.push(0xdc, count >> 8, count & 0xff);
-  let bytes = head.length;
+  // The routes are written in place (a request carries one per op: 64 of them, say).
+  let routesBytes = 0;
+  if (routes) {
+    head.push(0xa6, 0x72, 0x6f, 0x75, 0x74, 0x65, 0x73);
+    routesBytes = arrayHeadBytes(count);
+    for (const r of routes) routesBytes += 1 + uintBytes(r.rangeId) + uintBytes(r.generation);
+  }
+  let bytes = head.length + routesBytes + 4 + arrayHeadBytes(count);
   for (const op of encodedOps) bytes += op.length;
   const out = new Uint8Array(bytes);
   out.set(head, 0);
   let at = head.length;
+  if (routes) {
+    at = writeArrayHead(out, at, count);
+    for (const r of routes) {
+      out[at++] = 0x92;
+      at = writeUint(out, at, r.rangeId);
+      at = writeUint(out, at, r.generation);
+    }
+  }
+  out.set([0xa3, 0x6f, 0x70, 0x73], at);
+  at = writeArrayHead(out, at + 4, count);
   for (const op of encodedOps) {
     out.set(op, at);
     at += op.length;
   }
   return out;
+}
+
+/** A route of a request's op (frameRequest): its range's id and generation. */
+export interface Route {
+  readonly rangeId: number;
+  readonly generation: number;
+}
+
+function arrayHeadBytes(n: number): number {
+  return n <= 15 ? 1 : 3;
+}
+
+function writeArrayHead(out: Uint8Array, at: number, n: number): number {
+  if (n <= 15) {
+    out[at] = 0x90 | n;
+    return at + 1;
+  }
+  out[at] = 0xdc;
+  out[at + 1] = n >> 8;
+  out[at + 2] = n & 0xff;
+  return at + 3;
+}
+
+/** The bytes of a route number in msgpack (n a safe integer, at least 0). */
+function uintBytes(n: number): number {
+  if (!(Number.isSafeInteger(n) && n >= 0)) throw new RangeError(`not a route number: ${n}`);
+  return n < 0x80 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : n <= 0xffff_ffff ? 5 : 9;
+}
+
+function writeUint(out: Uint8Array, at: number, n: number): number {
+  if (n < 0x80) {
+    out[at] = n;
+    return at + 1;
+  }
+  if (n <= 0xff) {
+    out[at] = 0xcc;
+    out[at + 1] = n;
+    return at + 2;
+  }
+  if (n <= 0xffff) {
+    out[at] = 0xcd;
+    out[at + 1] = n >> 8;
+    out[at + 2] = n & 0xff;
+    return at + 3;
+  }
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  if (n <= 0xffff_ffff) {
+    out[at] = 0xce;
+    view.setUint32(at + 1, n);
+    return at + 5;
+  }
+  // Above 32 bits as a float 64, as msgpackr writes them (a uint 64 decodes as a BigInt).
+  out[at] = 0xcb;
+  view.setFloat64(at + 1, n);
+  return at + 9;
 }
 
 /**

@@ -166,6 +166,44 @@ describe('frameRequest', () => {
     }
   });
 
+  it('writes routes of every integer width as msgpack does, for any batch size', () => {
+    const widths = [
+      0,
+      1,
+      127,
+      128,
+      255,
+      256,
+      65_535,
+      65_536,
+      0xffff_ffff,
+      0x1_0000_0000,
+      2 ** 53 - 1,
+    ];
+    for (const count of [1, 15, 16, 64, 300]) {
+      const ops = Array.from({ length: count }, (_, i) => ({
+        op: 'get',
+        key: Buffer.from(`k${i}`),
+      }));
+      const routes = ops.map((_, i) => [
+        widths[i % widths.length]!,
+        widths[(i * 7 + 3) % widths.length]!,
+      ]);
+      const framed = frameRequest(
+        ops.map((op) => encode(op)),
+        undefined,
+        undefined,
+        routes.map(([rangeId, generation]) => ({ rangeId: rangeId!, generation: generation! })),
+      );
+      expect(decode(framed)).toEqual(
+        decode(new Uint8Array(encode({ v: protocolVersion, routes, ops }))),
+      );
+    }
+    expect(() =>
+      frameRequest([encode({ op: 'get', key: Buffer.from('k') })], undefined, undefined, []),
+    ).toThrow(RangeError);
+  });
+
   it('carries the cluster id when given', () => {
     const ops = [{ op: 'get', key: Buffer.from('k') }];
     const id = '0f8e1c2a-5b7d-4e3f-9a1b-2c3d4e5f6a7b';
@@ -193,7 +231,14 @@ describe('frameRequest', () => {
       [7, 3],
       [70_000, 0],
     ] as const;
-    const routed = decode(frameRequest(encoded, 'cid', undefined, routes));
+    const routed = decode(
+      frameRequest(
+        encoded,
+        'cid',
+        undefined,
+        routes.map(([rangeId, generation]) => ({ rangeId, generation })),
+      ),
+    );
     expect(routed).toEqual(
       decode(new Uint8Array(encode({ v: protocolVersion, cid: 'cid', routes, ops }))),
     );
