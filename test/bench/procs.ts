@@ -461,6 +461,7 @@ export async function startNode(opts: {
     process.execPath,
     [
       ...nodeV8Flags,
+      ...(process.env.BENCH_NODE_V8_FLAGS ?? '').split(' ').filter((f) => f !== ''),
       ...(opts.execArgv ?? []),
       '--import',
       'tsx',

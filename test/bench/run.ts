@@ -10,6 +10,9 @@
 //                    [--split-time S] [--split-inflight N] [--splits-during N] [--ranges-repeat 1]
 //                    [--ranges-slices 0] [--slice-s 4] [--slice-warmup-s 1] [--slice-gap-s 2]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
+//                    (BENCH_NODE_V8_FLAGS="..." in the environment: more V8 flags for every
+//                    node, e.g. "--log-ic --logfile=/tmp/ic/%p.log", V8's log of inline-cache
+//                    states, which found descriptors read through megamorphic loads)
 //                    [--stream-subs 100] [--stream-watchers 100] [--stream-procs 2]
 //                    [--stream-drain-s 10] [--stream-probe-ms 50] [--stream-pin on|off]
 //                    [--stream-rows off,on,1sub,subs,watch,again] [--stream-repeat 1]
