@@ -513,7 +513,7 @@ export function frameRequest(
     routesBytes = arrayHeadBytes(count);
     for (const r of routes) routesBytes += 1 + uintBytes(r.rangeId) + uintBytes(r.generation);
   }
-  let bytes = head.length + routesBytes + 4 + arrayHeadBytes(count);
+  let bytes = head.length + routesBytes + opsKey.length + arrayHeadBytes(count);
   for (const op of encodedOps) bytes += op.length;
   const out = new Uint8Array(bytes);
   out.set(head, 0);
@@ -526,14 +526,17 @@ export function frameRequest(
       at = writeUint(out, at, r.generation);
     }
   }
-  out.set([0xa3, 0x6f, 0x70, 0x73], at);
-  at = writeArrayHead(out, at + 4, count);
+  out.set(opsKey, at);
+  at = writeArrayHead(out, at + opsKey.length, count);
   for (const op of encodedOps) {
     out.set(op, at);
     at += op.length;
   }
   return out;
 }
+
+/** "ops" in msgpack: the request's last key (frameRequest). */
+const opsKey = Uint8Array.of(0xa3, 0x6f, 0x70, 0x73);
 
 /** A route of a request's op (frameRequest): its range's id and generation. */
 export interface Route {
