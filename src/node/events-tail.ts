@@ -17,7 +17,7 @@ import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
 import { hasPrefix } from '../lib/bytes.ts';
-import { limits, type WireEvent } from '../protocol/wire.ts';
+import { limits, type WireEvent, writeUint } from '../protocol/wire.ts';
 import { descriptorToWire } from '../storage/descriptor.ts';
 import { type DelEvent, eventBytes, type SetEvent } from '../storage/events.ts';
 import type { RangeEvent, StoredEvent } from '../storage/store.ts';
@@ -338,28 +338,6 @@ function writeEvent(
     bytes: b.subarray(start, at),
     size,
   };
-}
-
-/** A non-negative integer as msgpackr writes it (above 2^32 - 1: a float 64). */
-function writeUint(b: Buffer, at: number, x: number): number {
-  if (x < 0x80) b[at++] = x;
-  else if (x < 0x100) {
-    b[at++] = 0xcc;
-    b[at++] = x;
-  } else if (x < 0x10000) {
-    b[at++] = 0xcd;
-    b.writeUInt16BE(x, at);
-    at += 2;
-  } else if (x <= 0xffffffff) {
-    b[at++] = 0xce;
-    b.writeUInt32BE(x, at);
-    at += 4;
-  } else {
-    b[at++] = 0xcb;
-    b.writeDoubleBE(x, at);
-    at += 8;
-  }
-  return at;
 }
 
 function writeBin(b: Buffer, at: number, x: Uint8Array): number {

@@ -565,7 +565,11 @@ function uintBytes(n: number): number {
   return n < 0x80 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : n <= 0xffff_ffff ? 5 : 9;
 }
 
-function writeUint(out: Uint8Array, at: number, n: number): number {
+/**
+ * A non-negative integer in msgpack as msgpackr writes it (the least width; above 2^32 - 1
+ * a float 64, since a uint 64 decodes as a BigInt), at `at`; returns where it ends.
+ */
+export function writeUint(out: Uint8Array, at: number, n: number): number {
   if (n < 0x80) {
     out[at] = n;
     return at + 1;
@@ -581,15 +585,16 @@ function writeUint(out: Uint8Array, at: number, n: number): number {
     out[at + 2] = n & 0xff;
     return at + 3;
   }
-  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   if (n <= 0xffff_ffff) {
     out[at] = 0xce;
-    view.setUint32(at + 1, n);
+    out[at + 1] = n >>> 24;
+    out[at + 2] = (n >>> 16) & 0xff;
+    out[at + 3] = (n >>> 8) & 0xff;
+    out[at + 4] = n & 0xff;
     return at + 5;
   }
-  // Above 32 bits as a float 64, as msgpackr writes them (a uint 64 decodes as a BigInt).
   out[at] = 0xcb;
-  view.setFloat64(at + 1, n);
+  new DataView(out.buffer, out.byteOffset + at + 1, 8).setFloat64(0, n);
   return at + 9;
 }
 
