@@ -1473,7 +1473,9 @@ export class Node {
             }
           }
           for (const [h, entries] of applied) {
-            h.applied = entries[entries.length - 1]!.index;
+            // Held entries applied before a snapshot installed in the same turn end below
+            // the snapshot's index, which h.applied already is (above).
+            h.applied = Math.max(h.applied, entries[entries.length - 1]!.index);
             this.eventsDue.add(h);
           }
           for (const h of installed.keys()) this.eventsDue.add(h);
@@ -1740,7 +1742,8 @@ export class Node {
       const first = entries[0]!.index;
       const last = entries[entries.length - 1]!.index;
       h.tail?.applied(first, last, mutations.get(h.rangeId));
-      h.appliedSeen = last;
+      // Entries a follower held back apply before a snapshot in the same turn: below it.
+      h.appliedSeen = Math.max(h.appliedSeen, last);
     }
     if (this.tails.size === 0) return;
     for (const [rangeId, oldest] of eventsOldest) {
