@@ -242,10 +242,11 @@ export class RangeReplica {
   /**
    * The index a read can be served at now by the lease (core.leaseReadIndex), or
    * undefined: not the leader, quiescent (no lease), or no valid lease. Sends no event.
+   * `nowMs`: see RaftCore.leaseReadIndex.
    */
-  leaseReadIndex(): LogIndex | undefined {
+  leaseReadIndex(nowMs?: number): LogIndex | undefined {
     if (this.state !== 'leader' || this.asleep) return undefined;
-    return this.core.leaseReadIndex();
+    return this.core.leaseReadIndex(nowMs);
   }
 
   /**

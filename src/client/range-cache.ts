@@ -6,7 +6,7 @@
 
 import { ownBytes } from '../lib/bytes.ts';
 import type { WireDescriptor } from '../protocol/wire.ts';
-import { findSpan, spansOverlap } from '../storage/descriptor.ts';
+import { PackedSpans, spansOverlap } from '../storage/descriptor.ts';
 
 export interface CachedRange {
   readonly rangeId: number;
@@ -45,6 +45,8 @@ export function asCachedRange(x: unknown): CachedRange | undefined {
 export class RangeCache {
   /** Disjoint spans, by start key. */
   private list: CachedRange[] = [];
+  /** `list`'s keys for lookups; made again on the first lookup after a change. */
+  private packed: PackedSpans | undefined;
 
   get size(): number {
     return this.list.length;
@@ -54,9 +56,13 @@ export class RangeCache {
     return this.list;
   }
 
-  /** The cached range whose span holds `key`. */
+  /**
+   * The cached range whose span holds `key`. Looked up for every call, each for another
+   * range under uniform keys: over packed keys (PackedSpans).
+   */
   lookup(key: Uint8Array): CachedRange | undefined {
-    return findSpan(this.list, key, (r) => r);
+    const i = (this.packed ??= new PackedSpans(this.list)).find(key);
+    return i < 0 ? undefined : this.list[i];
   }
 
   /**
@@ -85,6 +91,7 @@ export class RangeCache {
       if (overlapping.some((r) => r.generation > d.generation)) continue;
       if (overlapping.length === 1 && sameRange(overlapping[0]!, d)) continue;
       this.list.splice(first, end - first, d);
+      this.packed = undefined;
       changed = true;
     }
     return changed;
@@ -93,6 +100,7 @@ export class RangeCache {
   /** Forgets a range (say, its leader could not be found): the next lookup misses. */
   evict(rangeId: number): void {
     this.list = this.list.filter((r) => r.rangeId !== rangeId);
+    this.packed = undefined;
   }
 }
 

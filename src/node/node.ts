@@ -73,6 +73,7 @@ import {
   inSpan,
   makeDescriptor,
   metaRangeId,
+  PackedSpans,
   type RangeDescriptor,
   type ReplicaDescriptor,
   sameDescriptor,
@@ -122,6 +123,12 @@ interface RangeHost {
   readonly rangeId: number;
   /** The committed descriptor (refreshed after every apply that can change it). */
   descriptor: RangeDescriptor;
+  /** The range's position in byStart when the node's packed spans were last made. */
+  spanSlot: number;
+  /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
+  applied: number;
+  /** Client operations answered since `opsSinceMs` (below). */
+  ops: number;
   /**
    * False for a replica created for a range this node learned of from its peers (a split
    * it has not applied): it is not ticked (never campaigns) until a snapshot initializes
@@ -146,8 +153,6 @@ interface RangeHost {
   /** Reads (get, scan) by read id, served once their read state's index is applied. */
   reads: Map<number, { op: WireOp; done: Done }> | undefined;
   readsWaiting: { index: number; id: number }[];
-  /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
-  applied: number;
   /**
    * Committed entries a follower holds back from its turns' applies, in order, and when the
    * first of them was held (applyHeld: "Followers apply late" in docs/ranges.md).
@@ -157,7 +162,6 @@ interface RangeHost {
   /** Highest index applied by a turn whose results this node has seen (maybe not durable). */
   appliedSeen: number;
   /** Client operations answered since `opsSinceMs`, and the last full second's rate. */
-  ops: number;
   opsSinceMs: number;
   opsPerS: number;
   leaderSub: Subscription | undefined;
@@ -321,6 +325,11 @@ export class Node {
   };
   /** The local ranges by start key, for routing `<p>.kv` requests. */
   private byStart: RangeHost[] = [];
+  /**
+   * byStart's spans packed for lookups, with the descriptor each was made from; made again
+   * on the first lookup after byStart or a descriptor changed (index, refreshDescriptor).
+   */
+  private spans: { packed: PackedSpans; descriptors: RangeDescriptor[] } | undefined;
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
   private client: Client | undefined;
   /** The placement driver; active while this node leads the meta range (range 1). */
@@ -511,6 +520,7 @@ export class Node {
       else hi = mid;
     }
     this.byStart.splice(lo, 0, h);
+    this.spans = undefined;
     for (const r of h.descriptor.replicas) {
       if (r.nodeId !== this.config.nodeId && !this.peers.has(r.nodeId)) {
         this.peers.set(r.nodeId, false);
@@ -531,7 +541,37 @@ export class Node {
 
   /** The local range whose span holds `key`, if any. */
   private rangeFor(key: Uint8Array): RangeHost | undefined {
-    return findSpan(this.byStart, key, (h) => h.descriptor);
+    const spans = this.packedSpans();
+    const i = spans.packed.find(key);
+    if (i < 0) return undefined;
+    const h = this.byStart[i]!;
+    // The packed spans are those of h's descriptor unless it changed unseen: then search.
+    return spans.descriptors[i] === h.descriptor
+      ? h
+      : findSpan(this.byStart, key, (x) => x.descriptor);
+  }
+
+  /**
+   * Whether h's span holds `key`: inSpan(h.descriptor, key), answered from the packed spans
+   * at h's slot when they hold it. A request's ops over many ranges then read no range's
+   * key buffers (docs/architecture.md, "Lookups over packed keys").
+   */
+  private holds(h: RangeHost, key: Uint8Array): boolean {
+    const spans = this.packedSpans();
+    const i = h.spanSlot;
+    if (spans.descriptors[i] === h.descriptor && spans.packed.holdsAt(i, key)) return true;
+    return inSpan(h.descriptor, key);
+  }
+
+  private packedSpans(): { packed: PackedSpans; descriptors: RangeDescriptor[] } {
+    if (this.spans === undefined) {
+      const descriptors = this.byStart.map((h, i) => {
+        h.spanSlot = i;
+        return h.descriptor;
+      });
+      this.spans = { packed: new PackedSpans(descriptors), descriptors };
+    }
+    return this.spans;
   }
 
   private openRange(descriptor: RangeDescriptor): RangeHost {
@@ -551,21 +591,24 @@ export class Node {
     const h: RangeHost = {
       rangeId,
       descriptor,
+      // What a lease read reads first, together in the object (see the note on RaftCore's
+      // lease fields).
+      spanSlot: -1,
+      applied: loaded.state.applied,
+      ops: 0,
+      replica,
       // Range 1 starts empty at bootstrap; any other range starts at its split entry or
       // from a snapshot, so an empty one is waiting for its snapshot.
       initialized: rangeId === metaRangeId || loaded.state.applied > 0,
-      replica,
       nodeOf,
       proposals: [],
       writes: undefined,
       spanChangeIndex: 0,
       reads: undefined,
       readsWaiting: [],
-      applied: loaded.state.applied,
       heldApply: undefined,
       heldApplySinceMs: 0,
       appliedSeen: loaded.state.applied,
-      ops: 0,
       opsSinceMs: performance.now(),
       opsPerS: 0,
       leaderSub: undefined,
@@ -1179,6 +1222,7 @@ export class Node {
     }
     // A client that routed by an older generation learns the new descriptors first.
     const stale = req.range !== undefined && req.range.gen < h.descriptor.generation;
+    const nowMs = performance.now();
     for (let i = 0; i < req.ops.length; i++) {
       const checked = checkOp(req.ops[i]);
       const done = doneAt(i);
@@ -1186,7 +1230,7 @@ export class Node {
       // A range's stream is read by range id whatever its generation now.
       else if (stale && checked.value.op !== 'events') {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
-      } else this.submit(h, checked.value, done);
+      } else this.submit(h, checked.value, done, nowMs);
     }
     this.turnIfDirty();
   }
@@ -1201,6 +1245,7 @@ export class Node {
     routes: readonly (readonly [number, number])[],
     doneAt: (i: number) => Done,
   ): void {
+    const nowMs = performance.now();
     for (let i = 0; i < ops.length; i++) {
       const checked = checkOp(ops[i]);
       const done = doneAt(i);
@@ -1216,7 +1261,7 @@ export class Node {
         });
       } else if (gen > 0 && gen < h.descriptor.generation && checked.value.op !== 'events') {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
-      } else this.submit(h, checked.value, done);
+      } else this.submit(h, checked.value, done, nowMs);
     }
     this.turnIfDirty();
   }
@@ -1245,7 +1290,11 @@ export class Node {
     };
   }
 
-  private submit(h: RangeHost, op: WireOp, done: Done): void {
+  /**
+   * `nowMs`: when the op's request arrived (performance.now(), taken once for all its ops);
+   * its lease reads are checked, and linearized, at that instant (RaftCore.leaseReadIndex).
+   */
+  private submit(h: RangeHost, op: WireOp, done: Done, nowMs = performance.now()): void {
     if (h.replica.role() !== 'leader') {
       done(this.notLeader(h));
       return;
@@ -1262,7 +1311,7 @@ export class Node {
       this.poll(h, op, done);
       return;
     }
-    if (!inSpan(h.descriptor, op.key)) {
+    if (!this.holds(h, op.key)) {
       done(this.mismatch(h, op.key, 'key outside the range'));
       return;
     }
@@ -1270,7 +1319,7 @@ export class Node {
     if (op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead') {
       // A read the lease covers, at an index this node has applied (and made visible), is
       // served at once: no read id, no turn (TiKV's local reader).
-      const at = h.replica.leaseReadIndex();
+      const at = h.replica.leaseReadIndex(nowMs);
       if (at !== undefined && h.applied >= at) {
         this.serveRead(h, op, done);
         return;
@@ -1922,6 +1971,7 @@ export class Node {
     const d = this.store.descriptor(h.rangeId);
     if (d === undefined || d === h.descriptor) return;
     h.descriptor = d;
+    this.spans = undefined;
   }
 
   /**
@@ -2064,7 +2114,7 @@ export class Node {
   private serveRead(h: RangeHost, op: WireOp, done: Done): void {
     // Checked at serve time: after a split applied here, h serves nothing of the
     // right-hand span.
-    if (!inSpan(h.descriptor, op.key)) {
+    if (!this.holds(h, op.key)) {
       done(this.mismatch(h, op.key, 'key outside the range'));
       return;
     }

@@ -133,6 +133,80 @@ export function findSpan<T>(
   return end === null || compareBytes(key, end) < 0 ? item : undefined;
 }
 
+/**
+ * Sorted disjoint spans (as findSpan takes them) with their keys packed for lookups: every
+ * start key in one buffer and every end key in another (an empty slot for no end, told
+ * apart by `open`), with the offsets of each. `find`'s binary search then reads a few
+ * kilobytes that stay in the CPU's caches. Reading each span's own key buffers touched
+ * some two dozen places in memory a lookup over 256 ranges, most of them out of cache
+ * when every lookup is for another range (docs/architecture.md, "Lookups over packed
+ * keys"). Immutable: made again when the spans change.
+ */
+export class PackedSpans {
+  private readonly starts: Uint8Array;
+  private readonly startAt: Int32Array;
+  private readonly ends: Uint8Array;
+  private readonly endAt: Int32Array;
+  private readonly open: Uint8Array;
+
+  constructor(sorted: readonly Pick<RangeDescriptor, 'start' | 'end'>[]) {
+    const n = sorted.length;
+    this.startAt = new Int32Array(n + 1);
+    this.endAt = new Int32Array(n + 1);
+    this.open = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const s = sorted[i]!;
+      this.startAt[i + 1] = this.startAt[i]! + s.start.length;
+      this.endAt[i + 1] = this.endAt[i]! + (s.end === null ? 0 : s.end.length);
+      this.open[i] = s.end === null ? 1 : 0;
+    }
+    this.starts = new Uint8Array(this.startAt[n]!);
+    this.ends = new Uint8Array(this.endAt[n]!);
+    for (let i = 0; i < n; i++) {
+      const s = sorted[i]!;
+      this.starts.set(s.start, this.startAt[i]!);
+      if (s.end !== null) this.ends.set(s.end, this.endAt[i]!);
+    }
+  }
+
+  /** Whether the span at position i holds `key` (inSpan). */
+  holdsAt(i: number, key: Uint8Array): boolean {
+    return (
+      compareSlice(key, this.starts, this.startAt[i]!, this.startAt[i + 1]!) >= 0 &&
+      (this.open[i] === 1 || compareSlice(key, this.ends, this.endAt[i]!, this.endAt[i + 1]!) < 0)
+    );
+  }
+
+  /** The position of the span holding `key`, or -1 (findSpan's search and answer). */
+  find(key: Uint8Array): number {
+    const at = this.startAt;
+    let lo = 0;
+    let hi = this.open.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareSlice(key, this.starts, at[mid]!, at[mid + 1]!) < 0) hi = mid;
+      else lo = mid + 1;
+    }
+    const i = lo - 1;
+    if (i < 0) return -1;
+    return this.open[i] === 1 ||
+      compareSlice(key, this.ends, this.endAt[i]!, this.endAt[i + 1]!) < 0
+      ? i
+      : -1;
+  }
+}
+
+/** compareBytes(key, bytes[from, to)). */
+function compareSlice(key: Uint8Array, bytes: Uint8Array, from: number, to: number): number {
+  const len = to - from;
+  const n = Math.min(key.length, len);
+  for (let i = 0; i < n; i++) {
+    const d = key[i]! - bytes[from + i]!;
+    if (d !== 0) return d;
+  }
+  return key.length - len;
+}
+
 export function spansOverlap(
   a: Pick<RangeDescriptor, 'start' | 'end'>,
   b: Pick<RangeDescriptor, 'start' | 'end'>,

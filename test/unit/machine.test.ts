@@ -146,6 +146,16 @@ describe('range machine', () => {
     expect(raft.leaseReadIndex()).toBeUndefined();
   });
 
+  it('leaseReadIndex(nowMs) checks the lease at the clock reading the host took', () => {
+    // The environment's clock stays at 0: the lease runs from 0 for about leaseDurationMs.
+    const r = singleLeader(() => true);
+    const d = defaultOptions.leaseDurationMs;
+    expect(r.leaseReadIndex(0)).toBe(r.core.log.committed);
+    expect(r.leaseReadIndex(d / 2)).toBe(r.core.log.committed);
+    expect(r.leaseReadIndex(d)).toBeUndefined(); // past the lease at that reading
+    expect(r.leaseReadIndex()).toBe(r.core.log.committed); // the environment's clock: 0
+  });
+
   it('never quiesces without node liveness from the host', () => {
     const r = singleLeader();
     for (let t = 0; t < 10 * defaultOptions.quiesceAfterTicks; t++) r.tick();

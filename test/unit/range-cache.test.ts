@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { type CachedRange, RangeCache } from '../../src/client/range-cache.ts';
+import { inSpan, PackedSpans } from '../../src/storage/descriptor.ts';
 
 const k = (s: string) => Buffer.from(s);
 const r = (
@@ -16,6 +17,33 @@ const r = (
   end: end === null ? null : k(end),
   generation,
 });
+/** A seeded generator of integers in [0, n). */
+function lcg(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+}
+/**
+ * Splits the span of `layout` that holds `key` strictly inside it at `key` (the right half
+ * gets range id `rightId`), in place; the two halves, or undefined when no span does.
+ */
+function split(
+  layout: CachedRange[],
+  key: string,
+  rightId: number,
+): [CachedRange, CachedRange] | undefined {
+  const i = layout.findIndex(
+    (x) =>
+      Buffer.compare(x.start, k(key)) < 0 && (x.end === null || Buffer.compare(k(key), x.end) < 0),
+  );
+  if (i < 0) return undefined;
+  const p = layout[i]!;
+  const left = { ...p, end: k(key), generation: p.generation + 1 };
+  const right = { rangeId: rightId, start: k(key), end: p.end, generation: p.generation + 1 };
+  layout.splice(i, 1, left, right);
+  return [left, right];
+}
 const view = (c: RangeCache) =>
   c.all().map((x) => `${x.rangeId}@${x.generation}[${x.start},${x.end ?? ''})`);
 
@@ -38,11 +66,7 @@ describe('range cache', () => {
   });
 
   it('ends in the true layout whatever order the descriptors of a split history arrive in', () => {
-    let seed = 7;
-    const rand = (n: number) => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const rand = lcg(7);
     for (let run = 0; run < 200; run++) {
       // A random split history over keys k00..k99; every descriptor ever produced.
       let layout: CachedRange[] = [r(1, '', null, 1)];
@@ -50,22 +74,10 @@ describe('range cache', () => {
       let nextId = 2;
       for (let s = 0; s < 30; s++) {
         const key = `k${String(rand(100)).padStart(2, '0')}`;
-        const i = layout.findIndex(
-          (x) =>
-            Buffer.compare(x.start, k(key)) < 0 &&
-            (x.end === null || Buffer.compare(k(key), x.end) < 0),
-        );
-        if (i < 0) continue;
-        const p = layout[i]!;
-        const left = { ...p, end: k(key), generation: p.generation + 1 };
-        const right = {
-          rangeId: nextId++,
-          start: k(key),
-          end: p.end,
-          generation: p.generation + 1,
-        };
-        layout.splice(i, 1, left, right);
-        history.push(left, right);
+        const halves = split(layout, key, nextId);
+        if (halves === undefined) continue;
+        nextId++;
+        history.push(...halves);
       }
       // Deliver every descriptor in a random order.
       const c = new RangeCache();
@@ -79,11 +91,7 @@ describe('range cache', () => {
   });
 
   it('finds the range holding a key, and none in a gap, as a scan of every range does', () => {
-    let seed = 11;
-    const rand = (n: number) => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const rand = lcg(11);
     const name = (i: number) => `k${String(i).padStart(3, '0')}`;
     for (let run = 0; run < 100; run++) {
       // Random disjoint spans over k000..k999, some with gaps between them, the first maybe
@@ -108,6 +116,68 @@ describe('range cache', () => {
             Buffer.compare(x.start, key) <= 0 && (x.end === null || Buffer.compare(key, x.end) < 0),
         );
         expect(c.lookup(key)?.rangeId).toBe(want?.rangeId);
+      }
+    }
+  });
+
+  it('looks up what the cache holds now, after each update and eviction', () => {
+    const rand = lcg(5);
+    const name = (i: number) => `k${String(i).padStart(3, '0')}`;
+    const scan = (c: RangeCache, key: Uint8Array) =>
+      c
+        .all()
+        .find(
+          (x) =>
+            Buffer.compare(x.start, key) <= 0 && (x.end === null || Buffer.compare(key, x.end) < 0),
+        );
+    for (let run = 0; run < 20; run++) {
+      const c = new RangeCache();
+      c.update([r(1, '', null, 1)]);
+      const layout: CachedRange[] = [r(1, '', null, 1)];
+      let nextId = 2;
+      for (let step = 0; step < 60; step++) {
+        if (rand(5) === 0 && c.size > 0) {
+          c.evict(c.all()[rand(c.size)]!.rangeId);
+        } else {
+          // A split of the range holding a random key (the split key's length varies, so
+          // the packed keys are of several lengths), learnt in one update or two.
+          const key = `${name(rand(1000))}${'x'.repeat(rand(3))}`;
+          const halves = split(layout, key, nextId);
+          if (halves === undefined) continue;
+          nextId++;
+          const [left, right] = halves;
+          if (rand(2) === 0) c.update([left, right]);
+          else c.update([right]);
+        }
+        for (let q = 0; q < 50; q++) {
+          const key = k(`${name(rand(1000))}${'x'.repeat(rand(3))}`);
+          expect(c.lookup(key)?.rangeId).toBe(scan(c, key)?.rangeId);
+        }
+        expect(c.lookup(k(''))?.rangeId).toBe(scan(c, k(''))?.rangeId);
+      }
+    }
+  });
+
+  it("packed spans say whether each span holds a key as inSpan does (the node's check)", () => {
+    const rand = lcg(3);
+    const name = (i: number) => `k${String(i).padStart(3, '0')}${'y'.repeat(i % 3)}`;
+    for (let run = 0; run < 50; run++) {
+      const bounds = [...new Set(Array.from({ length: 2 + rand(30) }, () => rand(1000)))].sort(
+        (a, b) => a - b,
+      );
+      const spans = bounds.map((b, i) =>
+        r(
+          i + 1,
+          i === 0 && rand(2) === 0 ? '' : name(b),
+          i + 1 < bounds.length ? name(bounds[i + 1]!) : null,
+          1,
+        ),
+      );
+      const packed = new PackedSpans(spans);
+      for (let q = 0; q < 200; q++) {
+        const key = k(q === 0 ? '' : name(rand(1000)));
+        const i = rand(spans.length);
+        expect(packed.holdsAt(i, key)).toBe(inSpan({ ...spans[i]!, replicas: [] }, key));
       }
     }
   });
