@@ -6,7 +6,7 @@
 
 import { ownBytes } from '../lib/bytes.ts';
 import type { WireDescriptor } from '../protocol/wire.ts';
-import { PackedSpans, spansOverlap } from '../storage/descriptor.ts';
+import { findSpan, PackedSpans, packSpansEveryMs, spansOverlap } from '../storage/descriptor.ts';
 
 export interface CachedRange {
   readonly rangeId: number;
@@ -45,8 +45,12 @@ export function asCachedRange(x: unknown): CachedRange | undefined {
 export class RangeCache {
   /** Disjoint spans, by start key. */
   private list: CachedRange[] = [];
-  /** `list`'s keys for lookups; made again on the first lookup after a change. */
+  /**
+   * `list`'s keys for lookups; made again on a lookup after a change, at most every
+   * packSpansEveryMs (lookups search `list` itself meanwhile).
+   */
   private packed: PackedSpans | undefined;
+  private packedAtMs = Number.NEGATIVE_INFINITY;
 
   get size(): number {
     return this.list.length;
@@ -61,7 +65,13 @@ export class RangeCache {
    * range under uniform keys: over packed keys (PackedSpans).
    */
   lookup(key: Uint8Array): CachedRange | undefined {
-    const i = (this.packed ??= new PackedSpans(this.list)).find(key);
+    if (this.packed === undefined) {
+      const now = performance.now();
+      if (now - this.packedAtMs < packSpansEveryMs) return findSpan(this.list, key, (r) => r);
+      this.packed = new PackedSpans(this.list);
+      this.packedAtMs = now;
+    }
+    const i = this.packed.find(key);
     return i < 0 ? undefined : this.list[i];
   }
 

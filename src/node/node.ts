@@ -74,6 +74,7 @@ import {
   makeDescriptor,
   metaRangeId,
   PackedSpans,
+  packSpansEveryMs,
   type RangeDescriptor,
   type ReplicaDescriptor,
   sameDescriptor,
@@ -327,9 +328,11 @@ export class Node {
   private byStart: RangeHost[] = [];
   /**
    * byStart's spans packed for lookups, with the descriptor each was made from; made again
-   * on the first lookup after byStart or a descriptor changed (index, refreshDescriptor).
+   * on a lookup after byStart or a descriptor changed (index, refreshDescriptor), at most
+   * every packSpansEveryMs (lookups read the descriptors meanwhile).
    */
   private spans: { packed: PackedSpans; descriptors: RangeDescriptor[] } | undefined;
+  private spansAtMs = Number.NEGATIVE_INFINITY;
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
   private client: Client | undefined;
   /** The placement driver; active while this node leads the meta range (range 1). */
@@ -542,6 +545,7 @@ export class Node {
   /** The local range whose span holds `key`, if any. */
   private rangeFor(key: Uint8Array): RangeHost | undefined {
     const spans = this.packedSpans();
+    if (spans === undefined) return findSpan(this.byStart, key, (x) => x.descriptor);
     const i = spans.packed.find(key);
     if (i < 0) return undefined;
     const h = this.byStart[i]!;
@@ -559,12 +563,15 @@ export class Node {
   private holds(h: RangeHost, key: Uint8Array): boolean {
     const spans = this.packedSpans();
     const i = h.spanSlot;
-    if (spans.descriptors[i] === h.descriptor && spans.packed.holdsAt(i, key)) return true;
+    if (spans?.descriptors[i] === h.descriptor && spans.packed.holdsAt(i, key)) return true;
     return inSpan(h.descriptor, key);
   }
 
-  private packedSpans(): { packed: PackedSpans; descriptors: RangeDescriptor[] } {
+  private packedSpans(): { packed: PackedSpans; descriptors: RangeDescriptor[] } | undefined {
     if (this.spans === undefined) {
+      const now = performance.now();
+      if (now - this.spansAtMs < packSpansEveryMs) return undefined;
+      this.spansAtMs = now;
       const descriptors = this.byStart.map((h, i) => {
         h.spanSlot = i;
         return h.descriptor;
