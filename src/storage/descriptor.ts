@@ -134,6 +134,14 @@ export function findSpan<T>(
 }
 
 /**
+ * Spans that change are packed again at most this often (PackedSpans' users): a split
+ * storm changes a node's descriptors, and a client learning thousands of ranges its cache,
+ * faster than packing them all each time would be worth. Meanwhile they look up spans
+ * unpacked.
+ */
+export const packSpansEveryMs = 1000;
+
+/**
  * Sorted disjoint spans (as findSpan takes them) with their keys packed for lookups: every
  * start key in one buffer and every end key in another (an empty slot for no end, told
  * apart by `open`), with the offsets of each. `find`'s binary search then reads a few
@@ -142,14 +150,6 @@ export function findSpan<T>(
  * when every lookup is for another range (docs/architecture.md, "Lookups over packed
  * keys"). Immutable: made again when the spans change.
  */
-/**
- * Spans that change are packed again at most this often (PackedSpans' users): a split
- * storm changes a node's descriptors, and a client learning thousands of ranges its cache,
- * faster than packing them all each time would be worth. Meanwhile they look up spans
- * unpacked.
- */
-export const packSpansEveryMs = 1000;
-
 export class PackedSpans {
   private readonly starts: Uint8Array;
   private readonly startAt: Int32Array;
