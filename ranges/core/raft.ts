@@ -101,6 +101,11 @@ interface Receiving {
 }
 
 /** Shared empty outputs of ready() (never written to: a ready with nothing allocates nothing). */
+/**
+ * leaseHeldUntilMs when no expiry is known: before any clock reading (clocks start at 0),
+ * and a small integer for V8 (-Infinity would be a heap number).
+ */
+const leaseNeverMs = -0x40000000;
 const noMessages: Message[] = [];
 const noReadStates: ReadState[] = [];
 const noReads: number[] = [];
@@ -154,30 +159,26 @@ export class RaftCore {
   // share a cache line or two of the object: a leader of many busy ranges checks one
   // range's lease after another's, each mostly out of the CPU's caches
   // (docs/architecture.md, "Lookups over packed keys").
+  /** options.mode is 'harpoon' (leases); a field of the core, read without the options. */
+  private readonly harpoon: boolean = false;
   /** Index of the leader's first entry of its term; reads wait until it commits. */
   private leaderStartIndex: LogIndex = 0;
   /** Set for the rest of a term once a transfer started: that term serves no lease reads. */
   private leaseReadsDisabled = false;
   /**
-   * A lease expiry computed earlier (hasValidLease), or -Infinity. Between two drops of the
-   * lease rounds (a role change, quiescence) the lease start only moves forward: acked seqs
-   * only grow, a later round was sent later, and a round is forgotten only once it is too
-   * old to hold a lease. So an expiry computed earlier is a lower bound of the current
-   * one, and a read before it needs no quorum computation (which cost a lease read at 256
-   * ranges about 0.7 us, profiled). Reset with the rounds (dropLeaseRounds).
+   * A lease expiry computed earlier (hasValidLease), rounded down to a whole millisecond,
+   * or leaseNeverMs. Between two drops of the lease rounds (a role change, quiescence) the
+   * lease start only moves forward: acked seqs only grow, a later round was sent later,
+   * and a round is forgotten only once it is too old to hold a lease. So an expiry
+   * computed earlier is a lower bound of the current one, and a read before it needs no
+   * quorum computation (which cost a lease read at 256 ranges about 0.7 us, profiled).
+   * Whole milliseconds: V8 keeps a small integer in the object itself, where a fraction
+   * is a separate heap number, one more object a lease read reads (rounding down only
+   * shortens the lease). Reset with the rounds (dropLeaseRounds).
    */
-  private leaseHeldUntilMs = Number.NEGATIVE_INFINITY;
+  private leaseHeldUntilMs = leaseNeverMs;
   /** Leader: ticks since the last proposal, read, transfer or wake. */
   private idleTicks = 0;
-  /** Counters for benchmarks and the simulator. */
-  readonly stats = {
-    messagesSent: 0,
-    writes: 0,
-    leaseReads: 0,
-    readIndexReads: 0,
-    quiesces: 0,
-    wakes: 0,
-  };
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
@@ -247,6 +248,7 @@ export class RaftCore {
     assert(options.heartbeatTicks < options.electionTicks, 'heartbeat is shorter than election');
     this.id = id;
     this.options = options;
+    this.harpoon = options.mode === 'harpoon';
     this.env = env;
     this.config = state.snapshot.config;
     this.term = state.hardState.term;
@@ -276,18 +278,19 @@ export class RaftCore {
    * for now when given.
    */
   hasValidLease(nowMs?: number): boolean {
-    if (this.options.mode !== 'harpoon' || this.role !== 'leader' || this.quiescent) return false;
+    if (!this.harpoon || this.role !== 'leader' || this.quiescent) return false;
     if (this.leaseReadsDisabled || !this.ownTermCommitted()) return false;
     const now = nowMs ?? this.env.nowMs();
     if (now < this.leaseHeldUntilMs) return true;
-    this.leaseHeldUntilMs = this.leaseExpiryMs();
-    return now < this.leaseHeldUntilMs;
+    const expiryMs = this.leaseExpiryMs();
+    this.leaseHeldUntilMs = expiryMs > leaseNeverMs ? Math.floor(expiryMs) : leaseNeverMs;
+    return now < expiryMs;
   }
 
   /** Forgets the lease rounds, and with them the lease expiry kept from them (hasValidLease). */
   private dropLeaseRounds(): void {
     this.seqSentAtMs = neverWritten();
-    this.leaseHeldUntilMs = Number.NEGATIVE_INFINITY;
+    this.leaseHeldUntilMs = leaseNeverMs;
   }
 
   /** A leader that started a leadership transfer serves no lease read for the rest of its term. */
@@ -664,7 +667,6 @@ export class RaftCore {
     this.quiescent = true;
     this.quiescedSeq = this.quiesceRequest?.seq ?? 0;
     this.quiesceRequest = undefined;
-    this.stats.quiesces++;
     if (this.role !== 'leader') return;
     for (const [to, pr] of this.progress) {
       this.send({
@@ -692,7 +694,6 @@ export class RaftCore {
   wake(leaderLapsed: boolean): void {
     assert(this.quiescent, 'wake only from quiescent');
     this.quiescent = false;
-    this.stats.wakes++;
     this.idleTicks = 0;
     this.quiesceRequest = undefined;
     this.electionElapsedTicks = 0;
@@ -1415,7 +1416,6 @@ export class RaftCore {
   leaseReadIndex(nowMs?: number): LogIndex | undefined {
     if (!this.hasValidLease(nowMs)) return undefined;
     this.idleTicks = 0;
-    this.stats.leaseReads++;
     return this.log.committed;
   }
 
@@ -1425,7 +1425,6 @@ export class RaftCore {
     assert(!this.quiescent, 'a quiescent leader wakes before a read');
     this.idleTicks = 0;
     if (this.hasValidLease()) {
-      this.stats.leaseReads++;
       this.readStates.push({ id, index: this.log.committed, via: 'lease' });
       return;
     }
@@ -1448,7 +1447,6 @@ export class RaftCore {
       const read = r.index < 0 ? { id: r.id, index: this.log.committed, seq: 0 } : r;
       if (read.seq === 0) needRound = true;
       else if (read.seq <= confirmedSeq) {
-        this.stats.readIndexReads++;
         this.readStates.push({ id: read.id, index: read.index, via: 'readIndex' });
         continue;
       }
@@ -1574,7 +1572,6 @@ export class RaftCore {
       this.writtenVote = this.vote;
       this.dirtyFrom = Number.POSITIVE_INFINITY;
       this.pendingSnapshotWrite = undefined;
-      this.stats.writes++;
     } else if (this.heldForNextWrite.length > 0) {
       const last = this.inFlightWrites[this.inFlightWrites.length - 1];
       if (last) {
@@ -1591,7 +1588,6 @@ export class RaftCore {
     // a node's CPU in a profile).
     const messages = this.outbox;
     if (messages.length > 0) this.outbox = [];
-    this.stats.messagesSent += messages.length;
     const readStates = this.readStates;
     if (readStates.length > 0) this.readStates = [];
     const droppedReads = this.droppedReads;

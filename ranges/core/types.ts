@@ -214,7 +214,10 @@ export const defaultOptions: ConsensusOptions = {
  * machine's snapshot, and (optionally) the host's node liveness.
  */
 export interface CoreEnvironment {
-  /** Monotonic milliseconds; never goes backwards within one process. */
+  /**
+   * Monotonic milliseconds, from 0 or later (performance.now(), say); never goes backwards
+   * within one process.
+   */
   readonly nowMs: () => number;
   /** Uniform in [0, 1), from a seeded generator. */
   readonly random: () => number;

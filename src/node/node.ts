@@ -124,6 +124,8 @@ interface RangeHost {
   readonly rangeId: number;
   /** The committed descriptor (refreshed after every apply that can change it). */
   descriptor: RangeDescriptor;
+  /** descriptor.generation, beside it: a routed op's check reads it without the descriptor. */
+  generation: number;
   /** The range's position in byStart when the node's packed spans were last made. */
   spanSlot: number;
   /** Highest index whose apply is committed in LMDB: reads and compaction go up to here. */
@@ -598,6 +600,7 @@ export class Node {
     const h: RangeHost = {
       rangeId,
       descriptor,
+      generation: descriptor.generation,
       // What a lease read reads first, together in the object (see the note on RaftCore's
       // lease fields).
       spanSlot: -1,
@@ -1228,7 +1231,7 @@ export class Node {
       return;
     }
     // A client that routed by an older generation learns the new descriptors first.
-    const stale = req.range !== undefined && req.range.gen < h.descriptor.generation;
+    const stale = req.range !== undefined && req.range.gen < h.generation;
     const nowMs = performance.now();
     for (let i = 0; i < req.ops.length; i++) {
       const checked = checkOp(req.ops[i]);
@@ -1266,7 +1269,7 @@ export class Node {
           msg: `range ${rangeId} is not on this node`,
           leader: '',
         });
-      } else if (gen > 0 && gen < h.descriptor.generation && checked.value.op !== 'events') {
+      } else if (gen > 0 && gen < h.generation && checked.value.op !== 'events') {
         done(this.mismatch(h, checked.value.key, 'the range split since'));
       } else this.submit(h, checked.value, done, nowMs);
     }
@@ -1328,7 +1331,7 @@ export class Node {
       // served at once: no read id, no turn (TiKV's local reader).
       const at = h.replica.leaseReadIndex(nowMs);
       if (at !== undefined && h.applied >= at) {
-        this.serveRead(h, op, done);
+        this.serveRead(h, op, done, true);
         return;
       }
       this.touch(h);
@@ -1978,6 +1981,7 @@ export class Node {
     const d = this.store.descriptor(h.rangeId);
     if (d === undefined || d === h.descriptor) return;
     h.descriptor = d;
+    h.generation = d.generation;
     this.spans = undefined;
   }
 
@@ -2117,11 +2121,14 @@ export class Node {
     h.readsWaiting = keep;
   }
 
-  /** A read (get, scan, eventsHead) whose index h has applied: answered from LMDB now. */
-  private serveRead(h: RangeHost, op: WireOp, done: Done): void {
+  /**
+   * A read (get, scan, eventsHead) whose index h has applied: answered from LMDB now.
+   * `spanChecked`: the caller checked h's span just now, in the same synchronous call.
+   */
+  private serveRead(h: RangeHost, op: WireOp, done: Done, spanChecked = false): void {
     // Checked at serve time: after a split applied here, h serves nothing of the
     // right-hand span.
-    if (!this.holds(h, op.key)) {
+    if (!spanChecked && !this.holds(h, op.key)) {
       done(this.mismatch(h, op.key, 'key outside the range'));
       return;
     }
