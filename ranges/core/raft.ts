@@ -100,12 +100,12 @@ interface Receiving {
   received: number;
 }
 
-/** Shared empty outputs of ready() (never written to: a ready with nothing allocates nothing). */
 /**
  * leaseHeldUntilMs when no expiry is known: before any clock reading (clocks start at 0),
  * and a small integer for V8 (-Infinity would be a heap number).
  */
 const leaseNeverMs = -0x40000000;
+/** Shared empty outputs of ready() (never written to: a ready with nothing allocates nothing). */
 const noMessages: Message[] = [];
 const noReadStates: ReadState[] = [];
 const noReads: number[] = [];
