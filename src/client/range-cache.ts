@@ -6,7 +6,7 @@
 
 import { ownBytes } from '../lib/bytes.ts';
 import type { WireDescriptor } from '../protocol/wire.ts';
-import { findSpan, PackedSpans, packSpansEveryMs, spansOverlap } from '../storage/descriptor.ts';
+import { findSpan, PackedSpans, Repacked, spansOverlap } from '../storage/descriptor.ts';
 
 export interface CachedRange {
   readonly rangeId: number;
@@ -49,8 +49,7 @@ export class RangeCache {
    * `list`'s keys for lookups; made again on a lookup after a change, at most every
    * packSpansEveryMs (lookups search `list` itself meanwhile).
    */
-  private packed: PackedSpans | undefined;
-  private packedAtMs = Number.NEGATIVE_INFINITY;
+  private readonly packed = new Repacked(() => new PackedSpans(this.list));
 
   get size(): number {
     return this.list.length;
@@ -65,13 +64,9 @@ export class RangeCache {
    * range under uniform keys: over packed keys (PackedSpans).
    */
   lookup(key: Uint8Array): CachedRange | undefined {
-    if (this.packed === undefined) {
-      const now = performance.now();
-      if (now - this.packedAtMs < packSpansEveryMs) return findSpan(this.list, key, (r) => r);
-      this.packed = new PackedSpans(this.list);
-      this.packedAtMs = now;
-    }
-    const i = this.packed.find(key);
+    const packed = this.packed.get();
+    if (packed === undefined) return findSpan(this.list, key, (r) => r);
+    const i = packed.find(key);
     return i < 0 ? undefined : this.list[i];
   }
 
@@ -101,7 +96,7 @@ export class RangeCache {
       if (overlapping.some((r) => r.generation > d.generation)) continue;
       if (overlapping.length === 1 && sameRange(overlapping[0]!, d)) continue;
       this.list.splice(first, end - first, d);
-      this.packed = undefined;
+      this.packed.invalidate();
       changed = true;
     }
     return changed;
@@ -110,7 +105,7 @@ export class RangeCache {
   /** Forgets a range (say, its leader could not be found): the next lookup misses. */
   evict(rangeId: number): void {
     this.list = this.list.filter((r) => r.rangeId !== rangeId);
-    this.packed = undefined;
+    this.packed.invalidate();
   }
 }
 

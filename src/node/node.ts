@@ -74,8 +74,8 @@ import {
   makeDescriptor,
   metaRangeId,
   PackedSpans,
-  packSpansEveryMs,
   type RangeDescriptor,
+  Repacked,
   type ReplicaDescriptor,
   sameDescriptor,
   showSpan,
@@ -333,8 +333,13 @@ export class Node {
    * on a lookup after byStart or a descriptor changed (index, refreshDescriptor), at most
    * every packSpansEveryMs (lookups read the descriptors meanwhile).
    */
-  private spans: { packed: PackedSpans; descriptors: RangeDescriptor[] } | undefined;
-  private spansAtMs = Number.NEGATIVE_INFINITY;
+  private readonly spans = new Repacked(() => {
+    const descriptors = this.byStart.map((h, i) => {
+      h.spanSlot = i;
+      return h.descriptor;
+    });
+    return { packed: new PackedSpans(descriptors), descriptors };
+  });
   /** A client of the cluster, for what the node asks of other ranges (ids, the directory). */
   private client: Client | undefined;
   /** The placement driver; active while this node leads the meta range (range 1). */
@@ -525,7 +530,7 @@ export class Node {
       else hi = mid;
     }
     this.byStart.splice(lo, 0, h);
-    this.spans = undefined;
+    this.spans.invalidate();
     for (const r of h.descriptor.replicas) {
       if (r.nodeId !== this.config.nodeId && !this.peers.has(r.nodeId)) {
         this.peers.set(r.nodeId, false);
@@ -546,7 +551,7 @@ export class Node {
 
   /** The local range whose span holds `key`, if any. */
   private rangeFor(key: Uint8Array): RangeHost | undefined {
-    const spans = this.packedSpans();
+    const spans = this.spans.get();
     if (spans === undefined) return findSpan(this.byStart, key, (x) => x.descriptor);
     const i = spans.packed.find(key);
     if (i < 0) return undefined;
@@ -563,24 +568,10 @@ export class Node {
    * key buffers (docs/architecture.md, "Lookups over packed keys").
    */
   private holds(h: RangeHost, key: Uint8Array): boolean {
-    const spans = this.packedSpans();
+    const spans = this.spans.get();
     const i = h.spanSlot;
     if (spans?.descriptors[i] === h.descriptor && spans.packed.holdsAt(i, key)) return true;
     return inSpan(h.descriptor, key);
-  }
-
-  private packedSpans(): { packed: PackedSpans; descriptors: RangeDescriptor[] } | undefined {
-    if (this.spans === undefined) {
-      const now = performance.now();
-      if (now - this.spansAtMs < packSpansEveryMs) return undefined;
-      this.spansAtMs = now;
-      const descriptors = this.byStart.map((h, i) => {
-        h.spanSlot = i;
-        return h.descriptor;
-      });
-      this.spans = { packed: new PackedSpans(descriptors), descriptors };
-    }
-    return this.spans;
   }
 
   private openRange(descriptor: RangeDescriptor): RangeHost {
@@ -1982,7 +1973,7 @@ export class Node {
     if (d === undefined || d === h.descriptor) return;
     h.descriptor = d;
     h.generation = d.generation;
-    this.spans = undefined;
+    this.spans.invalidate();
   }
 
   /**
@@ -2610,6 +2601,9 @@ export class Node {
         eventTailBytes: [...this.tails].reduce((n, h) => n + (h.tail?.heldBytes ?? 0), 0),
         logMemoryBytes: this.logMemoryBytes(),
       },
+      // All the store's counters (StoreStats), and its trees' records, pages and depth.
+      storeStats: { ...this.store.stats },
+      trees: this.store.trees(),
       rangesTotal: this.ranges.size,
       leadersTotal: [...this.ranges.values()].filter((h) => h.replica.role() === 'leader').length,
       // process.memoryUsage(), bytes: rss, heapTotal, heapUsed, external, arrayBuffers.

@@ -142,6 +142,33 @@ export function findSpan<T>(
 export const packSpansEveryMs = 1000;
 
 /**
+ * A value made from spans that change (PackedSpans and what goes with them), made again
+ * on the first `get` after `invalidate`, at most every packSpansEveryMs: `get` answers
+ * undefined meanwhile, and the caller searches the spans unpacked. Node and client both
+ * keep their packed spans in one.
+ */
+export class Repacked<T> {
+  private value: T | undefined;
+  private madeAtMs = Number.NEGATIVE_INFINITY;
+
+  constructor(private readonly make: () => T) {}
+
+  get(): T | undefined {
+    if (this.value === undefined) {
+      const now = performance.now();
+      if (now - this.madeAtMs < packSpansEveryMs) return undefined;
+      this.madeAtMs = now;
+      this.value = this.make();
+    }
+    return this.value;
+  }
+
+  invalidate(): void {
+    this.value = undefined;
+  }
+}
+
+/**
  * Sorted disjoint spans (as findSpan takes them) with their keys packed for lookups: every
  * start key in one buffer and every end key in another (an empty slot for no end, told
  * apart by `open`), with the offsets of each. `find`'s binary search then reads a few

@@ -1707,6 +1707,43 @@ export class Store {
     return { keys, bytes: Math.round(this.dataBytesPerKey.perKey * keys) };
   }
 
+  /**
+   * Each LMDB tree's records and pages (branch, leaf, overflow) and depth, for the admin
+   * status: what holds the disk and what a write's path through each tree costs.
+   */
+  trees(): Record<string, { entries: number; pages: number; depth: number }> {
+    const out: Record<string, { entries: number; pages: number; depth: number }> = {};
+    const dbs: [string, { getStats(): unknown }][] = [
+      ['state', this.stateDb],
+      ['progress', this.progressDb],
+      ['log', this.logDb],
+      ['journal', this.journalDb],
+      ['data', this.dataDb],
+      ['requests', this.requestsDb],
+      ['expiry', this.expiryDb],
+      ['events', this.eventsDb],
+      ...eventlogNames.map((name, i): [string, { getStats(): unknown }] => [
+        name,
+        this.eventlogDbs[i]!,
+      ]),
+    ];
+    for (const [name, db] of dbs) {
+      const st = db.getStats() as {
+        treeDepth: number;
+        treeBranchPageCount: number;
+        treeLeafPageCount: number;
+        overflowPages: number;
+        entryCount: number;
+      };
+      out[name] = {
+        entries: st.entryCount,
+        pages: st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages,
+        depth: st.treeDepth,
+      };
+    }
+    return out;
+  }
+
   /** The middle key of a range's span (a split point by size), when it has two keys or more. */
   medianKey(rangeId: number): Uint8Array | undefined {
     const s = this.rangeStates.get(rangeId);

@@ -13,9 +13,9 @@
 // measurement or maxOps completed operations, whichever comes first; setup loops are
 // bounded by count and time; a hard timer ends the process if the system hangs.
 
+import { pathToFileURL } from 'node:url';
 import { connect } from '@nats-io/transport-node';
-import { Client } from '../../src/client/index.ts';
-import { boundChild, runChild, sendToParent } from './procs.ts';
+import { boundChild, builtModule, runChild, sendToParent } from './procs.ts';
 import {
   keyName,
   type LoadConfig,
@@ -27,6 +27,11 @@ import {
   randInt,
   splitPoints,
 } from './shape.ts';
+
+// The client of the build in dist/, as users run it (builtModule).
+const { Client } = (await import(
+  pathToFileURL(builtModule('src/client/index.js')).href
+)) as typeof import('../../src/client/index.ts');
 
 const cfg = JSON.parse(process.env.BENCH_LOAD ?? '{}') as LoadConfig;
 /** Setup (fill, cas state) must end within this. */

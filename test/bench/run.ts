@@ -18,6 +18,10 @@
 //                    [--stream-rows off,on,1sub,subs,watch,again] [--stream-repeat 1]
 //                                                          (for the streams section)
 //
+// `npm run bench` builds first (npm run build): the nodes and the load processes' client run
+// the build in dist/, as `rasputin` does (procs.ts builtModule; a missing or stale build is
+// an error); the harness itself and the in-process consensus section run through tsx.
+//
 // Sections (--only picks some, comma-separated; default all but peers, which --peers adds):
 //   ceiling    bare NATS request/reply through the same nats-server and closed loop: a
 //              responder process that answers at once (the harness's ceiling)
@@ -375,6 +379,12 @@ interface Row {
   txn_wait_ms?: number | null;
   txn_body_ms?: number | null;
   txn_sync_ms?: number | null;
+  /**
+   * The store's counters (StoreStats, summed over the nodes) per op, those that moved; and
+   * at the window's end its trees' records and pages (summed) and depth (the deepest).
+   */
+  store_per_op?: Record<string, number>;
+  trees_at_end?: Record<string, { entries: number; pages: number; depth: number }>;
   dropped?: number | null;
   client_requests_per_op?: number | null;
   client_retries?: number;
@@ -530,6 +540,16 @@ function show(r: Row): void {
         `${f(r.txn_sync_ms, 2)} ms to disk (means)`,
     );
   }
+  if (r.store_per_op !== undefined && Object.keys(r.store_per_op).length > 0) {
+    const moved = Object.entries(r.store_per_op).map(([k, v]) => `${k} ${v}`);
+    out(`    store per op (over the nodes): ${moved.join(', ')}`);
+  }
+  if (r.trees_at_end !== undefined) {
+    const trees = Object.entries(r.trees_at_end)
+      .filter(([, t]) => t.entries > 0)
+      .map(([k, t]) => `${k} ${t.entries}/${t.pages}/${t.depth}`);
+    out(`    trees at the end (records/pages/depth, over the nodes): ${trees.join(', ')}`);
+  }
 }
 
 function addRow(r: Row): void {
@@ -577,6 +597,9 @@ interface StatusReply {
   rangesTotal?: number;
   ranges?: { rangeId?: number; role?: string; leader?: string }[];
   stats?: Partial<Record<keyof NodeCounters, unknown>>;
+  /** The store's counters (StoreStats) and trees (Store.trees). */
+  storeStats?: Record<string, unknown>;
+  trees?: Record<string, { entries?: unknown; pages?: unknown; depth?: unknown }>;
   /** The node's process.memoryUsage() (bytes), at the reply. */
   memory?: { heapUsed?: unknown };
 }
@@ -614,9 +637,9 @@ async function askStatus(
  * The nodes' counters summed over the cluster; a counter is NaN when a node did not answer
  * in time or does not report it (older node code).
  */
-async function clusterCounters(nc: NatsConnection): Promise<Record<keyof NodeCounters, number>> {
+async function clusterCounters(nc: NatsConnection): Promise<ClusterCounters> {
   const replies = await askStatus(nc, nodeIds.length, 2000);
-  const sum = {} as Record<keyof NodeCounters, number>;
+  const sum = {} as ClusterCounters;
   for (const name of counterNames) {
     let total = replies.length === nodeIds.length ? 0 : Number.NaN;
     for (const r of replies) {
@@ -625,8 +648,32 @@ async function clusterCounters(nc: NatsConnection): Promise<Record<keyof NodeCou
     }
     sum[name] = total;
   }
+  if (replies.length === nodeIds.length) {
+    sum.store = {};
+    sum.trees = {};
+    for (const r of replies) {
+      for (const [k, v] of Object.entries(r.storeStats ?? {})) {
+        if (typeof v === 'number') sum.store[k] = (sum.store[k] ?? 0) + v;
+      }
+      for (const [k, t] of Object.entries(r.trees ?? {})) {
+        const num = (x: unknown) => (typeof x === 'number' ? x : 0);
+        const was = sum.trees[k] ?? { entries: 0, pages: 0, depth: 0 };
+        sum.trees[k] = {
+          entries: was.entries + num(t.entries),
+          pages: was.pages + num(t.pages),
+          depth: Math.max(was.depth, num(t.depth)),
+        };
+      }
+    }
+  }
   return sum;
 }
+
+/** The nodes' counters summed, with their stores' counters and trees when all answered. */
+type ClusterCounters = Record<keyof NodeCounters, number> & {
+  store?: Record<string, number>;
+  trees?: Record<string, { entries: number; pages: number; depth: number }>;
+};
 
 /** Waits (30 s at most) for a leader of range 1 that answers a client write. */
 async function waitForLeader(
@@ -684,7 +731,7 @@ interface Probe {
   clientPids?: number[];
   monitorPort: number;
   /** Node counters (absent for the ceiling). */
-  counters?: () => Promise<Record<keyof NodeCounters, number>>;
+  counters?: () => Promise<ClusterCounters>;
 }
 
 interface Sample {
@@ -699,7 +746,7 @@ interface Sample {
   clientCpu: number;
   machineBusy: number;
   varz: Varz | undefined;
-  counters: Record<keyof NodeCounters, number> | undefined;
+  counters: ClusterCounters | undefined;
 }
 
 /** Busy CPU seconds of the whole machine so far (/proc/stat, CLK_TCK = 100). */
@@ -858,6 +905,18 @@ function toRow(
       txn_body_ms: fixed(c('storeTxnBodyMs', turnCommits), 3),
       txn_sync_ms: fixed(c('storeTxnSyncMs', turnCommits), 3),
     });
+    const st0 = s0?.counters?.store;
+    const st1 = s1?.counters?.store;
+    if (st0 !== undefined && st1 !== undefined) {
+      const perOpStore: Record<string, number> = {};
+      for (const [k, v] of Object.entries(st1)) {
+        // Counters only: the time sums (ms) are in turn_us_per_op and txn_*_ms already.
+        if (k.endsWith('Ms') || st0[k] === undefined || v === st0[k]) continue;
+        perOpStore[k] = fixed(perOp(v - st0[k]!, n), 3) ?? Number.NaN;
+      }
+      row.store_per_op = perOpStore;
+    }
+    if (s1?.counters?.trees !== undefined) row.trees_at_end = s1.counters.trees;
     if (s0?.counters && Number.isNaN(s0.counters.xstateEvents)) {
       row.note =
         'node counters n/a: <p>.admin.status has no stats.{xstateEvents,storeFlushes,...} ' +

@@ -18,9 +18,14 @@
 // arrival minus ack, both on this process's clock. Every wait is bounded; a hard timer ends
 // the process.
 
-import { Client } from '../../src/client/index.ts';
-import { boundChild, runChild, sendToParent, sleep } from './procs.ts';
+import { pathToFileURL } from 'node:url';
+import { boundChild, builtModule, runChild, sendToParent, sleep } from './procs.ts';
 import type { StreamsCommand, StreamsConfig, StreamsMessage, StreamsResult } from './shape.ts';
+
+// The client of the build in dist/, as users run it (builtModule).
+const { Client } = (await import(
+  pathToFileURL(builtModule('src/client/index.js')).href
+)) as typeof import('../../src/client/index.ts');
 
 const cfg = JSON.parse(process.env.BENCH_STREAMS ?? '{}') as StreamsConfig;
 const readyLimitMs = 60_000;

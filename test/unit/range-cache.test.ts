@@ -1,9 +1,9 @@
 // The client's range cache: newest generation wins, older descriptors never roll it back,
 // lookups find the range holding a key; checked against a plain model over random splits.
 
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type CachedRange, RangeCache } from '../../src/client/range-cache.ts';
-import { inSpan, PackedSpans } from '../../src/storage/descriptor.ts';
+import { inSpan, PackedSpans, packSpansEveryMs, Repacked } from '../../src/storage/descriptor.ts';
 
 const k = (s: string) => Buffer.from(s);
 const r = (
@@ -120,7 +120,14 @@ describe('range cache', () => {
     }
   });
 
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('looks up what the cache holds now, after each update and eviction', () => {
+    // The clock moves on by 0-1.5 s a step, so lookups run both over packed spans and, in
+    // the second after a change, over the list itself.
+    vi.useFakeTimers({ toFake: ['performance'] });
     const rand = lcg(5);
     const name = (i: number) => `k${String(i).padStart(3, '0')}`;
     const scan = (c: RangeCache, key: Uint8Array) =>
@@ -149,6 +156,7 @@ describe('range cache', () => {
           if (rand(2) === 0) c.update([left, right]);
           else c.update([right]);
         }
+        vi.advanceTimersByTime(rand(1500));
         for (let q = 0; q < 50; q++) {
           const key = k(`${name(rand(1000))}${'x'.repeat(rand(3))}`);
           expect(c.lookup(key)?.rangeId).toBe(scan(c, key)?.rangeId);
@@ -156,6 +164,24 @@ describe('range cache', () => {
         expect(c.lookup(k(''))?.rangeId).toBe(scan(c, k(''))?.rangeId);
       }
     }
+  });
+
+  it('makes packed spans again after a change at most once per packSpansEveryMs', () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    let made = 0;
+    const held = new Repacked(() => ++made);
+    expect(held.get()).toBe(1);
+    expect(held.get()).toBe(1);
+    held.invalidate();
+    expect(held.get()).toBeUndefined();
+    vi.advanceTimersByTime(packSpansEveryMs - 1);
+    expect(held.get()).toBeUndefined();
+    vi.advanceTimersByTime(1);
+    expect(held.get()).toBe(2);
+    vi.advanceTimersByTime(5 * packSpansEveryMs);
+    held.invalidate();
+    expect(held.get()).toBe(3);
+    expect(made).toBe(3);
   });
 
   it("packed spans say whether each span holds a key as inSpan does (the node's check)", () => {
