@@ -33,7 +33,7 @@ const usage = `usage:
                  [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
                  [--log-memory-max BYTES]
                  [--split-bytes N] [--watch on|off] [--events-retain N]
-                 [--events-polls-max N]
+                 [--events-retain-s S] [--dedup-window-s S] [--events-polls-max N]
   rasputin cluster [--dir DIR] [--nodes N] [--split-bytes N]   (default 64 KiB, for demos)
   rasputin get KEY
   rasputin set KEY VALUE

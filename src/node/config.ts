@@ -28,6 +28,18 @@ export interface NodeConfig {
    * leader compacts older ones with a replicated command.
    */
   readonly eventsRetainRevisions: number;
+  /**
+   * Seconds of each range's mutation events kept for subscribe, at most: the leader
+   * compacts events applied longer ago too (docs/streams.md), so a node's history grows
+   * with its write rate, not with the ranges it hosts.
+   */
+  readonly eventsRetainS: number;
+  /**
+   * Seconds a range remembers an applied request id, at most (and at most
+   * dedupWindowEntries positions): the leader has ids applied longer ago forgotten with a
+   * replicated command (docs/protocol.md, "At most once").
+   */
+  readonly dedupWindowS: number;
   /** Subscribe polls this node holds at once (long polling); past it, Overloaded. */
   readonly eventsPollsMax: number;
   /**
@@ -47,6 +59,15 @@ export const defaultSplitBytes = 64 * 1024 * 1024;
  * one range that is 100 s; see docs/operations.md for the disk it takes.
  */
 export const defaultEventsRetainRevisions = 100_000;
+
+/** An hour of history at most, whatever the write rate (etcd users compact by time). */
+export const defaultEventsRetainS = 3600;
+
+/**
+ * Two minutes, as JetStream's duplicate window: far past a call's default deadline
+ * (5 s), within which its retries come.
+ */
+export const defaultDedupWindowS = 120;
 
 /**
  * Log memory per node: about 100,000 small entries. A range keeps up to logEntriesMax
@@ -128,6 +149,8 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         'split-bytes': { type: 'string' },
         watch: { type: 'string' },
         'events-retain': { type: 'string' },
+        'events-retain-s': { type: 'string' },
+        'dedup-window-s': { type: 'string' },
         'events-polls-max': { type: 'string' },
         'follower-apply-ms': { type: 'string' },
       },
@@ -198,6 +221,18 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       str('events-retain') ?? env('RASPUTIN_EVENTS_RETAIN'),
       defaultEventsRetainRevisions,
       2 ** 40,
+    ),
+    eventsRetainS: positiveInt(
+      '--events-retain-s',
+      str('events-retain-s') ?? env('RASPUTIN_EVENTS_RETAIN_S'),
+      defaultEventsRetainS,
+      365 * 86_400,
+    ),
+    dedupWindowS: positiveInt(
+      '--dedup-window-s',
+      str('dedup-window-s') ?? env('RASPUTIN_DEDUP_WINDOW_S'),
+      defaultDedupWindowS,
+      365 * 86_400,
     ),
     eventsPollsMax: positiveInt(
       '--events-polls-max',

@@ -61,6 +61,7 @@ import {
   encodeCommand,
   encodeRangeCommand,
   isSplitCommand,
+  type RangeCommand,
 } from '../storage/commands.ts';
 import {
   asDescriptor,
@@ -86,6 +87,7 @@ import { type RangeEvent, Store, scanEntryBytes, type Turn } from '../storage/st
 import { decodeEnvelope, encodeEnvelope } from '../transport/raft-codec.ts';
 import { kvQueue, subjects } from '../transport/subjects.ts';
 import { watchSubject } from '../transport/watch-subject.ts';
+import { AgedPositions } from './aged-positions.ts';
 import type { NodeConfig } from './config.ts';
 import { EventsTail, type TailItem, TailReplyEncoder, toWireEvent } from './events-tail.ts';
 
@@ -190,8 +192,11 @@ interface RangeHost {
   wakeScheduled: boolean;
   /** The newest events, encoded, for polls at the head (leader only; events-tail.ts). */
   tail: EventsTail | undefined;
-  /** A compactEvents command of this leader is in flight (one at a time). */
+  /** A history command (compactEvents, forgetRequests) of this leader is in flight (one at a time). */
   compactingEvents: boolean;
+  /** Positions applied --events-retain-s and --dedup-window-s ago (leader; compactHistory). */
+  eventsAge: AgedPositions | undefined;
+  requestsAge: AgedPositions | undefined;
   /** Over the node's log memory budget: the next turn truncates this log (trimLogs). */
   trimLog: boolean;
   /** replica.core.log.memoryBytes as the node's total (logMemoryTotal) last counted it. */
@@ -226,6 +231,11 @@ const statusRangesMax = 2000;
  * range's leader changes (a new driver starts from an empty view).
  */
 const reportIntervalMs = 1000;
+/**
+ * Positions a time-bounded history command must move its point by (compactHistory): each
+ * command is an entry, so smaller steps could keep an idle range proposing them forever.
+ */
+const historyStepMin = 64;
 const reportIdleIntervalMs = 5000;
 const reportFullIntervalMs = 60_000;
 /**
@@ -418,7 +428,8 @@ export class Node {
       `starting: node-id=${c.nodeId} nats=${c.natsUrl} storage-dir=${c.storageDir} ` +
         `initial-nodes=${c.initialNodes.join(',')} prefix=${c.prefix} tick-ms=${c.tickMs} ` +
         `log-entries-max=${c.logEntriesMax} log-memory-max=${c.logMemoryMax} ` +
-        `events-retain=${c.eventsRetainRevisions} ` +
+        `events-retain=${c.eventsRetainRevisions} events-retain-s=${c.eventsRetainS} ` +
+        `dedup-window-s=${c.dedupWindowS} ` +
         `events-polls-max=${c.eventsPollsMax} follower-apply-ms=${c.followerApplyMs}`,
     );
     this.store = Store.open(c.storageDir);
@@ -459,7 +470,7 @@ export class Node {
       () =>
         this.guardedCall('report', () => {
           this.report();
-          this.compactEvents();
+          this.compactHistory();
           this.expireTails();
         }),
       reportIntervalMs,
@@ -624,6 +635,8 @@ export class Node {
       wakeScheduled: false,
       tail: undefined,
       compactingEvents: false,
+      eventsAge: undefined,
+      requestsAge: undefined,
     };
     this.ranges.set(rangeId, h);
     this.index(h);
@@ -1745,7 +1758,8 @@ export class Node {
         msg:
           `events of range ${h.rangeId} after revision ${after} were compacted: the oldest ` +
           `revision still available is ${r.oldestRetained} (history is kept for the last ` +
-          `${this.config.eventsRetainRevisions} revisions of each range, --events-retain)`,
+          `${this.config.eventsRetainRevisions} revisions of each range, --events-retain, ` +
+          `and at most ${this.config.eventsRetainS} s, --events-retain-s)`,
         oldest: r.oldestRetained,
       };
       return { result, caughtUp: false };
@@ -1938,24 +1952,27 @@ export class Node {
   /**
    * Every second: the leader of each range proposes compactEvents for the revisions that
    * passed out of the --events-retain window, once a quarter of the window has
-   * (Store.eventsToCompact), one command at a time per range. The command is replicated:
-   * every replica retains the same history.
+   * (Store.eventsToCompact), or that it applied more than --events-retain-s ago; else
+   * forgetRequests for the request ids it applied more than --dedup-window-s ago (by this
+   * node's clock, AgedPositions). One command at a time per range. The commands are
+   * replicated: every replica retains the same history and remembers the same ids.
    */
-  private compactEvents(): void {
+  private compactHistory(): void {
     if (this.stopping) return;
     let proposed = false;
+    const now = performance.now();
     // Only ranges that applied something (or took the lead) since they were last looked at:
-    // the window moves only with the applied index. An idle node visits none.
+    // the windows move only with the applied index. An idle node visits none.
     const due = [...this.eventsDue];
     this.eventsDue.clear();
     for (const h of due) {
       if (this.ranges.get(h.rangeId) !== h) continue;
       if (!h.initialized || h.compactingEvents || h.replica.role() !== 'leader') continue;
-      const upTo = this.store.eventsToCompact(h.rangeId, this.config.eventsRetainRevisions);
-      if (upTo === undefined) continue;
+      const cmd = this.historyCommand(h, now);
+      if (cmd === undefined) continue;
       h.compactingEvents = true;
       h.proposals.push({
-        data: encodeRangeCommand({ op: 'compactEvents', upTo }),
+        data: encodeRangeCommand(cmd),
         done: () => {
           h.compactingEvents = false;
           // More may be due (a range far behind compacts a quarter window per command).
@@ -1966,6 +1983,37 @@ export class Node {
       proposed = true;
     }
     if (proposed) this.scheduleTurn();
+  }
+
+  /**
+   * The history command due for h (led here), if any. A time-bounded one must move its
+   * point by historyStepMin positions or more: the commands are entries too, so a range
+   * that went idle is not kept awake by its own.
+   */
+  private historyCommand(h: RangeHost, now: number): RangeCommand | undefined {
+    const c = this.config;
+    h.eventsAge ??= new AgedPositions(c.eventsRetainS * 1000);
+    h.requestsAge ??= new AgedPositions(c.dedupWindowS * 1000);
+    h.eventsAge.note(now, h.applied);
+    h.requestsAge.note(now, h.applied);
+    const points = this.store.historyPoints(h.rangeId);
+    let upTo = this.store.eventsToCompact(h.rangeId, c.eventsRetainRevisions);
+    const eventsAged = h.eventsAge.aged(now);
+    if (
+      eventsAged !== undefined &&
+      eventsAged - (points.eventsOldestRetained - 1) >= historyStepMin
+    ) {
+      upTo = Math.max(upTo ?? 0, eventsAged);
+    }
+    if (upTo !== undefined) return { op: 'compactEvents', upTo };
+    const requestsAged = h.requestsAge.aged(now);
+    if (
+      requestsAged !== undefined &&
+      requestsAged + 1 - points.requestsForgottenBelow >= historyStepMin
+    ) {
+      return { op: 'forgetRequests', below: requestsAged + 1 };
+    }
+    return undefined;
   }
 
   private refreshDescriptor(h: RangeHost): void {

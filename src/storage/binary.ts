@@ -16,6 +16,7 @@
 //                                desc:  key:bytes16 value:bytes32 generation:u64 id:bytes8
 //                                split: key:bytes16 generation:u64 rightId:u32 id:bytes8
 //                                compactEvents: upTo:u64
+//                                forgetRequests: below:u64
 //   record   c1 revision:u64 value:bytes32 n:u8, n x (id:bytes8 index:u64 result)
 //            result: flags:u8 [value:bytes32 | msgpack:bytes32]
 //                    flags 0x01 ok, 0x02 value bytes follow, 0x04 value null, 0x08 success

@@ -10,10 +10,12 @@
 // are kept under the user key: the key's few most recent ones inside its data record
 // (DataRecord.requests), older ones, big results and those of absent keys in a request
 // record of their own next to the key (store.ts), so a hot key's cost per command does not
-// grow with the requests it has seen. Request records expire by log position, never by
-// time: a command at index i treats the requests recorded before i - dedupWindowEntries as
-// forgotten (the store drops them from a data record when it rewrites it, and deletes the
-// separate ones a few per applied entry).
+// grow with the requests it has seen. Request records expire by log position, never by a
+// replica's clock: a command at index i treats as forgotten the requests recorded before
+// i - dedupWindowEntries, and those before the range's forgetRequests point (a replicated
+// command whose position the leader picks by its clock, --dedup-window-s). The store drops
+// forgotten ones from a data record when it rewrites it, and deletes the separate ones a
+// few per applied entry.
 
 import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
@@ -70,8 +72,15 @@ export type Command =
  * compactEvents: deletes the range's mutation events with revision <= upTo (an upTo past
  * the entry's own index means the entry's index) and makes upTo + 1 the oldest retained
  * revision; an upTo below the current point changes nothing (docs/streams.md).
+ * forgetRequests: the request ids applied below `below` are forgotten (an ealier retry is
+ * applied again), as those more than dedupWindowEntries positions back are: the range's
+ * leader proposes it for the positions applied more than --dedup-window-s ago (its clock
+ * picks the position; every replica forgets at the same one). A `below` past the entry's
+ * own index means the entry's index; one below the current point changes nothing.
  */
-export type RangeCommand = { readonly op: 'compactEvents'; readonly upTo: LogIndex };
+export type RangeCommand =
+  | { readonly op: 'compactEvents'; readonly upTo: LogIndex }
+  | { readonly op: 'forgetRequests'; readonly below: LogIndex };
 
 /**
  * set: {ok}; cas: {ok, success, value: the current value after the op (the new one on
@@ -151,7 +160,16 @@ export const requestIdBytesMax = 64;
 export const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false });
 
 /** Opcodes of the binary command form (binary.ts). */
-const opCodes = { set: 1, cas: 2, del: 3, alloc: 4, desc: 5, split: 6, compactEvents: 7 } as const;
+const opCodes = {
+  set: 1,
+  cas: 2,
+  del: 3,
+  alloc: 4,
+  desc: 5,
+  split: 6,
+  compactEvents: 7,
+  forgetRequests: 8,
+} as const;
 
 /** A command as log entry data (binary.ts): bytes of their own, kept by the log. */
 export function encodeCommand(cmd: Command): Uint8Array {
@@ -203,10 +221,11 @@ export function encodeCommand(cmd: Command): Uint8Array {
 }
 
 export function encodeRangeCommand(cmd: RangeCommand): Uint8Array {
-  assert(Number.isSafeInteger(cmd.upTo) && cmd.upTo >= 0, 'revisions are safe integers');
+  const at = cmd.op === 'compactEvents' ? cmd.upTo : cmd.below;
+  assert(Number.isSafeInteger(at) && at >= 0, 'log positions are safe integers');
   const w = new Writer(1 + 8, true);
-  w.u8(opCodes.compactEvents);
-  w.u64(cmd.upTo);
+  w.u8(opCodes[cmd.op]);
+  w.u64(at);
   return w.done();
 }
 
@@ -229,9 +248,13 @@ function unpackMap(bytes: Uint8Array): Record<string, unknown> | undefined {
 export function decodeRangeCommand(bytes: Uint8Array): RangeCommand | undefined {
   if (isBinary(bytes)) {
     const r = new Reader(bytes);
-    if (r.u8() !== opCodes.compactEvents) return undefined;
-    const upTo = r.u64();
-    return r.end() ? { op: 'compactEvents', upTo } : undefined;
+    const code = r.u8();
+    if (code !== opCodes.compactEvents && code !== opCodes.forgetRequests) return undefined;
+    const at = r.u64();
+    if (!r.end()) return undefined;
+    return code === opCodes.compactEvents
+      ? { op: 'compactEvents', upTo: at }
+      : { op: 'forgetRequests', below: at };
   }
   const raw = unpackMap(bytes);
   if (raw === undefined) return undefined;
@@ -370,16 +393,25 @@ export interface ApplyOutcome {
   readonly request: RequestRecord | undefined;
 }
 
-/** Whether a request recorded at `recordedAt` is still remembered at log index `index`. */
-export function isRemembered(recordedAt: LogIndex, index: LogIndex, windowEntries: number) {
-  return recordedAt >= index - windowEntries;
+/**
+ * Whether a request recorded at `recordedAt` is still remembered at log index `index`, in
+ * a range that forgot those below `forgottenBelow` (forgetRequests; 0: none).
+ */
+export function isRemembered(
+  recordedAt: LogIndex,
+  index: LogIndex,
+  windowEntries: number,
+  forgottenBelow: LogIndex = 0,
+) {
+  return recordedAt >= index - windowEntries && recordedAt >= forgottenBelow;
 }
 
 /**
  * Applies `cmd`, committed at log index `index`, to `current`, the key's record before it.
  * `prior` is the stored request record of (cmd.key, cmd.id), if any; a remembered one makes
  * the command a retry: it returns the first result and changes nothing. Pure. An empty
- * request id opts out of at-most-once: nothing is recorded for it.
+ * request id opts out of at-most-once: nothing is recorded for it. `forgottenBelow`: the
+ * range's forgetRequests point (isRemembered).
  */
 export function applyCommand(
   cmd: Command,
@@ -387,13 +419,14 @@ export function applyCommand(
   current: DataRecord | undefined,
   prior: RequestRecord | undefined,
   windowEntries: number = dedupWindowEntries,
+  forgottenBelow: LogIndex = 0,
 ): ApplyOutcome {
   assert(index > 0, 'entries start at index 1');
   assert(windowEntries > 0, 'the dedup window is positive');
   assert(current === undefined || current.revision < index, 'records change in log order');
   if (cmd.id.length > 0 && prior !== undefined) {
     assert(prior.index < index, 'a request was recorded before this command');
-    if (isRemembered(prior.index, index, windowEntries)) {
+    if (isRemembered(prior.index, index, windowEntries, forgottenBelow)) {
       // A retry: the first result, marked so that nobody reports the mutation twice.
       const result: ApplyResult = prior.result.ok
         ? { ...prior.result, duplicate: true }

@@ -166,7 +166,6 @@ import {
   isRemembered,
   keyBytesMax,
   packr,
-  type RangeCommand,
   type RequestRecord,
   requestIdBytesMax,
   resultValueBytes,
@@ -297,6 +296,8 @@ interface SnapshotData {
   >;
   /** The range's eventsOldestRetained at `applied`. */
   readonly oldestRetained: LogIndex;
+  /** The range's requestsForgottenBelow at `applied` (0 in snapshots of older versions). */
+  readonly requestsForgottenBelow: LogIndex;
   /** The range's retained events, by ascending revision (keys may lie outside the span). */
   readonly events: ReadonlyArray<readonly [revision: LogIndex, event: RangeEvent]>;
 }
@@ -326,6 +327,12 @@ interface RangeRecord {
    * applied] are all stored; older ones are compacted. 1 for a new range.
    */
   readonly eventsOldestRetained: LogIndex;
+  /**
+   * Request ids applied below this position are forgotten (forgetRequests, commands.ts):
+   * 0 for none (a new range, and records of older versions). The right-hand range of a
+   * split starts with its parent's.
+   */
+  readonly requestsForgottenBelow: LogIndex;
 }
 
 /** A range's state and progress records together. */
@@ -369,6 +376,7 @@ function copyState(s: RangeState): Mutable<RangeState> {
     snapshot: s.snapshot,
     config: s.config,
     eventsOldestRetained: s.eventsOldestRetained,
+    requestsForgottenBelow: s.requestsForgottenBelow,
     appliedTerm: s.appliedTerm,
     logFromSeq: s.logFromSeq,
     log: s.log,
@@ -652,8 +660,15 @@ function spanBounds(d: RangeDescriptor): { start?: Buffer; end?: Buffer } {
   return bounds;
 }
 
+/** Whether x is a log position (a safe integer) in [min, max]. */
+function isPositionIn(x: unknown, min: number, max: number): x is number {
+  return typeof x === 'number' && Number.isSafeInteger(x) && x >= min && x <= max;
+}
+
 function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
-  const r = packr.unpack(bytes) as RangeRecord;
+  const r = packr.unpack(bytes) as Omit<RangeRecord, 'requestsForgottenBelow'> & {
+    requestsForgottenBelow?: LogIndex;
+  };
   assert(typeof r === 'object' && r !== null, 'a stored range record decodes');
   assert(Number.isSafeInteger(r.applied) && r.descriptor !== undefined, 'range record shape');
   assert(
@@ -662,7 +677,12 @@ function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
       r.eventsOldestRetained <= r.applied + 1,
     'a range record has its oldest retained event revision',
   );
-  return r;
+  const forgottenBelow = r.requestsForgottenBelow ?? 0;
+  assert(
+    isPositionIn(forgottenBelow, 0, r.applied + 1),
+    'a range record forgets requests below a position it applied',
+  );
+  return { ...r, requestsForgottenBelow: forgottenBelow };
 }
 
 const progressBytes = 48;
@@ -739,6 +759,7 @@ function encodeRangeRecord(s: RangeState): Buffer {
     snapshot: s.snapshot,
     config: s.config,
     eventsOldestRetained: s.eventsOldestRetained,
+    requestsForgottenBelow: s.requestsForgottenBelow,
   };
   return packr.pack(record);
 }
@@ -753,6 +774,7 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
     records?: unknown;
     requests?: unknown;
     oldestRetained?: unknown;
+    requestsForgottenBelow?: unknown;
     events?: unknown;
   };
   assert(typeof raw === 'object' && raw !== null, 'snapshot data is a map');
@@ -795,10 +817,7 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
   }
   const oldest = raw.oldestRetained;
   assert(
-    typeof oldest === 'number' &&
-      Number.isSafeInteger(oldest) &&
-      oldest >= 1 &&
-      oldest <= raw.applied + 1,
+    isPositionIn(oldest, 1, raw.applied + 1),
     'snapshot data has its oldest retained event revision, at most applied + 1',
   );
   assert(Array.isArray(raw.events), 'snapshot data has its events');
@@ -817,7 +836,13 @@ function decodeSnapshotData(bytes: Uint8Array): SnapshotData {
     assert(event !== undefined, 'snapshot events are events');
     events.push([r, event]);
   }
-  return { ...(raw as SnapshotData), records, events };
+  // Absent from the snapshots of versions before forgetRequests: nothing forgotten.
+  const forgottenBelow = raw.requestsForgottenBelow ?? 0;
+  assert(
+    isPositionIn(forgottenBelow, 0, raw.applied + 1),
+    'snapshot data forgets requests below a position it applied',
+  );
+  return { ...(raw as SnapshotData), records, events, requestsForgottenBelow: forgottenBelow };
 }
 
 /**
@@ -1342,6 +1367,7 @@ export class Store {
       logFromSeq: this.nextSeq,
       log: LogSeqs.empty(0),
       eventsOldestRetained: 1,
+      requestsForgottenBelow: 0,
       eventsFloor: 1,
       expiryFloor: Number.POSITIVE_INFINITY,
     };
@@ -1581,6 +1607,19 @@ export class Store {
     return upTo - (s.eventsOldestRetained - 1) >= batchRevisions ? upTo : undefined;
   }
 
+  /** The range's replicated history points: the oldest event retained, ids forgotten below. */
+  historyPoints(rangeId: number): {
+    eventsOldestRetained: LogIndex;
+    requestsForgottenBelow: LogIndex;
+  } {
+    const s = this.rangeStates.get(rangeId);
+    assert(s !== undefined, 'history points of an existing range');
+    return {
+      eventsOldestRetained: s.eventsOldestRetained,
+      requestsForgottenBelow: s.requestsForgottenBelow,
+    };
+  }
+
   /**
    * For tests and debugging: the revisions of the range's events as stored (the events
    * tree, then the live pending ones), including compacted ones not deleted yet, and the
@@ -1665,6 +1704,7 @@ export class Store {
         records,
         requests,
         oldestRetained: s.eventsOldestRetained,
+        requestsForgottenBelow: s.requestsForgottenBelow,
         events,
       };
       return {
@@ -2161,7 +2201,8 @@ export class Store {
         s.descriptor !== before.descriptor ||
         s.snapshot !== before.snapshot ||
         s.config !== before.config ||
-        s.eventsOldestRetained !== before.eventsOldestRetained
+        s.eventsOldestRetained !== before.eventsOldestRetained ||
+        s.requestsForgottenBelow !== before.requestsForgottenBelow
       ) {
         this.stateDb.putSync(rangeId, encodeRangeRecord(s));
       }
@@ -2260,7 +2301,8 @@ export class Store {
     const cmd = decodeCommand(e.data);
     if (cmd?.op === 'split') return this.applySplit(s, e, cmd, created);
     const rangeCmd = cmd === undefined ? decodeRangeCommand(e.data) : undefined;
-    if (rangeCmd !== undefined) return this.applyCompactEvents(s, e, rangeCmd);
+    if (rangeCmd?.op === 'compactEvents') return this.applyCompactEvents(s, e, rangeCmd.upTo);
+    if (rangeCmd?.op === 'forgetRequests') return this.applyForgetRequests(s, e, rangeCmd.below);
     return this.applyNormal(s, e, cmd, records);
   }
 
@@ -2270,12 +2312,24 @@ export class Store {
    * only exist up to this entry, so a later upTo compacts up to here. Reads only
    * replicated state: every replica ends at the same eventsOldestRetained.
    */
-  private applyCompactEvents(s: Mutable<RangeState>, e: Entry, cmd: RangeCommand): ApplyResult {
-    const oldest = Math.min(cmd.upTo, e.index) + 1;
+  private applyCompactEvents(s: Mutable<RangeState>, e: Entry, upTo: LogIndex): ApplyResult {
+    const oldest = Math.min(upTo, e.index) + 1;
     if (oldest > s.eventsOldestRetained) {
       s.eventsOldestRetained = oldest;
       this.turnEvents?.eventsOldest.set(s.descriptor.rangeId, oldest);
     }
+    return { ok: true };
+  }
+
+  /**
+   * forgetRequests (commands.ts): the request ids applied below `below` (at most this
+   * entry's index) are forgotten at once; the separate records among them are deleted a
+   * few per applied entry (expire), inline ones when their key is written next. Reads only
+   * replicated state: every replica forgets at the same position.
+   */
+  private applyForgetRequests(s: Mutable<RangeState>, e: Entry, below: LogIndex): ApplyResult {
+    const floor = Math.min(below, e.index);
+    if (floor > s.requestsForgottenBelow) s.requestsForgottenBelow = floor;
     return { ok: true };
   }
 
@@ -2362,6 +2416,8 @@ export class Store {
         log: LogSeqs.empty(e.index),
         logFromSeq: this.nextSeq,
         eventsOldestRetained: e.index + 1,
+        // The moved request records keep their indexes: what the parent forgot stays so.
+        requestsForgottenBelow: s.requestsForgottenBelow,
         eventsFloor: e.index + 1,
         expiryFloor: rightExpiryFloor,
       }),
@@ -2374,7 +2430,7 @@ export class Store {
    * `index` has put out of the window, with the request records they name.
    */
   private expire(s: Mutable<RangeState>, index: LogIndex): void {
-    const horizon = index - this.dedupWindowEntries;
+    const horizon = Math.max(index - this.dedupWindowEntries, s.requestsForgottenBelow);
     // Nothing queued below the horizon: no cursor (most keys keep their requests inline).
     if (horizon <= 1 || horizon <= s.expiryFloor) return;
     const rangeId = s.descriptor.rangeId;
@@ -2450,7 +2506,14 @@ export class Store {
         }
       }
     }
-    const outcome = applyCommand(cmd, e.index, before, prior, this.dedupWindowEntries);
+    const outcome = applyCommand(
+      cmd,
+      e.index,
+      before,
+      prior,
+      this.dedupWindowEntries,
+      s.requestsForgottenBelow,
+    );
     if (outcome.record === 'unchanged' && outcome.request === undefined) return outcome.result;
     const after = outcome.record === 'unchanged' ? before : outcome.record;
     if (outcome.record !== 'unchanged') {
@@ -2496,7 +2559,8 @@ export class Store {
   ): DataRecord | undefined {
     const inline: InlineRequest[] = [];
     for (const q of before?.requests ?? []) {
-      if (!isRemembered(q[1], index, this.dedupWindowEntries)) continue; // forgotten: dropped
+      // Forgotten: dropped.
+      if (!isRemembered(q[1], index, this.dedupWindowEntries, s.requestsForgottenBelow)) continue;
       if (request !== undefined && bytesEqual(q[0], request[0])) continue; // replaced
       inline.push(q);
     }
@@ -2600,6 +2664,7 @@ export class Store {
       this.eventsDb.putSync(logKey(rangeId, revision), asBuffer(encodeEvent(event)));
     }
     s.eventsOldestRetained = data.oldestRetained;
+    s.requestsForgottenBelow = data.requestsForgottenBelow;
     s.eventsFloor = data.oldestRetained;
     // The whole log goes: its records in the journal are fenced off.
     s.log = LogSeqs.empty(snapshot.meta.index);

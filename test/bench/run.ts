@@ -6,6 +6,7 @@
 //                    [--inflight 1,64] [--workloads put,get,cas] [--keyspace N] [--maxops N]
 //                    [--peer-inflight 64] [--peers-dir /tmp/peers]
 //                    [--batches N] [--batch-size N]        (for the consensus section)
+//                    [--history-s 20]   (events and request ids each node keeps, seconds)
 //                    [--ranges 1,16,256,4096] [--idle-s S] [--idle-ranges N] [--idle-settle-s S]
 //                    [--split-time S] [--split-inflight N] [--splits-during N] [--ranges-repeat 1]
 //                    [--ranges-slices 0] [--slice-s 4] [--slice-warmup-s 1] [--slice-gap-s 2]
@@ -17,6 +18,16 @@
 //                    [--stream-drain-s 10] [--stream-probe-ms 50] [--stream-pin on|off]
 //                    [--stream-rows off,on,1sub,subs,watch,again] [--stream-repeat 1]
 //                                                          (for the streams section)
+//
+// History (--history-s, default 20): every Rasputin node of the bench keeps the events and
+// request ids of at most the last 20 s (--events-retain-s, --dedup-window-s), besides the
+// count windows (100,000 positions per range). One range at ~5,000 puts/s reaches the count
+// windows in about 20 s; 128 busy ranges at 256 would reach theirs only after 12.8 million
+// puts, so with the count windows alone the 256-range store grew through every row (separate
+// request records 10,000 to 105,000 and events 0.5 to 0.9 million over five put rows, disk
+// writes per put 20.8 to 28.5 KiB, puts/s down a fifth) while one range's stayed flat: both
+// then keep the same seconds of history, and the 30 s warm-up brings both to their steady
+// state. --history-s 0 runs the nodes' defaults (an hour of events, two minutes of ids).
 //
 // `npm run bench` builds first (npm run build): the nodes and the load processes' client run
 // the build in dist/, as `rasputin` does (procs.ts builtModule; a missing or stale build is
@@ -204,6 +215,7 @@ const { values: a } = parseArgs({
     'batch-size': { type: 'string' },
     ranges: { type: 'string' },
     'idle-s': { type: 'string', default: '10' },
+    'history-s': { type: 'string', default: '20' },
     'idle-ranges': { type: 'string', default: '10000' },
     'idle-settle-s': { type: 'string', default: '3' },
     'split-time': { type: 'string', default: '120' },
@@ -282,6 +294,14 @@ const sections = new Set<Section>(
 );
 if (a.peers && a.only !== undefined) sections.add('peers');
 const idleS = bounded('idle-s', a['idle-s'], 1, 600);
+const historyS = Math.round(bounded('history-s', a['history-s'], 0, 86_400));
+/**
+ * Every node of the rasputin sections keeps --history-s seconds of events and request ids
+ * at most (0: the nodes' defaults, an hour and two minutes), with the count windows at
+ * their defaults (100,000 positions each): see the header.
+ */
+const historyArgs =
+  historyS > 0 ? ['--events-retain-s', String(historyS), '--dedup-window-s', String(historyS)] : [];
 const idleRanges = Math.round(bounded('idle-ranges', a['idle-ranges'], 0, 100_000));
 const splitTimeS = bounded('split-time', a['split-time'], 1, 3600);
 const splitInflight = Math.round(bounded('split-inflight', a['split-inflight'], 1, 1024));
@@ -1094,9 +1114,10 @@ class Cluster {
   }
 
   private async startNodes(): Promise<void> {
+    const args = [...historyArgs, ...this.nodeArgs];
     log(
       `rasputin: starting 3 nodes in ${this.baseDir}` +
-        (this.nodeArgs.length > 0 ? ` (${this.nodeArgs.join(' ')})` : ''),
+        (args.length > 0 ? ` (${args.join(' ')})` : ''),
     );
     const started = await Promise.allSettled(
       nodeIds.map((id) =>
@@ -1106,7 +1127,7 @@ class Cluster {
           storageDir: join(this.baseDir, id),
           initialNodes: nodeIds,
           logFile: join(this.baseDir, `${id}.log`),
-          args: this.nodeArgs,
+          args: [...historyArgs, ...this.nodeArgs],
           ...(nodeCpuProfDir
             ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${join(nodeCpuProfDir, id)}`] }
             : {}),

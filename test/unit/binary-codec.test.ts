@@ -61,6 +61,12 @@ describe('commands', () => {
       const bytes = encodeRangeCommand({ op: 'compactEvents', upTo });
       expect(decodeRangeCommand(bytes)).toEqual({ op: 'compactEvents', upTo });
       expect(decodeCommand(bytes)).toBeUndefined();
+      const forget = encodeRangeCommand({ op: 'forgetRequests', below: upTo });
+      expect(decodeRangeCommand(forget)).toEqual({ op: 'forgetRequests', below: upTo });
+      expect(decodeCommand(forget)).toBeUndefined();
+      // Trailing or missing bytes are not a command.
+      expect(decodeRangeCommand(Uint8Array.from([...forget, 0]))).toBeUndefined();
+      expect(decodeRangeCommand(forget.subarray(0, forget.length - 1))).toBeUndefined();
     }
   });
 

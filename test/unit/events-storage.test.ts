@@ -108,7 +108,9 @@ const compact = (upTo: number): RangeCommand => ({ op: 'compactEvents', upTo });
 
 function encodeItem(item: Exclude<Item, 'noop'>): Uint8Array {
   if (item instanceof Uint8Array) return item;
-  return item.op === 'compactEvents' ? encodeRangeCommand(item) : encodeCommand(item);
+  return item.op === 'compactEvents' || item.op === 'forgetRequests'
+    ? encodeRangeCommand(item)
+    : encodeCommand(item);
 }
 
 /**

@@ -23,6 +23,7 @@ import {
   type DataRecord,
   decodeCommand,
   encodeCommand,
+  encodeRangeCommand,
   inlineRequestsMax,
   keyBytesMax,
   packr,
@@ -816,12 +817,14 @@ describe('state machine', () => {
 
 /**
  * The snapshot format is plain msgpack:
- * { applied, records: [[key, DataRecord], ...], requests: [[key, id, index, result], ...] }.
+ * { applied, records: [[key, DataRecord], ...], requests: [[key, id, index, result], ...],
+ *   requestsForgottenBelow, ... }.
  */
 function decodeSnapshot(data: Uint8Array): {
   applied: number;
   records: Array<[Uint8Array, DataRecord]>;
   requests: Array<[Uint8Array, Uint8Array, number, ApplyResult]>;
+  requestsForgottenBelow: number;
 } {
   return packr.unpack(data) as ReturnType<typeof decodeSnapshot>;
 }
@@ -1002,6 +1005,55 @@ describe('request records', () => {
     const ids = stored.map(({ k, q }) => `${k}/${s(q.id)}`);
     expect(new Set(ids).size).toBe(ids.length);
   }
+
+  it('forgetRequests forgets the ids applied below its point, alike through restarts, snapshots and splits', async () => {
+    const dir = tempDir();
+    const r = await range(undefined, dir); // the default window: only the command forgets
+    const forget = (below: number) => encodeRangeCommand({ op: 'forgetRequests', below });
+    await r.run(set('k', 'v1', 'A'), set('k', 'v2', 'B')); // 1, 2: inline in k's record
+    await r.run(cas('j', null, 'x', 'C'), del('j', 'D')); // 3, 4: apart (j has no value)
+    expect(await r.one(forget(3))).toEqual({ ok: true }); // 5
+    expect(r.store.historyPoints(1).requestsForgottenBelow).toBe(3);
+    // A (1) is forgotten: its retry applies anew. D (4) is remembered: its first result.
+    expect(await r.one(set('k', 'v1', 'A'))).toEqual({ ok: true }); // 6
+    expect(r.store.get(b('k'))?.revision).toBe(6);
+    expect(await r.one(del('j', 'D'))).toEqual({ ok: true, value: 'x' }); // 7
+    // k's record dropped B when it was rewritten; A is recorded again at 6.
+    expect(requestsOf(r.store, 'k')).toEqual([['A', 6, { ok: true }]]);
+    // A lower point changes nothing; one past the entry stops at the entry's index.
+    await r.run(forget(2)); // 8
+    expect(r.store.historyPoints(1).requestsForgottenBelow).toBe(3);
+    await r.run(forget(1000)); // 9
+    expect(r.store.historyPoints(1).requestsForgottenBelow).toBe(9);
+    // The separate records below it (C at 3, D at 4) go a few per applied entry.
+    await r.run('noop', 'noop'); // 10, 11
+    expect(r.store.inspectExpiry(1)).toEqual([]);
+    expect(requestsOf(r.store, 'j')).toEqual([]);
+
+    // Kept through a restart, carried by a snapshot, inherited by a split's right half.
+    const store = await reopen(r.store, dir);
+    expect(store.historyPoints(1).requestsForgottenBelow).toBe(9);
+    const snap = store.takeSnapshot(1);
+    expect(decodeSnapshot(snap.data).requestsForgottenBelow).toBe(9);
+    const target = openStore(tempDir());
+    await target.createRange(descriptor(1, '', null), config);
+    await installSnapshot(target, 1, snap, { term: 1, vote: 0, commit: 11 }, 1);
+    expect(target.historyPoints(1).requestsForgottenBelow).toBe(9);
+    const after = new RangeDriver(store, 1);
+    await after.run(set('m1', 'y', 'E')); // 12
+    const [split] = await after.run({
+      op: 'split',
+      key: b('m'),
+      generation: 1,
+      rightId: 2,
+      id: b('S'),
+    }); // 13
+    expect(split?.ok).toBe(true);
+    expect(store.historyPoints(2).requestsForgottenBelow).toBe(9);
+    // E (12) moved right with its key and is still remembered there.
+    expect(await new RangeDriver(store, 2).one(set('m1', 'z', 'E'))).toEqual({ ok: true });
+    expect(s(store.get(b('m1'))?.value)).toBe('y');
+  });
 
   it('a hot key with 20,000 request ids applies a command reading O(1) records', async () => {
     const r = await range(); // the default window: nothing expires here
