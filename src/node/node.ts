@@ -197,6 +197,8 @@ interface RangeHost {
   /** Positions applied --events-retain-s and --dedup-window-s ago (leader; compactHistory). */
   eventsAge: AgedPositions | undefined;
   requestsAge: AgedPositions | undefined;
+  /** The applied index when compactHistory first looked at the range led here, or -1. */
+  historyFrom: number;
   /** Over the node's log memory budget: the next turn truncates this log (trimLogs). */
   trimLog: boolean;
   /** replica.core.log.memoryBytes as the node's total (logMemoryTotal) last counted it. */
@@ -637,6 +639,7 @@ export class Node {
       compactingEvents: false,
       eventsAge: undefined,
       requestsAge: undefined,
+      historyFrom: -1,
     };
     this.ranges.set(rangeId, h);
     this.index(h);
@@ -1992,12 +1995,21 @@ export class Node {
    */
   private historyCommand(h: RangeHost, now: number): RangeCommand | undefined {
     const c = this.config;
-    h.eventsAge ??= new AgedPositions(c.eventsRetainS * 1000);
-    h.requestsAge ??= new AgedPositions(c.dedupWindowS * 1000);
+    let upTo = this.store.eventsToCompact(h.rangeId, c.eventsRetainRevisions);
+    if (h.eventsAge === undefined || h.requestsAge === undefined) {
+      // Samples only once the range applied historyStepMin entries since it was first looked
+      // at here (the earlier ones age all the same): the thousands of ranges a node leads
+      // after a split storm, which apply nothing more, keep none.
+      if (h.historyFrom < 0) h.historyFrom = h.applied;
+      if (h.applied - h.historyFrom < historyStepMin) {
+        return upTo === undefined ? undefined : { op: 'compactEvents', upTo };
+      }
+      h.eventsAge = new AgedPositions(c.eventsRetainS * 1000);
+      h.requestsAge = new AgedPositions(c.dedupWindowS * 1000);
+    }
     h.eventsAge.note(now, h.applied);
     h.requestsAge.note(now, h.applied);
     const points = this.store.historyPoints(h.rangeId);
-    let upTo = this.store.eventsToCompact(h.rangeId, c.eventsRetainRevisions);
     const eventsAged = h.eventsAge.aged(now);
     if (
       eventsAged !== undefined &&
