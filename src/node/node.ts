@@ -192,8 +192,8 @@ interface RangeHost {
   wakeScheduled: boolean;
   /** The newest events, encoded, for polls at the head (leader only; events-tail.ts). */
   tail: EventsTail | undefined;
-  /** A history command (compactEvents, forgetRequests) of this leader is in flight (one at a time). */
-  compactingEvents: boolean;
+  /** History commands (compactEvents, forgetRequests) of this leader in flight (one of each at most). */
+  historyInFlight: number;
   /** Positions applied --events-retain-s and --dedup-window-s ago (leader; compactHistory). */
   eventsAge: AgedPositions | undefined;
   requestsAge: AgedPositions | undefined;
@@ -415,6 +415,12 @@ export class Node {
     setsHeldForSpan: 0,
     /** trimLogs rounds that found the logs over --log-memory-max. */
     logTrims: 0,
+    /**
+     * History commands this node proposed as a leader (compactHistory): compactEvents, and
+     * forgetRequests (--dedup-window-s).
+     */
+    eventsCompactionsProposed: 0,
+    requestsForgetsProposed: 0,
   };
 
   constructor(config: NodeConfig) {
@@ -636,7 +642,7 @@ export class Node {
       polls: undefined,
       wakeScheduled: false,
       tail: undefined,
-      compactingEvents: false,
+      historyInFlight: 0,
       eventsAge: undefined,
       requestsAge: undefined,
       historyFrom: -1,
@@ -1957,7 +1963,8 @@ export class Node {
    * passed out of the --events-retain window, once a quarter of the window has
    * (Store.eventsToCompact), or that it applied more than --events-retain-s ago; else
    * forgetRequests for the request ids it applied more than --dedup-window-s ago (by this
-   * node's clock, AgedPositions). One command at a time per range. The commands are
+   * node's clock, AgedPositions): at most one of each per range in flight, both in one pass
+   * when both are due, so a busy range's compactions never starve its forgets. The commands are
    * replicated: every replica retains the same history and remembers the same ids.
    */
   private compactHistory(): void {
@@ -1970,30 +1977,31 @@ export class Node {
     this.eventsDue.clear();
     for (const h of due) {
       if (this.ranges.get(h.rangeId) !== h) continue;
-      if (!h.initialized || h.compactingEvents || h.replica.role() !== 'leader') continue;
-      const cmd = this.historyCommand(h, now);
-      if (cmd === undefined) continue;
-      h.compactingEvents = true;
-      h.proposals.push({
-        data: encodeRangeCommand(cmd),
-        done: () => {
-          h.compactingEvents = false;
-          // More may be due (a range far behind compacts a quarter window per command).
-          this.eventsDue.add(h);
-        },
-      });
-      this.touch(h);
-      proposed = true;
+      if (!h.initialized || h.historyInFlight > 0 || h.replica.role() !== 'leader') continue;
+      for (const cmd of this.historyCommands(h, now)) {
+        if (cmd.op === 'compactEvents') this.stats.eventsCompactionsProposed++;
+        else this.stats.requestsForgetsProposed++;
+        h.historyInFlight++;
+        h.proposals.push({
+          data: encodeRangeCommand(cmd),
+          done: () => {
+            // More may be due (a range far behind compacts a quarter window per command).
+            if (--h.historyInFlight === 0) this.eventsDue.add(h);
+          },
+        });
+        this.touch(h);
+        proposed = true;
+      }
     }
     if (proposed) this.scheduleTurn();
   }
 
   /**
-   * The history command due for h (led here), if any. A time-bounded one must move its
-   * point by historyStepMin positions or more: the commands are entries too, so a range
-   * that went idle is not kept awake by its own.
+   * The history commands due for h (led here): compactEvents, forgetRequests, either or
+   * both. A time-bounded one must move its point by historyStepMin positions or more: the
+   * commands are entries too, so a range that went idle is not kept awake by its own.
    */
-  private historyCommand(h: RangeHost, now: number): RangeCommand | undefined {
+  private historyCommands(h: RangeHost, now: number): RangeCommand[] {
     const c = this.config;
     let upTo = this.store.eventsToCompact(h.rangeId, c.eventsRetainRevisions);
     if (h.eventsAge === undefined || h.requestsAge === undefined) {
@@ -2002,7 +2010,7 @@ export class Node {
       // after a split storm, which apply nothing more, keep none.
       if (h.historyFrom < 0) h.historyFrom = h.applied;
       if (h.applied - h.historyFrom < historyStepMin) {
-        return upTo === undefined ? undefined : { op: 'compactEvents', upTo };
+        return upTo === undefined ? [] : [{ op: 'compactEvents', upTo }];
       }
       h.eventsAge = new AgedPositions(c.eventsRetainS * 1000);
       h.requestsAge = new AgedPositions(c.dedupWindowS * 1000);
@@ -2017,15 +2025,16 @@ export class Node {
     ) {
       upTo = Math.max(upTo ?? 0, eventsAged);
     }
-    if (upTo !== undefined) return { op: 'compactEvents', upTo };
+    const out: RangeCommand[] = [];
+    if (upTo !== undefined) out.push({ op: 'compactEvents', upTo });
     const requestsAged = h.requestsAge.aged(now);
     if (
       requestsAged !== undefined &&
       requestsAged + 1 - points.requestsForgottenBelow >= historyStepMin
     ) {
-      return { op: 'forgetRequests', below: requestsAged + 1 };
+      out.push({ op: 'forgetRequests', below: requestsAged + 1 });
     }
-    return undefined;
+    return out;
   }
 
   private refreshDescriptor(h: RangeHost): void {

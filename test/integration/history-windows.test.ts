@@ -93,6 +93,11 @@ describe('time-bounded history', () => {
     );
     // Not before the window: the events the cursor needs were written after `start`.
     expect(nowMs() - start).toBeGreaterThanOrEqual(windowS * 1000);
+    const proposed = (await statusOf(cluster.natsUrl)).reduce(
+      (n, node) => n + (node.stats?.eventsCompactionsProposed ?? 0),
+      0,
+    );
+    expect(proposed).toBeGreaterThan(0);
   }, 40_000);
 
   it('a request id is remembered within --dedup-window-s and forgotten after it', async () => {
@@ -118,5 +123,11 @@ describe('time-bounded history', () => {
     }
     // Forgotten, and only once the window had passed.
     expect(forgottenAfterMs).toBeGreaterThanOrEqual(windowS * 1000);
+    // By forgetRequests, as the leader's status counts.
+    const proposed = (await statusOf(cluster.natsUrl)).reduce(
+      (n, node) => n + (node.stats?.requestsForgetsProposed ?? 0),
+      0,
+    );
+    expect(proposed).toBeGreaterThan(0);
   }, 40_000);
 });
