@@ -233,13 +233,13 @@ const statusRangesMax = 2000;
  * range's leader changes (a new driver starts from an empty view).
  */
 const reportIntervalMs = 1000;
+const reportIdleIntervalMs = 5000;
+const reportFullIntervalMs = 60_000;
 /**
  * Positions a time-bounded history command must move its point by (compactHistory): each
  * command is an entry, so smaller steps could keep an idle range proposing them forever.
  */
 const historyStepMin = 64;
-const reportIdleIntervalMs = 5000;
-const reportFullIntervalMs = 60_000;
 /**
  * A range's size is counted again for reports at most this often while it takes writes,
  * and at most once per 100 times what the last count took: counting walks every key of

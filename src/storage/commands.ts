@@ -72,7 +72,7 @@ export type Command =
  * compactEvents: deletes the range's mutation events with revision <= upTo (an upTo past
  * the entry's own index means the entry's index) and makes upTo + 1 the oldest retained
  * revision; an upTo below the current point changes nothing (docs/streams.md).
- * forgetRequests: the request ids applied below `below` are forgotten (an ealier retry is
+ * forgetRequests: the request ids applied below `below` are forgotten (an earlier retry is
  * applied again), as those more than dedupWindowEntries positions back are: the range's
  * leader proposes it for the positions applied more than --dedup-window-s ago (its clock
  * picks the position; every replica forgets at the same one). A `below` past the entry's

@@ -660,6 +660,29 @@ function spanBounds(d: RangeDescriptor): { start?: Buffer; end?: Buffer } {
   return bounds;
 }
 
+/** An LMDB tree's records, pages (branch, leaf and overflow), depth and page size. */
+function treeStats(db: { getStats(): unknown }): {
+  entries: number;
+  pages: number;
+  depth: number;
+  pageSize: number;
+} {
+  const st = db.getStats() as {
+    pageSize: number;
+    treeDepth: number;
+    treeBranchPageCount: number;
+    treeLeafPageCount: number;
+    overflowPages: number;
+    entryCount: number;
+  };
+  return {
+    entries: st.entryCount,
+    pages: st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages,
+    depth: st.treeDepth,
+    pageSize: st.pageSize,
+  };
+}
+
 /** Whether x is a log position (a safe integer) in [min, max]. */
 function isPositionIn(x: unknown, min: number, max: number): x is number {
   return typeof x === 'number' && Number.isSafeInteger(x) && x >= min && x <= max;
@@ -672,9 +695,7 @@ function decodeRangeRecord(bytes: Uint8Array): RangeRecord {
   assert(typeof r === 'object' && r !== null, 'a stored range record decodes');
   assert(Number.isSafeInteger(r.applied) && r.descriptor !== undefined, 'range record shape');
   assert(
-    Number.isSafeInteger(r.eventsOldestRetained) &&
-      r.eventsOldestRetained >= 1 &&
-      r.eventsOldestRetained <= r.applied + 1,
+    isPositionIn(r.eventsOldestRetained, 1, r.applied + 1),
     'a range record has its oldest retained event revision',
   );
   const forgottenBelow = r.requestsForgottenBelow ?? 0;
@@ -1733,15 +1754,8 @@ export class Store {
       this.dataBytesPerKey.perKey === 0 ||
       now - this.dataBytesPerKey.atMs >= 1000
     ) {
-      const st = this.dataDb.getStats() as {
-        pageSize: number;
-        treeBranchPageCount: number;
-        treeLeafPageCount: number;
-        overflowPages: number;
-        entryCount: number;
-      };
-      const pages = st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages;
-      const perKey = st.entryCount > 0 ? (pages * st.pageSize) / st.entryCount : 0;
+      const st = treeStats(this.dataDb);
+      const perKey = st.entries > 0 ? (st.pages * st.pageSize) / st.entries : 0;
       this.dataBytesPerKey = { perKey, atMs: now };
     }
     return { keys, bytes: Math.round(this.dataBytesPerKey.perKey * keys) };
@@ -1768,18 +1782,8 @@ export class Store {
       ]),
     ];
     for (const [name, db] of dbs) {
-      const st = db.getStats() as {
-        treeDepth: number;
-        treeBranchPageCount: number;
-        treeLeafPageCount: number;
-        overflowPages: number;
-        entryCount: number;
-      };
-      out[name] = {
-        entries: st.entryCount,
-        pages: st.treeBranchPageCount + st.treeLeafPageCount + st.overflowPages,
-        depth: st.treeDepth,
-      };
+      const { entries, pages, depth } = treeStats(db);
+      out[name] = { entries, pages, depth };
     }
     return out;
   }
