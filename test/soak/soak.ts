@@ -37,6 +37,7 @@ import {
   nowMs,
   sleep,
   startServingCluster,
+  statusOf,
   waitForLeader,
 } from '../integration/helpers.ts';
 import {
@@ -58,6 +59,7 @@ const { values: a } = parseArgs({
     'epoch-s': { type: 'string', default: '30' },
     keys: { type: 'string', default: '12' },
     clients: { type: 'string', default: '6' },
+    'history-s': { type: 'string', default: '20' },
   },
 });
 
@@ -74,6 +76,12 @@ const seed = a.seed === undefined ? Date.now() % 1_000_000 : bounded('seed', a.s
 const epochMs = bounded('epoch-s', a['epoch-s'], 5, 600) * 1000;
 const keyCount = Math.round(bounded('keys', a.keys, 1, 200));
 const clientCount = Math.round(bounded('clients', a.clients, 1, 32));
+/**
+ * Both history windows of the nodes (--events-retain-s, --dedup-window-s): short, so that
+ * the leaders' compactEvents and forgetRequests run under the faults too (the defaults,
+ * an hour and two minutes, would hardly come into play in a soak).
+ */
+const historyS = Math.round(bounded('history-s', a['history-s'], 1, 3600));
 /** Operations per key and epoch: keeps each key's history short enough for WGL. */
 const opsPerKeyMax = 250;
 const opTimeoutMs = 1500;
@@ -296,12 +304,28 @@ async function bound<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   }
 }
 
+/**
+ * The history commands the nodes that answer have proposed since they started (a node
+ * killed or restarted starts again at 0): so the log says that they ran under the faults.
+ */
+async function historyProposed(natsUrl: string): Promise<string> {
+  const nodes = await statusOf(natsUrl);
+  const sum = (k: string) => nodes.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
+  return (
+    `history commands proposed (${nodes.length} nodes, since their start): ` +
+    `${sum('eventsCompactionsProposed')} compactEvents, ${sum('requestsForgetsProposed')} forgetRequests`
+  );
+}
+
 async function main(): Promise<number> {
   log(
     `soak: ${minutes} min, seed ${seed}, epochs of ${epochMs / 1000} s on ${keyCount} keys, ` +
       `${clientCount} clients`,
   );
-  const cluster = await startServingCluster({ nodes: 3 });
+  const cluster = await startServingCluster({
+    nodes: 3,
+    extraArgs: ['--events-retain-s', String(historyS), '--dedup-window-s', String(historyS)],
+  });
   // A hard bound on the whole run: whatever hangs, the processes are stopped by PID.
   const watchdog = setTimeout(
     () => {
@@ -366,7 +390,8 @@ async function main(): Promise<number> {
       log(
         `epoch ${epoch}: ${describeLoad(load).replace(/\n.*$/s, '')}; ` +
           `linearizable ${lin.ok && lin.inconclusive.length === 0}; ${events.length} events, ` +
-          `stream ${problems.length === 0 ? 'ok' : `${problems.length} problem(s)`}`,
+          `stream ${problems.length === 0 ? 'ok' : `${problems.length} problem(s)`}; ` +
+          (await historyProposed(cluster.natsUrl)),
       );
       if (!lin.ok || lin.inconclusive.length > 0 || problems.length > 0) {
         failed = true;
