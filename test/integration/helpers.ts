@@ -50,6 +50,11 @@ export async function statusOf(natsUrl: string, waitMs = 250): Promise<NodeStatu
   }
 }
 
+/** A counter of the status replies' `stats`, summed over the nodes (absent: 0). */
+export function statsSum(nodes: readonly NodeStatus[], counter: string): number {
+  return nodes.reduce((n, s) => n + (s.stats?.[counter] ?? 0), 0);
+}
+
 /** Range 1 of each node that answered, by node id. */
 export function range1(nodes: readonly NodeStatus[]): Map<string, RangeStatus> {
   const out = new Map<string, RangeStatus>();

@@ -18,6 +18,7 @@ import {
   nowMs,
   sleep,
   startServingCluster,
+  statsSum,
   statusOf,
 } from './helpers.ts';
 
@@ -93,10 +94,7 @@ describe('time-bounded history', () => {
     );
     // Not before the window: the events the cursor needs were written after `start`.
     expect(nowMs() - start).toBeGreaterThanOrEqual(windowS * 1000);
-    const proposed = (await statusOf(cluster.natsUrl)).reduce(
-      (n, node) => n + (node.stats?.eventsCompactionsProposed ?? 0),
-      0,
-    );
+    const proposed = statsSum(await statusOf(cluster.natsUrl), 'eventsCompactionsProposed');
     expect(proposed).toBeGreaterThan(0);
   }, 40_000);
 
@@ -124,10 +122,7 @@ describe('time-bounded history', () => {
     // Forgotten, and only once the window had passed.
     expect(forgottenAfterMs).toBeGreaterThanOrEqual(windowS * 1000);
     // By forgetRequests, as the leader's status counts.
-    const proposed = (await statusOf(cluster.natsUrl)).reduce(
-      (n, node) => n + (node.stats?.requestsForgetsProposed ?? 0),
-      0,
-    );
+    const proposed = statsSum(await statusOf(cluster.natsUrl), 'requestsForgetsProposed');
     expect(proposed).toBeGreaterThan(0);
   }, 40_000);
 });

@@ -45,6 +45,7 @@ import {
   sleep,
   startServingCluster,
   startWriteLoad,
+  statsSum,
   statusOf,
 } from './helpers.ts';
 import {
@@ -460,7 +461,7 @@ describe('splits', () => {
     expect(converged.spans.length).toBe(before.spans.length + splitKeys.length);
     expect(tilingProblem(converged.spans)).toBeUndefined();
     await waitForDirectory(reader, converged.spans);
-    const sum = (k: string) => converged.status.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
+    const sum = (k: string) => statsSum(converged.status, k);
     console.log(
       `split: ranges ${showSpans(converged.spans)}; sets answered at commit ` +
         `${sum('setsAnsweredAtCommit')}, left to their apply by a split ${sum('setsHeldForSpan')}`,

@@ -40,6 +40,7 @@ import {
   nowMs,
   sleep,
   startServingCluster,
+  statsSum,
   statusOf,
   until,
 } from './helpers.ts';
@@ -56,8 +57,10 @@ let cluster: Cluster;
 /** Pages of events the nodes read for polls, from their events tails and from LMDB. */
 async function pages(): Promise<{ tail: number; store: number }> {
   const nodes = await statusOf(cluster.natsUrl);
-  const sum = (k: string) => nodes.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
-  return { tail: sum('eventPagesFromTail'), store: sum('eventPagesFromStore') };
+  return {
+    tail: statsSum(nodes, 'eventPagesFromTail'),
+    store: statsSum(nodes, 'eventPagesFromStore'),
+  };
 }
 let writer: Client;
 let subscriber: Client;

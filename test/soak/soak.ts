@@ -37,6 +37,7 @@ import {
   nowMs,
   sleep,
   startServingCluster,
+  statsSum,
   statusOf,
   waitForLeader,
 } from '../integration/helpers.ts';
@@ -310,17 +311,17 @@ async function bound<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
  */
 async function historyProposed(natsUrl: string): Promise<string> {
   const nodes = await statusOf(natsUrl);
-  const sum = (k: string) => nodes.reduce((n, s) => n + (s.stats?.[k] ?? 0), 0);
   return (
     `history commands proposed (${nodes.length} nodes, since their start): ` +
-    `${sum('eventsCompactionsProposed')} compactEvents, ${sum('requestsForgetsProposed')} forgetRequests`
+    `${statsSum(nodes, 'eventsCompactionsProposed')} compactEvents, ` +
+    `${statsSum(nodes, 'requestsForgetsProposed')} forgetRequests`
   );
 }
 
 async function main(): Promise<number> {
   log(
     `soak: ${minutes} min, seed ${seed}, epochs of ${epochMs / 1000} s on ${keyCount} keys, ` +
-      `${clientCount} clients`,
+      `${clientCount} clients, history windows ${historyS} s`,
   );
   const cluster = await startServingCluster({
     nodes: 3,
