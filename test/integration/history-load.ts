@@ -7,9 +7,9 @@
 // in `info` (outcome unknown) retires its process id (as Knossos expects): the client
 // goes on under a new one.
 
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Client } from '../../src/client/index.ts';
 import { fromJsonLines, type HistoryOp, toJsonLines } from '../sim/history.ts';
 import {
@@ -188,6 +188,14 @@ export async function saveHistory(
   const file = join(dir, `${name}.jsonl`);
   await writeFile(file, toJsonLines(history));
   return { file, reread: fromJsonLines(await readFile(file, 'utf8')) };
+}
+
+/**
+ * Removes a history saveHistory wrote, once the test that wrote it passed: a failed test
+ * leaves its history (its path is printed) for study.
+ */
+export async function dropSavedHistory(file: string): Promise<void> {
+  await rm(dirname(file), { recursive: true, force: true });
 }
 
 /** Operations of a history by type. */

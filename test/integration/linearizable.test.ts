@@ -4,8 +4,6 @@
 // docs/history-format.md), which the WGL checker must find linearizable, with no key left
 // inconclusive.
 
-import { rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/client/index.ts';
 import type { Cluster } from './harness.ts';
@@ -22,6 +20,7 @@ import {
   checkHistory,
   countType,
   describeLoad,
+  dropSavedHistory,
   finalReads,
   saveHistory,
   startHistoryLoad,
@@ -131,7 +130,6 @@ describe('linearizability under faults', () => {
     expect(countType(history, 'ok')).toBeGreaterThan(300);
     expect(history.filter((op) => op.f === 'cas' && op.ok === true).length).toBeGreaterThan(10);
     expect(history.filter((op) => op.f === 'cas' && op.ok === false).length).toBeGreaterThan(10);
-    // Passed: the history file is of no more use (a failed test's stays, for study).
-    await rm(dirname(file), { recursive: true, force: true });
+    await dropSavedHistory(file);
   });
 });

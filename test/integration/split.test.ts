@@ -24,9 +24,9 @@
 // RASPUTIN_KEEP_LOGS=1 keeps the nodes' logs in a temp dir (printed at the end).
 
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { copyFile, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { NodeStatus, RangeStatus } from '../../src/cli/status.ts';
@@ -52,6 +52,7 @@ import {
   checkHistory,
   countType,
   describeLoad,
+  dropSavedHistory,
   finalReads,
   ns,
   saveHistory,
@@ -466,8 +467,7 @@ describe('splits', () => {
       `split: ranges ${showSpans(converged.spans)}; sets answered at commit ` +
         `${sum('setsAnsweredAtCommit')}, left to their apply by a split ${sum('setsHeldForSpan')}`,
     );
-    // Passed: the history file is of no more use (a failed test's stays, for study).
-    await rm(dirname(file), { recursive: true, force: true });
+    await dropSavedHistory(file);
   });
 
   it('kill -9 of a follower, then of the leader, of a range being split: it converges, nothing is lost', async () => {
