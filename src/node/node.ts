@@ -1961,7 +1961,7 @@ export class Node {
   /**
    * Every second: the leader of each range proposes compactEvents for the revisions that
    * passed out of the --events-retain window, once a quarter of the window has
-   * (Store.eventsToCompact), or that it applied more than --events-retain-s ago; else
+   * (Store.eventsToCompact), or that it applied more than --events-retain-s ago; and
    * forgetRequests for the request ids it applied more than --dedup-window-s ago (by this
    * node's clock, AgedPositions): at most one of each per range in flight, both in one pass
    * when both are due, so a busy range's compactions never starve its forgets. The commands are

@@ -1127,7 +1127,7 @@ class Cluster {
           storageDir: join(this.baseDir, id),
           initialNodes: nodeIds,
           logFile: join(this.baseDir, `${id}.log`),
-          args: [...historyArgs, ...this.nodeArgs],
+          args,
           ...(nodeCpuProfDir
             ? { execArgv: ['--cpu-prof', `--cpu-prof-dir=${join(nodeCpuProfDir, id)}`] }
             : {}),
