@@ -2,6 +2,7 @@
 // messages that say what to fix. Printed on start.
 
 import { parseArgs } from 'node:util';
+import { defaultOptions } from '../../ranges/core/types.ts';
 import { checkNodeId, checkPrefix, defaultPrefix } from '../transport/subjects.ts';
 
 export interface NodeConfig {
@@ -95,6 +96,32 @@ const env = (name: string): string | undefined => {
 
 function positiveInt(name: string, raw: string | undefined, fallback: number, max: number): number {
   return intIn(name, raw, fallback, 1, max);
+}
+
+/**
+ * The longest tick. A leader heartbeats every heartbeatTicks (2), and skips a follower
+ * that it sent entries since the last round (docs/consensus.md, "Rounds carried by
+ * appends"); so when writes stop, a follower's latest answered round may have opened two
+ * rounds (4 ticks) before the leader next checks its lease. A leader abdicates when its
+ * quorum's latest answered round opened a whole lease ago (leaseDurationMs, 900 ms, a time
+ * every node grants alike). From 225 ms a tick, a leader that went idle abdicated at that
+ * check: with --tick-ms 300 or 500 a cluster lost its leader within about a second of each
+ * election and never served. 150 leaves a third of the lease for the round trip and late
+ * timers.
+ */
+export const tickMsMax = Math.floor(
+  defaultOptions.leaseDurationMs / (2 * defaultOptions.heartbeatTicks) / 1.5,
+);
+
+function tickMsOf(raw: string | undefined): number {
+  if (raw !== undefined && Number(raw) > tickMsMax) {
+    throw new ConfigError(
+      `--tick-ms must be at most ${tickMsMax}: an idle leader's latest answered lease ` +
+        `round may be ${2 * defaultOptions.heartbeatTicks} ticks old, and it must be ` +
+        `younger than the ${defaultOptions.leaseDurationMs} ms lease; got ${JSON.stringify(raw)}`,
+    );
+  }
+  return positiveInt('--tick-ms', raw, 100, tickMsMax);
 }
 
 function nonNegativeInt(
@@ -196,7 +223,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
     initialNodes,
     prefix,
     logfile: str('logfile') ?? env('RASPUTIN_LOGFILE'),
-    tickMs: positiveInt('--tick-ms', str('tick-ms') ?? env('RASPUTIN_TICK_MS'), 100, 10_000),
+    tickMs: tickMsOf(str('tick-ms') ?? env('RASPUTIN_TICK_MS')),
     logEntriesMax: positiveInt(
       '--log-entries-max',
       str('log-entries-max') ?? env('RASPUTIN_LOG_ENTRIES_MAX'),

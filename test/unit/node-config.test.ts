@@ -1,7 +1,13 @@
-// `rasputin start` flags that take a number of milliseconds where 0 has a meaning of its own.
+// `rasputin start` flags that take a number of milliseconds: where 0 has a meaning of its own,
+// and the tick, whose bound comes from the lease.
 
 import { describe, expect, it } from 'vitest';
-import { ConfigError, defaultFollowerApplyMs, parseNodeConfig } from '../../src/node/config.ts';
+import {
+  ConfigError,
+  defaultFollowerApplyMs,
+  parseNodeConfig,
+  tickMsMax,
+} from '../../src/node/config.ts';
 
 const base = ['--node-id', 'a', '--storage-dir', '/tmp/rasputin-config-test'];
 
@@ -18,6 +24,33 @@ describe('--follower-apply-ms', () => {
       expect(() => parseNodeConfig(args)).toThrow(ConfigError);
       expect(() => parseNodeConfig(args)).toThrow(
         /--follower-apply-ms must be an integer in \[0, 60000\]/,
+      );
+    }
+  });
+});
+
+describe('--tick-ms', () => {
+  it('defaults to 100 and takes whole numbers up to tickMsMax (150)', () => {
+    expect(tickMsMax).toBe(150);
+    expect(parseNodeConfig(base).tickMs).toBe(100);
+    expect(parseNodeConfig([...base, '--tick-ms', '150']).tickMs).toBe(150);
+    expect(parseNodeConfig([...base, '--tick-ms', '20']).tickMs).toBe(20);
+  });
+
+  it('refuses a tick whose idle lease rounds would not fit in the 900 ms lease, saying so', () => {
+    for (const bad of ['151', '300', '500', '10000']) {
+      const args = [...base, `--tick-ms=${bad}`];
+      expect(() => parseNodeConfig(args)).toThrow(ConfigError);
+      expect(() => parseNodeConfig(args)).toThrow(
+        /--tick-ms must be at most 150: .* 4 ticks old, .* 900 ms lease/,
+      );
+    }
+  });
+
+  it('refuses what is not a whole number of ms', () => {
+    for (const bad of ['0', '-5', '1.5', 'fast', '']) {
+      expect(() => parseNodeConfig([...base, `--tick-ms=${bad}`])).toThrow(
+        /--tick-ms must be an integer in \[1, 150\]/,
       );
     }
   });

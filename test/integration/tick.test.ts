@@ -1,0 +1,73 @@
+// The longest tick a node takes (--tick-ms 150, config.ts tickMsMax) on real processes: a
+// leader is elected, serves writes and reads, and keeps its leadership whenever it goes
+// idle. Idle is the hard case: its followers' latest answered lease round may have opened
+// two rounds (4 ticks) before the leader checks its lease (docs/consensus.md, "Rounds
+// carried by appends"), and a leader abdicates when that is a whole 900 ms lease. With
+// --tick-ms 300 or 500, which nodes took before, a cluster lost its leader about a second
+// after each election and never served; at 225 (4 ticks = 900 ms) as well.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/client/index.ts';
+import type { Cluster } from './harness.ts';
+import {
+  clusterStartMsMax,
+  connectClient,
+  leaderOf,
+  sleep,
+  startServingCluster,
+  statusOf,
+  waitForLeader,
+} from './helpers.ts';
+
+const tickMs = 150;
+/** Idle this long after the election and after the writes: three leases each. */
+const idleMs = 2700;
+/** Then writes and reads this long. */
+const serveMs = 2000;
+
+let cluster: Cluster;
+let client: Client;
+
+beforeAll(async () => {
+  cluster = await startServingCluster({ nodes: 3, extraArgs: ['--tick-ms', String(tickMs)] });
+  client = await connectClient(cluster.natsUrl, 10_000);
+}, clusterStartMsMax);
+
+afterAll(async () => {
+  await client?.close();
+  await cluster?.stop();
+});
+
+describe(`--tick-ms ${tickMs}`, () => {
+  it('keeps one leader when idle after its election, through writes and reads, and idle after them', async () => {
+    const first = await waitForLeader(cluster.natsUrl);
+    const sameLeader = async (when: string) => {
+      const now = leaderOf(await statusOf(cluster.natsUrl));
+      // The same leader at the same term: it never abdicated, nobody campaigned.
+      expect({ when, node: now?.node, term: now?.r.term }).toEqual({
+        when,
+        node: first.node,
+        term: first.r.term,
+      });
+    };
+    // No traffic: only heartbeats renew the lease (writes' appends would renew it too).
+    await sleep(idleMs);
+    await sameLeader('after the idle wait');
+    const startedMs = performance.now();
+    let n = 0;
+    while (performance.now() - startedMs < serveMs && n < 10_000) {
+      await client.set(`tick-${n}`, `v${n}`);
+      const got = await client.get(`tick-${n}`);
+      expect(got && new TextDecoder().decode(got.value)).toBe(`v${n}`);
+      n++;
+      await sleep(20);
+    }
+    expect(n).toBeGreaterThan(20);
+    // The writes' last appends went since the last round: the next round skips the
+    // followers, and the one after that must come before the lease runs out.
+    await sleep(idleMs);
+    await sameLeader('idle after the writes');
+    const first0 = await client.get('tick-0');
+    expect(first0 && new TextDecoder().decode(first0.value)).toBe('v0');
+  });
+});
