@@ -37,6 +37,11 @@ export interface Progress {
   matchAtLastHeartbeat: LogIndex;
   /** An append with entries went to the follower since the last heartbeat round. */
   appendedSinceRound: boolean;
+  /**
+   * The last round skipped the follower (appendedSinceRound) and nothing answered has
+   * carried that round's seq to it since: the next tick heartbeats it (heartbeatOwed).
+   */
+  roundOwed: boolean;
   sending: SnapshotSend | undefined;
 }
 
@@ -52,6 +57,7 @@ export function newProgress(next: LogIndex): Progress {
     commitSent: 0,
     matchAtLastHeartbeat: 0,
     appendedSinceRound: false,
+    roundOwed: false,
     sending: undefined,
   };
 }

@@ -182,6 +182,8 @@ export class RaftCore {
 
   private electionElapsedTicks = 0;
   private heartbeatElapsedTicks = 0;
+  /** The last round skipped a follower (heartbeatOwed has something to look at). */
+  private heartbeatsOwed = false;
   private randomizedElectionTicks: number;
   // votes, progress and seqSentAtMs are shared empty maps (never written) while the role
   // does not use them; a campaign, a new leader and a lease round make their own.
@@ -530,7 +532,7 @@ export class RaftCore {
       if (this.leaderWantsQuiesce()) return undefined;
       this.openLeaseRound();
       this.heartbeatRound();
-    }
+    } else this.heartbeatOwed();
     this.sendCommitNotices();
     return undefined;
   }
@@ -599,8 +601,24 @@ export class RaftCore {
   private heartbeatRound(): void {
     for (const [to, pr] of this.progress) {
       if (!pr.appendedSinceRound || pr.state !== 'replicate') this.heartbeatTo(to, pr);
+      else {
+        pr.roundOwed = true;
+        this.heartbeatsOwed = true;
+      }
       pr.appendedSinceRound = false;
     }
+  }
+
+  /**
+   * The tick after a round: heartbeats each follower that round skipped and that no append
+   * with entries (answered, with the round's seq) reached since. Without it a follower whose
+   * writes stopped just after a round answered next the round after, and its part of the
+   * lease was 2 * heartbeatTicks old at the leader's check before it; now heartbeatTicks + 1.
+   */
+  private heartbeatOwed(): void {
+    if (!this.heartbeatsOwed) return; // (most ticks of most ranges: no loop)
+    this.heartbeatsOwed = false;
+    for (const [to, pr] of this.progress) if (pr.roundOwed) this.heartbeatTo(to, pr);
   }
 
   // ---------------------------------------------------------------- quiescence
@@ -841,6 +859,7 @@ export class RaftCore {
       seq: this.seq,
     };
     this.send(hb);
+    pr.roundOwed = false;
   }
 
   // ---------------------------------------------------------------- stepping messages
@@ -1331,6 +1350,7 @@ export class RaftCore {
     if (entries.length > 0) {
       // Answered, with this seq: it serves the current lease round (heartbeatRound).
       pr.appendedSinceRound = true;
+      pr.roundOwed = false;
     }
     if (pr.state === 'replicate') {
       if (entries.length > 0) {

@@ -99,25 +99,25 @@ function positiveInt(name: string, raw: string | undefined, fallback: number, ma
 }
 
 /**
- * The longest tick. A leader heartbeats every heartbeatTicks (2), and skips a follower
- * that it sent entries since the last round (docs/consensus.md, "Rounds carried by
- * appends"); so when writes stop, a follower's latest answered round may have opened two
- * rounds (4 ticks) before the leader next checks its lease. A leader abdicates when its
- * quorum's latest answered round opened a whole lease ago (leaseDurationMs, 900 ms, a time
- * every node grants alike). From 225 ms a tick, a leader that went idle abdicated at that
- * check: with --tick-ms 300 or 500 a cluster lost its leader within about a second of each
- * election and never served. 150 leaves a third of the lease for the round trip and late
- * timers.
+ * The longest tick. A leader heartbeats every heartbeatTicks (2); a round skips a follower
+ * that it sent entries since the last round and owes it a heartbeat at the next tick
+ * (docs/consensus.md, "Rounds carried by appends"). So when writes stop, a follower's
+ * latest answered round may have opened heartbeatTicks + 1 ticks before a check of the
+ * lease. A leader abdicates when its quorum's latest answered round opened a whole lease
+ * ago (leaseDurationMs, 900 ms, a time every node grants alike): with --tick-ms 300 or 500
+ * (taken before, up to 10,000) a cluster lost its leader within about a second of each
+ * election and never served. The bound leaves a third of the lease for the round trip
+ * and late timers.
  */
 export const tickMsMax = Math.floor(
-  defaultOptions.leaseDurationMs / (2 * defaultOptions.heartbeatTicks) / 1.5,
+  defaultOptions.leaseDurationMs / (defaultOptions.heartbeatTicks + 1) / 1.5,
 );
 
 function tickMsOf(raw: string | undefined): number {
   if (raw !== undefined && Number(raw) > tickMsMax) {
     throw new ConfigError(
       `--tick-ms must be at most ${tickMsMax}: an idle leader's latest answered lease ` +
-        `round may be ${2 * defaultOptions.heartbeatTicks} ticks old, and it must be ` +
+        `round may be ${defaultOptions.heartbeatTicks + 1} ticks old, and it must be ` +
         `younger than the ${defaultOptions.leaseDurationMs} ms lease; got ${JSON.stringify(raw)}`,
     );
   }

@@ -1,11 +1,10 @@
-// The longest tick a node takes (--tick-ms 150, config.ts tickMsMax) on real processes: a
+// The longest tick a node takes (--tick-ms 200, config.ts tickMsMax) on real processes: a
 // leader is elected, serves writes and reads, and keeps its leadership whenever it goes
 // idle. Idle is the hard case: its followers' latest answered lease round may have opened
-// two rounds (4 ticks) before the leader checks its lease (docs/consensus.md, "Rounds
-// carried by appends"), and a leader abdicates when that is a whole 900 ms lease. With
-// --tick-ms 300 or 500, which nodes took before, a cluster lost its leader about a second
-// after each election and never served; at 225 (4 ticks = 900 ms) as well.
-
+// heartbeatTicks + 1 (3) ticks before the leader checks its lease (docs/consensus.md,
+// "Rounds carried by appends"), and a leader abdicates when that is a whole 900 ms lease.
+// With --tick-ms 300 or 500, which nodes took before, a cluster lost its leader about a
+// second after each election and never served.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/client/index.ts';
 import { tickMsMax } from '../../src/node/config.ts';
@@ -20,7 +19,7 @@ import {
   waitForLeader,
 } from './helpers.ts';
 
-/** The longest tick a node takes (150 ms). */
+/** The longest tick a node takes (200 ms). */
 const tickMs = tickMsMax;
 /** Idle this long after the election and after the writes: three leases each. */
 const idleMs = 2700;
@@ -66,7 +65,7 @@ describe(`--tick-ms ${tickMs}`, () => {
     }
     expect(n).toBeGreaterThan(20);
     // The writes' last appends went since the last round: the next round skips the
-    // followers, and the one after that must come before the lease runs out.
+    // followers, and the tick after it owes them the heartbeat.
     await sleep(idleMs);
     await sameLeader('idle after the writes');
     const v0 = await client.get('tick-0');

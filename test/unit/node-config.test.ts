@@ -30,19 +30,19 @@ describe('--follower-apply-ms', () => {
 });
 
 describe('--tick-ms', () => {
-  it('defaults to 100 and takes whole numbers up to tickMsMax (150)', () => {
-    expect(tickMsMax).toBe(150);
+  it('defaults to 100 and takes whole numbers up to tickMsMax (200)', () => {
+    expect(tickMsMax).toBe(200);
     expect(parseNodeConfig(base).tickMs).toBe(100);
-    expect(parseNodeConfig([...base, '--tick-ms', '150']).tickMs).toBe(150);
+    expect(parseNodeConfig([...base, '--tick-ms', '200']).tickMs).toBe(200);
     expect(parseNodeConfig([...base, '--tick-ms', '20']).tickMs).toBe(20);
   });
 
   it('refuses a tick whose idle lease rounds would not fit in the 900 ms lease, saying so', () => {
-    for (const bad of ['151', '300', '500', '10000']) {
+    for (const bad of ['201', '300', '500', '10000']) {
       const args = [...base, `--tick-ms=${bad}`];
       expect(() => parseNodeConfig(args)).toThrow(ConfigError);
       expect(() => parseNodeConfig(args)).toThrow(
-        /--tick-ms must be at most 150: .* 4 ticks old, .* 900 ms lease/,
+        /--tick-ms must be at most 200: .* 3 ticks old, .* 900 ms lease/,
       );
     }
   });
@@ -50,7 +50,7 @@ describe('--tick-ms', () => {
   it('refuses what is not a whole number of ms', () => {
     for (const bad of ['0', '-5', '1.5', 'fast', '']) {
       expect(() => parseNodeConfig([...base, `--tick-ms=${bad}`])).toThrow(
-        /--tick-ms must be an integer in \[1, 150\]/,
+        /--tick-ms must be an integer in \[1, 200\]/,
       );
     }
   });
