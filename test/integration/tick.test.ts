@@ -2,9 +2,10 @@
 // leader is elected, serves writes and reads, and keeps its leadership whenever it goes
 // idle. Idle is the hard case: its followers' latest answered lease round may have opened
 // heartbeatTicks + 1 (3) ticks before the leader checks its lease (docs/consensus.md,
-// "Rounds carried by appends"), and a leader abdicates when that is a whole 900 ms lease.
+// "Owed heartbeats"), and a leader abdicates when that is a whole 900 ms lease.
 // With --tick-ms 300 or 500, which nodes took before, a cluster lost its leader about a
 // second after each election and never served.
+
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/client/index.ts';
 import { tickMsMax } from '../../src/node/config.ts';
