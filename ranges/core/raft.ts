@@ -611,9 +611,10 @@ export class RaftCore {
 
   /**
    * The tick after a round: heartbeats each follower that round skipped and that no append
-   * with entries (answered, with the round's seq) reached since. Without it a follower whose
-   * writes stopped just after a round answered next the round after, and its part of the
-   * lease was 2 * heartbeatTicks old at the leader's check before it; now heartbeatTicks + 1.
+   * with entries (answered, with the round's seq) reached since. Without it, a follower
+   * skipped just before writes stopped heard a newer seq only at the next round, and its
+   * part of the lease was 2 * heartbeatTicks old at the check before that round; now it is
+   * at most heartbeatTicks + 1.
    */
   private heartbeatOwed(): void {
     if (!this.heartbeatsOwed) return; // (most ticks of most ranges: no loop)

@@ -103,11 +103,11 @@ function positiveInt(name: string, raw: string | undefined, fallback: number, ma
  * that it sent entries since the last round and owes it a heartbeat at the next tick
  * (docs/consensus.md, "Rounds carried by appends" and "Owed heartbeats"). So when writes
  * stop, a follower's latest answered round may have opened heartbeatTicks + 1 ticks before
- * a check of the lease. A leader abdicates when its quorum's latest answered round opened a whole lease
- * ago (leaseDurationMs, 900 ms, a time every node grants alike): with --tick-ms 300 or 500
- * (taken before, up to 10,000) a cluster lost its leader within about a second of each
- * election and never served. The bound leaves a third of the lease for the round trip
- * and late timers.
+ * a check of the lease. A leader abdicates when its quorum's latest answered round opened
+ * a whole lease ago (leaseDurationMs, 900 ms, a time every node grants alike): with
+ * --tick-ms 300 or 500 (taken before, up to 10,000) a cluster lost its leader within about
+ * a second of each election and never served. The bound leaves a third of the lease for
+ * the round trip and late timers.
  */
 export const tickMsMax = Math.floor(
   defaultOptions.leaseDurationMs / (defaultOptions.heartbeatTicks + 1) / 1.5,
