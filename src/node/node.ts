@@ -195,8 +195,7 @@ interface RangeHost {
   /** History commands (compactEvents, forgetRequests) of this leader in flight (one of each at most). */
   historyInFlight: number;
   /** Positions applied --events-retain-s and --dedup-window-s ago (leader; compactHistory). */
-  eventsAge: AgedPositions | undefined;
-  requestsAge: AgedPositions | undefined;
+  ages: { events: AgedPositions; requests: AgedPositions } | undefined;
   /** The applied index when compactHistory first looked at the range led here, or -1. */
   historyFrom: number;
   /** Over the node's log memory budget: the next turn truncates this log (trimLogs). */
@@ -643,8 +642,7 @@ export class Node {
       wakeScheduled: false,
       tail: undefined,
       historyInFlight: 0,
-      eventsAge: undefined,
-      requestsAge: undefined,
+      ages: undefined,
       historyFrom: -1,
     };
     this.ranges.set(rangeId, h);
@@ -2004,7 +2002,7 @@ export class Node {
   private historyCommands(h: RangeHost, now: number): RangeCommand[] {
     const c = this.config;
     let upTo = this.store.eventsToCompact(h.rangeId, c.eventsRetainRevisions);
-    if (h.eventsAge === undefined || h.requestsAge === undefined) {
+    if (h.ages === undefined) {
       // Samples only once the range applied historyStepMin entries since it was first looked
       // at here (the earlier ones age all the same): the thousands of ranges a node leads
       // after a split storm, which apply nothing more, keep none.
@@ -2012,13 +2010,16 @@ export class Node {
       if (h.applied - h.historyFrom < historyStepMin) {
         return upTo === undefined ? [] : [{ op: 'compactEvents', upTo }];
       }
-      h.eventsAge = new AgedPositions(c.eventsRetainS * 1000);
-      h.requestsAge = new AgedPositions(c.dedupWindowS * 1000);
+      h.ages = {
+        events: new AgedPositions(c.eventsRetainS * 1000),
+        requests: new AgedPositions(c.dedupWindowS * 1000),
+      };
     }
-    h.eventsAge.note(now, h.applied);
-    h.requestsAge.note(now, h.applied);
+    const { events, requests } = h.ages;
+    events.note(now, h.applied);
+    requests.note(now, h.applied);
     const points = this.store.historyPoints(h.rangeId);
-    const eventsAged = h.eventsAge.aged(now);
+    const eventsAged = events.aged(now);
     if (
       eventsAged !== undefined &&
       eventsAged - (points.eventsOldestRetained - 1) >= historyStepMin
@@ -2027,7 +2028,7 @@ export class Node {
     }
     const out: RangeCommand[] = [];
     if (upTo !== undefined) out.push({ op: 'compactEvents', upTo });
-    const requestsAged = h.requestsAge.aged(now);
+    const requestsAged = requests.aged(now);
     if (
       requestsAged !== undefined &&
       requestsAged + 1 - points.requestsForgottenBelow >= historyStepMin
