@@ -200,6 +200,11 @@ interface RangeHost {
   historyFrom: number;
   /** Over the node's log memory budget: the next turn truncates this log (trimLogs). */
   trimLog: boolean;
+  /**
+   * Set by such a truncation when its turn applied entries (a follower's held ones): once
+   * the range has applied this index (durable), its next turn truncates up to it too. 0: none.
+   */
+  trimOnApplied: number;
   /** replica.core.log.memoryBytes as the node's total (logMemoryTotal) last counted it. */
   logMemorySeen: number;
 }
@@ -634,6 +639,7 @@ export class Node {
       spanStats: undefined,
       spanStatsStale: false,
       trimLog: false,
+      trimOnApplied: 0,
       logMemorySeen: 0,
       reportedStats: undefined,
       reportedAtMs: Number.NEGATIVE_INFINITY,
@@ -2289,7 +2295,11 @@ export class Node {
     let index = Math.min(h.applied, core.log.stable, core.log.applying);
     let keep = this.config.logEntriesMax;
     if (h.replica.quiescent()) keep = 0;
-    else if (h.trimLog) {
+    else if (h.trimLog || (h.trimOnApplied > 0 && h.applied >= h.trimOnApplied)) {
+      // h.applied moves when a turn's applies are durable, so what this turn applies (the
+      // entries a follower held back, handed over for the trim: heldApplyDue) stays in the
+      // log until a later turn: the first one after they are durable truncates them.
+      h.trimOnApplied = h.trimLog && core.log.applying > index ? core.log.applying : 0;
       h.trimLog = false;
       keep = 0;
       index = Math.min(index, core.replicatingMatchFloor() ?? index);
