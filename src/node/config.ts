@@ -49,6 +49,12 @@ export interface NodeConfig {
    * "Followers apply late").
    */
   readonly followerApplyMs: number;
+  /**
+   * How long a leader may hold committed entries that nothing waits on before it applies
+   * them (0: at once): while its range takes writes and no reads (docs/ranges.md, "Leaders
+   * apply late under writes alone").
+   */
+  readonly leaderApplyMs: number;
 }
 
 /** Production-sized (as TiKV's region-split-size order of magnitude). */
@@ -79,6 +85,7 @@ export const defaultLogMemoryMax = 64 * 1024 * 1024;
 
 /** A follower applies a range's committed entries at most this long after the first. */
 export const defaultFollowerApplyMs = 500;
+export const defaultLeaderApplyMs = 500;
 
 /** Held subscribe polls per node (each is a pending NATS request and a small record). */
 export const defaultEventsPollsMax = 10_000;
@@ -180,6 +187,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         'dedup-window-s': { type: 'string' },
         'events-polls-max': { type: 'string' },
         'follower-apply-ms': { type: 'string' },
+        'leader-apply-ms': { type: 'string' },
       },
       strict: true,
       allowPositionals: false,
@@ -271,6 +279,12 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       '--follower-apply-ms',
       str('follower-apply-ms') ?? env('RASPUTIN_FOLLOWER_APPLY_MS'),
       defaultFollowerApplyMs,
+      60_000,
+    ),
+    leaderApplyMs: nonNegativeInt(
+      '--leader-apply-ms',
+      str('leader-apply-ms') ?? env('RASPUTIN_LEADER_APPLY_MS'),
+      defaultLeaderApplyMs,
       60_000,
     ),
   };

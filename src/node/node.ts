@@ -164,6 +164,11 @@ interface RangeHost {
    */
   heldApply: Entry[] | undefined;
   heldApplySinceMs: number;
+  /**
+   * When a read or a subscribe poll at this leader last had to wait for the applied index
+   * (performance.now()): a leader holds nothing back for a second after (holdsApply).
+   */
+  readWaitedAtMs: number;
   /** Highest index applied by a turn whose results this node has seen (maybe not durable). */
   appliedSeen: number;
   /** Client operations answered since `opsSinceMs`, and the last full second's rate. */
@@ -442,7 +447,8 @@ export class Node {
         `log-entries-max=${c.logEntriesMax} log-memory-max=${c.logMemoryMax} ` +
         `events-retain=${c.eventsRetainRevisions} events-retain-s=${c.eventsRetainS} ` +
         `dedup-window-s=${c.dedupWindowS} ` +
-        `events-polls-max=${c.eventsPollsMax} follower-apply-ms=${c.followerApplyMs}`,
+        `events-polls-max=${c.eventsPollsMax} follower-apply-ms=${c.followerApplyMs} ` +
+        `leader-apply-ms=${c.leaderApplyMs}`,
     );
     this.store = Store.open(c.storageDir);
     const owner = this.store.getMeta('nodeId');
@@ -632,6 +638,7 @@ export class Node {
       readsWaiting: [],
       heldApply: undefined,
       heldApplySinceMs: 0,
+      readWaitedAtMs: Number.NEGATIVE_INFINITY,
       appliedSeen: loaded.state.applied,
       opsSinceMs: performance.now(),
       opsPerS: 0,
@@ -1352,6 +1359,7 @@ export class Node {
         return;
       }
       this.touch(h);
+      h.readWaitedAtMs = nowMs;
       const id = this.nextReadId++;
       if (h.replica.read(id)) {
         done(this.notLeader(h));
@@ -1477,7 +1485,10 @@ export class Node {
           }
         }
         if (rd.committed.length > 0) {
-          if (this.holdsApply(h, rd.committed)) {
+          // Sets answered at commit leave h.writes first: a leader holds only entries that
+          // nobody waits on (holdsApply).
+          this.answerCommittedSets(h, rd.committed);
+          if (this.holdsApply(h, rd.committed, startMs)) {
             if (h.heldApply === undefined) {
               h.heldApply = [];
               h.heldApplySinceMs = startMs;
@@ -1487,7 +1498,6 @@ export class Node {
             this.applyHeld(h, turn, applied);
             this.applyInTurn(h, rd.committed, turn, applied);
           }
-          this.answerCommittedSets(h, rd.committed);
         }
         for (const rs of rd.readStates) h.readsWaiting.push({ index: rs.index, id: rs.id });
         for (const id of rd.droppedReads) {
@@ -1590,30 +1600,51 @@ export class Node {
   }
 
   /**
-   * Whether a follower holds these committed entries back (docs/ranges.md, "Followers apply
-   * late"): nothing linearizable rests on its apply, and a range taking a write every
-   * turn or two then applies several in one go instead of one per turn, each apply costing
-   * its range's state, progress record and bookkeeping in the turn's transaction. A leader
-   * applies at once (its reads wait for it), and so does a follower for a split (the new
-   * range's replicas must exist here for its first votes) or any other kind of entry.
+   * Whether h holds these committed entries back from this turn's apply (docs/ranges.md,
+   * "Followers apply late", "Leaders apply late under writes alone"): a range taking a
+   * write every turn or two then applies several in one go instead of one per turn, each
+   * apply costing its range's state, progress record, events and bookkeeping in the turn's
+   * transaction. Never a split (the new range's replicas must exist here for its first
+   * votes) or another kind of entry, nor on a quiescent range. A leader holds only while
+   * nothing waits on its apply: no write answered at apply (a cas, a del, a set held for a
+   * span change: still in h.writes), no read or held poll now or in the last second. (The
+   * placement driver's local read of the directory is a hint, written to by cas: it may
+   * lag by a hold.)
    */
-  private holdsApply(h: RangeHost, entries: readonly Entry[]): boolean {
-    if (this.config.followerApplyMs === 0) return false;
-    if (h.replica.role() === 'leader' || h.replica.quiescent()) return false;
+  private holdsApply(h: RangeHost, entries: readonly Entry[], nowMs: number): boolean {
+    if (h.replica.quiescent()) return false;
+    if (h.replica.role() === 'leader') {
+      if (this.config.leaderApplyMs === 0) return false;
+      if (this.leaderApplyWanted(h, nowMs)) return false;
+      if (h.writes !== undefined) for (const e of entries) if (h.writes.has(e.index)) return false;
+    } else if (this.config.followerApplyMs === 0) {
+      return false;
+    }
     for (const e of entries) if (e.kind !== 'normal' || isSplitCommand(e.data)) return false;
     return true;
+  }
+
+  /** Whether a read or a subscribe poll waits, or waited within readWaitQuietMs, on h's apply. */
+  private leaderApplyWanted(h: RangeHost, nowMs: number): boolean {
+    return (
+      h.readsWaiting.length > 0 ||
+      (h.polls !== undefined && h.polls.size > 0) ||
+      nowMs - h.readWaitedAtMs < readWaitQuietMs
+    );
   }
 
   /** Whether what h holds back (holdsApply) is to apply now, at `nowMs`. */
   private heldApplyDue(h: RangeHost, nowMs: number): boolean {
     const held = h.heldApply;
+    if (held === undefined) return false;
+    const leader = h.replica.role() === 'leader';
     return (
-      held !== undefined &&
-      (nowMs - h.heldApplySinceMs >= this.config.followerApplyMs ||
-        held.length >= heldApplyMax ||
-        h.trimLog || // the log memory budget: the log truncates only up to the applied index
-        h.replica.role() === 'leader' ||
-        h.replica.quiescent())
+      nowMs - h.heldApplySinceMs >=
+        (leader ? this.config.leaderApplyMs : this.config.followerApplyMs) ||
+      held.length >= heldApplyMax ||
+      h.trimLog || // the log memory budget: the log truncates only up to the applied index
+      h.replica.quiescent() ||
+      (leader && this.leaderApplyWanted(h, nowMs))
     );
   }
 
@@ -1730,6 +1761,9 @@ export class Node {
     );
     (h.polls ??= new Set()).add(held);
     this.stats.pollsHeld++;
+    // What the range's leader holds back applies in its next turn (heldApplyDue).
+    h.readWaitedAtMs = performance.now();
+    if (h.heldApply !== undefined) this.touch(h);
   }
 
   /**
@@ -2722,8 +2756,14 @@ export class Node {
   }
 }
 
-/** A follower applies a range's held entries once it holds this many (holdsApply). */
+/** A range applies its held entries once it holds this many (holdsApply). */
 const heldApplyMax = 256;
+/**
+ * A leader holds no apply back for this long after a read or a subscribe poll had to wait
+ * for its applied index (holdsApply): a range that is read as well as written applies at
+ * once, as before, and its reads find their index applied.
+ */
+const readWaitQuietMs = 1000;
 
 /** Bytes of an event in a reply, about (for the reply budget). */
 function wireEventBytes(e: WireEvent): number {

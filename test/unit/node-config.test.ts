@@ -5,25 +5,29 @@ import { describe, expect, it } from 'vitest';
 import {
   ConfigError,
   defaultFollowerApplyMs,
+  defaultLeaderApplyMs,
   parseNodeConfig,
   tickMsMax,
 } from '../../src/node/config.ts';
 
 const base = ['--node-id', 'a', '--storage-dir', '/tmp/rasputin-config-test'];
 
-describe('--follower-apply-ms', () => {
-  it('defaults to defaultFollowerApplyMs; 0 means apply at once', () => {
-    expect(parseNodeConfig(base).followerApplyMs).toBe(defaultFollowerApplyMs);
-    expect(parseNodeConfig([...base, '--follower-apply-ms', '0']).followerApplyMs).toBe(0);
-    expect(parseNodeConfig([...base, '--follower-apply-ms', '250']).followerApplyMs).toBe(250);
+describe.each([
+  ['--follower-apply-ms', 'followerApplyMs', defaultFollowerApplyMs],
+  ['--leader-apply-ms', 'leaderApplyMs', defaultLeaderApplyMs],
+] as const)('%s', (flag, field, fallback) => {
+  it('has its default; 0 means apply at once', () => {
+    expect(parseNodeConfig(base)[field]).toBe(fallback);
+    expect(parseNodeConfig([...base, flag, '0'])[field]).toBe(0);
+    expect(parseNodeConfig([...base, flag, '250'])[field]).toBe(250);
   });
 
   it('rejects what is not a whole number of ms in [0, 60000], naming the flag', () => {
     for (const bad of ['-1', '1.5', 'soon', '60001', '']) {
-      const args = [...base, `--follower-apply-ms=${bad}`];
+      const args = [...base, `${flag}=${bad}`];
       expect(() => parseNodeConfig(args)).toThrow(ConfigError);
       expect(() => parseNodeConfig(args)).toThrow(
-        /--follower-apply-ms must be an integer in \[0, 60000\]/,
+        new RegExp(`${flag} must be an integer in \\[0, 60000\\]`),
       );
     }
   });
