@@ -1487,8 +1487,8 @@ export class Node {
         if (rd.committed.length > 0) {
           // Sets answered at commit leave h.writes first: a leader holds only entries that
           // nobody waits on (holdsApply).
-          this.answerCommittedSets(h, rd.committed);
-          if (this.holdsApply(h, rd.committed, startMs)) {
+          const setsAnswered = this.answerCommittedSets(h, rd.committed);
+          if (this.holdsApply(h, rd.committed, startMs, setsAnswered)) {
             if (h.heldApply === undefined) {
               h.heldApply = [];
               h.heldApplySinceMs = startMs;
@@ -1607,14 +1607,22 @@ export class Node {
    * transaction. Never a split (the new range's replicas must exist here for its first
    * votes) or another kind of entry, nor on a quiescent range. A leader holds only while
    * nothing waits on its apply: no write answered at apply (a cas, a del, a set held for a
-   * span change: still in h.writes), no read or held poll now or in the last second. (The
+   * span change: still in h.writes), no read or held poll now or in the last second; and
+   * it starts holding only with sets it answered at commit (`setsAnswered`), so a range
+   * that is only read applies what else commits (history commands) at once. (The
    * placement driver's local read of the directory is a hint, written to by cas: it may
    * lag by a hold.)
    */
-  private holdsApply(h: RangeHost, entries: readonly Entry[], nowMs: number): boolean {
+  private holdsApply(
+    h: RangeHost,
+    entries: readonly Entry[],
+    nowMs: number,
+    setsAnswered: number,
+  ): boolean {
     if (h.replica.quiescent()) return false;
     if (h.replica.role() === 'leader') {
       if (this.config.leaderApplyMs === 0) return false;
+      if (setsAnswered === 0 && h.heldApply === undefined) return false;
       if (this.leaderApplyWanted(h, nowMs)) return false;
       if (h.writes !== undefined) for (const e of entries) if (h.writes.has(e.index)) return false;
     } else if (this.config.followerApplyMs === 0) {
@@ -2152,8 +2160,10 @@ export class Node {
    * transaction's body (0.5-1.4 ms at one put in flight here). Every committed entry is
    * looked at, in order, for splits.
    */
-  private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): void {
+  /** Answers the sets of `entries` that may be answered at commit; returns how many. */
+  private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): number {
     const writes = h.writes;
+    let answered = 0;
     /** The store's descriptor of h, looked up once per call, when a set needs it. */
     let d: RangeDescriptor | undefined;
     for (const e of entries) {
@@ -2171,8 +2181,10 @@ export class Node {
       }
       writes!.delete(e.index);
       this.stats.setsAnsweredAtCommit++;
+      answered++;
       w.done({ ok: true });
     }
+    return answered;
   }
 
   private answerApplied(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {

@@ -64,12 +64,18 @@ async function leaderRange1(leader: string) {
   return r!;
 }
 
+/** Range 1 at its leader, which holds committed entries back (applied below commit). */
+async function heldAtLeader(leader: string) {
+  const r = await leaderRange1(leader);
+  expect(r.applied).toBeLessThan(r.commit);
+  return r;
+}
+
 describe('leaders apply late under writes alone', () => {
   it('holds writes alone at the leader; a get ends the hold and reads the last write', async () => {
     const leader = await waitForLeader(cluster.natsUrl);
     await writeSerially('la-hold');
-    const held = await leaderRange1(leader.node);
-    expect(held.applied).toBeLessThan(held.commit);
+    const held = await heldAtLeader(leader.node);
 
     const startedMs = nowMs();
     expect(await read(`la-hold-${writes - 1}`)).toBe(`v${writes - 1}`);
@@ -86,8 +92,7 @@ describe('leaders apply late under writes alone', () => {
     await writeSerially('la-cas');
     await client.set('la-cas-x', 'a');
     await client.set('la-cas-x', 'b');
-    const held = await leaderRange1(leader.node);
-    expect(held.applied).toBeLessThan(held.commit);
+    await heldAtLeader(leader.node);
     expect((await client.cas('la-cas-x', 'a', 'wrong')).success).toBe(false);
     expect((await client.cas('la-cas-x', 'b', 'c')).success).toBe(true);
     expect((await client.del('la-cas-x')).value?.toString()).toBe('c');
@@ -97,9 +102,7 @@ describe('leaders apply late under writes alone', () => {
     await sleep(readQuietMs);
     const leader = await waitForLeader(cluster.natsUrl);
     await writeSerially('la-poll-before');
-    expect((await leaderRange1(leader.node)).applied).toBeLessThan(
-      (await leaderRange1(leader.node)).commit,
-    );
+    await heldAtLeader(leader.node);
     const sub = client.subscribe('la-poll/', { waitMs: holdMs * 2 });
     try {
       await sub.started;
@@ -122,8 +125,7 @@ describe('leaders apply late under writes alone', () => {
     await sleep(readQuietMs);
     const leader = await waitForLeader(cluster.natsUrl);
     await writeSerially('la-kill');
-    const held = await leaderRange1(leader.node);
-    expect(held.applied).toBeLessThan(held.commit);
+    await heldAtLeader(leader.node);
     await cluster.stopNode(leader.node, 'SIGKILL');
     await waitForLeader(cluster.natsUrl, { timeoutMs: 30_000, exclude: [leader.node] });
     for (let i = 0; i < writes; i++) expect(await read(`la-kill-${i}`, 15_000)).toBe(`v${i}`);
