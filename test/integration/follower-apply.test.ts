@@ -17,12 +17,14 @@ import {
   nodeLogs,
   nowMs,
   range1,
+  readText,
   sleep,
   startServingCluster,
   statusOf,
   waitForCaughtUp,
   waitForLeader,
   waitUntil,
+  writeSerially,
 } from './helpers.ts';
 
 const holdMs = 5000;
@@ -53,19 +55,10 @@ async function range1ByNode() {
   return range1(await statusOf(cluster.natsUrl));
 }
 
-async function read(key: string, timeoutMs?: number): Promise<string | null> {
-  const r = await client.get(key, timeoutMs === undefined ? undefined : { timeoutMs });
-  return r === null ? null : new TextDecoder().decode(r.value);
-}
-
-async function writeSerially(prefix: string): Promise<void> {
-  for (let i = 0; i < writes; i++) await client.set(`${prefix}-${i}`, `v${i}`);
-}
-
 describe('followers apply late', () => {
   it('holds acknowledged writes on the followers, and applies them once the hold passes', async () => {
     const leader = await waitForLeader(cluster.natsUrl);
-    await writeSerially('fa-hold');
+    await writeSerially(client, 'fa-hold', writes);
     const held = await range1ByNode();
     const commit = held.get(leader.node)!.commit;
     const followers = [...held].filter(([node]) => node !== leader.node);
@@ -80,7 +73,7 @@ describe('followers apply late', () => {
   });
 
   it('applies a split at once on every node, with the writes held before it', async () => {
-    await writeSerially('fb-split');
+    await writeSerially(client, 'fb-split', writes);
     // Nothing held from these, then two writes held: the split comes within the new hold.
     await waitForCaughtUp(cluster.natsUrl, cluster.nodeIds, heldApplyMsMax);
     await client.set('fb-split-0', 'v0');
@@ -123,14 +116,14 @@ describe('followers apply late', () => {
     );
     // The new range serves, and the writes on both sides read back.
     await client.set('fb-split-30', 'after');
-    expect(await read('fb-split-30')).toBe('after');
-    for (const i of [0, 19, 20, 39]) expect(await read(`fb-split-${i}`)).toBe(`v${i}`);
+    expect(await readText(client, 'fb-split-30')).toBe('after');
+    for (const i of [0, 19, 20, 39]) expect(await readText(client, `fb-split-${i}`)).toBe(`v${i}`);
   });
 
   it('kill -9 of the leader while followers hold writes: every acknowledged write reads back', async () => {
     const leader = await waitForLeader(cluster.natsUrl);
     // Range 1 holds keys before the split key: these stay on it.
-    await writeSerially('fa-kill');
+    await writeSerially(client, 'fa-kill', writes);
     const before = await range1ByNode();
     const commit = before.get(leader.node)!.commit;
     const holding = [...before].filter(([node, r]) => node !== leader.node && r.applied < commit);
@@ -138,7 +131,7 @@ describe('followers apply late', () => {
     await cluster.stopNode(leader.node, 'SIGKILL');
     await waitForLeader(cluster.natsUrl, { timeoutMs: 30_000, exclude: [leader.node] });
     for (let i = 0; i < writes; i++) {
-      expect(await read(`fa-kill-${i}`, 15_000)).toBe(`v${i}`);
+      expect(await readText(client, `fa-kill-${i}`, 15_000)).toBe(`v${i}`);
     }
   });
 });

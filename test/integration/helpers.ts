@@ -178,6 +178,21 @@ export function connectClient(natsUrl: string, timeoutMs = 5000): Promise<Client
   return Client.connect({ servers: natsUrl, timeoutMs, name: 'rasputin-it' });
 }
 
+/** `key`'s value as text, or null when absent (one get, no retry). */
+export async function readText(
+  client: Client,
+  key: string,
+  timeoutMs?: number,
+): Promise<string | null> {
+  const r = await client.get(key, timeoutMs === undefined ? undefined : { timeoutMs });
+  return r === null ? null : r.value.toString('utf8');
+}
+
+/** Sets `<prefix>-<i>` to `v<i>` for i in [0, n), one after another. */
+export async function writeSerially(client: Client, prefix: string, n: number): Promise<void> {
+  for (let i = 0; i < n; i++) await client.set(`${prefix}-${i}`, `v${i}`);
+}
+
 /** Retries `get` until it answers (a cluster that just healed may still be electing). */
 export async function getEventually(
   client: Client,

@@ -16,10 +16,12 @@ import {
   connectClient,
   nowMs,
   range1,
+  readText,
   sleep,
   startServingCluster,
   statusOf,
   waitForLeader,
+  writeSerially,
 } from './helpers.ts';
 
 const holdMs = 5000;
@@ -48,15 +50,6 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-async function read(key: string, timeoutMs?: number): Promise<string | null> {
-  const r = await client.get(key, timeoutMs === undefined ? undefined : { timeoutMs });
-  return r === null ? null : new TextDecoder().decode(r.value);
-}
-
-async function writeSerially(prefix: string): Promise<void> {
-  for (let i = 0; i < writes; i++) await client.set(`${prefix}-${i}`, `v${i}`);
-}
-
 /** Range 1 at its leader, as the leader reports it. */
 async function leaderRange1(leader: string) {
   const r = range1(await statusOf(cluster.natsUrl)).get(leader);
@@ -74,22 +67,22 @@ async function heldAtLeader(leader: string) {
 describe('leaders apply late under writes alone', () => {
   it('holds writes alone at the leader; a get ends the hold and reads the last write', async () => {
     const leader = await waitForLeader(cluster.natsUrl);
-    await writeSerially('la-hold');
+    await writeSerially(client, 'la-hold', writes);
     const held = await heldAtLeader(leader.node);
 
     const startedMs = nowMs();
-    expect(await read(`la-hold-${writes - 1}`)).toBe(`v${writes - 1}`);
+    expect(await readText(client, `la-hold-${writes - 1}`)).toBe(`v${writes - 1}`);
     const tookMs = nowMs() - startedMs;
     expect(tookMs).toBeLessThan(endsHoldMsMax);
     expect((await leaderRange1(leader.node)).applied).toBeGreaterThanOrEqual(held.commit);
-    for (const i of [0, 7, 13]) expect(await read(`la-hold-${i}`)).toBe(`v${i}`);
+    for (const i of [0, 7, 13]) expect(await readText(client, `la-hold-${i}`)).toBe(`v${i}`);
     console.log(`leader apply: a get ended the hold in ${Math.round(tookMs)} ms`);
   });
 
   it('a cas after held sets sees the last of them, and a del the cas', async () => {
     await sleep(readQuietMs);
     const leader = await waitForLeader(cluster.natsUrl);
-    await writeSerially('la-cas');
+    await writeSerially(client, 'la-cas', writes);
     await client.set('la-cas-x', 'a');
     await client.set('la-cas-x', 'b');
     await heldAtLeader(leader.node);
@@ -101,7 +94,7 @@ describe('leaders apply late under writes alone', () => {
   it('a subscribe poll held at the leader gets a new write at once', async () => {
     await sleep(readQuietMs);
     const leader = await waitForLeader(cluster.natsUrl);
-    await writeSerially('la-poll-before');
+    await writeSerially(client, 'la-poll-before', writes);
     await heldAtLeader(leader.node);
     const sub = client.subscribe('la-poll/', { waitMs: holdMs * 2 });
     try {
@@ -124,10 +117,11 @@ describe('leaders apply late under writes alone', () => {
   it('kill -9 of the leader while it holds writes: every acknowledged write reads back', async () => {
     await sleep(readQuietMs);
     const leader = await waitForLeader(cluster.natsUrl);
-    await writeSerially('la-kill');
+    await writeSerially(client, 'la-kill', writes);
     await heldAtLeader(leader.node);
     await cluster.stopNode(leader.node, 'SIGKILL');
     await waitForLeader(cluster.natsUrl, { timeoutMs: 30_000, exclude: [leader.node] });
-    for (let i = 0; i < writes; i++) expect(await read(`la-kill-${i}`, 15_000)).toBe(`v${i}`);
+    for (let i = 0; i < writes; i++)
+      expect(await readText(client, `la-kill-${i}`, 15_000)).toBe(`v${i}`);
   });
 });
