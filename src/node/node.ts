@@ -2158,9 +2158,8 @@ export class Node {
    * Reads stay linearizable: one that starts after this answer waits until the entry is
    * applied (its read index is at least the commit index). Saves the wait for the apply
    * transaction's body (0.5-1.4 ms at one put in flight here). Every committed entry is
-   * looked at, in order, for splits.
+   * looked at, in order, for splits. Returns how many sets it answered (holdsApply).
    */
-  /** Answers the sets of `entries` that may be answered at commit; returns how many. */
   private answerCommittedSets(h: RangeHost, entries: readonly Entry[]): number {
     const writes = h.writes;
     let answered = 0;

@@ -203,8 +203,7 @@ export async function getEventually(
   let lastError: unknown;
   for (let attempt = 0; attempt < 1000 && nowMs() < deadline; attempt++) {
     try {
-      const r = await client.get(key, { timeoutMs: Math.max(100, deadline - nowMs()) });
-      return r === null ? null : r.value.toString('utf8');
+      return await readText(client, key, Math.max(100, deadline - nowMs()));
     } catch (err) {
       lastError = err;
       await sleep(100);
