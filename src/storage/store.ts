@@ -1044,41 +1044,20 @@ export class Store {
     // past it lmdb-js still grows the map) keeps each page mapped once.
     this.root = open(dir, { maxDbs: 16, noSubdir: false, mapSize: mapSizeBytes });
     this.metaDb = this.root.openDB<string, string>('meta', { encoding: 'string' });
-    this.stateDb = this.root.openDB<Buffer, number>('state', {
-      keyEncoding: 'uint32',
-      encoding: 'binary',
-    });
-    this.progressDb = this.root.openDB<Buffer, number>('progress', {
-      keyEncoding: 'uint32',
-      encoding: 'binary',
-    });
-    this.logDb = this.root.openDB<Buffer, Buffer>('log', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.journalDb = this.root.openDB<Buffer, Buffer>('journal', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.dataDb = this.root.openDB<Buffer, Buffer>('data', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.requestsDb = this.root.openDB<Buffer, Buffer>('requests', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.expiryDb = this.root.openDB<Buffer, Buffer>('expiry', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.eventsDb = this.root.openDB<Buffer, Buffer>('events', {
-      keyEncoding: 'binary',
-      encoding: 'binary',
-    });
-    this.eventlogDbs = eventlogNames.map((name) =>
-      this.root.openDB<Buffer, Buffer>(name, { keyEncoding: 'binary', encoding: 'binary' }),
-    );
+    // Keyed by range id (uint32) or by bytes; every value is bytes.
+    const byRangeId = (name: string) =>
+      this.root.openDB<Buffer, number>(name, { keyEncoding: 'uint32', encoding: 'binary' });
+    const byBytes = (name: string) =>
+      this.root.openDB<Buffer, Buffer>(name, { keyEncoding: 'binary', encoding: 'binary' });
+    this.stateDb = byRangeId('state');
+    this.progressDb = byRangeId('progress');
+    this.logDb = byBytes('log');
+    this.journalDb = byBytes('journal');
+    this.dataDb = byBytes('data');
+    this.requestsDb = byBytes('requests');
+    this.expiryDb = byBytes('expiry');
+    this.eventsDb = byBytes('events');
+    this.eventlogDbs = eventlogNames.map(byBytes);
     this.eventlogSegments = eventlogNames.map(() => undefined);
 
     let storeId = this.metaDb.get('storeId');
