@@ -85,6 +85,7 @@ export const defaultLogMemoryMax = 64 * 1024 * 1024;
 
 /** A follower applies a range's committed entries at most this long after the first. */
 export const defaultFollowerApplyMs = 500;
+/** A leader of a range under writes alone applies them at most this long after the first. */
 export const defaultLeaderApplyMs = 500;
 
 /** Held subscribe polls per node (each is a pending NATS request and a small record). */
