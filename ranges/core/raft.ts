@@ -289,6 +289,15 @@ export class RaftCore {
     return now < expiryMs;
   }
 
+  /**
+   * The lease expiry hasValidLease last proved, whole milliseconds rounded down (or a
+   * negative number): a lower bound of the lease until the core changes (RangeReplica's
+   * lease gate).
+   */
+  leaseProvenUntilMs(): number {
+    return this.leaseHeldUntilMs;
+  }
+
   /** Forgets the lease rounds, and with them the lease expiry kept from them (hasValidLease). */
   private dropLeaseRounds(): void {
     this.seqSentAtMs = neverWritten();

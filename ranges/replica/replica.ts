@@ -59,6 +59,18 @@ function stopActor(actor: Actor<typeof replicaMachine>): void {
 }
 
 export class RangeReplica {
+  /**
+   * The lease gate: a lease read whose clock reading is before leaseGateMs is served at
+   * leaseGateIndex without asking the core (leaseReadIndex). Opened by a lease read the
+   * core granted, at the lease's proven expiry (RaftCore.leaseProvenUntilMs) and the
+   * committed index it read; closed (0) by every method below that can change the core:
+   * its role, lifecycle, commit index, lease rounds or a transfer. So while it is open the
+   * core would answer the same. The core is changed only through those methods (the host's
+   * log compaction aside, which no lease read reads). Ticks close it too, so the first
+   * lease read after each tick goes to the core and keeps the range awake.
+   */
+  private leaseGateMs = 0;
+  private leaseGateIndex: LogIndex = 0;
   readonly core: RaftCore;
   /**
    * The machine's actor; none while the range is quiescent (hibernation: an actor and its
@@ -161,6 +173,7 @@ export class RangeReplica {
 
   /** Ticks an active replica; a quiescent one ignores ticks (the host may skip them). */
   tick(): void {
+    this.leaseGateMs = 0;
     if (this.asleep) return;
     this.change(this.tickRole());
     this.maybeQuiesce();
@@ -175,6 +188,7 @@ export class RangeReplica {
 
   /** Wakes a quiescent replica (a no-op when active): a leader heartbeats at once. */
   wake(): void {
+    this.leaseGateMs = 0;
     if (this.asleep) this.send({ type: 'WAKE', leaderLapsed: false });
   }
 
@@ -184,6 +198,7 @@ export class RangeReplica {
    * timeout (PreVote first). A no-op unless quiescent and a follower.
    */
   leaderLapsed(): void {
+    this.leaseGateMs = 0;
     if (this.asleep && this.state === 'follower') {
       this.send({ type: 'WAKE', leaderLapsed: true });
     }
@@ -205,6 +220,7 @@ export class RangeReplica {
   }
 
   step(messages: readonly Message[]): void {
+    this.leaseGateMs = 0;
     let rest = messages;
     // Each round either consumes every message or makes one change (a wake or a role change).
     for (let rounds = 0; rest.length > 0 && rounds <= 2 * messages.length + 4; rounds++) {
@@ -234,6 +250,7 @@ export class RangeReplica {
 
   /** Proposes a batch; a quiescent leader wakes first. */
   propose(datas: readonly Uint8Array[]): ProposeResult {
+    this.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();
     return this.core.propose(datas);
@@ -245,8 +262,14 @@ export class RangeReplica {
    * `nowMs`: see RaftCore.leaseReadIndex.
    */
   leaseReadIndex(nowMs?: number): LogIndex | undefined {
+    if (nowMs !== undefined && nowMs < this.leaseGateMs) return this.leaseGateIndex;
     if (this.state !== 'leader' || this.asleep) return undefined;
-    return this.core.leaseReadIndex(nowMs);
+    const at = this.core.leaseReadIndex(nowMs);
+    if (at !== undefined && nowMs !== undefined) {
+      this.leaseGateMs = this.core.leaseProvenUntilMs();
+      this.leaseGateIndex = at;
+    }
+    return at;
   }
 
   /**
@@ -254,6 +277,7 @@ export class RangeReplica {
    * wakes first and holds no lease then: the read uses ReadIndex.
    */
   read(id: number): ReadError | null {
+    this.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();
     this.core.read(id);
@@ -261,6 +285,7 @@ export class RangeReplica {
   }
 
   transferLeadership(target: ReplicaId): { code: 'invalidTarget' | 'notLeader' } | null {
+    this.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader' };
     this.wake();
     return this.core.transferLeadership(target) ?? null;
@@ -273,22 +298,26 @@ export class RangeReplica {
 
   /** See RaftCore.noticeCommit (an active leader only). */
   noticeCommit(): void {
+    this.leaseGateMs = 0;
     if (this.state === 'leader' && !this.asleep) this.core.noticeCommit();
   }
 
   /** See RaftCore.splitOff. */
   splitOff(campaignNotBeforeMs: number): void {
+    this.leaseGateMs = 0;
     this.core.splitOff(campaignNotBeforeMs);
   }
 
   /** A follower campaigns now (the first replica of a range split off on its leader's node). */
   campaignNow(): void {
+    this.leaseGateMs = 0;
     if (this.state !== 'follower') return;
     this.wake();
     this.change(this.core.campaignNow());
   }
 
   remove(): void {
+    this.leaseGateMs = 0;
     if (this.state !== 'removed') this.send({ type: 'REMOVE' });
   }
 
@@ -297,14 +326,17 @@ export class RangeReplica {
   }
 
   ready(): Ready {
+    this.leaseGateMs = 0;
     return this.core.ready();
   }
 
   persisted(writeId: number): void {
+    this.leaseGateMs = 0;
     this.core.persisted(writeId);
   }
 
   compact(index: LogIndex): void {
+    this.leaseGateMs = 0;
     this.core.compact(index);
   }
 }

@@ -73,6 +73,16 @@ describe('simulator checkers', () => {
     expect([...checkers].sort()).toEqual(['key-owned-by-one-range', 'linearizable']);
   });
 
+  it('report lease reads answered at an index the core has moved past', () => {
+    const base = configurations.find((c) => c.name === 'harpoon-3')!;
+    const broken = { ...base, mutation: 'lease-gate-stays-open' as const };
+    const checkers = new Set<string>();
+    for (let seed = 0; seed < 30 && !checkers.has('lease-read-as-core'); seed++) {
+      for (const v of runSeed(seed, broken).violations) checkers.add(v.checker);
+    }
+    expect(checkers).toContain('lease-read-as-core');
+  });
+
   it('find nothing within the bound on the same seeds', () => {
     const base = configurations.find((c) => c.name === 'harpoon-3-longlease-drift')!;
     for (let seed = 0; seed < 40; seed++) expect(runSeed(seed, base).violations).toEqual([]);

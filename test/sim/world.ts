@@ -68,7 +68,12 @@ export type Mutation =
   /** A split leaves the right half's request records in the left range. */
   | 'records-stay'
   /** Every replica of a new range campaigns at once (no wait for the parent's lease). */
-  | 'campaign-everywhere';
+  | 'campaign-everywhere'
+  /**
+   * Lease reads keep the first index they were answered at for 50 ms, whatever changes (a
+   * lease gate that is never closed).
+   */
+  | 'lease-gate-stays-open';
 
 export interface SimConfig {
   readonly name: string;
@@ -167,6 +172,8 @@ interface RangeHost {
   initialized: boolean;
   proposals: Map<number, PendingProposal>;
   reads: Map<number, (r: Reply) => void>;
+  /** Mutation 'lease-gate-stays-open': the lease read index kept, and until when. */
+  keptLeaseRead?: { at: number; untilMs: number };
   /** Reads whose read state arrived before the entries they wait for were applied. */
   readsWaiting: { index: number; id: number }[];
   /** Committed entries handed out by the core and not applied yet (apply latency). */
@@ -1272,6 +1279,27 @@ export class World {
     );
   }
 
+  /**
+   * A lease read's index, which the replica may answer from its lease gate, is what the
+   * core would answer at that clock reading: an awake leader's committed index under a
+   * valid lease. (hasValidLease refreshes the core's cached lower bound of the lease, which
+   * changes no answer.)
+   */
+  private checkLeaseRead(node: SimNode, h: RangeHost, at: number, nowMs: number): void {
+    const core = h.replica.core;
+    const as =
+      core.role === 'leader' && !core.quiescent && core.hasValidLease(nowMs)
+        ? core.log.committed
+        : undefined;
+    if (at !== as) {
+      this.violation(
+        'lease-read-as-core',
+        `n${node.id} r${h.rangeId}: a lease read answered index ${at} at ${nowMs.toFixed(3)} ms ` +
+          `where the core answers ${as ?? 'no lease'}`,
+      );
+    }
+  }
+
   /** Converts a node's local clock reading to simulated real time. */
   private realTimeOf(node: SimNode, localMs: number): number {
     return node.bootAtMs + (localMs - node.clockOffsetMs) / node.clockRate;
@@ -1510,8 +1538,16 @@ export class World {
       this.checkKeyOwner(node, h.rangeId, h.kv.appliedIndex, req.key, 'served a read of');
       deliver({ kind: 'ok', value: h.kv.data.get(req.key) ?? null });
     };
-    // As node.ts: a lease read at an index applied here is served at once, without a read id.
-    const at = h.replica.leaseReadIndex();
+    // As node.ts: a lease read at an index applied here is served at once, without a read id
+    // (checked at a clock reading, as node.ts does per request: the replica's lease gate).
+    const nowMs = this.localNowMs(node);
+    let at = h.replica.leaseReadIndex(nowMs);
+    if (this.config.mutation === 'lease-gate-stays-open' && at !== undefined) {
+      const kept = h.keptLeaseRead;
+      if (kept !== undefined && nowMs < kept.untilMs) at = kept.at;
+      else h.keptLeaseRead = { at, untilMs: nowMs + 50 };
+    }
+    if (at !== undefined) this.checkLeaseRead(node, h, at, nowMs);
     if (at !== undefined && h.kv.appliedIndex >= at) {
       this.stats.localReads++;
       serve({ kind: 'ok', value: null });

@@ -156,6 +156,30 @@ describe('range machine', () => {
     expect(r.leaseReadIndex()).toBe(r.core.log.committed); // the environment's clock: 0
   });
 
+  it('leaseReadIndex(nowMs) answers from its gate only what the core would', () => {
+    const r = singleLeader(() => true);
+    const first = r.core.log.committed;
+    expect(r.leaseReadIndex(1)).toBe(first); // the core's answer opens the gate
+    expect(r.leaseReadIndex(2)).toBe(first); // the gate's
+    // A write that commits closes it: the next lease read is at the new commit index.
+    expect(r.propose([new Uint8Array([1])])).toEqual({ index: first + 1, term: r.core.term });
+    expect(r.leaseReadIndex(2)).toBe(first); // not committed yet; the gate opens again
+    settle(r);
+    expect(r.core.log.committed).toBe(first + 1);
+    expect(r.leaseReadIndex(2)).toBe(first + 1);
+    // Reads served by the gate still keep the range awake: ticks close the gate, so the
+    // first read after each tick is the core's.
+    for (let t = 0; t < 3 * defaultOptions.quiesceAfterTicks; t++) {
+      r.tick();
+      for (let k = 0; k < 5; k++) expect(r.leaseReadIndex(2)).toBe(first + 1);
+    }
+    expect(r.quiescent()).toBe(false);
+    // Without reads it goes quiescent, and holds no lease then, gate or not.
+    for (let t = 0; t < 2 * defaultOptions.quiesceAfterTicks && !r.quiescent(); t++) r.tick();
+    expect(r.quiescent()).toBe(true);
+    expect(r.leaseReadIndex(2)).toBeUndefined();
+  });
+
   it('never quiesces without node liveness from the host', () => {
     const r = singleLeader();
     for (let t = 0; t < 10 * defaultOptions.quiesceAfterTicks; t++) r.tick();
