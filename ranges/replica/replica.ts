@@ -58,19 +58,28 @@ function stopActor(actor: Actor<typeof replicaMachine>): void {
   (actor as unknown as { _stop(): void })._stop();
 }
 
+/**
+ * The lease gate: a lease read whose clock reading is before leaseGateMs is served at
+ * leaseGateIndex without asking the core (RangeReplica.leaseReadIndex). Opened by a lease
+ * read the core granted, at the lease's proven expiry (RaftCore.leaseProvenUntilMs) and
+ * the commit index it read; closed (0) by every RangeReplica method that can change the
+ * core: its role, lifecycle, commit index, lease rounds or a transfer. So while it is
+ * open, the core, an awake leader, would answer the same. The core is changed only through
+ * those methods (the host's log compaction aside, which no lease read reads). Ticks close
+ * it too, so the first lease read after each tick goes to the core and keeps the range
+ * awake. Only the replica writes it.
+ */
+export interface LeaseGate {
+  leaseGateMs: number;
+  leaseGateIndex: LogIndex;
+}
+
 export class RangeReplica {
   /**
-   * The lease gate: a lease read whose clock reading is before leaseGateMs is served at
-   * leaseGateIndex without asking the core (leaseReadIndex). Opened by a lease read the
-   * core granted, at the lease's proven expiry (RaftCore.leaseProvenUntilMs) and the
-   * committed index it read; closed (0) by every method below that can change the core:
-   * its role, lifecycle, commit index, lease rounds or a transfer. So while it is open the
-   * core would answer the same. The core is changed only through those methods (the host's
-   * log compaction aside, which no lease read reads). Ticks close it too, so the first
-   * lease read after each tick goes to the core and keeps the range awake.
+   * The lease gate (see LeaseGate), in an object of the host's when it gave one
+   * (attachGate): its host reads it without reading the replica.
    */
-  private leaseGateMs = 0;
-  private leaseGateIndex: LogIndex = 0;
+  private gate: LeaseGate = { leaseGateMs: 0, leaseGateIndex: 0 };
   readonly core: RaftCore;
   /**
    * The machine's actor; none while the range is quiescent (hibernation: an actor and its
@@ -173,7 +182,7 @@ export class RangeReplica {
 
   /** Ticks an active replica; a quiescent one ignores ticks (the host may skip them). */
   tick(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.asleep) return;
     this.change(this.tickRole());
     this.maybeQuiesce();
@@ -188,7 +197,7 @@ export class RangeReplica {
 
   /** Wakes a quiescent replica (a no-op when active): a leader heartbeats at once. */
   wake(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.asleep) this.send({ type: 'WAKE', leaderLapsed: false });
   }
 
@@ -198,7 +207,7 @@ export class RangeReplica {
    * timeout (PreVote first). A no-op unless quiescent and a follower.
    */
   leaderLapsed(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.asleep && this.state === 'follower') {
       this.send({ type: 'WAKE', leaderLapsed: true });
     }
@@ -220,7 +229,7 @@ export class RangeReplica {
   }
 
   step(messages: readonly Message[]): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     let rest = messages;
     // Each round either consumes every message or makes one change (a wake or a role change).
     for (let rounds = 0; rest.length > 0 && rounds <= 2 * messages.length + 4; rounds++) {
@@ -250,7 +259,7 @@ export class RangeReplica {
 
   /** Proposes a batch; a quiescent leader wakes first. */
   propose(datas: readonly Uint8Array[]): ProposeResult {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();
     return this.core.propose(datas);
@@ -262,14 +271,24 @@ export class RangeReplica {
    * `nowMs`: see RaftCore.leaseReadIndex.
    */
   leaseReadIndex(nowMs?: number): LogIndex | undefined {
-    if (nowMs !== undefined && nowMs < this.leaseGateMs) return this.leaseGateIndex;
+    const gate = this.gate;
+    if (nowMs !== undefined && nowMs < gate.leaseGateMs) return gate.leaseGateIndex;
     if (this.state !== 'leader' || this.asleep) return undefined;
     const at = this.core.leaseReadIndex(nowMs);
     if (at !== undefined && nowMs !== undefined) {
-      this.leaseGateMs = this.core.leaseProvenUntilMs();
-      this.leaseGateIndex = at;
+      gate.leaseGateMs = this.core.leaseProvenUntilMs();
+      gate.leaseGateIndex = at;
     }
     return at;
+  }
+
+  /**
+   * Keeps the lease gate in `gate`, an object of the host's (its record of the range, say,
+   * which a lease read reads anyway), closed.
+   */
+  attachGate(gate: LeaseGate): void {
+    gate.leaseGateMs = 0;
+    this.gate = gate;
   }
 
   /**
@@ -277,7 +296,7 @@ export class RangeReplica {
    * wakes first and holds no lease then: the read uses ReadIndex.
    */
   read(id: number): ReadError | null {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader', leaderHint: this.core.leader };
     this.wake();
     this.core.read(id);
@@ -285,7 +304,7 @@ export class RangeReplica {
   }
 
   transferLeadership(target: ReplicaId): { code: 'invalidTarget' | 'notLeader' } | null {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state !== 'leader') return { code: 'notLeader' };
     this.wake();
     return this.core.transferLeadership(target) ?? null;
@@ -298,26 +317,26 @@ export class RangeReplica {
 
   /** See RaftCore.noticeCommit (an active leader only). */
   noticeCommit(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state === 'leader' && !this.asleep) this.core.noticeCommit();
   }
 
   /** See RaftCore.splitOff. */
   splitOff(campaignNotBeforeMs: number): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     this.core.splitOff(campaignNotBeforeMs);
   }
 
   /** A follower campaigns now (the first replica of a range split off on its leader's node). */
   campaignNow(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state !== 'follower') return;
     this.wake();
     this.change(this.core.campaignNow());
   }
 
   remove(): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     if (this.state !== 'removed') this.send({ type: 'REMOVE' });
   }
 
@@ -326,17 +345,17 @@ export class RangeReplica {
   }
 
   ready(): Ready {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     return this.core.ready();
   }
 
   persisted(writeId: number): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     this.core.persisted(writeId);
   }
 
   compact(index: LogIndex): void {
-    this.leaseGateMs = 0;
+    this.gate.leaseGateMs = 0;
     this.core.compact(index);
   }
 }

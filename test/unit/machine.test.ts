@@ -158,13 +158,21 @@ describe('range machine', () => {
 
   it('leaseReadIndex(nowMs) answers from its gate only what the core would', () => {
     const r = singleLeader(() => true);
+    // The host's object, which it reads without the replica (node.ts: its range record).
+    const gate = { leaseGateMs: 123, leaseGateIndex: 0 };
+    r.attachGate(gate);
+    expect(gate.leaseGateMs).toBe(0); // attached closed
     const first = r.core.log.committed;
     expect(r.leaseReadIndex(1)).toBe(first); // the core's answer opens the gate
+    expect(gate).toEqual({ leaseGateMs: r.core.leaseProvenUntilMs(), leaseGateIndex: first });
+    expect(gate.leaseGateMs).toBeGreaterThan(2);
     expect(r.leaseReadIndex(2)).toBe(first); // the gate's
     // A write that commits closes it: the next lease read is at the new commit index.
     expect(r.propose([new Uint8Array([1])])).toEqual({ index: first + 1, term: r.core.term });
+    expect(gate.leaseGateMs).toBe(0);
     expect(r.leaseReadIndex(2)).toBe(first); // not committed yet; the gate opens again
     settle(r);
+    expect(gate.leaseGateMs).toBe(0);
     expect(r.core.log.committed).toBe(first + 1);
     expect(r.leaseReadIndex(2)).toBe(first + 1);
     // Reads served by the gate still keep the range awake: ticks close the gate, so the
