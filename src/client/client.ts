@@ -40,9 +40,7 @@ import {
   connect,
   type NatsConnection,
   InvalidArgumentError as NatsInvalidArgumentError,
-  RequestError as NatsRequestError,
   type Subscription as NatsSubscription,
-  TimeoutError as NatsTimeoutError,
 } from '@nats-io/transport-node';
 import {
   AbortedError,
@@ -80,6 +78,7 @@ import {
 import { checkPrefix, defaultPrefix, subjects } from '../transport/subjects.ts';
 import { watchPattern } from '../transport/watch-subject.ts';
 import { asCachedRange, type CachedRange, RangeCache } from './range-cache.ts';
+import { NoRespondersError, Requests, RequestTimeoutError } from './requests.ts';
 import {
   decodeCursor,
   type EventsPage,
@@ -274,9 +273,12 @@ export class Client {
   private readonly backoffTimers = new Set<NodeJS.Timeout>();
   private closed = false;
   private clusterIdSeen: string | undefined;
+  /** Every request to the nodes goes through these (one inbox subscription). */
+  private readonly requests: Requests;
 
   private constructor(nc: NatsConnection, prefix: string, timeoutMs: number) {
     this.nc = nc;
+    this.requests = new Requests(nc);
     this.prefix = prefix;
     this.kvSubject = subjects.kv(prefix);
     this.timeoutMs = timeoutMs;
@@ -981,9 +983,12 @@ export class Client {
     this.counters.ops += batch.length;
     const timeout = Math.max(1, Math.ceil(Math.min(attemptMs, remainingMs)));
     const rangeIds = range ? batch.map((_, i) => (routes ? routes[i]! : range).rangeId) : undefined;
-    this.nc.request(subject, payload, { timeout }).then(
-      (msg) => this.onReply(batch, msg.data, rangeIds),
-      (err: unknown) => {
+    this.requests.request(
+      subject,
+      payload,
+      timeout,
+      (data) => this.onReply(batch, data, rangeIds),
+      (err) => {
         for (const id of rangeIds ?? []) this.leaders.delete(id);
         this.onRequestFailed(subject, range, batch, err);
       },
@@ -999,8 +1004,8 @@ export class Client {
   ): void {
     const route: Route = range ? 'range' : 'kv';
     if (this.closed) return;
-    const noResponders = err instanceof NatsRequestError && err.isNoResponders();
-    const timedOut = err instanceof NatsTimeoutError;
+    const noResponders = err instanceof NoRespondersError;
+    const timedOut = err instanceof RequestTimeoutError;
     if (err instanceof NatsInvalidArgumentError) {
       // The server's max_payload shrank under us (a reconnect to another server).
       const e = new InvalidArgumentError(`request refused by the NATS client: ${err.message}`);
@@ -1148,6 +1153,7 @@ export class Client {
 
   private shutDown(cause: Error | undefined): void {
     this.closed = true;
+    this.requests.close(new ClientClosedError('the client closed', { cause }));
     if (this.flushHandle) clearImmediate(this.flushHandle);
     this.flushHandle = undefined;
     this.queue = [];
