@@ -53,7 +53,8 @@ export class Requests {
    * Publishes `payload` on `subject` and hands its reply's data to onReply, or an error to
    * onError: NoRespondersError, RequestTimeoutError after timeoutMs, or what publish threw
    * (nats.js's InvalidArgumentError for a payload over the server's max_payload, say).
-   * Exactly one of the two is called, never synchronously.
+   * Exactly one of the two is called, never from within this call (close() calls
+   * onError of the requests in flight).
    */
   request(
     subject: string,

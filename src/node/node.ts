@@ -134,9 +134,6 @@ interface RangeHost extends LeaseGate {
   applied: number;
   /** Client operations answered since `opsSinceMs` (below). */
   ops: number;
-  /** The replica's lease gate (RangeReplica.attachGate): written by the replica only. */
-  leaseGateMs: number;
-  leaseGateIndex: number;
   /**
    * False for a replica created for a range this node learned of from its peers (a split
    * it has not applied): it is not ticked (never campaigns) until a snapshot initializes
@@ -629,6 +626,7 @@ export class Node {
       spanSlot: -1,
       applied: loaded.state.applied,
       ops: 0,
+      // The replica's lease gate (LeaseGate, attachGate below): written by the replica only.
       leaseGateMs: 0,
       leaseGateIndex: 0,
       replica,
@@ -1335,23 +1333,12 @@ export class Node {
    * its lease reads are checked, and linearized, at that instant (RaftCore.leaseReadIndex).
    */
   private submit(h: RangeHost, op: WireOp, done: Done, nowMs = performance.now()): void {
-    if (
-      nowMs < h.leaseGateMs &&
-      h.applied >= h.leaseGateIndex &&
-      (op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead')
-    ) {
-      // The replica's lease gate is open (RangeReplica.attachGate): it leads, awake, under
-      // a lease valid at nowMs, at a commit index applied here. Served as below, without
-      // reading the replica: a request's ops are of as many ranges.
-      if (!this.holds(h, op.key)) {
-        done(this.mismatch(h, op.key, 'key outside the range'));
-        return;
-      }
-      h.ops++;
-      this.serveRead(h, op, done, true);
-      return;
-    }
-    if (h.replica.role() !== 'leader') {
+    const read = op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead';
+    // The replica's lease gate is open (RangeReplica.attachGate): it leads, awake, under a
+    // lease valid at nowMs, at a commit index applied here. Such a read is served below
+    // without reading the replica: a request's ops are of as many ranges.
+    const gated = read && nowMs < h.leaseGateMs && h.applied >= h.leaseGateIndex;
+    if (!gated && h.replica.role() !== 'leader') {
       done(this.notLeader(h));
       return;
     }
@@ -1372,9 +1359,13 @@ export class Node {
       return;
     }
     h.ops++;
-    if (op.op === 'get' || op.op === 'scan' || op.op === 'eventsHead') {
+    if (read) {
       // A read the lease covers, at an index this node has applied (and made visible), is
       // served at once: no read id, no turn (TiKV's local reader).
+      if (gated) {
+        this.serveRead(h, op, done, true);
+        return;
+      }
       const at = h.replica.leaseReadIndex(nowMs);
       if (at !== undefined && h.applied >= at) {
         this.serveRead(h, op, done, true);
