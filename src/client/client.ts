@@ -273,7 +273,7 @@ export class Client {
   private readonly backoffTimers = new Set<NodeJS.Timeout>();
   private closed = false;
   private clusterIdSeen: string | undefined;
-  /** Every request to the nodes goes through these (one inbox subscription). */
+  /** Every request to the nodes goes through this (one inbox subscription). */
   private readonly requests: Requests;
 
   private constructor(nc: NatsConnection, prefix: string, timeoutMs: number) {

@@ -1287,10 +1287,8 @@ export class World {
    */
   private checkLeaseRead(node: SimNode, h: RangeHost, at: number, nowMs: number): void {
     const core = h.replica.core;
-    const as =
-      core.role === 'leader' && !core.quiescent && core.hasValidLease(nowMs)
-        ? core.log.committed
-        : undefined;
+    // hasValidLease is false for anything but an awake leader.
+    const as = core.hasValidLease(nowMs) ? core.log.committed : undefined;
     if (at !== as) {
       this.violation(
         'lease-read-as-core',
