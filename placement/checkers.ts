@@ -32,9 +32,9 @@ export function operationId(kind: OperationKind, rangeId: number, generation: nu
 
 /** The range an operation acts on and the generation it expects of it. */
 export function operationTarget(op: Operation): { rangeId: number; generation: number } {
-  return op.kind === 'split'
-    ? { rangeId: op.rangeId, generation: op.generation }
-    : { rangeId: op.descriptor.rangeId, generation: op.descriptor.generation };
+  return op.kind === 'updateDirectory'
+    ? { rangeId: op.descriptor.rangeId, generation: op.descriptor.generation }
+    : { rangeId: op.rangeId, generation: op.generation };
 }
 
 export function isStale(atMs: number, view: ClusterView, config: PlacementConfig): boolean {
@@ -131,9 +131,102 @@ export const splitBySize: Checker = (view, config) => {
 };
 
 /**
+ * Leader balancing by count (as PD's balance-leader scheduler): a node leading at least two
+ * ranges more than another live node that holds a voter of one of them hands that one's
+ * leadership over. Leaders are where the fresh reports say, moved by the transfers in flight
+ * or settling; a range with another operation in flight is left alone, and so is the meta
+ * range (the first: the driver runs on its leader, and a move would restart the driver's
+ * view). The busiest node gives first, to the live voter node leading fewest, ties by node
+ * id and range id; at most leaderTransfersInFlightMax transfers in flight. A difference of
+ * one is left: it is as even as the counts get, and moving it would only move it back.
+ */
+export const balanceLeaders: Checker = (view, config) => {
+  const live = view.liveNodes;
+  if (live === null || config.leaderTransfersInFlightMax === 0) return [];
+  let budget = config.leaderTransfersInFlightMax;
+  const leaderAt = new Map<number, string>();
+  const busy = new Set<number>();
+  for (const op of view.inFlight) {
+    if (op.kind === 'transferLeader') {
+      budget--;
+      leaderAt.set(op.rangeId, op.to);
+    } else busy.add(operationTarget(op).rangeId);
+  }
+  if (budget <= 0) return [];
+  for (const op of view.settling) {
+    if (op.kind === 'transferLeader' && !leaderAt.has(op.rangeId)) leaderAt.set(op.rangeId, op.to);
+  }
+  const counts = new Map<string, number>();
+  for (const node of live) counts.set(node, 0);
+  /** Ranges each live node leads that may move, by rangeId. */
+  const movable = new Map<string, RangeReport[]>();
+  for (const r of view.reports.values()) {
+    if (isStale(r.atMs, view, config)) continue;
+    const id = r.descriptor.rangeId;
+    const node = leaderAt.get(id) ?? r.leaderNode;
+    const n = counts.get(node);
+    if (n === undefined) continue; // led on a node not heard from: it will be elected anew
+    counts.set(node, n + 1);
+    if (leaderAt.has(id) || busy.has(id) || r.descriptor.start.length === 0) continue;
+    let list = movable.get(node);
+    if (list === undefined) movable.set(node, (list = []));
+    list.push(r);
+  }
+  for (const list of movable.values())
+    list.sort((a, b) => a.descriptor.rangeId - b.descriptor.rangeId);
+  const total = [...counts.values()].reduce((a, b) => a + b, 0);
+  const byNode = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+  const ops: Operation[] = [];
+  const moved = new Set<number>();
+  while (budget > 0) {
+    const nodes = [...counts.keys()].sort(
+      (a, b) => counts.get(b)! - counts.get(a)! || byNode(a, b),
+    );
+    const from = nodes[0]!;
+    const fromCount = counts.get(from)!;
+    let found: { report: RangeReport; to: string } | undefined;
+    for (const report of movable.get(from) ?? []) {
+      if (moved.has(report.descriptor.rangeId)) continue;
+      let to: string | undefined;
+      for (const r of report.descriptor.replicas) {
+        const n = counts.get(r.nodeId);
+        if (r.role !== 'voter' || r.nodeId === from || n === undefined) continue;
+        if (to === undefined || n < counts.get(to)! || (n === counts.get(to)! && r.nodeId < to)) {
+          to = r.nodeId;
+        }
+      }
+      if (to !== undefined && fromCount - counts.get(to)! >= 2) {
+        found = { report, to };
+        break;
+      }
+    }
+    if (found === undefined) break;
+    const { report, to } = found;
+    const { rangeId, generation, start } = report.descriptor;
+    ops.push({
+      kind: 'transferLeader',
+      id: operationId('transferLeader', rangeId, generation),
+      rangeId,
+      generation,
+      key: start,
+      from,
+      to,
+      reason:
+        `${from} leads ${fromCount} of ${total} ranges, ${to} ${counts.get(to)} ` +
+        `(${live.size} live nodes): move range ${rangeId}'s leadership to ${to}`,
+    });
+    moved.add(rangeId);
+    counts.set(from, fromCount - 1);
+    counts.set(to, counts.get(to)! + 1);
+    budget--;
+  }
+  return ops;
+};
+
+/**
  * The checkers the driver runs, in this order. Repair comes first: the directory is what
- * clients route by. A new checker (rebalancing replicas or leaders, splitting by load,
- * merging) is a Checker appended here; if it needs more of the cluster (node stats), that
+ * clients route by; leaders move last, around what the others issued. A new checker
+ * (rebalancing replicas, splitting by load, merging) is a Checker appended here; if it needs more of the cluster (node stats), that
  * goes into ClusterView, and its operation kind into Operation, with a test of its own.
  */
-export const checkers: readonly Checker[] = [repairDirectory, splitBySize];
+export const checkers: readonly Checker[] = [repairDirectory, splitBySize, balanceLeaders];

@@ -11,6 +11,11 @@ export interface PlacementConfig {
   readonly warmupMs: number;
   /** Splits in flight at once, cluster-wide. */
   readonly splitsInFlightMax: number;
+  /**
+   * Leadership transfers in flight at once, cluster-wide (balanceLeaders); 0 turns leader
+   * balancing off.
+   */
+  readonly leaderTransfersInFlightMax: number;
   /** Operations of every kind in flight at once, cluster-wide. */
   readonly operationsInFlightMax: number;
   /** Decisions kept for the admin API, newest last. */
@@ -29,6 +34,7 @@ export const defaultPlacementConfig: PlacementConfig = Object.freeze({
   opTimeoutMs: 10_000,
   warmupMs: 2_000,
   splitsInFlightMax: 4,
+  leaderTransfersInFlightMax: 32,
   operationsInFlightMax: 64,
   decisionsMax: 200,
   // 0x00 "sys/", as src/storage/descriptor.ts.
@@ -40,7 +46,12 @@ export function placementConfig(overrides: Partial<PlacementConfig> = {}): Place
   const config: PlacementConfig = { ...defaultPlacementConfig, ...overrides };
   const positive = ['splitBytesThreshold', 'decisionsMax'] as const;
   const nonNegative = ['reportStaleMs', 'opTimeoutMs', 'warmupMs'] as const;
-  const counts = ['splitsInFlightMax', 'operationsInFlightMax', 'decisionsMax'] as const;
+  const counts = [
+    'splitsInFlightMax',
+    'leaderTransfersInFlightMax',
+    'operationsInFlightMax',
+    'decisionsMax',
+  ] as const;
   for (const name of positive) {
     if (!(config[name] > 0)) throw new RangeError(`placement: ${name} must be > 0`);
   }

@@ -7,7 +7,8 @@
 //                      ranges whose last report still holds (fresh);
 //   DIRECTORY          a read of the whole meta directory, regularly (every tick or so),
 //                      or null when it is unchanged since the last read;
-//   TICK               regularly, e.g. once a second: time out operations, run the checkers;
+//   TICK               regularly, e.g. once a second, with the nodes it hears from: time
+//                      out operations, run the checkers;
 //   OP_DONE/OP_FAILED  when an issued operation is applied or refused.
 // and carries out what the driver passes to the `issue` port. Time comes only in events.
 //
@@ -49,7 +50,12 @@ export type PlacementEvent =
       readonly descriptors: readonly RangeDesc[] | null;
       readonly nowMs: number;
     }
-  | { readonly type: 'TICK'; readonly nowMs: number }
+  | {
+      readonly type: 'TICK';
+      readonly nowMs: number;
+      /** The nodes this node hears from (node liveness), itself included. */
+      readonly liveNodes?: readonly string[];
+    }
   | { readonly type: 'OP_DONE'; readonly id: string }
   | { readonly type: 'OP_FAILED'; readonly id: string; readonly why: string };
 
@@ -96,7 +102,7 @@ export const placementMachine = setup({
     }),
     tick: enqueueActions(({ context, event, enqueue }) => {
       assertEvent(event, 'TICK');
-      const { state, issue } = tick(context.state, event.nowMs);
+      const { state, issue } = tick(context.state, event.nowMs, event.liveNodes);
       enqueue.assign({ state });
       // After the assign: an answer the port sends back synchronously finds the op in flight.
       for (const op of issue) enqueue(() => context.issue(op));

@@ -1,6 +1,7 @@
 // The placement driver's public API (DESIGN.md, "Placement driver").
 
 export {
+  balanceLeaders,
   type Checker,
   checkers,
   operationId,

@@ -13,6 +13,9 @@
 //   reissued until an observation taken after the end says it is still needed (a report
 //   of the range for a split, a directory read for a directory update); forgotten after
 //   reportStaleMs, when every observation from before the end is stale anyway.
+// - settling: leadership transfers answered as done, until a report of the range taken
+//   after the answer (the reports name the old leader until then). The checkers count
+//   them as moved; forgotten after reportStaleMs like the rest.
 
 import { assert } from '../ranges/core/assert.ts';
 import { checkers, operationTarget } from './checkers.ts';
@@ -52,6 +55,10 @@ export interface LeaderState {
   readonly inFlight: ReadonlyMap<string, InFlightOperation>;
   /** Operation id -> when it ended (see the top of this file). */
   readonly ended: ReadonlyMap<string, number>;
+  /** Operation id -> a leadership transfer done at atMs (see the top of this file). */
+  readonly settling: ReadonlyMap<string, { readonly op: Operation; readonly atMs: number }>;
+  /** The nodes the last TICK said are live; null before the first one. */
+  readonly liveNodes: ReadonlySet<string> | null;
 }
 
 export interface DriverState {
@@ -80,6 +87,8 @@ export function lead(state: DriverState, nowMs: number): DriverState {
       directoryAtMs: nowMs,
       inFlight: new Map(),
       ended: new Map(),
+      settling: new Map(),
+      liveNodes: null,
     },
   };
 }
@@ -146,12 +155,23 @@ export function observeReports(
     }
   }
   leader = { ...leader, nowMs: at, reports: latest, firstReportAtMs: leader.firstReportAtMs ?? at };
+  if (leader.settling.size > 0) {
+    const settling = new Map(leader.settling);
+    for (const [id, { op, atMs }] of leader.settling) {
+      const report = latest.get(operationTarget(op).rangeId);
+      if (report === undefined || report.atMs > atMs) settling.delete(id);
+    }
+    leader = { ...leader, settling };
+  }
   let next: DriverState = { ...state, leader };
   for (const { op } of leader.inFlight.values()) {
     const { rangeId, generation } = operationTarget(op);
-    const now = latest.get(rangeId)?.descriptor.generation;
+    const report = latest.get(rangeId);
+    const now = report?.descriptor.generation;
     if (now !== undefined && now > generation) {
       next = endOperation(next, op.id, 'observed', `range ${rangeId} is at generation ${now}`);
+    } else if (op.kind === 'transferLeader' && report?.leaderNode === op.to) {
+      next = endOperation(next, op.id, 'observed', `range ${rangeId} is led by ${op.to}`);
     }
   }
   return next;
@@ -202,9 +222,14 @@ export function endOperation(
   // An observed operation needs no wait: the view no longer calls for it.
   if (status === 'observed') ended.delete(id);
   else ended.set(id, leader.nowMs);
+  const op = leader.inFlight.get(id)!.op;
+  let settling = leader.settling;
+  if (status === 'done' && op.kind === 'transferLeader') {
+    settling = new Map(settling).set(id, { op, atMs: leader.nowMs });
+  }
   return {
     ...state,
-    leader: { ...leader, inFlight, ended },
+    leader: { ...leader, inFlight, ended, settling },
     decisions: recordOutcome(state.decisions, id, { status, atMs: leader.nowMs, detail }),
   };
 }
@@ -225,11 +250,13 @@ export function warm(leader: LeaderState, config: PlacementConfig): boolean {
 export function tick(
   state: DriverState,
   nowMs: number,
+  liveNodes?: readonly string[],
 ): { state: DriverState; issue: Operation[] } {
   const { config } = state;
   let leader = leaderOf(state);
   const at = Math.max(leader.nowMs, nowMs);
   leader = { ...leader, nowMs: at };
+  if (liveNodes !== undefined) leader = { ...leader, liveNodes: new Set(liveNodes) };
   let next: DriverState = { ...state, leader };
   for (const { op, issuedAtMs } of leader.inFlight.values()) {
     if (at - issuedAtMs >= config.opTimeoutMs) {
@@ -250,6 +277,8 @@ export function tick(
       directory: leader.directory!,
       directoryAtMs: leader.directoryAtMs,
       inFlight: [...inFlight.values()].map((f) => f.op),
+      settling: [...leader.settling.values()].map((f) => f.op),
+      liveNodes: leader.liveNodes,
     };
     for (const op of check(view, config)) {
       if (inFlight.size >= config.operationsInFlightMax) break;
@@ -282,7 +311,16 @@ function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState 
   let any = false;
   for (const atMs of leader.ended.values()) if ((any = stale(atMs))) break;
   const ended = any ? new Map([...leader.ended].filter(([, atMs]) => !stale(atMs))) : leader.ended;
-  return ended === leader.ended ? leader : { ...leader, ended };
+  let settling = leader.settling;
+  for (const { atMs } of settling.values()) {
+    if (stale(atMs)) {
+      settling = new Map([...settling].filter(([, s]) => !stale(s.atMs)));
+      break;
+    }
+  }
+  return ended === leader.ended && settling === leader.settling
+    ? leader
+    : { ...leader, ended, settling };
 }
 
 /** Sets the outcome of the newest open decision for this operation, if it is still kept. */

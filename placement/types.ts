@@ -66,6 +66,20 @@ export type Operation =
       readonly reason: string;
     }
   | {
+      readonly kind: 'transferLeader';
+      /** Stable identity: kind, range and generation (see operationId). */
+      readonly id: string;
+      readonly rangeId: number;
+      readonly generation: number;
+      /** A key of the range (its start): the op is routed to the range by it. */
+      readonly key: Uint8Array;
+      /** The node leading the range when the operation was decided. */
+      readonly from: string;
+      /** The node to lead it; it holds one of the range's voters. */
+      readonly to: string;
+      readonly reason: string;
+    }
+  | {
       readonly kind: 'updateDirectory';
       /** Stable identity: kind, range and generation (see operationId). */
       readonly id: string;
@@ -87,6 +101,16 @@ export interface ClusterView {
   readonly directoryAtMs: number;
   /** Operations issued and not finished yet (including those issued earlier in this round). */
   readonly inFlight: readonly Operation[];
+  /**
+   * Leadership transfers answered as done whose range no report has shown since: the
+   * reports may still name the old leader.
+   */
+  readonly settling: readonly Operation[];
+  /**
+   * The nodes the meta range's leader hears from (node liveness, DESIGN.md), itself
+   * included; null until the node has told the driver.
+   */
+  readonly liveNodes: ReadonlySet<string> | null;
 }
 
 /** How an issued operation ended, as the admin API shows it. */

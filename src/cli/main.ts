@@ -32,7 +32,8 @@ const usage = `usage:
   rasputin start --node-id ID --storage-dir DIR [--nats URL] [--initial-nodes a,b,c]
                  [--logfile FILE] [--prefix P] [--tick-ms N] [--log-entries-max N]
                  [--log-memory-max BYTES]
-                 [--split-bytes N] [--watch on|off] [--events-retain N]
+                 [--split-bytes N] [--watch on|off] [--balance-leaders on|off]
+                 [--events-retain N]
                  [--events-retain-s S] [--dedup-window-s S] [--events-polls-max N]
   rasputin cluster [--dir DIR] [--nodes N] [--split-bytes N]   (default 64 KiB, for demos)
   rasputin get KEY
@@ -42,6 +43,7 @@ const usage = `usage:
   rasputin scan [START [END]] [--limit N]   KEY<TAB>VALUE lines of [START, END), N default 100
   rasputin status
   rasputin split KEY                   split the range holding KEY at KEY
+  rasputin transfer KEY NODE           move the leadership of the range holding KEY to NODE
   rasputin watch [PATTERN]             print mutations as they apply: '' all keys, 'a.' keys
                                        under a., else that key (at most once, no history)
   rasputin subscribe PREFIX [--from CURSOR] [--count N]
@@ -72,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
       return status(rest);
     case 'split':
       return split(rest);
+    case 'transfer':
+      return transfer(rest);
     case 'watch':
       return watch(rest);
     case 'subscribe':
@@ -320,6 +324,21 @@ async function split(args: string[]): Promise<number> {
     } else {
       console.log(`OK ${span(ds[0]!)} and ${span(ds[1]!)}, generation ${ds[0]!.generation}`);
     }
+    return 0;
+  });
+}
+
+async function transfer(args: string[]): Promise<number> {
+  const { values, positionals } = commonOptions(args);
+  if (positionals.length !== 2) {
+    console.error(`rasputin transfer: expected 2 arguments (KEY NODE)\n${usage}`);
+    return 2;
+  }
+  const [key, nodeId] = positionals as [string, string];
+  return withClient('transfer', values, 10_000, async (client) => {
+    const { descriptor: d, leader } = await client.transferLeader(key, nodeId);
+    const now = leader === '' ? 'its election is under way' : `led by ${leader}`;
+    console.log(`OK range ${d.rangeId} (generation ${d.generation}) ${now}`);
     return 0;
   });
 }

@@ -229,6 +229,11 @@ interface Call {
   route: Route;
   /** Set for ops of one range's stream (events): always sent to that range, alone. */
   readonly fixedRangeId: number | undefined;
+  /**
+   * split and transfer: the generation the op expects of its range (expectGeneration). A
+   * RangeKeyMismatch showing the key's range at another one refuses it for good.
+   */
+  readonly expectGeneration: number | undefined;
   /** The longest one NATS request attempt of this call waits. */
   readonly attemptTimeoutMs: number;
   /** Times this op was put in a NATS request. */
@@ -491,6 +496,37 @@ export class Client {
     }
     this.cache.update(ds as CachedRange[]);
     return r.descriptors as RangeDescriptor[];
+  }
+
+  /**
+   * Moves the leadership of the range holding `key` to its voter on node `nodeId`
+   * (docs/ranges.md, "Leadership transfer"). Resolves once the old leader has stepped down,
+   * with the range's descriptor and the node leading it then ('' when the election is not
+   * over yet); at once when `nodeId` leads it already. InvalidArgumentError when that node
+   * holds no voter of the range; with `expectGeneration`, RangeKeyMismatchError unless the
+   * range is at that generation.
+   */
+  async transferLeader(
+    key: string | Uint8Array,
+    nodeId: string,
+    o?: CallOptions & { expectGeneration?: number },
+  ): Promise<{ descriptor: RangeDescriptor; leader: string }> {
+    const g = o?.expectGeneration;
+    const r = await this.call(
+      {
+        op: 'transfer',
+        key: keyBytes(key),
+        node: nodeId,
+        ...(g === undefined ? {} : { generation: g }),
+      },
+      o,
+    );
+    const d = r.descriptors?.length === 1 ? asCachedRange(r.descriptors[0]!) : undefined;
+    if (d === undefined) throw new InternalError('malformed transfer result (descriptor)');
+    return {
+      descriptor: r.descriptors![0] as RangeDescriptor,
+      leader: typeof r.leader === 'string' ? r.leader : '',
+    };
   }
 
   /**
@@ -785,6 +821,7 @@ export class Client {
         reject,
         route: 'range',
         fixedRangeId: fixed?.rangeId,
+        expectGeneration: op.op === 'desc' ? undefined : op.generation,
         attemptTimeoutMs: fixed?.attemptTimeoutMs ?? attemptTimeoutMsMax,
         sends: 0,
         settled: false,
@@ -1056,6 +1093,8 @@ export class Client {
         this.fail(call, r);
       } else if (r.ok) {
         this.succeed(call, r);
+      } else if (r.code === 'RangeKeyMismatch' && this.otherGeneration(call, r.descriptors)) {
+        this.fail(call, errorFromWire(r));
       } else if (r.code === 'RangeKeyMismatch' && this.learn(r.descriptors)) {
         // Rerouted at once by what the error taught the cache.
         call.lastError = errorFromWire(r);
@@ -1071,6 +1110,20 @@ export class Client {
       }
     }
     this.retryLater(later);
+  }
+
+  /**
+   * Whether a RangeKeyMismatch refuses `call` for good: it expects a generation, and the
+   * range that answered holds its key at another one. Rerouting cannot change that.
+   */
+  private otherGeneration(call: Call, descriptors: readonly unknown[] | undefined): boolean {
+    if (call.expectGeneration === undefined) return false;
+    const d = asCachedRange(descriptors?.[0]);
+    if (d === undefined || d.generation === call.expectGeneration) return false;
+    return (
+      Buffer.compare(call.key, d.start) >= 0 &&
+      (d.end === null || Buffer.compare(call.key, d.end) < 0)
+    );
   }
 
   /** Adds descriptors from a reply to the cache; whether that changed anything. */

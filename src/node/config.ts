@@ -25,6 +25,11 @@ export interface NodeConfig {
   /** Whether range leaders publish watch notifications (docs/streams.md). */
   readonly watch: boolean;
   /**
+   * Whether the placement driver, on this node while it leads the meta range, spreads range
+   * leaders evenly over the live nodes (docs/ranges.md, "Leader balancing").
+   */
+  readonly balanceLeaders: boolean;
+  /**
    * Revisions of each range's mutation events kept for subscribe (docs/streams.md): the
    * leader compacts older ones with a replicated command.
    */
@@ -183,6 +188,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
         'log-memory-max': { type: 'string' },
         'split-bytes': { type: 'string' },
         watch: { type: 'string' },
+        'balance-leaders': { type: 'string' },
         'events-retain': { type: 'string' },
         'events-retain-s': { type: 'string' },
         'dedup-window-s': { type: 'string' },
@@ -246,6 +252,11 @@ export function parseNodeConfig(args: string[]): NodeConfig {
       2 ** 40,
     ),
     watch: onOff('--watch', str('watch') ?? env('RASPUTIN_WATCH'), true),
+    balanceLeaders: onOff(
+      '--balance-leaders',
+      str('balance-leaders') ?? env('RASPUTIN_BALANCE_LEADERS'),
+      true,
+    ),
     splitBytes: positiveInt(
       '--split-bytes',
       str('split-bytes') ?? env('RASPUTIN_SPLIT_BYTES'),

@@ -328,6 +328,11 @@ export class Node {
   private nc!: NatsConnection;
   private clusterId = '';
   private readonly ranges = new Map<number, RangeHost>();
+  /** Leadership transfers of ranges led here, answered when the range's leader steps down. */
+  private readonly transfers = new Map<
+    number,
+    { done: Done; timer: NodeJS.Timeout | undefined }[]
+  >();
   /**
    * The actor system of this node's range replicas: each replica's machine is an actor of
    * it (one system for all, instead of one per range). The root actor does nothing.
@@ -478,7 +483,10 @@ export class Node {
     this.placement = createActor(placementMachine, {
       input: {
         issue: (op: Operation) => this.issuePlacement(op),
-        config: { splitBytesThreshold: c.splitBytes },
+        config: {
+          splitBytesThreshold: c.splitBytes,
+          ...(c.balanceLeaders ? {} : { leaderTransfersInFlightMax: 0 }),
+        },
       },
     });
     this.placement.start();
@@ -565,6 +573,13 @@ export class Node {
         this.peers.set(r.nodeId, false);
       }
     }
+  }
+
+  /** This node and the peers it hears from (nodeLive). */
+  private liveNodes(now: number): string[] {
+    const live = [this.config.nodeId];
+    for (const id of this.peers.keys()) if (this.nodeLive(id, now)) live.push(id);
+    return live;
   }
 
   /** Node liveness (DESIGN.md): heard from within one election timeout. */
@@ -1390,6 +1405,14 @@ export class Node {
       this.startSplit(h, op.key, done);
       return;
     }
+    if (op.op === 'transfer') {
+      if (op.generation !== undefined && op.generation !== h.descriptor.generation) {
+        done(this.mismatch(h, op.key, `transfer expected generation ${op.generation}`));
+        return;
+      }
+      this.startTransfer(h, op.node!, done);
+      return;
+    }
     let data: Uint8Array;
     switch (op.op) {
       case 'set':
@@ -1421,6 +1444,62 @@ export class Node {
         break;
     }
     h.proposals.push(op.op === 'set' ? { data, done, setKey: op.key } : { data, done });
+  }
+
+  /**
+   * Moves the leadership of h, led here, to its voter on `nodeId` (docs/ranges.md,
+   * "Leadership transfer"): the core stops serving lease reads and proposals, catches the
+   * target up, and tells it to campaign at once. The op answers when this replica steps
+   * down (followLeadership), or fails after two election timeouts, once the core has
+   * abandoned the transfer.
+   */
+  private startTransfer(h: RangeHost, nodeId: string, done: Done): void {
+    const d = h.descriptor;
+    if (nodeId === this.config.nodeId) {
+      done({ ok: true, descriptors: [descriptorToWire(d)], leader: nodeId });
+      return;
+    }
+    const target = d.replicas.find((r) => r.nodeId === nodeId && r.role === 'voter');
+    if (target === undefined) {
+      done({
+        ok: false,
+        code: 'InvalidArgument',
+        msg: `node ${nodeId} holds no voter of range ${d.rangeId} (${d.replicas.map((r) => r.nodeId).join(', ')})`,
+      });
+      return;
+    }
+    const refused = h.replica.transferLeadership(target.replicaId);
+    if (refused !== null) {
+      done(
+        refused.code === 'notLeader'
+          ? this.notLeader(h)
+          : {
+              ok: false,
+              code: 'InvalidArgument',
+              msg: `cannot transfer range ${d.rangeId} to ${nodeId}`,
+            },
+      );
+      return;
+    }
+    this.log.info(`range ${h.rangeId}: transferring leadership to ${nodeId}`);
+    const waitMs = 2 * this.livenessMs();
+    const pending = { done, timer: undefined as NodeJS.Timeout | undefined };
+    pending.timer = setTimeout(() => {
+      const list = this.transfers.get(h.rangeId);
+      const i = list?.indexOf(pending) ?? -1;
+      if (i < 0) return;
+      list!.splice(i, 1);
+      if (list!.length === 0) this.transfers.delete(h.rangeId);
+      done({
+        ok: false,
+        code: 'Unavailable',
+        msg: `range ${h.rangeId}: leadership did not move to ${nodeId} within ${waitMs} ms`,
+      });
+    }, waitMs);
+    pending.timer.unref();
+    let list = this.transfers.get(h.rangeId);
+    if (list === undefined) this.transfers.set(h.rangeId, (list = []));
+    list.push(pending);
   }
 
   /**
@@ -2421,6 +2500,19 @@ export class Node {
       this.failPolls(h, res);
       h.polls = undefined;
       this.dropTail(h);
+      const transfers = this.transfers.get(h.rangeId);
+      if (transfers !== undefined) {
+        this.transfers.delete(h.rangeId);
+        const moved: WireResult = {
+          ok: true,
+          descriptors: [descriptorToWire(h.descriptor)],
+          leader: h.nodeOf.get(h.replica.core.leader) ?? '',
+        };
+        for (const t of transfers) {
+          clearTimeout(t.timer);
+          t.done(moved);
+        }
+      }
     }
   }
 
@@ -2595,7 +2687,7 @@ export class Node {
           this.directoryRead = { applied: read.applied, atMs: nowMs };
           this.placement.send({ type: 'DIRECTORY', descriptors: null, nowMs });
         }
-        this.placement.send({ type: 'TICK', nowMs });
+        this.placement.send({ type: 'TICK', nowMs, liveNodes: this.liveNodes(nowMs) });
         return;
       }
       const descriptors: RangeDescriptor[] = [];
@@ -2606,7 +2698,7 @@ export class Node {
       }
       this.directoryRead = { applied: meta.applied, atMs: nowMs };
       this.placement.send({ type: 'DIRECTORY', descriptors, nowMs });
-      this.placement.send({ type: 'TICK', nowMs });
+      this.placement.send({ type: 'TICK', nowMs, liveNodes: this.liveNodes(nowMs) });
     }
   }
 
@@ -2649,6 +2741,10 @@ export class Node {
     if (op.kind === 'split') {
       client
         .split(op.key, { expectGeneration: op.generation, timeoutMs: 10_000 })
+        .then(done, failed);
+    } else if (op.kind === 'transferLeader') {
+      client
+        .transferLeader(op.key, op.to, { expectGeneration: op.generation, timeoutMs: 5000 })
         .then(done, failed);
     } else {
       client

@@ -13,6 +13,7 @@ import {
   isSystemKey,
   rangeIdCounterKey,
 } from '../storage/descriptor.ts';
+import { checkNodeId } from '../transport/subjects.ts';
 
 export const protocolVersion = 1;
 
@@ -56,9 +57,10 @@ export const scanLimitMin = 1;
 /**
  * User ops, the ops of subscribe (`eventsHead`: where the stream of the range holding
  * `key` is now; `events`: a page of a range's stream, long polled; docs/streams.md), and
- * the admin/system ops: `split` (split the range holding `key` at `key`), `alloc` (the
- * next range id) and `desc` (a directory write), which nodes send each other while
- * splitting (docs/ranges.md).
+ * the admin/system ops: `split` (split the range holding `key` at `key`), `transfer` (move
+ * the leadership of the range holding `key` to the node `node`), `alloc` (the next range
+ * id) and `desc` (a directory write), which nodes send each other while splitting
+ * (docs/ranges.md).
  */
 export type OpName =
   | 'get'
@@ -69,6 +71,7 @@ export type OpName =
   | 'eventsHead'
   | 'events'
   | 'split'
+  | 'transfer'
   | 'alloc'
   | 'desc';
 
@@ -108,10 +111,13 @@ export interface WireOp {
    */
   readonly waitMs?: number;
   /**
-   * desc: the descriptor's generation (the compare-and-set's version); split (optional):
-   * the generation the range must be at, or the split is refused with RangeKeyMismatch.
+   * desc: the descriptor's generation (the compare-and-set's version); split and transfer
+   * (optional): the generation the range must be at, or the op is refused with
+   * RangeKeyMismatch.
    */
   readonly generation?: number;
+  /** transfer: the node to lead the range; it must hold one of its voters. */
+  readonly node?: string;
 }
 
 /** A scan result entry: [key, value]. */
@@ -196,6 +202,8 @@ export type WireResult =
       readonly after?: number;
       /** events: the oldest revision of the range's stream still retained. */
       readonly oldest?: number;
+      /** transfer: the node leading the range when the old leader stepped down ('' unknown). */
+      readonly leader?: string;
     }
   | {
       readonly ok: false;
@@ -254,11 +262,12 @@ export function checkOp(x: unknown): Checked<WireOp> {
     o.op !== 'cas' &&
     o.op !== 'del' &&
     o.op !== 'split' &&
+    o.op !== 'transfer' &&
     o.op !== 'alloc' &&
     o.op !== 'desc'
   ) {
     return bad(
-      `op must be get, set, cas, del, scan, eventsHead, events or split, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
+      `op must be get, set, cas, del, scan, eventsHead, events, split or transfer, got ${JSON.stringify(String(o.op)).slice(0, 40)}`,
     );
   }
   if (!isBytes(o.key)) return bad('key must be bytes');
@@ -287,8 +296,17 @@ export function checkOp(x: unknown): Checked<WireOp> {
   if (o.op === 'split' && isSystemKey(o.key)) {
     return invalid('a split key cannot be a system key (0x00 "sys/...")', 'systemPrefix');
   }
-  if (o.op === 'split' && o.generation !== undefined && o.generation !== null) {
-    if (!isCount(o.generation)) return bad('split generation must be a positive integer');
+  if (
+    (o.op === 'split' || o.op === 'transfer') &&
+    o.generation !== undefined &&
+    o.generation !== null
+  ) {
+    if (!isCount(o.generation)) return bad(`${o.op} generation must be a positive integer`);
+  }
+  if (o.op === 'transfer') {
+    if (typeof o.node !== 'string') return bad('transfer needs the node to lead the range (node)');
+    const problem = checkNodeId(o.node);
+    if (problem !== undefined) return bad(`transfer: ${problem}`);
   }
   if (o.op === 'alloc' && Buffer.compare(o.key, rangeIdCounterKey) !== 0) {
     return bad('alloc takes the range id counter key');

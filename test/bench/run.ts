@@ -11,6 +11,7 @@
 //                    [--split-time S] [--split-inflight N] [--splits-during N] [--ranges-repeat 1]
 //                    [--ranges-slices 0] [--slice-s 4] [--slice-warmup-s 1] [--slice-gap-s 2]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
+//                    [--balance-leaders on|off] [--balance-wait-s 300]
 //                    (BENCH_NODE_V8_FLAGS="..." in the environment: more V8 flags for every
 //                    node, e.g. "--log-ic --logfile=/tmp/ic/%p.log", V8's log of inline-cache
 //                    states, which found descriptors read through megamorphic loads)
@@ -227,6 +228,8 @@ const { values: a } = parseArgs({
     'slice-warmup-s': { type: 'string', default: '1' },
     'slice-gap-s': { type: 'string', default: '2' },
     'node-cpu-prof': { type: 'string' },
+    'balance-leaders': { type: 'string', default: 'on' },
+    'balance-wait-s': { type: 'string', default: '300' },
     'stream-subs': { type: 'string', default: '100' },
     'stream-watchers': { type: 'string', default: '100' },
     'stream-procs': { type: 'string', default: '2' },
@@ -303,6 +306,17 @@ const historyS = Math.round(bounded('history-s', a['history-s'], 0, 86_400));
 const historyArgs =
   historyS > 0 ? ['--events-retain-s', String(historyS), '--dedup-window-s', String(historyS)] : [];
 const idleRanges = Math.round(bounded('idle-ranges', a['idle-ranges'], 0, 100_000));
+if (a['balance-leaders'] !== 'on' && a['balance-leaders'] !== 'off') {
+  throw new Error(`--balance-leaders must be on or off, got ${a['balance-leaders']}`);
+}
+/**
+ * Whether the pre-split clusters of the ranges section balance their leaders (the nodes'
+ * default); off: one node leads every range, as before leader balancing.
+ */
+const balanceLeaders = a['balance-leaders'] === 'on';
+const balanceWaitS = bounded('balance-wait-s', a['balance-wait-s'], 1, 3600);
+/** Node flags of the ranges section's load clusters. */
+const rangesNodeArgs: readonly string[] = balanceLeaders ? [] : ['--balance-leaders', 'off'];
 const splitTimeS = bounded('split-time', a['split-time'], 1, 3600);
 const splitInflight = Math.round(bounded('split-inflight', a['split-inflight'], 1, 1024));
 const splitsDuring = Math.round(bounded('splits-during', a['splits-during'], 0, 10_000));
@@ -1084,6 +1098,12 @@ class Cluster {
     private nodeArgs: readonly string[] = [],
   ) {}
 
+  /** Whether the nodes balance range leaders (not started with --balance-leaders off). */
+  get balancesLeaders(): boolean {
+    const i = this.nodeArgs.indexOf('--balance-leaders');
+    return i < 0 || this.nodeArgs[i + 1] !== 'off';
+  }
+
   get watch(): Proc[] {
     return [this.nats.proc, ...this.nodes];
   }
@@ -1266,6 +1286,13 @@ interface PresplitRow {
   split_p99_ms: number | null;
   split_max_ms: number | null;
   first_err?: string;
+  /**
+   * Seconds from the end of the pre-split until the placement driver had spread the leaders
+   * (no node leading two more than another); null: not within --balance-wait-s, or off.
+   */
+  balance_s: number | null;
+  /** Ranges each node leads after that wait (null: no status reply). */
+  node_leaders: (number | null)[];
 }
 
 /** No client load for --idle-s: each node's CPU and memory, the nodes' counters per second. */
@@ -1399,6 +1426,7 @@ async function presplit(
     }
     if (directory !== made) await sleep(250);
   }
+  const balance = c.balancesLeaders ? await waitForBalance(c, made) : undefined;
   const row: PresplitRow = {
     system: 'rasputin',
     workload: 'presplit',
@@ -1416,6 +1444,9 @@ async function presplit(
     split_p99_ms: fixed(pct(o.latenciesMs, 0.99), 2),
     split_max_ms: fixed(pct(o.latenciesMs, 1), 2),
     ...(o.firstErr ? { first_err: o.firstErr } : {}),
+    balance_s:
+      balance?.s === undefined || balance.s === null ? null : (fixed(balance.s, 1) ?? null),
+    node_leaders: balance?.leaders ?? [],
   };
   log(
     `rasputin: ${made} ranges (${o.made.length} splits made, ${o.failed} failed, ${o.skipped} ` +
@@ -1426,6 +1457,43 @@ async function presplit(
   );
   emit(row);
   return o;
+}
+
+/**
+ * Waits (--balance-wait-s at most) until the placement driver has spread the leaders of c's
+ * `made` ranges: every range led, and no node leading two more than another, by the nodes'
+ * status replies (which list led ranges first). Logs progress every 10 s.
+ */
+async function waitForBalance(
+  c: Cluster,
+  made: number,
+): Promise<{ s: number | null; leaders: (number | null)[] }> {
+  const t0 = performance.now();
+  let logged = t0;
+  for (;;) {
+    checkAlive(c.watch);
+    const replies = await askStatus(c.nc!, nodeIds.length, 500);
+    const leaders = nodeIds.map((id) => {
+      const r = replies.find((x) => x.node === id)?.ranges;
+      return r ? r.filter((g) => g.role === 'leader').length : null;
+    });
+    const n = leaders.filter((x): x is number => x !== null);
+    const s = (performance.now() - t0) / 1000;
+    const led = n.reduce((x, y) => x + y, 0);
+    if (n.length === nodeIds.length && led === made && Math.max(...n) - Math.min(...n) <= 1) {
+      log(`rasputin: leaders spread ${leaders.join('/')} in ${s.toFixed(1)} s`);
+      return { s, leaders };
+    }
+    if (s >= balanceWaitS) {
+      log(`rasputin: leaders not spread within ${balanceWaitS} s: ${leaders.join('/')}`);
+      return { s: null, leaders };
+    }
+    if (performance.now() - logged >= 10_000) {
+      logged = performance.now();
+      log(`  leaders per node ${leaders.join('/')} after ${s.toFixed(0)} s`);
+    }
+    await sleep(500);
+  }
 }
 
 const counterRate = (
@@ -1732,7 +1800,7 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
         cluster = undefined;
       }
       if (!cluster) {
-        cluster = new Cluster(nats);
+        cluster = new Cluster(nats, rangesNodeArgs);
         cut = new Set();
         await cluster.start();
         await cluster.prepare();
@@ -1775,7 +1843,9 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
     }
   }
   if (idleRanges > 0) {
-    const empty = new Cluster(nats);
+    // One node leads every range here (the busiest an idle node gets), and no leadership
+    // transfer runs in the idle windows.
+    const empty = new Cluster(nats, ['--balance-leaders', 'off']);
     let emptyFailed = false;
     try {
       await empty.start();
@@ -1855,8 +1925,8 @@ function manyRanges(): number | undefined {
 async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
   const natsMany = await startNats();
   log(`nats-server ${natsMany.url} (pid ${natsMany.proc.pid}) for the ${many}-range cluster`);
-  const one = new Cluster(nats);
-  const split = new Cluster(natsMany);
+  const one = new Cluster(nats, rangesNodeArgs);
+  const split = new Cluster(natsMany, rangesNodeArgs);
   let failed = false;
   try {
     for (const c of [one, split]) {
@@ -2584,7 +2654,8 @@ function rangesSummary(): void {
   );
   out(
     `${'ranges'.padStart(7)}${'made'.padStart(7)}${'split_s'.padStart(9)}${'ms/split'.padStart(9)}` +
-      `${'p50ms'.padStart(8)}${'maxms'.padStart(9)}${'fail'.padStart(5)}  ` +
+      `${'p50ms'.padStart(8)}${'maxms'.padStart(9)}${'fail'.padStart(5)}` +
+      `${'bal_s'.padStart(7)}${'leaders'.padStart(16)}  ` +
       workloads
         .map(
           (op) =>
@@ -2609,7 +2680,9 @@ function rangesSummary(): void {
     out(
       `${String(n).padStart(7)}${num(pre?.ranges_made ?? n, 0, 7)}${num(pre?.elapsed_s, 1, 9)}` +
         `${num(pre?.ms_per_split, 2, 9)}${num(pre?.split_p50_ms, 1, 8)}` +
-        `${num(pre?.split_max_ms, 1, 9)}${num(pre?.splits_failed, 0, 5)}  ${cols.join('')}`,
+        `${num(pre?.split_max_ms, 1, 9)}${num(pre?.splits_failed, 0, 5)}` +
+        `${num(pre?.balance_s, 1, 7)}${(pre?.node_leaders.join('/') ?? '-').padStart(16)}  ` +
+        cols.join(''),
     );
   }
   const many = presplitRows.find((r) => r.ranges === idleRanges && !rangesList.includes(r.ranges));

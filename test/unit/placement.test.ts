@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { createActor } from 'xstate';
 import {
+  balanceLeaders,
   type ClusterView,
   decisions,
   defaultPlacementConfig,
@@ -41,12 +42,12 @@ function desc(rangeId: number, start: string, end: string | null, generation: nu
 
 function report(
   descriptor: RangeDesc,
-  fields: { bytes?: number; splitKey?: Uint8Array | string; atMs?: number } = {},
+  fields: { bytes?: number; splitKey?: Uint8Array | string; atMs?: number; leader?: string } = {},
 ): RangeReport {
   const splitKey = typeof fields.splitKey === 'string' ? key(fields.splitKey) : fields.splitKey;
   return {
     descriptor,
-    leaderNode: 'n1',
+    leaderNode: fields.leader ?? 'n1',
     keys: 1000,
     bytes: fields.bytes ?? 0,
     opsPerS: 0,
@@ -61,6 +62,8 @@ function view(fields: {
   nowMs?: number;
   directoryAtMs?: number;
   inFlight?: Operation[];
+  settling?: Operation[];
+  liveNodes?: string[] | null;
 }): ClusterView {
   return {
     nowMs: fields.nowMs ?? 0,
@@ -68,6 +71,8 @@ function view(fields: {
     directory: new Map((fields.directory ?? []).map((d) => [d.rangeId, d])),
     directoryAtMs: fields.directoryAtMs ?? 0,
     inFlight: fields.inFlight ?? [],
+    settling: fields.settling ?? [],
+    liveNodes: fields.liveNodes === null ? null : new Set(fields.liveNodes ?? ['n1', 'n2', 'n3']),
   };
 }
 
@@ -80,6 +85,7 @@ describe('placement config', () => {
     expect(config.opTimeoutMs).toBe(10_000);
     expect(config.warmupMs).toBe(2_000);
     expect(config.splitsInFlightMax).toBe(4);
+    expect(config.leaderTransfersInFlightMax).toBe(32);
     expect(config.decisionsMax).toBe(200);
     expect([...config.systemPrefix]).toEqual([0x00, 0x73, 0x79, 0x73, 0x2f]);
   });
@@ -244,6 +250,97 @@ describe('split-by-size checker', () => {
   });
 });
 
+describe('leader balancing checker', () => {
+  /** The meta range [, a) and user ranges 2..n+1 at [a..), each led where `leaders` says. */
+  const ranges = (leaders: string[], atMs = 0) => [
+    report(desc(1, '', 'a', 1), { atMs }),
+    ...leaders.map((leader, i) =>
+      report(desc(i + 2, String.fromCharCode(97 + i), String.fromCharCode(98 + i), 1), {
+        atMs,
+        leader,
+      }),
+    ),
+  ];
+  /** A split of range 2 in flight. */
+  const split: Operation = {
+    kind: 'split',
+    id: 'split:2@1',
+    rangeId: 2,
+    generation: 1,
+    key: key('aa'),
+    reason: '',
+  };
+  const moves = (ops: Operation[]) =>
+    ops.map((op) => (op.kind === 'transferLeader' ? `${op.rangeId}:${op.from}>${op.to}` : op.id));
+
+  it('moves leaders off the busiest node until no node leads two more than another', () => {
+    const ops = balanceLeaders(view({ reports: ranges(Array(6).fill('n1')) }), config);
+    // n1 leads 7 (the meta range too), n2 and n3 none: 3, 2 and 2 after four moves.
+    expect(moves(ops)).toEqual(['2:n1>n2', '3:n1>n3', '4:n1>n2', '5:n1>n3']);
+    expect(ops[0]).toEqual({
+      kind: 'transferLeader',
+      id: 'transferLeader:2@1',
+      rangeId: 2,
+      generation: 1,
+      key: key('a'),
+      from: 'n1',
+      to: 'n2',
+      reason: "n1 leads 7 of 7 ranges, n2 0 (3 live nodes): move range 2's leadership to n2",
+    });
+  });
+
+  it('never moves the meta range, and leaves a difference of one alone', () => {
+    // n1 leads the meta range and range 2, n2 range 3: range 2 moves to n3.
+    expect(moves(balanceLeaders(view({ reports: ranges(['n1', 'n2']) }), config))).toEqual([
+      '2:n1>n3',
+    ]);
+    // With range 2 busy, only the meta range is left on n1: it stays.
+    const reports = ranges(['n1', 'n2']);
+    expect(balanceLeaders(view({ reports, inFlight: [split] }), config)).toEqual([]);
+    expect(balanceLeaders(view({ reports: ranges(['n2', 'n3']) }), config)).toEqual([]);
+    expect(balanceLeaders(view({ reports: ranges(['n2', 'n2', 'n3']) }), config)).toEqual([]);
+    expect(moves(balanceLeaders(view({ reports: ranges(['n2', 'n2', 'n2']) }), config))).toEqual([
+      '2:n2>n3',
+    ]);
+  });
+
+  it('counts transfers in flight and settling at their targets, within its budget', () => {
+    const reports = ranges(Array(9).fill('n1'));
+    const first = balanceLeaders(view({ reports }), config);
+    expect(first).toHaveLength(6); // 10 leaders: 4, 3, 3
+    const c = placementConfig({ leaderTransfersInFlightMax: 3 });
+    const inFlight = first.slice(0, 2);
+    const settling = first.slice(2, 4);
+    const next = balanceLeaders(view({ reports, inFlight, settling }), c);
+    // Two in flight leave one of three; the four counted as moved are not moved again.
+    expect(moves(next)).toEqual(['6:n1>n2']);
+    expect(balanceLeaders(view({ reports, inFlight: first.slice(0, 3) }), c)).toEqual([]);
+  });
+
+  it('moves only to live voter nodes, and not a range with another operation in flight', () => {
+    const reports = ranges(Array(6).fill('n1'));
+    // n3 is not heard from: n1 and n2 share the 7 leaders.
+    const ops = balanceLeaders(view({ reports, liveNodes: ['n1', 'n2'] }), config);
+    expect(moves(ops)).toEqual(['2:n1>n2', '3:n1>n2', '4:n1>n2']);
+    // A split of range 2 in flight: its leadership stays.
+    const around = balanceLeaders(view({ reports, inFlight: [split] }), config);
+    expect(moves(around)[0]).toBe('3:n1>n2');
+    expect(around.some((op) => op.kind === 'transferLeader' && op.rangeId === 2)).toBe(false);
+    // A range whose only other voters are elsewhere cannot move to a node without one.
+    const d = { ...desc(2, 'a', 'b', 1), replicas: desc(2, 'a', 'b', 1).replicas.slice(0, 1) };
+    const lone = [report(desc(1, '', 'a', 1)), report(d), report(desc(3, 'b', null, 1))];
+    expect(moves(balanceLeaders(view({ reports: lone }), config))).toEqual(['3:n1>n2']);
+  });
+
+  it('does nothing without live nodes, when turned off, or from stale reports', () => {
+    const reports = ranges(Array(6).fill('n1'));
+    expect(balanceLeaders(view({ reports, liveNodes: null }), config)).toEqual([]);
+    const off = placementConfig({ leaderTransfersInFlightMax: 0 });
+    expect(balanceLeaders(view({ reports }), off)).toEqual([]);
+    expect(balanceLeaders(view({ reports, nowMs: config.reportStaleMs + 1 }), config)).toEqual([]);
+  });
+});
+
 /** A driver with a recording issue port and small, test-sized limits. */
 function driver(overrides: Partial<PlacementConfig> = {}) {
   const issued: Operation[] = [];
@@ -272,6 +369,14 @@ function leadAndWarm(d: ReturnType<typeof driver>, t: number, reports: RangeRepo
   d.send({ type: 'DIRECTORY', descriptors: [meta1, user1], nowMs: t });
   d.send({ type: 'REPORT', reports, nowMs: t });
   d.send({ type: 'TICK', nowMs: t + 2000 });
+}
+
+/** LEAD at 0 with every reported range in the directory, warm at warmupMs. */
+function leadAndWarmAll(d: ReturnType<typeof driver>, reports: RangeReport[]) {
+  d.send({ type: 'LEAD', nowMs: 0 });
+  d.send({ type: 'DIRECTORY', descriptors: reports.map((r) => r.descriptor), nowMs: 0 });
+  d.send({ type: 'REPORT', reports, nowMs: 0 });
+  d.send({ type: 'TICK', nowMs: 2000 });
 }
 
 describe('placement driver', () => {
@@ -539,6 +644,57 @@ describe('placement driver', () => {
     d.send({ type: 'OP_DONE', id: 'updateDirectory:3@2' });
     d.send({ type: 'TICK', nowMs: 2100 });
     expect(d.issued.slice(3).map((op) => op.id)).toEqual(['updateDirectory:6@2']);
+  });
+
+  it('balances leaders once told the live nodes; a done transfer counts until reported', () => {
+    const d = driver();
+    const spread = (leader: (id: number) => string, atMs: number) => [
+      report(meta1, { atMs }),
+      ...[3, 4, 5, 6].map((id) =>
+        report(desc(id, `u${id}`, `u${id}z`, 1), { atMs, leader: leader(id) }),
+      ),
+    ];
+    leadAndWarmAll(
+      d,
+      spread(() => 'n1', 0),
+    );
+    expect(d.issued.filter((op) => op.kind === 'transferLeader')).toEqual([]); // no live nodes yet
+    d.send({ type: 'TICK', nowMs: 2500, liveNodes: ['n1', 'n2', 'n3'] });
+    const transfers = () => d.issued.filter((op) => op.kind === 'transferLeader');
+    const moved = ['transferLeader:3@1', 'transferLeader:4@1', 'transferLeader:5@1'];
+    expect(transfers().map((op) => op.id)).toEqual(moved);
+    for (const id of moved) d.send({ type: 'OP_DONE', id });
+    // The reports still say n1 leads all: the done transfers are counted as moved anyway.
+    d.send({ type: 'TICK', nowMs: 3000, liveNodes: ['n1', 'n2', 'n3'] });
+    expect(transfers()).toHaveLength(3);
+    // The new leaders report: the view matches, nothing more to move.
+    const after = spread((id) => ({ 3: 'n2', 4: 'n3', 5: 'n2' })[id] ?? 'n1', 3500);
+    d.send({ type: 'REPORT', reports: after, nowMs: 3500 });
+    d.send({ type: 'TICK', nowMs: 4000, liveNodes: ['n1', 'n2', 'n3'] });
+    expect(transfers()).toHaveLength(3);
+    // n2 stops being heard from: its two leaders count nowhere, and n1 (2) and n3 (1) are even.
+    d.send({ type: 'TICK', nowMs: 4500, liveNodes: ['n1', 'n3'] });
+    expect(transfers()).toHaveLength(3);
+    const outcomes = decisions(d.actor)
+      .filter((x) => x.op.kind === 'transferLeader')
+      .map((x) => x.outcome?.status);
+    expect(outcomes).toEqual(['done', 'done', 'done']);
+    expect(d.errors).toEqual([]);
+  });
+
+  it('ends a transfer in flight as observed when a report names its target as the leader', () => {
+    const d = driver();
+    const users = (leader: string, atMs: number) =>
+      [3, 4].map((id) => report(desc(id, `u${id}`, `u${id}z`, 1), { atMs, leader }));
+    leadAndWarmAll(d, [report(meta1), ...users('n1', 0)]);
+    d.send({ type: 'TICK', nowMs: 2500, liveNodes: ['n1', 'n2'] });
+    expect(operationsInFlight(d.actor).map((f) => f.op.id)).toEqual(['transferLeader:3@1']);
+    d.send({ type: 'REPORT', reports: users('n2', 2600).slice(0, 1), nowMs: 2600 });
+    expect(operationsInFlight(d.actor)).toEqual([]);
+    expect(decisions(d.actor).at(-1)!.outcome).toMatchObject({
+      status: 'observed',
+      detail: 'range 3 is led by n2',
+    });
   });
 
   it('UNLEAD drops the view and what is in flight; the next LEAD starts over', () => {
