@@ -26,7 +26,8 @@ export interface NodeConfig {
   readonly watch: boolean;
   /**
    * Whether the placement driver, on this node while it leads the meta range, spreads range
-   * leaders evenly over the live nodes (docs/ranges.md, "Leader balancing").
+   * leaders evenly over the live nodes (docs/ranges.md, "Leader balancing"). Off by
+   * default: on one machine it cost the 256-range benches a third of their throughput.
    */
   readonly balanceLeaders: boolean;
   /**
@@ -255,7 +256,7 @@ export function parseNodeConfig(args: string[]): NodeConfig {
     balanceLeaders: onOff(
       '--balance-leaders',
       str('balance-leaders') ?? env('RASPUTIN_BALANCE_LEADERS'),
-      true,
+      false,
     ),
     splitBytes: positiveInt(
       '--split-bytes',

@@ -228,7 +228,7 @@ const { values: a } = parseArgs({
     'slice-warmup-s': { type: 'string', default: '1' },
     'slice-gap-s': { type: 'string', default: '2' },
     'node-cpu-prof': { type: 'string' },
-    'balance-leaders': { type: 'string', default: 'on' },
+    'balance-leaders': { type: 'string', default: 'off' },
     'balance-wait-s': { type: 'string', default: '300' },
     'stream-subs': { type: 'string', default: '100' },
     'stream-watchers': { type: 'string', default: '100' },
@@ -310,13 +310,13 @@ if (a['balance-leaders'] !== 'on' && a['balance-leaders'] !== 'off') {
   throw new Error(`--balance-leaders must be on or off, got ${a['balance-leaders']}`);
 }
 /**
- * Whether the pre-split clusters of the ranges section balance their leaders (the nodes'
- * default); off: one node leads every range, as before leader balancing.
+ * Whether the load clusters of the ranges section balance their leaders; off (the nodes'
+ * default): the node that led range 1 leads every range the pre-split makes.
  */
 const balanceLeaders = a['balance-leaders'] === 'on';
 const balanceWaitS = bounded('balance-wait-s', a['balance-wait-s'], 1, 3600);
 /** Node flags of the ranges section's load clusters. */
-const rangesNodeArgs: readonly string[] = balanceLeaders ? [] : ['--balance-leaders', 'off'];
+const rangesNodeArgs: readonly string[] = balanceLeaders ? ['--balance-leaders', 'on'] : [];
 const splitTimeS = bounded('split-time', a['split-time'], 1, 3600);
 const splitInflight = Math.round(bounded('split-inflight', a['split-inflight'], 1, 1024));
 const splitsDuring = Math.round(bounded('splits-during', a['splits-during'], 0, 10_000));
@@ -1098,10 +1098,10 @@ class Cluster {
     private nodeArgs: readonly string[] = [],
   ) {}
 
-  /** Whether the nodes balance range leaders (not started with --balance-leaders off). */
+  /** Whether the nodes balance range leaders (started with --balance-leaders on). */
   get balancesLeaders(): boolean {
     const i = this.nodeArgs.indexOf('--balance-leaders');
-    return i < 0 || this.nodeArgs[i + 1] !== 'off';
+    return i >= 0 && this.nodeArgs[i + 1] === 'on';
   }
 
   get watch(): Proc[] {
@@ -1291,7 +1291,7 @@ interface PresplitRow {
    * (no node leading two more than another); null: not within --balance-wait-s, or off.
    */
   balance_s: number | null;
-  /** Ranges each node leads after that wait (null: no status reply). */
+  /** Ranges each node leads after that (null: no status reply). */
   node_leaders: (number | null)[];
 }
 
@@ -1426,7 +1426,9 @@ async function presplit(
     }
     if (directory !== made) await sleep(250);
   }
-  const balance = c.balancesLeaders ? await waitForBalance(c, made) : undefined;
+  const balance = c.balancesLeaders
+    ? await waitForBalance(c, made)
+    : { s: null, leaders: await leadersPerNode(c) };
   const row: PresplitRow = {
     system: 'rasputin',
     workload: 'presplit',
@@ -1444,9 +1446,8 @@ async function presplit(
     split_p99_ms: fixed(pct(o.latenciesMs, 0.99), 2),
     split_max_ms: fixed(pct(o.latenciesMs, 1), 2),
     ...(o.firstErr ? { first_err: o.firstErr } : {}),
-    balance_s:
-      balance?.s === undefined || balance.s === null ? null : (fixed(balance.s, 1) ?? null),
-    node_leaders: balance?.leaders ?? [],
+    balance_s: balance.s === null ? null : fixed(balance.s, 1),
+    node_leaders: balance.leaders,
   };
   log(
     `rasputin: ${made} ranges (${o.made.length} splits made, ${o.failed} failed, ${o.skipped} ` +
@@ -1457,6 +1458,15 @@ async function presplit(
   );
   emit(row);
   return o;
+}
+
+/** Ranges each node of c leads, by its status reply (null: no reply). */
+async function leadersPerNode(c: Cluster): Promise<(number | null)[]> {
+  const replies = await askStatus(c.nc!, nodeIds.length, 500);
+  return nodeIds.map((id) => {
+    const r = replies.find((x) => x.node === id)?.ranges;
+    return r ? r.filter((g) => g.role === 'leader').length : null;
+  });
 }
 
 /**
@@ -1472,11 +1482,7 @@ async function waitForBalance(
   let logged = t0;
   for (;;) {
     checkAlive(c.watch);
-    const replies = await askStatus(c.nc!, nodeIds.length, 500);
-    const leaders = nodeIds.map((id) => {
-      const r = replies.find((x) => x.node === id)?.ranges;
-      return r ? r.filter((g) => g.role === 'leader').length : null;
-    });
+    const leaders = await leadersPerNode(c);
     const n = leaders.filter((x): x is number => x !== null);
     const s = (performance.now() - t0) / 1000;
     const led = n.reduce((x, y) => x + y, 0);
@@ -1843,9 +1849,7 @@ async function rasputinRanges(nats: MonitoredNats): Promise<void> {
     }
   }
   if (idleRanges > 0) {
-    // One node leads every range here (the busiest an idle node gets), and no leadership
-    // transfer runs in the idle windows.
-    const empty = new Cluster(nats, ['--balance-leaders', 'off']);
+    const empty = new Cluster(nats);
     let emptyFailed = false;
     try {
       await empty.start();

@@ -21,7 +21,7 @@ let cluster: Cluster;
 let client: Client;
 
 beforeAll(async () => {
-  cluster = await startServingCluster({ nodes: 3 });
+  cluster = await startServingCluster({ nodes: 3, extraArgs: ['--balance-leaders', 'on'] });
   client = await connectClient(cluster.natsUrl);
 }, clusterStartMsMax);
 

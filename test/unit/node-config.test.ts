@@ -1,5 +1,5 @@
 // `rasputin start` flags that take a number of milliseconds: where 0 has a meaning of its own,
-// and the tick, whose bound comes from the lease.
+// and the tick, whose bound comes from the lease; and --balance-leaders, off by default.
 
 import { describe, expect, it } from 'vitest';
 import {
@@ -57,5 +57,16 @@ describe('--tick-ms', () => {
         /--tick-ms must be an integer in \[1, 200\]/,
       );
     }
+  });
+});
+
+describe('--balance-leaders', () => {
+  it('is off unless turned on, and takes only on or off', () => {
+    expect(parseNodeConfig(base).balanceLeaders).toBe(false);
+    expect(parseNodeConfig([...base, '--balance-leaders', 'on']).balanceLeaders).toBe(true);
+    expect(parseNodeConfig([...base, '--balance-leaders', 'off']).balanceLeaders).toBe(false);
+    expect(() => parseNodeConfig([...base, '--balance-leaders', 'yes'])).toThrow(
+      /--balance-leaders must be on or off, got "yes"/,
+    );
   });
 });
