@@ -72,6 +72,7 @@ import {
   directoryKey,
   directoryStart,
   encodeDescriptor,
+  inSpan,
   type RangeDescriptor,
   rangeIdCounterKey,
 } from '../storage/descriptor.ts';
@@ -821,7 +822,7 @@ export class Client {
         reject,
         route: 'range',
         fixedRangeId: fixed?.rangeId,
-        expectGeneration: op.op === 'desc' ? undefined : op.generation,
+        expectGeneration: op.op === 'split' || op.op === 'transfer' ? op.generation : undefined,
         attemptTimeoutMs: fixed?.attemptTimeoutMs ?? attemptTimeoutMsMax,
         sends: 0,
         settled: false,
@@ -1119,11 +1120,7 @@ export class Client {
   private otherGeneration(call: Call, descriptors: readonly unknown[] | undefined): boolean {
     if (call.expectGeneration === undefined) return false;
     const d = asCachedRange(descriptors?.[0]);
-    if (d === undefined || d.generation === call.expectGeneration) return false;
-    return (
-      Buffer.compare(call.key, d.start) >= 0 &&
-      (d.end === null || Buffer.compare(call.key, d.end) < 0)
-    );
+    return d !== undefined && d.generation !== call.expectGeneration && inSpan(d, call.key);
   }
 
   /** Adds descriptors from a reply to the cache; whether that changed anything. */

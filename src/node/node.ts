@@ -329,10 +329,7 @@ export class Node {
   private clusterId = '';
   private readonly ranges = new Map<number, RangeHost>();
   /** Leadership transfers of ranges led here, answered when the range's leader steps down. */
-  private readonly transfers = new Map<
-    number,
-    { done: Done; timer: NodeJS.Timeout | undefined }[]
-  >();
+  private readonly transfers = new Map<number, Set<{ done: Done; timer: NodeJS.Timeout }>>();
   /**
    * The actor system of this node's range replicas: each replica's machine is an actor of
    * it (one system for all, instead of one per range). The root actor does nothing.
@@ -1397,20 +1394,11 @@ export class Node {
       return;
     }
     this.touch(h);
-    if (op.op === 'split') {
+    if (op.op === 'split' || op.op === 'transfer') {
       if (op.generation !== undefined && op.generation !== h.descriptor.generation) {
-        done(this.mismatch(h, op.key, `split expected generation ${op.generation}`));
-        return;
-      }
-      this.startSplit(h, op.key, done);
-      return;
-    }
-    if (op.op === 'transfer') {
-      if (op.generation !== undefined && op.generation !== h.descriptor.generation) {
-        done(this.mismatch(h, op.key, `transfer expected generation ${op.generation}`));
-        return;
-      }
-      this.startTransfer(h, op.node!, done);
+        done(this.mismatch(h, op.key, `${op.op} expected generation ${op.generation}`));
+      } else if (op.op === 'split') this.startSplit(h, op.key, done);
+      else this.startTransfer(h, op.node!, done);
       return;
     }
     let data: Uint8Array;
@@ -1483,23 +1471,22 @@ export class Node {
     }
     this.log.info(`range ${h.rangeId}: transferring leadership to ${nodeId}`);
     const waitMs = 2 * this.livenessMs();
-    const pending = { done, timer: undefined as NodeJS.Timeout | undefined };
-    pending.timer = setTimeout(() => {
-      const list = this.transfers.get(h.rangeId);
-      const i = list?.indexOf(pending) ?? -1;
-      if (i < 0) return;
-      list!.splice(i, 1);
-      if (list!.length === 0) this.transfers.delete(h.rangeId);
-      done({
-        ok: false,
-        code: 'Unavailable',
-        msg: `range ${h.rangeId}: leadership did not move to ${nodeId} within ${waitMs} ms`,
-      });
-    }, waitMs);
-    pending.timer.unref();
-    let list = this.transfers.get(h.rangeId);
-    if (list === undefined) this.transfers.set(h.rangeId, (list = []));
-    list.push(pending);
+    const pending = {
+      done,
+      timer: setTimeout(() => {
+        const waiting = this.transfers.get(h.rangeId);
+        if (!waiting?.delete(pending)) return;
+        if (waiting.size === 0) this.transfers.delete(h.rangeId);
+        done({
+          ok: false,
+          code: 'Unavailable',
+          msg: `range ${h.rangeId}: leadership did not move to ${nodeId} within ${waitMs} ms`,
+        });
+      }, waitMs).unref(),
+    };
+    let waiting = this.transfers.get(h.rangeId);
+    if (waiting === undefined) this.transfers.set(h.rangeId, (waiting = new Set()));
+    waiting.add(pending);
   }
 
   /**

@@ -105,7 +105,8 @@ export function decodeCounter(bytes: Uint8Array): number | undefined {
   return Buffer.from(bytes.buffer, bytes.byteOffset, 4).readUInt32BE(0);
 }
 
-export function inSpan(d: RangeDescriptor, key: Uint8Array): boolean {
+/** Whether d's span [start, end) holds `key` (d: a descriptor, or anything with a span). */
+export function inSpan(d: Pick<RangeDescriptor, 'start' | 'end'>, key: Uint8Array): boolean {
   return compareBytes(key, d.start) >= 0 && (d.end === null || compareBytes(key, d.end) < 0);
 }
 
