@@ -337,8 +337,19 @@ async function transfer(args: string[]): Promise<number> {
   const [key, nodeId] = positionals as [string, string];
   return withClient('transfer', values, 10_000, async (client) => {
     const { descriptor: d, leader } = await client.transferLeader(key, nodeId);
-    const now = leader === '' ? 'its election is under way' : `led by ${leader}`;
-    console.log(`OK range ${d.rangeId} (generation ${d.generation}) ${now}`);
+    // The old leader steps down when the target campaigns, mostly before the election is
+    // over: ask the nodes who leads now, for two seconds at most.
+    let now = leader;
+    for (let i = 0; now === '' && i < 10; i++) {
+      await new Promise((done) => setTimeout(done, 200));
+      const nodes = await collectStatus(natsUrl(values), prefixOf(values), 300);
+      const led = nodes.find((n) =>
+        n.ranges.some((r) => r.rangeId === d.rangeId && r.role === 'leader'),
+      );
+      now = led?.node ?? '';
+    }
+    const who = now === '' ? 'its election is not over yet' : `led by ${now}`;
+    console.log(`OK range ${d.rangeId} (generation ${d.generation}) ${who}`);
     return 0;
   });
 }

@@ -48,7 +48,7 @@ describe('leadership', () => {
     const out = await runRasputin(['transfer', 't-key', to, '--nats', cluster.natsUrl]);
     expect(out.stderr).toBe('');
     expect(out.code).toBe(0);
-    expect(out.stdout).toMatch(/^OK range 1 \(generation \d+\) /);
+    expect(out.stdout).toMatch(new RegExp(`^OK range 1 \\(generation \\d+\\) led by ${to}$`));
     const now = await waitForLeader(cluster.natsUrl, { exclude: [from] });
     expect(now.node).toBe(to);
     // Data written before reads back, and writes go on, through the new leader.
