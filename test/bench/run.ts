@@ -71,7 +71,10 @@
 //   1. a cluster with N ranges: the one of the previous N, split further when its split
 //      keys are a subset of N's (nested quantiles: 1,16,256,4096), else a fresh one
 //      (filled first); the pre-split (splits.ts splitAll) is timed: wall time, ms per
-//      split, each split's latency;
+//      split, each split's latency; with --balance-leaders on (the nodes' flag; off by
+//      default, as in the nodes) the bench then waits for the placement driver to spread
+//      the leaders (no node leading two more than another, --balance-wait-s at most), and
+//      the row says how long that took and where the leaders are;
 //   2. each workload at each --inflight, from a load process that first learns every
 //      range (one get per range) so its client routes straight to range leaders; the row
 //      says how many ranges its cache held (cache) and how many hold its keys (used);
