@@ -226,7 +226,8 @@ export const balanceLeaders: Checker = (view, config) => {
 /**
  * The checkers the driver runs, in this order. Repair comes first: the directory is what
  * clients route by; leaders move last, around what the others issued. A new checker
- * (rebalancing replicas, splitting by load, merging) is a Checker appended here; if it needs more of the cluster (node stats), that
- * goes into ClusterView, and its operation kind into Operation, with a test of its own.
+ * (rebalancing replicas, splitting by load, merging) is a Checker appended here; if it
+ * needs more of the cluster (node stats), that goes into ClusterView, and its operation
+ * kind into Operation, with a test of its own.
  */
 export const checkers: readonly Checker[] = [repairDirectory, splitBySize, balanceLeaders];

@@ -155,14 +155,12 @@ export function observeReports(
     }
   }
   leader = { ...leader, nowMs: at, reports: latest, firstReportAtMs: leader.firstReportAtMs ?? at };
-  if (leader.settling.size > 0) {
-    const settling = new Map(leader.settling);
-    for (const [id, { op, atMs }] of leader.settling) {
-      const report = latest.get(operationTarget(op).rangeId);
-      if (report === undefined || report.atMs > atMs) settling.delete(id);
-    }
-    leader = { ...leader, settling };
-  }
+  // A transfer has settled once a report of its range came after its answer.
+  const settling = without(leader.settling, ({ op, atMs }) => {
+    const report = latest.get(operationTarget(op).rangeId);
+    return report === undefined || report.atMs > atMs;
+  });
+  if (settling !== leader.settling) leader = { ...leader, settling };
   let next: DriverState = { ...state, leader };
   for (const { op } of leader.inFlight.values()) {
     const { rangeId, generation } = operationTarget(op);
@@ -305,22 +303,25 @@ function neededSinceEnd(leader: LeaderState, op: Operation): boolean {
 function forgetStale(leader: LeaderState, config: PlacementConfig): LeaderState {
   const stale = (atMs: number) => leader.nowMs - atMs > config.reportStaleMs;
   // Reports in place, as observeReports does (deleting while iterating a Map is well
-  // defined). `ended` is copied only when something in it is stale.
+  // defined). `ended` and `settling` are copied only when something in them is stale.
   const reports = leader.reports as Map<number, RangeReport>;
   for (const r of reports.values()) if (stale(r.atMs)) reports.delete(r.descriptor.rangeId);
-  let any = false;
-  for (const atMs of leader.ended.values()) if ((any = stale(atMs))) break;
-  const ended = any ? new Map([...leader.ended].filter(([, atMs]) => !stale(atMs))) : leader.ended;
-  let settling = leader.settling;
-  for (const { atMs } of settling.values()) {
-    if (stale(atMs)) {
-      settling = new Map([...settling].filter(([, s]) => !stale(s.atMs)));
-      break;
-    }
-  }
+  const ended = without(leader.ended, stale);
+  const settling = without(leader.settling, (s) => stale(s.atMs));
   return ended === leader.ended && settling === leader.settling
     ? leader
     : { ...leader, ended, settling };
+}
+
+/** `map` without the entries `drop` picks: a copy, or `map` itself when it picks none. */
+function without<V>(
+  map: ReadonlyMap<string, V>,
+  drop: (value: V) => boolean,
+): ReadonlyMap<string, V> {
+  for (const value of map.values()) {
+    if (drop(value)) return new Map([...map].filter(([, v]) => !drop(v)));
+  }
+  return map;
 }
 
 /** Sets the outcome of the newest open decision for this operation, if it is still kept. */
