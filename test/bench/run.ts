@@ -11,7 +11,7 @@
 //                    [--split-time S] [--split-inflight N] [--splits-during N] [--ranges-repeat 1]
 //                    [--ranges-slices 0] [--slice-s 4] [--slice-warmup-s 1] [--slice-gap-s 2]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
-//                    [--balance-leaders on|off] [--balance-wait-s 300]
+//                    [--balance-leaders on|off] [--balance-wait-s 300] [--ranges-pin on|off]
 //                    (BENCH_NODE_V8_FLAGS="..." in the environment: more V8 flags for every
 //                    node, e.g. "--log-ic --logfile=/tmp/ic/%p.log", V8's log of inline-cache
 //                    states, which found descriptors read through megamorphic loads)
@@ -110,6 +110,13 @@
 // ranges than the pairs of the same run did, in all three runs so far (puts 0.78x against
 // 0.86, 0.84; 0.68x against 0.84, 0.91, 0.84; 0.76x against 0.79, 0.83 with 4 s of
 // warm-up per slice): each slice resumes a cluster that idled.
+// With --ranges-pin on (the default, on 2 CPUs or more), every throughput load of the
+// section runs as the streams section's do: the servers (the loaded cluster's nats-server
+// and nodes) on the first half of the CPUs, the load process and this one on the rest,
+// every CPU again after the load (splits and idle rows run unpinned). With clients on other
+// machines the client's CPU is not the servers'; shared, the one-range side moved from
+// 55,000 to 81,000 gets/s between pairs (the scheduler's placement of a load that is one
+// request at a time), and a pair's ratio with it. --ranges-pin off shares every CPU.
 //
 // Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
 // one cluster (filled first with every k_ and every p_ key, then 30 s of puts: the rows run
@@ -233,6 +240,7 @@ const { values: a } = parseArgs({
     'node-cpu-prof': { type: 'string' },
     'balance-leaders': { type: 'string', default: 'off' },
     'balance-wait-s': { type: 'string', default: '300' },
+    'ranges-pin': { type: 'string', default: 'on' },
     'stream-subs': { type: 'string', default: '100' },
     'stream-watchers': { type: 'string', default: '100' },
     'stream-procs': { type: 'string', default: '2' },
@@ -330,9 +338,14 @@ const streamDrainS = bounded('stream-drain-s', a['stream-drain-s'], 0, 600);
 if (a['stream-pin'] !== 'on' && a['stream-pin'] !== 'off') {
   throw new Error(`--stream-pin must be on or off, not ${a['stream-pin']}`);
 }
+if (a['ranges-pin'] !== 'on' && a['ranges-pin'] !== 'off') {
+  throw new Error(`--ranges-pin must be on or off, not ${a['ranges-pin']}`);
+}
 const cpuCount = availableParallelism();
 /** Servers and clients on CPUs of their own in the streams section (Pinning, procs.ts). */
 const streamPin = a['stream-pin'] === 'on' ? splitCpus(cpuCount) : undefined;
+/** The same for the ranges section's throughput loads (rangesLoad, interleavedPair). */
+const rangesPin = a['ranges-pin'] === 'on' ? splitCpus(cpuCount) : undefined;
 const streamRowNames = ['off', 'on', '1sub', 'subs', 'watch', 'again', 'offagain'] as const;
 type StreamRow = (typeof streamRowNames)[number];
 const streamRowsWanted = new Set<StreamRow>(
@@ -396,6 +409,11 @@ interface Row {
   client_cpu_us_per_op: number | null;
   server_cpu_us_per_op: number | null;
   server_cpu_nodes_us_per_op?: number | null;
+  /** server_cpu_nodes_us_per_op node by node ("a/b/c"), to tell a leader from followers. */
+  server_cpu_each_node_us_per_op?: string;
+  /** Bytes through nats-server per op, in and out (its /varz). */
+  nats_in_bytes_per_op?: number | null;
+  nats_out_bytes_per_op?: number | null;
   server_cpu_nats_us_per_op?: number | null;
   /** Kernel part of server_cpu_nodes_us_per_op (syscalls, fsync). */
   server_cpu_nodes_sys_us_per_op?: number | null;
@@ -580,6 +598,13 @@ function show(r: Row): void {
   if (r.store_per_op !== undefined && Object.keys(r.store_per_op).length > 0) {
     const moved = Object.entries(r.store_per_op).map(([k, v]) => `${k} ${v}`);
     out(`    store per op (over the nodes): ${moved.join(', ')}`);
+  }
+  if (r.server_cpu_each_node_us_per_op) {
+    const b = (x: number | null | undefined) => (x == null ? '-' : String(x));
+    out(
+      `    node by node: ${r.server_cpu_each_node_us_per_op} us of CPU per op; nats-server ` +
+        `bytes per op ${b(r.nats_in_bytes_per_op)} in, ${b(r.nats_out_bytes_per_op)} out`,
+    );
   }
   if (r.trees_at_end !== undefined) {
     const trees = Object.entries(r.trees_at_end)
@@ -774,6 +799,8 @@ interface Probe {
 interface Sample {
   atMs: number;
   nodesCpu: number;
+  /** Each node's share of nodesCpu, in p.nodePids' order. */
+  nodeCpus: number[];
   /** System (kernel) part of nodesCpu: syscalls, fsync. */
   nodesSys: number;
   /** Bytes written to the disk holding the clusters' data (diskWrittenBytes), machine-wide. */
@@ -805,6 +832,7 @@ async function sample(p: Probe): Promise<Sample> {
   const s = {
     atMs: performance.now(),
     nodesCpu: nodes.user + nodes.system,
+    nodeCpus: p.nodePids.map((pid) => cpuSeconds([pid])),
     nodesSys: nodes.system,
     diskWrittenBytes: diskWrittenBytes(tmpdir()),
     natsCpu: cpuSeconds(p.natsPids),
@@ -915,7 +943,24 @@ function toRow(
     client_cpu_us_per_op: fixed(perOp(r.clientCpuS * 1e6, n), 1),
     server_cpu_us_per_op: fixed(perOp(serverCpu * 1e6, n), 1),
     server_cpu_nodes_us_per_op: fixed(perOp(d((s) => s.nodesCpu) * 1e6, n), 1),
+    server_cpu_each_node_us_per_op: (s0?.nodeCpus ?? [])
+      .map((_, i) => perOp(d((s) => s.nodeCpus[i]) * 1e6, n)?.toFixed(1) ?? '-')
+      .join('/'),
     server_cpu_nats_us_per_op: fixed(perOp(d((s) => s.natsCpu) * 1e6, n), 1),
+    nats_in_bytes_per_op: fixed(
+      perOp(
+        d((s) => s.varz?.in_bytes),
+        n,
+      ),
+      0,
+    ),
+    nats_out_bytes_per_op: fixed(
+      perOp(
+        d((s) => s.varz?.out_bytes),
+        n,
+      ),
+      0,
+    ),
     server_cpu_nodes_sys_us_per_op: fixed(perOp(nodesSys * 1e6, n), 1),
     disk_write_kib_per_op: fixed(perOp(d((s) => s.diskWrittenBytes) / 1024, n), 2),
     other_cpu_pct: fixed(other, 0),
@@ -1793,6 +1838,12 @@ async function splitsUnderLoad(c: Cluster, ranges: number, cut: Set<string>): Pr
 
 /** The load runs over --ranges, then idle CPU and memory with many ranges. */
 async function rasputinRanges(nats: MonitoredNats): Promise<void> {
+  log(
+    rangesPin
+      ? `rasputin: throughput loads with servers pinned to CPUs ${rangesPin.servers}, clients to ` +
+          `${rangesPin.clients} (--ranges-pin off: shared)`
+      : 'rasputin: throughput loads on shared CPUs',
+  );
   let cluster: Cluster | undefined;
   let failed: unknown;
   /** The keys the current cluster is cut at. */
@@ -1893,10 +1944,30 @@ async function rangesLoad(
   workload: string,
 ): Promise<Row> {
   const cfg = rangesLoadConfig(c, op, inflight, n);
-  const { result, s0, s1 } = await runLoad(cfg, c.probe, c.watch);
+  const { result, s0, s1 } = await pinnedForRanges(c.watch, () => runLoad(cfg, c.probe, c.watch));
   const row = toRow('rasputin', workload, inflight, result, s0, s1, n);
   if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
   return row;
+}
+
+/**
+ * Runs `load` with --ranges-pin: the servers (`servers`: nats-server and the nodes) on the
+ * first half of the CPUs, and this process and the load processes it forks on the rest;
+ * every CPU again after. Without it (or below 2 CPUs), just runs `load`.
+ */
+async function pinnedForRanges<T>(servers: readonly Proc[], load: () => Promise<T>): Promise<T> {
+  if (!rangesPin) return load();
+  const pinAll = (cpus: string | undefined, clients: string | undefined) => {
+    for (const p of servers) if (p.child.exitCode === null) pinPid(p.pid, cpus, cpuCount);
+    pinPid(process.pid, clients, cpuCount);
+    setClientCpus(clients, cpuCount);
+  };
+  pinAll(rangesPin.servers, rangesPin.clients);
+  try {
+    return await load();
+  } finally {
+    pinAll(undefined, undefined);
+  }
 }
 
 /** A load of `op` on `c`, a cluster of `n` ranges whose range cache the load warms first. */
@@ -1959,7 +2030,11 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
       }
     }
     if (rangesSlices > 0) {
-      for (const op of workloads) await interleavedPair(one, split, many, op, inflight);
+      for (const op of workloads) {
+        await pinnedForRanges([...one.watch, ...split.watch], () =>
+          interleavedPair(one, split, many, op, inflight),
+        );
+      }
     }
   } catch (err) {
     failed = true;
