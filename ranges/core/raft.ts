@@ -383,7 +383,7 @@ export class RaftCore {
         transfer: false,
       });
     }
-    return this.tallyPreVotes();
+    return this.tally(true);
   }
 
   becomeCandidate(transfer: boolean): RoleChange | undefined {
@@ -406,7 +406,7 @@ export class RaftCore {
         transfer,
       });
     }
-    return this.tallyVotes();
+    return this.tally(false);
   }
 
   becomeLeader(): RoleChange | undefined {
@@ -1033,6 +1033,20 @@ export class RaftCore {
   }
 
   stepPreCandidate(messages: readonly Message[]): StepResult | undefined {
+    return this.stepCampaigner(messages, true);
+  }
+
+  stepCandidate(messages: readonly Message[]): StepResult | undefined {
+    return this.stepCampaigner(messages, false);
+  }
+
+  /**
+   * A pre-candidate's (pre) or a candidate's step. They differ only in the responses they
+   * count (prevoteResponse, voteResponse; the other kind is stale) and in what winning
+   * makes them (tally).
+   */
+  private stepCampaigner(messages: readonly Message[], pre: boolean): StepResult | undefined {
+    const counted = pre ? 'prevoteResponse' : 'voteResponse';
     return this.stepEach(messages, (m) => {
       switch (m.type) {
         case 'prevote':
@@ -1044,28 +1058,10 @@ export class RaftCore {
         case 'snapshot':
           return { type: 'BECOME_FOLLOWER', term: m.term, leader: m.from };
         case 'prevoteResponse':
-          this.votes.set(m.from, !m.reject);
-          return this.tallyPreVotes();
-        default:
-          return undefined;
-      }
-    });
-  }
-
-  stepCandidate(messages: readonly Message[]): StepResult | undefined {
-    return this.stepEach(messages, (m) => {
-      switch (m.type) {
-        case 'prevote':
-        case 'vote':
-          this.handleVoteRequest(m);
-          return undefined;
-        case 'append':
-        case 'heartbeat':
-        case 'snapshot':
-          return { type: 'BECOME_FOLLOWER', term: m.term, leader: m.from };
         case 'voteResponse':
+          if (m.type !== counted) return undefined;
           this.votes.set(m.from, !m.reject);
-          return this.tallyVotes();
+          return this.tally(pre);
         default:
           return undefined;
       }
@@ -1101,16 +1097,15 @@ export class RaftCore {
     });
   }
 
-  private tallyPreVotes(): RoleChange | undefined {
+  /**
+   * The campaign's outcome so far: winning makes a pre-candidate (pre) a candidate and a
+   * candidate the leader; losing makes either a follower.
+   */
+  private tally(pre: boolean): RoleChange | undefined {
     const outcome = voteOutcome(this.config, this.votes);
-    if (outcome === 'won') return { type: 'BECOME_CANDIDATE', transfer: false };
-    if (outcome === 'lost') return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
-    return undefined;
-  }
-
-  private tallyVotes(): RoleChange | undefined {
-    const outcome = voteOutcome(this.config, this.votes);
-    if (outcome === 'won') return { type: 'BECOME_LEADER' };
+    if (outcome === 'won') {
+      return pre ? { type: 'BECOME_CANDIDATE', transfer: false } : { type: 'BECOME_LEADER' };
+    }
     if (outcome === 'lost') return { type: 'BECOME_FOLLOWER', term: this.term, leader: none };
     return undefined;
   }
