@@ -829,12 +829,14 @@ function machineBusySeconds(): number {
 
 /** CPU now (synchronously, at the window's edge), then the counters over NATS and HTTP. */
 async function sample(p: Probe): Promise<Sample> {
-  const nodes = cpuSplit(p.nodePids);
+  // Each node's /proc stat read once: the sums are of the same readings.
+  const each = p.nodePids.map((pid) => cpuSplit([pid]));
+  const nodeCpus = each.map((c) => c.user + c.system);
   const s = {
     atMs: performance.now(),
-    nodesCpu: nodes.user + nodes.system,
-    nodeCpus: p.nodePids.map((pid) => cpuSeconds([pid])),
-    nodesSys: nodes.system,
+    nodesCpu: nodeCpus.reduce((x, y) => x + y, 0),
+    nodeCpus,
+    nodesSys: each.reduce((x, c) => x + c.system, 0),
     diskWrittenBytes: diskWrittenBytes(tmpdir()),
     natsCpu: cpuSeconds(p.natsPids),
     otherCpu: cpuSeconds(p.otherPids),
@@ -926,6 +928,8 @@ function toRow(
   const nodesSys = d((s) => s.nodesSys);
   const inMsgs = d((s) => s.varz?.in_msgs);
   const outMsgs = d((s) => s.varz?.out_msgs);
+  const inBytes = d((s) => s.varz?.in_bytes);
+  const outBytes = d((s) => s.varz?.out_bytes);
   const dropped = d((s) => s.counters?.dropped);
   const row: Row = {
     workload,
@@ -948,20 +952,8 @@ function toRow(
       .map((_, i) => perOp(d((s) => s.nodeCpus[i]) * 1e6, n)?.toFixed(1) ?? '-')
       .join('/'),
     server_cpu_nats_us_per_op: fixed(perOp(d((s) => s.natsCpu) * 1e6, n), 1),
-    nats_in_bytes_per_op: fixed(
-      perOp(
-        d((s) => s.varz?.in_bytes),
-        n,
-      ),
-      0,
-    ),
-    nats_out_bytes_per_op: fixed(
-      perOp(
-        d((s) => s.varz?.out_bytes),
-        n,
-      ),
-      0,
-    ),
+    nats_in_bytes_per_op: fixed(perOp(inBytes, n), 0),
+    nats_out_bytes_per_op: fixed(perOp(outBytes, n), 0),
     server_cpu_nodes_sys_us_per_op: fixed(perOp(nodesSys * 1e6, n), 1),
     disk_write_kib_per_op: fixed(perOp(d((s) => s.diskWrittenBytes) / 1024, n), 2),
     other_cpu_pct: fixed(other, 0),
