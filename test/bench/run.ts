@@ -178,6 +178,7 @@ import {
   type MemoryKiB,
   type MonitoredNats,
   memoryKiB,
+  type Pinning,
   type Proc,
   pinPid,
   repoRoot,
@@ -261,6 +262,13 @@ function bounded(name: string, raw: string, min: number, max: number): number {
   }
   return n;
 }
+/** An on|off flag's value: true for on. */
+function onOff(name: string, raw: string): boolean {
+  if (raw !== 'on' && raw !== 'off') {
+    throw new Error(`--${name} must be on or off, got ${JSON.stringify(raw)}`);
+  }
+  return raw === 'on';
+}
 const list = (raw: string) =>
   raw
     .split(',')
@@ -318,14 +326,11 @@ const historyS = Math.round(bounded('history-s', a['history-s'], 0, 86_400));
 const historyArgs =
   historyS > 0 ? ['--events-retain-s', String(historyS), '--dedup-window-s', String(historyS)] : [];
 const idleRanges = Math.round(bounded('idle-ranges', a['idle-ranges'], 0, 100_000));
-if (a['balance-leaders'] !== 'on' && a['balance-leaders'] !== 'off') {
-  throw new Error(`--balance-leaders must be on or off, got ${a['balance-leaders']}`);
-}
 /**
  * Whether the load clusters of the ranges section balance their leaders; off (the nodes'
  * default): the node that led range 1 leads every range the pre-split makes.
  */
-const balanceLeaders = a['balance-leaders'] === 'on';
+const balanceLeaders = onOff('balance-leaders', a['balance-leaders']);
 const balanceWaitS = bounded('balance-wait-s', a['balance-wait-s'], 1, 3600);
 /** Node flags of the ranges section's load clusters. */
 const rangesNodeArgs: readonly string[] = balanceLeaders ? ['--balance-leaders', 'on'] : [];
@@ -336,17 +341,11 @@ const streamSubs = Math.round(bounded('stream-subs', a['stream-subs'], 1, 1000))
 const streamWatchers = Math.round(bounded('stream-watchers', a['stream-watchers'], 0, 1000));
 const streamProcs = Math.round(bounded('stream-procs', a['stream-procs'], 1, 16));
 const streamDrainS = bounded('stream-drain-s', a['stream-drain-s'], 0, 600);
-if (a['stream-pin'] !== 'on' && a['stream-pin'] !== 'off') {
-  throw new Error(`--stream-pin must be on or off, not ${a['stream-pin']}`);
-}
-if (a['ranges-pin'] !== 'on' && a['ranges-pin'] !== 'off') {
-  throw new Error(`--ranges-pin must be on or off, not ${a['ranges-pin']}`);
-}
 const cpuCount = availableParallelism();
 /** Servers and clients on CPUs of their own in the streams section (Pinning, procs.ts). */
-const streamPin = a['stream-pin'] === 'on' ? splitCpus(cpuCount) : undefined;
+const streamPin = onOff('stream-pin', a['stream-pin']) ? splitCpus(cpuCount) : undefined;
 /** The same for the ranges section's throughput loads (rangesLoad, interleavedPair). */
-const rangesPin = a['ranges-pin'] === 'on' ? splitCpus(cpuCount) : undefined;
+const rangesPin = onOff('ranges-pin', a['ranges-pin']) ? splitCpus(cpuCount) : undefined;
 const streamRowNames = ['off', 'on', '1sub', 'subs', 'watch', 'again', 'offagain'] as const;
 type StreamRow = (typeof streamRowNames)[number];
 const streamRowsWanted = new Set<StreamRow>(
@@ -1937,27 +1936,31 @@ async function rangesLoad(
   workload: string,
 ): Promise<Row> {
   const cfg = rangesLoadConfig(c, op, inflight, n);
-  const { result, s0, s1 } = await pinnedForRanges(c.watch, () => runLoad(cfg, c.probe, c.watch));
+  const { result, s0, s1 } = await pinned(rangesPin, c.watch, () => runLoad(cfg, c.probe, c.watch));
   const row = toRow('rasputin', workload, inflight, result, s0, s1, n);
   if (op === 'cas') row.setup_s = fixed(result.setupS, 2) ?? 0;
   return row;
 }
 
 /**
- * Runs `load` with --ranges-pin: the servers (`servers`: nats-server and the nodes) on the
- * first half of the CPUs, and this process and the load processes it forks on the rest;
- * every CPU again after. Without it (or below 2 CPUs), just runs `load`.
+ * Runs `work` under `pin` (--ranges-pin, --stream-pin): `servers` (nats-server, nodes) on
+ * pin.servers, this process and the processes forkTs starts on pin.clients; every CPU
+ * again after. Without a pin (off, or below 2 CPUs), just runs `work`.
  */
-async function pinnedForRanges<T>(servers: readonly Proc[], load: () => Promise<T>): Promise<T> {
-  if (!rangesPin) return load();
+async function pinned<T>(
+  pin: Pinning | undefined,
+  servers: readonly Proc[],
+  work: () => Promise<T>,
+): Promise<T> {
+  if (!pin) return work();
   const pinAll = (cpus: string | undefined, clients: string | undefined) => {
     for (const p of servers) if (p.child.exitCode === null) pinPid(p.pid, cpus, cpuCount);
     pinPid(process.pid, clients, cpuCount);
     setClientCpus(clients, cpuCount);
   };
-  pinAll(rangesPin.servers, rangesPin.clients);
+  pinAll(pin.servers, pin.clients);
   try {
-    return await load();
+    return await work();
   } finally {
     pinAll(undefined, undefined);
   }
@@ -2024,7 +2027,7 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
     }
     if (rangesSlices > 0) {
       for (const op of workloads) {
-        await pinnedForRanges([...one.watch, ...split.watch], () =>
+        await pinned(rangesPin, [...one.watch, ...split.watch], () =>
           interleavedPair(one, split, many, op, inflight),
         );
       }
@@ -2471,16 +2474,13 @@ async function streams(nats: MonitoredNats): Promise<void> {
       `streams: servers (nats-server, nodes) pinned to CPUs ${streamPin.servers}, clients ` +
         `(this process, load, subscribers) to ${streamPin.clients} (--stream-pin off: shared)`,
     );
-    pinPid(process.pid, streamPin.clients, cpuCount);
-    setClientCpus(streamPin.clients, cpuCount);
   }
   try {
-    await streamsRows(nats);
+    // The servers are pinned as streamsRows starts them (their PIDs change on restarts).
+    await pinned(streamPin, [], () => streamsRows(nats));
   } finally {
-    if (streamPin) {
-      setClientCpus(undefined, cpuCount);
-      pinPid(process.pid, undefined, cpuCount);
-      if (nats.proc.child.exitCode === null) pinPid(nats.proc.pid, undefined, cpuCount);
+    if (streamPin && nats.proc.child.exitCode === null) {
+      pinPid(nats.proc.pid, undefined, cpuCount);
     }
   }
   log(`streams: done; load average ${loadAverage()}`);
