@@ -300,6 +300,14 @@ async function measureWindow(
     req1 = target.requests();
     pending.push(send({ type: 'window', phase: 'end' }));
   };
+  // Second by second from the warm-up's start: a window that still ramps up, or that drops
+  // partway, shows in it.
+  const perSecond: number[] = [];
+  let okMark = 0;
+  const second = setInterval(() => {
+    perSecond.push(okTotal - okMark);
+    okMark = okTotal;
+  }, 1000);
   const timers = [
     setTimeout(startWindow, warmupS * 1000),
     setTimeout(endWindow, (warmupS + durationS) * 1000),
@@ -330,6 +338,7 @@ async function measureWindow(
     }),
   );
   timers.forEach(clearTimeout);
+  clearInterval(second);
   endWindow();
   await Promise.all(pending);
   const ranges = target.ranges?.();
@@ -349,6 +358,7 @@ async function measureWindow(
     clientRetries: req1.retries - req0.retries,
     firstErr,
     okTotal,
+    perSecond,
     ...(ranges ? { cachedRanges: ranges.cached, rangesUsed: ranges.used } : {}),
   };
   return { result, lat };

@@ -411,6 +411,8 @@ interface Row {
   server_cpu_nodes_us_per_op?: number | null;
   /** server_cpu_nodes_us_per_op node by node ("a/b/c"), to tell a leader from followers. */
   server_cpu_each_node_us_per_op?: string;
+  /** Ops acknowledged second by second from the start of the warm-up (load.ts). */
+  per_second?: number[];
   /** Bytes through nats-server per op, in and out (its /varz). */
   nats_in_bytes_per_op?: number | null;
   nats_out_bytes_per_op?: number | null;
@@ -605,6 +607,9 @@ function show(r: Row): void {
       `    node by node: ${r.server_cpu_each_node_us_per_op} us of CPU per op; nats-server ` +
         `bytes per op ${b(r.nats_in_bytes_per_op)} in, ${b(r.nats_out_bytes_per_op)} out`,
     );
+  }
+  if (r.per_second !== undefined && r.per_second.length > 0) {
+    out(`    second by second from the warm-up's start: ${r.per_second.join(' ')} ops`);
   }
   if (r.trees_at_end !== undefined) {
     const trees = Object.entries(r.trees_at_end)
@@ -1000,6 +1005,7 @@ function toRow(
   if (r.cachedRanges !== undefined) row.cached_ranges = r.cachedRanges;
   if (r.rangesUsed !== undefined) row.ranges_used = r.rangesUsed;
   if (r.warmS !== undefined) row.warm_s = fixed(r.warmS, 2) ?? 0;
+  if (r.perSecond !== undefined) row.per_second = r.perSecond;
   if (r.firstErr) row.first_err = r.firstErr;
   return row;
 }

@@ -68,6 +68,8 @@ export interface LoadResult {
   warmS?: number;
   /** Ops acknowledged over the whole run (warm-up and the window's tail included). */
   okTotal?: number;
+  /** Ops acknowledged in each second from the start of the warm-up (the last may be partial). */
+  perSecond?: number[];
 }
 
 /** Messages from a load child. */
