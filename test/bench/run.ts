@@ -61,8 +61,10 @@
 // and nats-server, from /proc/<pid>/stat), KiB that reached the data's disk per op
 // (/sys/dev/block, whole machine), NATS messages per op (nats-server /varz), and
 // the nodes' counters per op (`<p>.admin.status` stats: xstate events, fsyncs = store
-// flushes, store commits, raft batches, node requests). `--json` prints one line per
-// workload instead of tables. Every process started here is stopped by PID, also on error.
+// flushes, store commits, raft batches, node requests); under each row, the ops
+// acknowledged in each second from the warm-up's start (a row that still ramps up past
+// --warmup, or that drops partway, shows there). `--json` prints one line per workload
+// instead of tables. Every process started here is stopped by PID, also on error.
 //
 // Many ranges (--ranges LIST; the rasputin section then runs this instead, with --inflight
 // 64 and --workloads put,get unless given). Split keys are the N-quantiles of the key names

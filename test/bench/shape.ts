@@ -68,7 +68,7 @@ export interface LoadResult {
   warmS?: number;
   /** Ops acknowledged over the whole run (warm-up and the window's tail included). */
   okTotal?: number;
-  /** Ops acknowledged in each second from the start of the warm-up (the last may be partial). */
+  /** Ops acknowledged in each whole second from the warm-up's start (no last part-second). */
   perSecond?: number[];
 }
 
