@@ -2180,10 +2180,16 @@ class Inbox {
   }
 }
 
-/** `acc` plus the change from s0 to s1, field by field (numbers; objects recursively). */
+/** `acc` plus the change from s0 to s1, field by field (numbers; arrays and objects recursively). */
 function addDelta<T>(acc: T | undefined, s0: T, s1: T): T {
   if (typeof s1 === 'number') {
     return (((acc as number | undefined) ?? 0) + (s1 - (s0 as number))) as T;
+  }
+  // Arrays stay arrays (Sample.nodeCpus): toRow maps over them.
+  if (Array.isArray(s1)) {
+    const a = acc as unknown[] | undefined;
+    const b = s0 as unknown[] | undefined;
+    return s1.map((v, i) => addDelta(a?.[i], b?.[i], v)) as T;
   }
   if (s1 !== null && typeof s1 === 'object') {
     const out: Record<string, unknown> = {};
@@ -2200,6 +2206,7 @@ function addDelta<T>(acc: T | undefined, s0: T, s1: T): T {
 /** A value shaped like `x` with every number 0 (the start of addDelta's totals). */
 function zeroLike<T>(x: T): T {
   if (typeof x === 'number') return 0 as T;
+  if (Array.isArray(x)) return x.map(zeroLike) as T;
   if (x !== null && typeof x === 'object') {
     return Object.fromEntries(Object.entries(x).map(([k, v]) => [k, zeroLike(v)])) as T;
   }
