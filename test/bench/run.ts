@@ -12,6 +12,7 @@
 //                    [--ranges-slices 0] [--slice-s 4] [--slice-warmup-s 1] [--slice-gap-s 2]
 //                    [--node-cpu-prof DIR]   (V8 CPU profile of each node, written on stop)
 //                    [--balance-leaders on|off] [--balance-wait-s 300] [--ranges-pin on|off]
+//                    [--ranges-aa on|off]
 //                    (BENCH_NODE_V8_FLAGS="..." in the environment: more V8 flags for every
 //                    node, e.g. "--log-ic --logfile=/tmp/ic/%p.log", V8's log of inline-cache
 //                    states, which found descriptors read through megamorphic loads)
@@ -120,6 +121,12 @@
 // processes share one core, and the put,get repeat-5 on 3d82e91 read puts 0.83x and gets
 // 0.76x (medians; the pairs 0.50-1.08x and 0.72-1.02x): no steadier, and further from
 // three nodes on machines of their own than sharing two cores is. So the default shares.
+// --ranges-aa on (default off; with --ranges-repeat) calibrates the repeated pairs: their
+// second cluster is prepared like the pre-split one, on its own nats-server, but is not
+// split, and its load does not warm a range cache, so both sides of each pair are one
+// range. What such an A/A pair reads (1.00x if the measure had no noise and no bias) is
+// printed beside the target, and the target reads the plan's pair alone, which stays
+// 1 range against the many.
 //
 // Streams (--only streams): a put load (p_ keys, 64 in flight, a load process as above) on
 // one cluster (filled first with every k_ and every p_ key, then 30 s of puts: the rows run
@@ -245,6 +252,7 @@ const { values: a } = parseArgs({
     'balance-leaders': { type: 'string', default: 'off' },
     'balance-wait-s': { type: 'string', default: '300' },
     'ranges-pin': { type: 'string', default: 'off' },
+    'ranges-aa': { type: 'string', default: 'off' },
     'stream-subs': { type: 'string', default: '100' },
     'stream-watchers': { type: 'string', default: '100' },
     'stream-procs': { type: 'string', default: '2' },
@@ -348,6 +356,8 @@ const cpuCount = availableParallelism();
 const streamPin = onOff('stream-pin', a['stream-pin']) ? splitCpus(cpuCount) : undefined;
 /** The same for the ranges section's throughput loads (rangesLoad, interleavedPair). */
 const rangesPin = onOff('ranges-pin', a['ranges-pin']) ? splitCpus(cpuCount) : undefined;
+/** --ranges-aa: the repeated pairs' second cluster stays at one range (rangesPairs). */
+const rangesAa = onOff('ranges-aa', a['ranges-aa']);
 const streamRowNames = ['off', 'on', '1sub', 'subs', 'watch', 'again', 'offagain'] as const;
 type StreamRow = (typeof streamRowNames)[number];
 const streamRowsWanted = new Set<StreamRow>(
@@ -362,6 +372,9 @@ const streamProbeMs = Math.round(bounded('stream-probe-ms', a['stream-probe-ms']
 const streamRepeat = Math.round(bounded('stream-repeat', a['stream-repeat'], 1, 20));
 const rangesRepeat = Math.round(bounded('ranges-repeat', a['ranges-repeat'], 1, 20));
 const rangesSlices = Math.round(bounded('ranges-slices', a['ranges-slices'], 0, 100));
+if (rangesAa && (rangesRepeat < 2 || rangesSlices > 0)) {
+  throw new Error('--ranges-aa on needs --ranges-repeat 2 or more, and no --ranges-slices');
+}
 const sliceS = bounded('slice-s', a['slice-s'], 0.5, 60);
 const sliceWarmupS = bounded('slice-warmup-s', a['slice-warmup-s'], 0, 10);
 const sliceGapS = bounded('slice-gap-s', a['slice-gap-s'], 0, 30);
@@ -2002,7 +2015,8 @@ function manyRanges(): number | undefined {
  * the plan, on two fresh clusters started side by side, each on a nats-server of its own,
  * prepared alike (fill, warm-up); the pre-split one is split after its warm-up, as the
  * plan's cluster is. Each pair runs every workload on both, alternating which goes first,
- * so a drift of the machine weighs on both. Rows are named `<op>#<k>`.
+ * so a drift of the machine weighs on both. Rows are named `<op>#<k>`. With --ranges-aa
+ * the second cluster is left at one range: A/A pairs, which read the measure's own spread.
  */
 async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
   const natsMany = await startNats();
@@ -2015,9 +2029,11 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
       await c.start();
       await c.prepare();
     }
-    const o = await presplit(split, many, splitPoints(keyspace, many), new Set());
-    if (o.made.length + 1 !== many) {
-      throw new Error(`the pre-split made ${o.made.length + 1} ranges, not ${many}`);
+    if (!rangesAa) {
+      const o = await presplit(split, many, splitPoints(keyspace, many), new Set());
+      if (o.made.length + 1 !== many) {
+        throw new Error(`the pre-split made ${o.made.length + 1} ranges, not ${many}`);
+      }
     }
     const inflight = inflights[inflights.length - 1]!;
     const pair: [Cluster, number][] = [
@@ -2028,8 +2044,17 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
       const order = k % 2 === 0 ? [...pair].reverse() : pair;
       for (const op of workloads) {
         for (const [c, n] of order) {
-          log(`rasputin: ${op}#${k}, ${inflight} in flight, ${n} ranges`);
-          addRow(await rangesLoad(c, op, inflight, n, `${op}#${k}`));
+          const aa = rangesAa && c === split;
+          log(
+            `rasputin: ${op}#${k}, ${inflight} in flight, ${aa ? '1 range (A/A)' : `${n} ranges`}`,
+          );
+          // Filed under n all the same, so that rangesRatios pairs it as it would the split one.
+          const row = await rangesLoad(c, op, inflight, aa ? 1 : n, `${op}#${k}`);
+          if (aa) {
+            row.ranges = n;
+            row.note = `A/A (--ranges-aa): this cluster was not split; its load used 1 range`;
+          }
+          addRow(row);
         }
       }
     }
@@ -2937,7 +2962,10 @@ function targets(peerRows: PeerRow[]): void {
     // with --ranges-repeat, the median of the pairs' ratios.
     const many = manyRanges();
     for (const op of workloads) {
-      const ratios = many === undefined ? [] : rangesRatios(op, many);
+      const all = many === undefined ? [] : rangesRatios(op, many);
+      // With --ranges-aa only the plan's pair compares 1 range with the many.
+      const ratios = rangesAa ? all.slice(0, 1) : all;
+      const aa = rangesAa ? all.slice(1) : [];
       const sliced = interleaved.get(op);
       // The target reads the pairs, not the slices: slices read lower for 256 ranges in
       // every run so far (each slice resumes a cluster that idled; interleavedPair).
@@ -2952,6 +2980,13 @@ function targets(peerRows: PeerRow[]): void {
       if (ratios.length > 1) {
         lines.push(
           `  (${op} at ${many} ranges, each pair: ${ratios.map((x) => x.toFixed(2)).join(', ')}x)`,
+        );
+      }
+      if (aa.length > 0) {
+        lines.push(
+          `  (${op}, A/A pairs of two 1-range clusters, not the target (--ranges-aa): median ` +
+            `${median(aa)!.toFixed(2)}x of ${aa.length}; each pair ` +
+            `${aa.map((x) => x.toFixed(2)).join(', ')}x)`,
         );
       }
       if (sliced) {
