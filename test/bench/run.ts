@@ -2626,6 +2626,25 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
 const streamRows: Row[] = [];
 
 /** The median of the finite values of `xs`; undefined when there are none. */
+/**
+ * How sure a run of pairs is: the geometric mean of the ratios and its standard error,
+ * as the interval one standard error either side (from the logarithms' spread; 2 or more
+ * ratios). On this machine one pair moves by about 10% with no difference between its
+ * sides (--ranges-aa), so a median of five pairs is good to about 5%.
+ */
+function spreadOf(ratios: readonly number[]): string {
+  const logs = ratios.filter((x) => x > 0 && Number.isFinite(x)).map(Math.log);
+  const n = logs.length;
+  if (n < 2) return 'spread: too few pairs';
+  const mean = logs.reduce((x, y) => x + y, 0) / n;
+  const sd = Math.sqrt(logs.reduce((x, y) => x + (y - mean) ** 2, 0) / (n - 1));
+  const se = sd / Math.sqrt(n);
+  return (
+    `geometric mean ${Math.exp(mean).toFixed(2)}x, one standard error ` +
+    `${Math.exp(mean - se).toFixed(2)}-${Math.exp(mean + se).toFixed(2)}x`
+  );
+}
+
 function median(xs: readonly number[]): number | undefined {
   const v = xs.filter(Number.isFinite).sort((x, y) => x - y);
   if (v.length === 0) return undefined;
@@ -2979,14 +2998,15 @@ function targets(peerRows: PeerRow[]): void {
       );
       if (ratios.length > 1) {
         lines.push(
-          `  (${op} at ${many} ranges, each pair: ${ratios.map((x) => x.toFixed(2)).join(', ')}x)`,
+          `  (${op} at ${many} ranges, each pair: ${ratios.map((x) => x.toFixed(2)).join(', ')}x;` +
+            ` ${spreadOf(ratios)})`,
         );
       }
       if (aa.length > 0) {
         lines.push(
           `  (${op}, A/A pairs of two 1-range clusters, not the target (--ranges-aa): median ` +
             `${median(aa)!.toFixed(2)}x of ${aa.length}; each pair ` +
-            `${aa.map((x) => x.toFixed(2)).join(', ')}x)`,
+            `${aa.map((x) => x.toFixed(2)).join(', ')}x; ${spreadOf(aa)})`,
         );
       }
       if (sliced) {
