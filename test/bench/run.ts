@@ -411,6 +411,8 @@ interface Row {
   workload: string;
   inflight: number;
   ranges?: number;
+  /** A one-range cluster in the many-range side's place in a repeated pair (--ranges-aa). */
+  aa?: boolean;
   ops_per_s: number;
   p50_ms: number;
   p99_ms: number;
@@ -2048,11 +2050,10 @@ async function rangesPairs(nats: MonitoredNats, many: number): Promise<void> {
           log(
             `rasputin: ${op}#${k}, ${inflight} in flight, ${aa ? '1 range (A/A)' : `${n} ranges`}`,
           );
-          // Filed under n all the same, so that rangesRatios pairs it as it would the split one.
           const row = await rangesLoad(c, op, inflight, aa ? 1 : n, `${op}#${k}`);
           if (aa) {
-            row.ranges = n;
-            row.note = `A/A (--ranges-aa): this cluster was not split; its load used 1 range`;
+            row.aa = true;
+            row.note = `A/A (--ranges-aa): in the ${n}-range side's place, a cluster not split`;
           }
           addRow(row);
         }
@@ -2240,13 +2241,14 @@ function zeroLike<T>(x: T): T {
 
 /**
  * The throughput ratios of `op`, `many` ranges against 1: the plan's pair, then each
- * --ranges-repeat pair (missing pairs left out).
+ * --ranges-repeat pair (missing pairs left out); with --ranges-aa, each repeated pair's
+ * A/A row against its 1-range row.
  */
 function rangesRatios(op: string, many: number): number[] {
   const out: number[] = [];
   for (let k = 1; k <= rangesRepeat; k++) {
     const name = k === 1 ? op : `${op}#${k}`;
-    const r = rangesRow(name, many);
+    const r = rangesAa && k > 1 ? rangesRow(name, 1, true) : rangesRow(name, many);
     const one = rangesRow(name, 1);
     if (r && one && one.ops_per_s > 0) out.push(r.ops_per_s / one.ops_per_s);
   }
@@ -2766,14 +2768,16 @@ const perNode = (xs: readonly (number | null)[] | undefined, digits: number, sca
   xs ? xs.map((x) => (x === null ? '-' : (x / scale).toFixed(digits))).join('/') : '-';
 
 /** The throughput row of `op` at `ranges` (the largest --inflight). */
-function rangesRow(op: string, ranges: number): Row | undefined {
+/** The row of `op` at `ranges`; `aa`: an A/A row (--ranges-aa), which is otherwise passed over. */
+function rangesRow(op: string, ranges: number, aa = false): Row | undefined {
   const inflight = inflights[inflights.length - 1];
   return rows.find(
     (r) =>
       r.system === 'rasputin' &&
       r.workload === op &&
       r.inflight === inflight &&
-      r.ranges === ranges,
+      r.ranges === ranges &&
+      (r.aa ?? false) === aa,
   );
 }
 
