@@ -2627,7 +2627,6 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
 
 const streamRows: Row[] = [];
 
-/** The median of the finite values of `xs`; undefined when there are none. */
 /**
  * How sure a run of pairs is: the geometric mean of the ratios and its standard error,
  * as the interval one standard error either side (from the logarithms' spread; 2 or more
@@ -2647,6 +2646,7 @@ function spreadOf(ratios: readonly number[]): string {
   );
 }
 
+/** The median of the finite values of `xs`; undefined when there are none. */
 function median(xs: readonly number[]): number | undefined {
   const v = xs.filter(Number.isFinite).sort((x, y) => x - y);
   if (v.length === 0) return undefined;
@@ -2767,8 +2767,10 @@ const num = (x: number | null | undefined, digits: number, width: number) =>
 const perNode = (xs: readonly (number | null)[] | undefined, digits: number, scale = 1) =>
   xs ? xs.map((x) => (x === null ? '-' : (x / scale).toFixed(digits))).join('/') : '-';
 
-/** The throughput row of `op` at `ranges` (the largest --inflight). */
-/** The row of `op` at `ranges`; `aa`: an A/A row (--ranges-aa), which is otherwise passed over. */
+/**
+ * The throughput row of `op` at `ranges` (the largest --inflight); `aa`: the A/A row
+ * (--ranges-aa), which is otherwise passed over.
+ */
 function rangesRow(op: string, ranges: number, aa = false): Row | undefined {
   const inflight = inflights[inflights.length - 1];
   return rows.find(
