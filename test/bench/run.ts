@@ -101,7 +101,10 @@
 // throughput pair N-1 more times, alternated, on two fresh clusters that run side by side
 // (one at 1 range, one pre-split; each on a nats-server of its own; the one not loaded
 // idles): the target reads the median of the N ratios, since a single pair moved by 10-20%
-// from run to run on this machine.
+// from run to run on this machine. A/A pairs (--ranges-aa) put one pair's spread at about
+// 10% with no difference between the sides: five pairs read the ratio to about 5%, fifteen
+// to about 2.5% (the spread line under the target says how sure each run is). The side
+// that runs second in a pair reads about 4% lower; alternating puts that on both sides.
 // --ranges-slices N (default 0) then runs each workload on those two clusters once more, in
 // N alternating slices each (--slice-warmup-s unmeasured, then --slice-s measured; the
 // cluster loaded first alternates from one slice pair to the next; --slice-gap-s after
