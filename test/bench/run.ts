@@ -2243,17 +2243,18 @@ function zeroLike<T>(x: T): T {
 }
 
 /**
- * The throughput ratios of `op`, `many` ranges against 1: the plan's pair, then each
- * --ranges-repeat pair (missing pairs left out); with --ranges-aa, each repeated pair's
- * A/A row against its 1-range row.
+ * The throughput ratios of `op`, `many` ranges against 1 (missing pairs left out): in
+ * `target` the plan's pair and each --ranges-repeat pair; with --ranges-aa the repeated
+ * pairs are A/A (their A/A row against their 1-range row) and go to `aa` instead.
  */
-function rangesRatios(op: string, many: number): number[] {
-  const out: number[] = [];
+function rangesRatios(op: string, many: number): { target: number[]; aa: number[] } {
+  const out = { target: [] as number[], aa: [] as number[] };
   for (let k = 1; k <= rangesRepeat; k++) {
     const name = k === 1 ? op : `${op}#${k}`;
-    const r = rangesAa && k > 1 ? rangesRow(name, 1, true) : rangesRow(name, many);
+    const aa = rangesAa && k > 1;
+    const r = aa ? rangesRow(name, 1, true) : rangesRow(name, many);
     const one = rangesRow(name, 1);
-    if (r && one && one.ops_per_s > 0) out.push(r.ops_per_s / one.ops_per_s);
+    if (r && one && one.ops_per_s > 0) (aa ? out.aa : out.target).push(r.ops_per_s / one.ops_per_s);
   }
   return out;
 }
@@ -2630,11 +2631,15 @@ async function streamsRows(nats: MonitoredNats): Promise<void> {
 
 const streamRows: Row[] = [];
 
+/** A run of pairs' ratios, each, then how sure the run is (spreadOf). */
+function eachPair(ratios: readonly number[]): string {
+  return `each pair: ${ratios.map((x) => x.toFixed(2)).join(', ')}x; ${spreadOf(ratios)}`;
+}
+
 /**
  * How sure a run of pairs is: the geometric mean of the ratios and its standard error,
  * as the interval one standard error either side (from the logarithms' spread; 2 or more
- * ratios). On this machine one pair moves by about 10% with no difference between its
- * sides (--ranges-aa), so a median of five pairs is good to about 5%.
+ * ratios; what that is worth on this machine: --ranges-repeat in the header).
  */
 function spreadOf(ratios: readonly number[]): string {
   const logs = ratios.filter((x) => x > 0 && Number.isFinite(x)).map(Math.log);
@@ -2990,10 +2995,8 @@ function targets(peerRows: PeerRow[]): void {
     // with --ranges-repeat, the median of the pairs' ratios.
     const many = manyRanges();
     for (const op of workloads) {
-      const all = many === undefined ? [] : rangesRatios(op, many);
-      // With --ranges-aa only the plan's pair compares 1 range with the many.
-      const ratios = rangesAa ? all.slice(0, 1) : all;
-      const aa = rangesAa ? all.slice(1) : [];
+      const { target: ratios, aa } =
+        many === undefined ? { target: [], aa: [] } : rangesRatios(op, many);
       const sliced = interleaved.get(op);
       // The target reads the pairs, not the slices: slices read lower for 256 ranges in
       // every run so far (each slice resumes a cluster that idled; interleavedPair).
@@ -3006,16 +3009,12 @@ function targets(peerRows: PeerRow[]): void {
         ratio === undefined ? null : ratio >= 0.9,
       );
       if (ratios.length > 1) {
-        lines.push(
-          `  (${op} at ${many} ranges, each pair: ${ratios.map((x) => x.toFixed(2)).join(', ')}x;` +
-            ` ${spreadOf(ratios)})`,
-        );
+        lines.push(`  (${op} at ${many} ranges, ${eachPair(ratios)})`);
       }
       if (aa.length > 0) {
         lines.push(
           `  (${op}, A/A pairs of two 1-range clusters, not the target (--ranges-aa): median ` +
-            `${median(aa)!.toFixed(2)}x of ${aa.length}; each pair ` +
-            `${aa.map((x) => x.toFixed(2)).join(', ')}x; ${spreadOf(aa)})`,
+            `${median(aa)!.toFixed(2)}x of ${aa.length}; ${eachPair(aa)})`,
         );
       }
       if (sliced) {
