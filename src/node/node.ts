@@ -781,7 +781,7 @@ export class Node {
         h.replica.hasReady() ||
         h.replica.role() !== role ||
         h.replica.quiescent() ||
-        this.heldApplyDue(h, now)
+        this.heldApplyDue(h, now) !== undefined
       ) {
         this.dirty.add(h);
       }
@@ -1540,6 +1540,10 @@ export class Node {
     /** Ranges that install a snapshot this turn: their applied index jumps to it. */
     const installed = new Map<RangeHost, number>();
     const outbox = new Map<string, [number, Message][]>();
+    /** Held entries whose hold ran out that this turn may still apply (heldApplyDue). */
+    let heldBudget = heldApplyPerTurn;
+    /** Ranges whose hold ran out past this turn's budget: they go on to the next turn. */
+    const paced: RangeHost[] = [];
     const hosts = this.dirty;
     this.dirty = new Set();
     for (const h of hosts) {
@@ -1585,7 +1589,13 @@ export class Node {
           r?.done(this.notLeader(h));
         }
       }
-      if (this.heldApplyDue(h, startMs)) this.applyHeld(h, turn, applied);
+      const due = this.heldApplyDue(h, startMs);
+      if (due === 'now' || (due === 'paced' && heldBudget > 0)) {
+        if (due === 'paced') heldBudget -= h.heldApply!.length;
+        this.applyHeld(h, turn, applied);
+      } else if (due === 'paced') {
+        paced.push(h);
+      }
       this.maybeCompact(h, turn);
     }
     // Messages first: a leader's appends need not wait for its own write (the leader
@@ -1661,6 +1671,10 @@ export class Node {
         (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
       );
     }
+    for (const h of paced) {
+      this.dirty.add(h);
+      this.scheduleTurn();
+    }
     for (const h of hosts) {
       const logMemory = h.replica.core.log.memoryBytes;
       this.logMemoryTotal += logMemory - h.logMemorySeen;
@@ -1720,19 +1734,24 @@ export class Node {
     );
   }
 
-  /** Whether what h holds back (holdsApply) is to apply now, at `nowMs`. */
-  private heldApplyDue(h: RangeHost, nowMs: number): boolean {
+  /**
+   * Whether what h holds back (holdsApply) is to apply, at `nowMs`: 'now' when something
+   * needs it applied (a read or a subscribe poll at a leader, the log memory budget: a log
+   * truncates only up to the applied index, quiescence); 'paced' when its hold ran out or
+   * it holds heldApplyMax entries, which a turn applies within its budget of
+   * heldApplyPerTurn entries (docs/ranges.md, "Held applies are paced"); undefined while
+   * it holds on, or holds nothing.
+   */
+  private heldApplyDue(h: RangeHost, nowMs: number): 'now' | 'paced' | undefined {
     const held = h.heldApply;
-    if (held === undefined) return false;
+    if (held === undefined) return undefined;
     const leader = h.replica.role() === 'leader';
-    return (
-      nowMs - h.heldApplySinceMs >=
-        (leader ? this.config.leaderApplyMs : this.config.followerApplyMs) ||
-      held.length >= heldApplyMax ||
-      h.trimLog || // the log memory budget: the log truncates only up to the applied index
-      h.replica.quiescent() ||
-      (leader && this.leaderApplyWanted(h, nowMs))
-    );
+    if (h.trimLog || h.replica.quiescent() || (leader && this.leaderApplyWanted(h, nowMs))) {
+      return 'now';
+    }
+    const holdMs = leader ? this.config.leaderApplyMs : this.config.followerApplyMs;
+    if (nowMs - h.heldApplySinceMs >= holdMs || held.length >= heldApplyMax) return 'paced';
+    return undefined;
   }
 
   /** Hands the entries h held back (holdsApply) to this turn's apply. */
@@ -2865,6 +2884,14 @@ export class Node {
 
 /** A range applies its held entries once it holds this many (holdsApply). */
 const heldApplyMax = 256;
+/**
+ * Held entries a turn applies because their hold ran out or they reached heldApplyMax
+ * (heldApplyDue 'paced'), at most, besides the first range's. The holds of a load's
+ * ranges run out together (docs/ranges.md, "Held applies are paced"); applied in one
+ * turn, they made transactions that held the node's event loop for long enough, with
+ * 2,000 ms holds at 256 ranges, that ranges lost their leaders and elected others.
+ */
+const heldApplyPerTurn = heldApplyMax;
 /**
  * A leader holds no apply back for this long after a read or a subscribe poll had to wait
  * for its applied index (holdsApply): a range that is read as well as written applies at
