@@ -93,7 +93,7 @@ export const defaultLogMemoryMax = 64 * 1024 * 1024;
  * A follower applies a range's committed entries at most this long after the first (its
  * turns apply them paced: docs/ranges.md, "Held applies are paced").
  */
-export const defaultFollowerApplyMs = 2000;
+export const defaultFollowerApplyMs = 500;
 /** A leader of a range under writes alone applies them at most this long after the first. */
 export const defaultLeaderApplyMs = 500;
 
