@@ -1626,6 +1626,19 @@ export class RaftCore {
     };
   }
 
+  /**
+   * The messages ready to send, and nothing else of a Ready: what persisted() released (a
+   * follower's acknowledgements) and what the leader queued since the last ready(). A host
+   * may send them at once, say from its durable callback, without a whole ready(); what
+   * else is ready stays for ready() (hasReady() tells).
+   */
+  takeMessages(): readonly Message[] {
+    const messages = this.outbox;
+    if (messages.length === 0) return noMessages;
+    this.outbox = [];
+    return messages;
+  }
+
   /** The caller made writes up to `writeId` durable, in order. */
   persisted(writeId: number): void {
     while (this.inFlightWrites.length > 0 && this.inFlightWrites[0]!.id <= writeId) {

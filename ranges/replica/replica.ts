@@ -349,6 +349,11 @@ export class RangeReplica {
     return this.core.ready();
   }
 
+  /** The messages ready to send and nothing else (RaftCore.takeMessages). */
+  takeMessages(): readonly Message[] {
+    return this.core.takeMessages();
+  }
+
   persisted(writeId: number): void {
     this.gate.leaseGateMs = 0;
     this.core.persisted(writeId);

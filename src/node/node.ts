@@ -155,6 +155,14 @@ interface RangeHost extends LeaseGate {
    * handed to a turn (0: none). Sets answer at commit only once h.applied reaches it.
    */
   spanChangeIndex: number;
+  /**
+   * The last committed index answerCommittedSets looked at: each committed entry is looked
+   * at once, in order, whether at its hand-out to the apply or earlier, at commit
+   * (answerCommittedEarly).
+   */
+  setsScannedTo: number;
+  /** Sets answerCommittedEarly answered whose entries were not yet handed out (holdsApply). */
+  setsAnsweredEarly: number;
   /** Reads (get, scan) by read id, served once their read state's index is applied. */
   reads: Map<number, { op: WireOp; done: Done }> | undefined;
   readsWaiting: { index: number; id: number }[];
@@ -388,6 +396,11 @@ export class Node {
   private commitNoticesOwed = new Set<RangeHost>();
   private commitNoticeTimer: NodeJS.Timeout | undefined;
   private turnScheduled = false;
+  /**
+   * Messages the durable callbacks released since the last turn (takeMessages), by node:
+   * the next turn sends them with its own, one envelope per node.
+   */
+  private released = new Map<string, [number, Message][]>();
   /** Ranges with something to do in the next turn (the turn visits only these). */
   private dirty = new Set<RangeHost>();
   /** Initialized ranges that are not quiescent: the ones ticked. */
@@ -649,6 +662,8 @@ export class Node {
       proposals: [],
       writes: undefined,
       spanChangeIndex: 0,
+      setsScannedTo: 0,
+      setsAnsweredEarly: 0,
       reads: undefined,
       readsWaiting: [],
       heldApply: undefined,
@@ -1539,7 +1554,8 @@ export class Node {
     const applied = new Map<RangeHost, Entry[]>();
     /** Ranges that install a snapshot this turn: their applied index jumps to it. */
     const installed = new Map<RangeHost, number>();
-    const outbox = new Map<string, [number, Message][]>();
+    const outbox = this.released;
+    this.released = new Map();
     /** Held entries whose hold ran out that this turn may still apply (heldApplyDue). */
     let heldBudget = heldApplyPerTurn;
     /** Ranges whose hold ran out past this turn's budget: they go on to the next turn. */
@@ -1550,13 +1566,7 @@ export class Node {
       this.proposeBatch(h);
       for (let round = 0; round < 4 && h.replica.hasReady(); round++) {
         const rd = h.replica.ready();
-        for (const m of rd.messages) {
-          const to = h.nodeOf.get(m.to);
-          if (to === undefined) continue;
-          let list = outbox.get(to);
-          if (!list) outbox.set(to, (list = []));
-          list.push([h.rangeId, m]);
-        }
+        this.queueMessages(h, rd.messages, outbox);
         if (rd.write) {
           // Held entries apply before a snapshot replaces the state they apply to.
           if (rd.write.snapshot && h.heldApply) this.applyHeld(h, turn, applied);
@@ -1570,7 +1580,8 @@ export class Node {
         if (rd.committed.length > 0) {
           // Sets answered at commit leave h.writes first: a leader holds only entries that
           // nobody waits on (holdsApply).
-          const setsAnswered = this.answerCommittedSets(h, rd.committed);
+          const setsAnswered = this.answerCommittedSets(h, rd.committed) + h.setsAnsweredEarly;
+          h.setsAnsweredEarly = 0;
           if (this.holdsApply(h, rd.committed, startMs, setsAnswered)) {
             if (h.heldApply === undefined) {
               h.heldApply = [];
@@ -1589,6 +1600,7 @@ export class Node {
           r?.done(this.notLeader(h));
         }
       }
+      if (h.writes !== undefined) this.answerCommittedEarly(h);
       const due = this.heldApplyDue(h, startMs);
       if (due === 'now' || (due === 'paced' && heldBudget > 0)) {
         if (due === 'paced') heldBudget -= h.heldApply!.length;
@@ -1654,9 +1666,12 @@ export class Node {
             this.eventsDue.add(h);
           }
           for (const h of installed.keys()) this.eventsDue.add(h);
+          // What the writes released (a follower's acknowledgements) goes out with the next
+          // turn's messages; the range is visited in that turn only if more is ready.
           for (const [h, id] of persistedIds) {
             h.replica.persisted(id);
-            this.touch(h);
+            this.queueMessages(h, h.replica.takeMessages(), this.released);
+            if (h.replica.hasReady()) this.touch(h);
           }
           for (const h of applied.keys()) {
             if (h.readsWaiting.length > 0) this.serveReads(h);
@@ -2264,6 +2279,8 @@ export class Node {
     /** The store's descriptor of h, looked up once per call, when a set needs it. */
     let d: RangeDescriptor | undefined;
     for (const e of entries) {
+      if (e.index <= h.setsScannedTo) continue;
+      h.setsScannedTo = e.index;
       if (e.kind !== 'normal') continue;
       if (isSplitCommand(e.data)) {
         h.spanChangeIndex = Math.max(h.spanChangeIndex, e.index);
@@ -2282,6 +2299,24 @@ export class Node {
       w.done({ ok: true });
     }
     return answered;
+  }
+
+  /**
+   * A leader's sets whose entries committed before its own write of them is durable: a
+   * quorum of followers has them on disk (the leader counts itself toward a commit only
+   * once durable), so they are answered now, by answerCommittedSets' rules, instead of when
+   * the local write lands and ready() hands the entries to the apply. The apply still waits
+   * for the local write, and so does a read (its read index is at least the commit index).
+   * Under a burst of applies the local write can wait behind them for tens of ms while the
+   * followers acknowledge in a few (docs/architecture.md, "A write, end to end").
+   */
+  private answerCommittedEarly(h: RangeHost): void {
+    const log = h.replica.core.log;
+    const from = Math.max(h.setsScannedTo, log.applying) + 1;
+    if (log.committed < from || h.replica.role() !== 'leader') return;
+    const entries: Entry[] = new Array(log.committed - from + 1);
+    for (let i = from; i <= log.committed; i++) entries[i - from] = log.entry(i)!;
+    h.setsAnsweredEarly += this.answerCommittedSets(h, entries);
   }
 
   private answerApplied(h: RangeHost, entries: Entry[], results: ApplyResult[]): void {
@@ -2776,6 +2811,21 @@ export class Node {
       fn();
     } catch (e) {
       this.fatal(`${what}: ${(e as Error).stack ?? String(e)}`);
+    }
+  }
+
+  /** Adds h's messages to an outbox, by destination node (flushOutbox sends it). */
+  private queueMessages(
+    h: RangeHost,
+    messages: readonly Message[],
+    outbox: Map<string, [number, Message][]>,
+  ): void {
+    for (const m of messages) {
+      const to = h.nodeOf.get(m.to);
+      if (to === undefined) continue;
+      let list = outbox.get(to);
+      if (!list) outbox.set(to, (list = []));
+      list.push([h.rangeId, m]);
     }
   }
 

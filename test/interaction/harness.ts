@@ -12,6 +12,7 @@
 //   advance-clock IDS ms=M                           move replica clocks forward
 //   campaign ID                                      tick until it leaves the follower role
 //   ready IDS           one Ready each: queue messages, keep the write pending, apply
+//   take-messages IDS   queue only the messages ready to send (takeMessages), no Ready
 //   persist IDS         make pending writes durable, then call persisted(lastWriteId)
 //   process IDS         ready, persist at once, ready again... until the replica is quiet
 //   deliver IDS [from=A] [type=T] [n=K] [drop]      step (or drop) queued messages
@@ -201,6 +202,7 @@ export class Harness {
     },
     campaign: (a) => this.campaign(this.upNode(a.pos[0])),
     ready: (a) => this.each(a, (n) => this.handleReady(n)),
+    'take-messages': (a) => this.each(a, (n) => this.takeMessages(n)),
     persist: (a) => this.each(a, (n) => this.persist(n, true)),
     process: (a) => this.each(a, (n) => this.process(n)),
     deliver: (a) => this.each(a, (n) => this.deliver(n, a)),
@@ -441,6 +443,16 @@ export class Harness {
     }
     for (const id of rd.droppedReads) this.detail(`dropped-read id=${id}`);
     this.observe(n);
+  }
+
+  /** The host's takeMessages: sends the messages alone, leaving the rest of a Ready. */
+  private takeMessages(n: Node): void {
+    if (!n.up) return;
+    this.header(`${n.id} take-messages`);
+    const ms = n.replica.takeMessages();
+    if (ms.length === 0) this.detail('(none)');
+    for (const m of ms) this.detail(this.send(m));
+    this.detail(n.replica.hasReady() ? '(more is ready)' : '(nothing else is ready)');
   }
 
   /** Queues a message for its target; returns its trace line. */
