@@ -2314,8 +2314,7 @@ export class Node {
     const log = h.replica.core.log;
     const from = Math.max(h.setsScannedTo, log.applying) + 1;
     if (log.committed < from || h.replica.role() !== 'leader') return;
-    const entries: Entry[] = new Array(log.committed - from + 1);
-    for (let i = from; i <= log.committed; i++) entries[i - from] = log.entry(i)!;
+    const entries = log.slice(from, log.committed, Number.POSITIVE_INFINITY);
     h.setsAnsweredEarly += this.answerCommittedSets(h, entries);
   }
 
