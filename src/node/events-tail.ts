@@ -17,7 +17,7 @@ import { Packr } from 'msgpackr';
 import { assert } from '../../ranges/core/assert.ts';
 import type { LogIndex } from '../../ranges/core/types.ts';
 import { hasPrefix } from '../lib/bytes.ts';
-import { limits, type WireEvent, writeUint } from '../protocol/wire.ts';
+import { limits, type WireEvent, writeBin, writeUint } from '../protocol/wire.ts';
 import { descriptorToWire } from '../storage/descriptor.ts';
 import { type DelEvent, eventBytes, type SetEvent } from '../storage/events.ts';
 import type { RangeEvent, StoredEvent } from '../storage/store.ts';
@@ -338,24 +338,6 @@ function writeEvent(
     bytes: b.subarray(start, at),
     size,
   };
-}
-
-function writeBin(b: Buffer, at: number, x: Uint8Array): number {
-  const n = x.length;
-  if (n < 0x100) {
-    b[at++] = 0xc4;
-    b[at++] = n;
-  } else if (n < 0x10000) {
-    b[at++] = 0xc5;
-    b.writeUInt16BE(n, at);
-    at += 2;
-  } else {
-    b[at++] = 0xc6;
-    b.writeUInt32BE(n, at);
-    at += 4;
-  }
-  b.set(x, at);
-  return at + n;
 }
 
 /** An event's wire form in msgpack, through msgpackr (tests compare tailItem with it). */

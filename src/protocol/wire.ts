@@ -616,6 +616,27 @@ export function writeUint(out: Uint8Array, at: number, n: number): number {
   return at + 9;
 }
 
+/** Bytes in msgpack (bin 8, 16 or 32, as msgpackr writes them) at `at`; returns where it ends. */
+export function writeBin(out: Uint8Array, at: number, x: Uint8Array): number {
+  const n = x.length;
+  if (n < 0x100) {
+    out[at++] = 0xc4;
+    out[at++] = n;
+  } else if (n < 0x10000) {
+    out[at++] = 0xc5;
+    out[at++] = n >> 8;
+    out[at++] = n & 0xff;
+  } else {
+    out[at++] = 0xc6;
+    out[at++] = n >>> 24;
+    out[at++] = (n >>> 16) & 0xff;
+    out[at++] = (n >>> 8) & 0xff;
+    out[at++] = n & 0xff;
+  }
+  out.set(x, at);
+  return at + n;
+}
+
 /**
  * Bytes `frameRequest` adds around the ops: at most 11, plus 6 + the cluster id's bytes,
  * plus 24 for a range id and generation.

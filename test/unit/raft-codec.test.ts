@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../ranges/core/types.ts';
-import { encode, protocolVersion } from '../../src/protocol/wire.ts';
+import { decode, encode, protocolVersion } from '../../src/protocol/wire.ts';
 import { decodeEnvelope, encodeEnvelope } from '../../src/transport/raft-codec.ts';
 
 // Decoded bytes are Buffers (msgpackr), so the expectations use Buffers too.
@@ -58,15 +58,19 @@ const messages: Message[] = [
 const envelope = (msgs: unknown[]) =>
   encode({ v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs });
 
+/** An envelope of every message type, range ids 1, 2, ... */
+const everyMessage = () =>
+  encodeEnvelope({
+    v: protocolVersion,
+    cid: 'c',
+    from: 'n1',
+    store: 's',
+    msgs: messages.map((m, i) => [i + 1, m] as const),
+  });
+
 describe('raft envelopes', () => {
   it('carry every message type unchanged', () => {
-    const wire = encodeEnvelope({
-      v: protocolVersion,
-      cid: 'c',
-      from: 'n1',
-      store: 's',
-      msgs: messages.map((m, i) => [i + 1, m] as const),
-    });
+    const wire = everyMessage();
     const d = decodeEnvelope(wire);
     expect(d.ok).toBe(true);
     if (!d.ok) return;
@@ -100,4 +104,100 @@ describe('raft envelopes', () => {
       if (!d.ok) expect(d.why.length, why).toBeGreaterThan(0);
     }
   });
+
+  it("reads any msgpack encoder's envelope: keys in any order, unknown keys, wide integers", () => {
+    const big = 2 ** 40 + 3;
+    const append: Message = {
+      type: 'append',
+      ...base,
+      term: big,
+      prevIndex: big,
+      prevTerm: big - 1,
+      entries: [{ index: big + 1, term: big, kind: 'normal', data: bytes('x') }],
+      commit: big,
+      seq: 2 ** 33,
+    };
+    // The compact form, by msgpackr (integers past 32 bits as float64), keys reordered.
+    const wire = encode({
+      extra: { nested: [1, 'two', { three: null }] },
+      msgs: [
+        [2 ** 32 + 5, [1, 1, 2, big, big, big - 1, big, 2 ** 33, [big, 0, bytes('x')]]],
+        [7, { type: 'timeoutNow', from: 1, to: 2, term: 3 }],
+      ],
+      store: 's',
+      from: 'n1',
+      cid: 'c',
+      v: protocolVersion,
+    });
+    const d = decodeEnvelope(wire);
+    expect(d.ok).toBe(true);
+    if (!d.ok) return;
+    expect(d.env).toEqual({
+      v: protocolVersion,
+      cid: 'c',
+      from: 'n1',
+      store: 's',
+      msgs: [
+        [2 ** 32 + 5, append],
+        [7, { type: 'timeoutNow', from: 1, to: 2, term: 3 }],
+      ],
+    });
+    // And what encodeEnvelope writes, msgpackr reads as the same compact form.
+    const again = encodeEnvelope(d.env);
+    expect(decode(again)).toEqual(decode(encode({ ...d.env, msgs: d.env.msgs.map(compactOf) })));
+  });
+
+  it('refuses a cut or damaged envelope with a reason, never by throwing', () => {
+    const wire = everyMessage();
+    for (let n = 0; n < wire.length; n++) {
+      const d = decodeEnvelope(wire.subarray(0, n));
+      expect(d.ok, `cut at ${n}`).toBe(false);
+      if (!d.ok) expect(d.why.length).toBeGreaterThan(0);
+    }
+    // Every byte flipped in turn: refused with a reason, or read as some valid envelope.
+    for (let i = 0; i < wire.length; i++) {
+      const bad = Uint8Array.from(wire);
+      bad[i] = bad[i]! ^ 0xff;
+      const d = decodeEnvelope(bad);
+      if (!d.ok) expect(d.why.length).toBeGreaterThan(0);
+    }
+    const cases: Array<[string, unknown]> = [
+      ['not a map', [1, 2]],
+      ['old version', { v: 0, cid: 'c', from: 'n1', store: 's', msgs: [] }],
+      ['from not a string', { v: protocolVersion, cid: 'c', from: 1, store: 's', msgs: [] }],
+      ['msgs missing', { v: protocolVersion, cid: 'c', from: 'n1', store: 's' }],
+      ['msgs not an array', { v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs: 3 }],
+      ['item not a pair', { v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs: [[1]] }],
+      [
+        'a map message of no known type',
+        { v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs: [[1, { type: 'x' }]] },
+      ],
+    ];
+    for (const [why, env] of cases) {
+      const d = decodeEnvelope(encode(env));
+      expect(d.ok, why).toBe(false);
+      if (!d.ok) expect(d.why.length, why).toBeGreaterThan(0);
+    }
+  });
 });
+
+/** The compact (array) form of the four hot types, as the header of raft-codec.ts gives it. */
+function compactOf([rangeId, m]: readonly [number, Message]): unknown {
+  switch (m.type) {
+    case 'append': {
+      const kinds = { normal: 0, noop: 1, config: 2 };
+      const es = m.entries.flatMap((e) => [e.term, kinds[e.kind], e.data]);
+      const a: unknown[] = [1, m.from, m.to, m.term, m.prevIndex, m.prevTerm, m.commit, m.seq, es];
+      if (m.commitOnly) a.push(1);
+      return [rangeId, a];
+    }
+    case 'appendResponse':
+      return [rangeId, [2, m.from, m.to, m.term, m.reject ? 1 : 0, m.index, m.hint, m.seq]];
+    case 'heartbeat':
+      return [rangeId, [3, m.from, m.to, m.term, m.commit, m.seq, m.quiesce ? 1 : 0]];
+    case 'heartbeatResponse':
+      return [rangeId, [4, m.from, m.to, m.term, m.seq]];
+    default:
+      return [rangeId, m];
+  }
+}
