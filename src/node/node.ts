@@ -947,9 +947,20 @@ export class Node {
     }
   }
 
+  /**
+   * Steps one range's messages of an envelope. The range is visited in the next turn only
+   * if they left something to do there, as a tick's rule (tick): most often a leader's
+   * second acknowledgement of an entry that the first one already committed changes
+   * nothing a turn handles (at 256 busy ranges, about one message in three).
+   */
   private stepRun(h: RangeHost, messages: readonly Message[]): void {
-    h.replica.step(messages);
-    this.touch(h);
+    const r = h.replica;
+    const role = r.role();
+    const quiescent = r.quiescent();
+    r.step(messages);
+    if (r.hasReady() || r.role() !== role || r.quiescent() !== quiescent || !h.initialized) {
+      this.touch(h);
+    }
   }
 
   /**
