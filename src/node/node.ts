@@ -949,9 +949,10 @@ export class Node {
 
   /**
    * Steps one range's messages of an envelope. The range is visited in the next turn only
-   * if they left something to do there, as a tick's rule (tick): most often a leader's
-   * second acknowledgement of an entry that the first one already committed changes
-   * nothing a turn handles (at 256 busy ranges, about one message in three).
+   * if they left something to do there, as a tick's rule (tick): a leader's second
+   * acknowledgement of an entry that the first one already committed, say, changes
+   * nothing a turn handles. (Leases need no visit: a lease read computes its lease from
+   * the acknowledgements when it comes.)
    */
   private stepRun(h: RangeHost, messages: readonly Message[]): void {
     const r = h.replica;
