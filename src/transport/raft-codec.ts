@@ -348,21 +348,23 @@ function mapLength(): number {
 function readLength(fix: number, t16: number, t32: number): number {
   need(1);
   const t = inp[at]!;
+  let n: number;
   if ((t & 0xf0) === fix) {
     at++;
-    return t & 0x0f;
-  }
-  if (t === t16) {
+    n = t & 0x0f;
+  } else if (t === t16) {
     need(3);
     at += 3;
-    return inView.getUint16(at - 2);
-  }
-  if (t === t32) {
+    n = inView.getUint16(at - 2);
+  } else if (t === t32) {
     need(5);
     at += 5;
-    return inView.getUint32(at - 4);
-  }
-  return -1;
+    n = inView.getUint32(at - 4);
+  } else return -1;
+  // Each element takes a byte at least: a longer count is refused before anything is
+  // made for it.
+  if (n > inp.length - at) throw new Malformed('truncated msgpack');
+  return n;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

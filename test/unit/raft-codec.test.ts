@@ -3,6 +3,7 @@
 
 import { describe, expect, it } from 'vitest';
 import type { Message } from '../../ranges/core/types.ts';
+import { Prng } from '../../src/lib/prng.ts';
 import { decode, encode, protocolVersion } from '../../src/protocol/wire.ts';
 import { decodeEnvelope, encodeEnvelope } from '../../src/transport/raft-codec.ts';
 
@@ -161,6 +162,27 @@ describe('raft envelopes', () => {
       const d = decodeEnvelope(bad);
       if (!d.ok) expect(d.why.length).toBeGreaterThan(0);
     }
+    // Spliced and random bytes, seeded: refused with a reason or read, never thrown.
+    const rng = new Prng(4242);
+    for (let k = 0; k < 3000; k++) {
+      const bad = Uint8Array.from(wire);
+      for (let j = rng.int(4); j >= 0; j--) bad[rng.int(bad.length)] = rng.int(256);
+      const cut = bad.subarray(rng.int(bad.length), bad.length);
+      const noise = Uint8Array.from({ length: rng.int(64) }, () => rng.int(256));
+      for (const b of [bad, cut, noise]) {
+        const d = decodeEnvelope(b);
+        if (!d.ok) expect(d.why.length).toBeGreaterThan(0);
+      }
+    }
+    // A count of four billion messages in a few bytes: refused before anything is made.
+    const head = encode({ v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs: [] });
+    const lying = Buffer.concat([
+      head.subarray(0, head.length - 1),
+      Buffer.of(0xdd, 255, 255, 255, 255),
+    ]);
+    const d = decodeEnvelope(lying);
+    expect(d.ok).toBe(false);
+    if (!d.ok) expect(d.why).toMatch(/truncated/);
     const cases: Array<[string, unknown]> = [
       ['not a map', [1, 2]],
       ['old version', { v: 0, cid: 'c', from: 'n1', store: 's', msgs: [] }],
