@@ -42,8 +42,9 @@ export interface RaftEnvelope {
 }
 
 /**
- * The envelope as msgpack, written by hand (the same bytes a msgpack library would make of
- * the compact form, up to integer widths): no array per message on the way, which at 256
+ * The envelope as msgpack, written by hand (what msgpackr makes of the compact form, but
+ * for the envelope's map header: a fixmap where msgpackr writes a map 16): no array per
+ * message on the way, which at 256
  * busy ranges, one message per range and turn, was a tenth of the allocation per put at a
  * leader. Map-form messages (the rare types) are packed by msgpackr into the same buffer.
  */
@@ -62,8 +63,7 @@ export function encodeEnvelope(env: RaftEnvelope): Uint8Array {
   arrayHeader(env.msgs.length);
   for (let i = 0; i < env.msgs.length; i++) {
     const [rangeId, m] = env.msgs[i]!;
-    room(1);
-    out[pos++] = 0x92;
+    byte(0x92);
     uint(rangeId);
     writeMessage(m);
   }
@@ -82,9 +82,8 @@ function writeMessage(m: Message): void {
   switch (m.type) {
     case 'append': {
       const commitOnly = m.commitOnly === true;
-      room(10 * 9 + 5);
-      out[pos++] = commitOnly ? 0x9a : 0x99;
-      out[pos++] = appendCode;
+      byte(commitOnly ? 0x9a : 0x99);
+      byte(appendCode);
       uint(m.from);
       uint(m.to);
       uint(m.term);
@@ -97,43 +96,36 @@ function writeMessage(m: Message): void {
       for (let i = 0; i < es.length; i++) {
         const e = es[i]!;
         uint(e.term);
-        room(1);
-        out[pos++] = kindCodes[e.kind];
+        byte(kindCodes[e.kind]);
         bin(e.data);
       }
-      if (commitOnly) {
-        room(1);
-        out[pos++] = 1;
-      }
+      if (commitOnly) byte(1);
       return;
     }
     case 'appendResponse':
-      room(8 * 9);
-      out[pos++] = 0x98;
-      out[pos++] = appendResponseCode;
+      byte(0x98);
+      byte(appendResponseCode);
       uint(m.from);
       uint(m.to);
       uint(m.term);
-      out[pos++] = m.reject ? 1 : 0;
+      byte(m.reject ? 1 : 0);
       uint(m.index);
       uint(m.hint);
       uint(m.seq);
       return;
     case 'heartbeat':
-      room(7 * 9);
-      out[pos++] = 0x97;
-      out[pos++] = heartbeatCode;
+      byte(0x97);
+      byte(heartbeatCode);
       uint(m.from);
       uint(m.to);
       uint(m.term);
       uint(m.commit);
       uint(m.seq);
-      out[pos++] = m.quiesce ? 1 : 0;
+      byte(m.quiesce ? 1 : 0);
       return;
     case 'heartbeatResponse':
-      room(5 * 9);
-      out[pos++] = 0x95;
-      out[pos++] = heartbeatResponseCode;
+      byte(0x95);
+      byte(heartbeatResponseCode);
       uint(m.from);
       uint(m.to);
       uint(m.term);
@@ -181,6 +173,11 @@ function newChunk(n: number): void {
   outView = new DataView(out.buffer, out.byteOffset, out.byteLength);
   start = 0;
   pos = written;
+}
+
+function byte(b: number): void {
+  room(1);
+  out[pos++] = b;
 }
 
 /** A non-negative integer (every number in a message is one). */
@@ -348,22 +345,37 @@ function mapLength(): number {
 function readLength(fix: number, t16: number, t32: number): number {
   need(1);
   const t = inp[at]!;
-  let n: number;
-  if ((t & 0xf0) === fix) {
-    at++;
-    n = t & 0x0f;
-  } else if (t === t16) {
-    need(3);
-    at += 3;
-    n = inView.getUint16(at - 2);
-  } else if (t === t32) {
-    need(5);
-    at += 5;
-    n = inView.getUint32(at - 4);
-  } else return -1;
+  if ((t & 0xf0) !== fix) return sized(-1, t16, t32);
+  at++;
   // Each element takes a byte at least: a longer count is refused before anything is
   // made for it.
-  if (n > inp.length - at) throw new Malformed('truncated msgpack');
+  need(t & 0x0f);
+  return t & 0x0f;
+}
+
+/**
+ * Reads the header of a value whose 8-, 16- and 32-bit length forms are t8, t16 and t32
+ * (-1: none) and returns its length, once that many bytes are there (an array or map
+ * counts elements, each a byte at least); -1, with nothing read, for another type.
+ */
+function sized(t8: number, t16: number, t32: number): number {
+  need(1);
+  const t = inp[at]!;
+  let n: number;
+  if (t === t8) {
+    need(2);
+    n = inp[at + 1]!;
+    at += 2;
+  } else if (t === t16) {
+    need(3);
+    n = inView.getUint16(at + 1);
+    at += 3;
+  } else if (t === t32) {
+    need(5);
+    n = inView.getUint32(at + 1);
+    at += 5;
+  } else return -1;
+  need(n);
   return n;
 }
 
@@ -374,25 +386,15 @@ function readStr(): string | undefined {
   need(1);
   const t = inp[at]!;
   let n: number;
-  let h: number;
   if ((t & 0xe0) === 0xa0) {
     n = t & 0x1f;
-    h = 1;
-  } else if (t === 0xd9) {
-    need(2);
-    n = inp[at + 1]!;
-    h = 2;
-  } else if (t === 0xda) {
-    need(3);
-    n = inView.getUint16(at + 1);
-    h = 3;
-  } else if (t === 0xdb) {
-    need(5);
-    n = inView.getUint32(at + 1);
-    h = 5;
-  } else return undefined;
-  need(h + n);
-  at += h + n;
+    at++;
+    need(n);
+  } else {
+    n = sized(0xd9, 0xda, 0xdb);
+    if (n < 0) return undefined;
+  }
+  at += n;
   try {
     return utf8.decode(inp.subarray(at - n, at));
   } catch {
@@ -402,25 +404,9 @@ function readStr(): string | undefined {
 
 /** Bytes (msgpack bin), as a view of the input. */
 function readBin(what: string): Uint8Array {
-  need(1);
-  const t = inp[at]!;
-  let n: number;
-  let h: number;
-  if (t === 0xc4) {
-    need(2);
-    n = inp[at + 1]!;
-    h = 2;
-  } else if (t === 0xc5) {
-    need(3);
-    n = inView.getUint16(at + 1);
-    h = 3;
-  } else if (t === 0xc6) {
-    need(5);
-    n = inView.getUint32(at + 1);
-    h = 5;
-  } else throw new Malformed(`${what} must be bytes`);
-  need(h + n);
-  at += h + n;
+  const n = sized(0xc4, 0xc5, 0xc6);
+  if (n < 0) throw new Malformed(`${what} must be bytes`);
+  at += n;
   return inp.subarray(at - n, at);
 }
 
@@ -662,9 +648,10 @@ function readEnvelope(): Decoded {
       }
     } else if (key === 'cid' || key === 'from' || key === 'store') {
       const s = readStr();
-      if (s === undefined) notStrings = true;
-      if (s === undefined) skip();
-      else if (key === 'cid') cid = s;
+      if (s === undefined) {
+        notStrings = true;
+        skip();
+      } else if (key === 'cid') cid = s;
       else if (key === 'from') from = s;
       else store = s;
     } else if (key === 'msgs') {

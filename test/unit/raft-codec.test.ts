@@ -175,7 +175,7 @@ describe('raft envelopes', () => {
       }
     }
     // A count of four billion messages in a few bytes: refused before anything is made.
-    const head = encode({ v: protocolVersion, cid: 'c', from: 'n1', store: 's', msgs: [] });
+    const head = envelope([]);
     const lying = Buffer.concat([
       head.subarray(0, head.length - 1),
       Buffer.of(0xdd, 255, 255, 255, 255),
