@@ -37,7 +37,7 @@ import type {
   Snapshot,
 } from '../../ranges/core/types.ts';
 import { defaultOptions } from '../../ranges/core/types.ts';
-import { type LeaseGate, RangeReplica } from '../../ranges/replica/replica.ts';
+import { type LeaseGate, type Lifecycle, RangeReplica } from '../../ranges/replica/replica.ts';
 import { Client } from '../client/client.ts';
 import { Logger } from '../lib/logger.ts';
 import { Prng } from '../lib/prng.ts';
@@ -789,15 +789,10 @@ export class Node {
       }
       // Most ticks of a busy range change nothing a turn must handle (no message, no
       // write, no role change, not quiesced: its turn compacts the log): such a range is
-      // left out of the next turn.
+      // left out of the next turn. (Quiescent before the tick it is not: see above.)
       const role = h.replica.role();
       h.replica.tick();
-      if (
-        h.replica.hasReady() ||
-        h.replica.role() !== role ||
-        h.replica.quiescent() ||
-        this.heldApplyDue(h, now) !== undefined
-      ) {
+      if (leftWork(h, role, false) || this.heldApplyDue(h, now) !== undefined) {
         this.dirty.add(h);
       }
       if (now - h.opsSinceMs >= 1000) {
@@ -949,19 +944,16 @@ export class Node {
 
   /**
    * Steps one range's messages of an envelope. The range is visited in the next turn only
-   * if they left something to do there, as a tick's rule (tick): a leader's second
+   * if they left something to do there (leftWork, as after a tick): a leader's second
    * acknowledgement of an entry that the first one already committed, say, changes
    * nothing a turn handles. (Leases need no visit: a lease read computes its lease from
    * the acknowledgements when it comes.)
    */
   private stepRun(h: RangeHost, messages: readonly Message[]): void {
-    const r = h.replica;
-    const role = r.role();
-    const quiescent = r.quiescent();
-    r.step(messages);
-    if (r.hasReady() || r.role() !== role || r.quiescent() !== quiescent || !h.initialized) {
-      this.touch(h);
-    }
+    const role = h.replica.role();
+    const quiescent = h.replica.quiescent();
+    h.replica.step(messages);
+    if (leftWork(h, role, quiescent) || !h.initialized) this.touch(h);
   }
 
   /**
@@ -2976,6 +2968,15 @@ function opError(c: { code: string; msg: string; limit?: string }): WireResult {
 }
 
 /** Approximate encoded size of a message, to keep NATS payloads under the limit. */
+/**
+ * Whether a step or a tick left h something its next turn handles: something ready, or a
+ * role or quiescence other than before it (`role`, `quiescent`).
+ */
+function leftWork(h: RangeHost, role: Lifecycle, quiescent: boolean): boolean {
+  const r = h.replica;
+  return r.hasReady() || r.role() !== role || r.quiescent() !== quiescent;
+}
+
 function messageBytes(m: Message): number {
   if (m.type === 'append') {
     let n = 96;
