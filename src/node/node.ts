@@ -416,6 +416,8 @@ export class Node {
   private ticks = 0;
   private nextReadId = 1;
   private stopping = false;
+  /** A Store.tidy transaction is in flight. */
+  private tidying = false;
   private readonly peerStores = new Map<string, string>();
   /** Counters for `rasputin status` and the benchmark. */
   readonly stats = {
@@ -439,6 +441,8 @@ export class Node {
     setsHeldForSpan: 0,
     /** trimLogs rounds that found the logs over --log-memory-max. */
     logTrims: 0,
+    /** Store.tidy transactions run while every range was quiescent (tidyStore). */
+    tidies: 0,
     /**
      * History commands this node proposed as a leader (compactHistory): compactEvents, and
      * forgetRequests (--dedup-window-s).
@@ -811,6 +815,23 @@ export class Node {
     // On a lapse, and every few seconds (a quiesce heartbeat delayed past a lapse).
     if (lapsed.length > 0 || this.ticks % 20 === 0) this.wakeLapsed(now);
     this.scheduleTurn();
+    if (this.awake.size === 0 && this.dirty.size === 0) this.tidyStore();
+  }
+
+  /**
+   * A node with every range quiescent deletes what its turns left for later, one bounded
+   * transaction a tick (Store.tidy; docs/architecture.md, "Cleanup after a pause").
+   */
+  private tidyStore(): void {
+    if (this.tidying || this.stopping || !this.store.tidyDue()) return;
+    this.tidying = true;
+    this.stats.tidies++;
+    this.store.tidy().then(
+      () => {
+        this.tidying = false;
+      },
+      (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
+    );
   }
 
   /** Quiescent followers whose leader's node is not live campaign (replica.leaderLapsed). */

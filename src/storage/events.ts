@@ -99,9 +99,12 @@ export const eventsExaminedMax = 10_000;
 /**
  * Compacted events an applied entry may delete: more than the one event an entry can
  * add, so a compaction's backlog drains while writes go on, and a small constant, so no
- * apply does a burst of deletes.
+ * apply does a burst of deletes. Not more: a load that comes back after a pause longer
+ * than the retention finds all of the last load's events due at once, and at 8 per entry
+ * its first seconds ran at a third to two thirds of its throughput at 256 ranges
+ * (docs/architecture.md, "Cleanup after a pause").
  */
-export const eventsDeletedPerEntry = 8;
+export const eventsDeletedPerEntry = 2;
 
 /** A page's framing per event, generously (map header, field names, revision). */
 const eventOverheadBytes = 48;

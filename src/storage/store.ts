@@ -86,7 +86,8 @@
 // reading the journal in order: an entry at an index the range holds already replaces it
 // and every later one, as the write did). Compacting a range's log, or dropping it for a
 // snapshot, deletes nothing at once: records older than every range's oldest held entry
-// are deleted from the front of the journal, a bounded number per turn (purgeJournal),
+// are deleted from the front of the journal, a bounded number per turn (purgeJournal)
+// and in the node's idle time (tidy),
 // and a range whose oldest entry holds the front back too far has its entries written
 // again at the end. `logFromSeq` (in progress) fences a range's records from before its
 // log was last dropped (a snapshot, or the range created anew), so reading the journal
@@ -487,10 +488,14 @@ const olderLayouts: ReadonlyMap<string | undefined, string> = new Map([
   ['8', 'the eventlog in one tree'],
 ]);
 /**
- * Journal records a turn deletes at most: far more than a turn appends, but bounded, so
- * the turn after a big compaction does not stall for a burst of deletes.
+ * Journal records a turn deletes at most: twice what it appended, and at least this many,
+ * so the front keeps up with a load and a compaction's backlog drains while it goes on
+ * without making every turn long (docs/architecture.md, "Cleanup after a pause"); what is
+ * left goes in the node's idle time (Store.tidy).
  */
-const journalPurgeMax = 1024;
+const journalPurgeMin = 128;
+/** Journal records one tidy transaction deletes at most (Store.tidy). */
+const journalTidyMax = 8192;
 /** See StoreOptions.journalScanRecords. */
 const journalScanRecords = 4096;
 /** Log entries a scan writes again at most (of ranges that hold the journal's front back). */
@@ -968,6 +973,8 @@ export class Store {
   private purgeBelow = 1;
   /** nextSeq at the last scan for the purge point (none yet: the first turn scans). */
   private scannedAtSeq = Number.NEGATIVE_INFINITY;
+  /** A turn changed some range's log since the last scan of the journal (tidyDue). */
+  private journalChanged = false;
   private readonly dataDb: Database<Buffer, Buffer>;
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
@@ -2228,6 +2235,8 @@ export class Store {
     const rangeId = s.descriptor.rangeId;
     const first = entries[0]!;
     const seq = this.nextSeq;
+    // Records of a replaced suffix are no range's now.
+    if (first.index <= s.log.last) this.journalChanged = true;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
       assert(e.index === first.index + i, 'written entries are contiguous');
@@ -2601,8 +2610,9 @@ export class Store {
     assert(seq !== undefined, 'a compaction point is in the log');
     const stored = this.journalDb.get(journalKey(seq, s.descriptor.rangeId, meta.index));
     assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
-    // The records stay in the journal until purgeJournal reaches them.
+    // The records stay in the journal until purgeJournal (or tidy) reaches them.
     s.log = s.log.compact(meta.index);
+    this.journalChanged = true;
     s.snapshot = meta;
   }
 
@@ -2651,6 +2661,7 @@ export class Store {
     s.eventsFloor = data.oldestRetained;
     // The whole log goes: its records in the journal are fenced off.
     s.log = LogSeqs.empty(snapshot.meta.index);
+    this.journalChanged = true;
     s.logFromSeq = this.nextSeq;
     s.applied = snapshot.meta.index;
     s.appliedTerm = snapshot.meta.term;
@@ -2702,7 +2713,8 @@ export class Store {
   }
 
   /**
-   * Deletes journal records no range needs, up to journalPurgeMax per turn, and every
+   * Deletes journal records no range needs, up to twice what the turn appended (at least
+   * journalPurgeMin; the rest goes in tidy, while the node is idle), and every
    * journalScanRecords records appended (or one per range, if more) finds how far that
    * is: below every range's oldest held entry. A scan visits every range (about 4 ms at
    * 10,000 ranges), so it runs per records appended, not per turn.
@@ -2716,27 +2728,75 @@ export class Store {
     stateOf: (rangeId: number) => Mutable<RangeState>,
   ): void {
     const every = Math.max(this.journalScanRecords, this.rangeStates.size);
-    if (this.nextSeq - this.scannedAtSeq >= every) {
-      this.scannedAtSeq = this.nextSeq;
-      // The committed states: a range's oldest held entry only gets newer, and what this
-      // turn wrote is at turnFirstSeq or after.
-      let below = turnFirstSeq;
-      let rewritten = 0;
-      for (const [rangeId, committed] of this.rangeStates) {
-        let first = committed.log.firstSeq();
+    if (this.nextSeq - this.scannedAtSeq >= every) this.scanJournal(turnFirstSeq, stateOf);
+    const max = Math.max(journalPurgeMin, 2 * (this.nextSeq - turnFirstSeq));
+    this.purgeFront(max);
+  }
+
+  /**
+   * Finds how far the journal's front may be deleted (purgeBelow): below every range's
+   * oldest held entry. With `stateOf` (in a turn), a range that holds the front back by
+   * more than journalLagMax records has its entries written again at the end first.
+   */
+  private scanJournal(
+    turnFirstSeq: number,
+    stateOf?: (rangeId: number) => Mutable<RangeState>,
+  ): void {
+    this.scannedAtSeq = this.nextSeq;
+    this.journalChanged = false;
+    // The committed states: a range's oldest held entry only gets newer, and what this
+    // turn wrote is at turnFirstSeq or after.
+    let below = turnFirstSeq;
+    let rewritten = 0;
+    for (const [rangeId, committed] of this.rangeStates) {
+      let first = committed.log.firstSeq();
+      if (first === undefined) continue;
+      if (
+        stateOf !== undefined &&
+        first < this.nextSeq - this.journalLagMax &&
+        rewritten < journalRewriteMax
+      ) {
+        const s = stateOf(rangeId);
+        rewritten += this.rewriteLog(s);
+        first = s.log.firstSeq();
         if (first === undefined) continue;
-        if (first < this.nextSeq - this.journalLagMax && rewritten < journalRewriteMax) {
-          const s = stateOf(rangeId);
-          rewritten += this.rewriteLog(s);
-          first = s.log.firstSeq();
-          if (first === undefined) continue;
-        }
-        below = Math.min(below, first);
       }
-      this.purgeBelow = Math.max(this.purgeBelow, below);
+      below = Math.min(below, first);
     }
+    this.purgeBelow = Math.max(this.purgeBelow, below);
+  }
+
+  /**
+   * Whether the journal may hold records no range needs that the turns did not delete
+   * (tidy): a turn changed some range's log since the last scan, or the last scan found
+   * more than the turns deleted.
+   */
+  tidyDue(): boolean {
+    return this.journalChanged || this.purgedTo < this.purgeBelow;
+  }
+
+  /**
+   * For a node with nothing else to do (docs/architecture.md, "Cleanup after a pause"):
+   * deletes journal records no range needs, up to journalTidyMax, in a write transaction
+   * of its own. A turn deletes at most twice what it appends, so what a pause made
+   * deletable at once (every quiescent range truncates its log) would otherwise be
+   * deleted by the turns of the next load. Resolves when the transaction is durable.
+   */
+  tidy(): Promise<void> {
+    assert(!this.closed, 'the store is open');
+    const committed = this.root.childTransaction(() => {
+      if (this.journalChanged) this.scanJournal(this.nextSeq);
+      this.purgeFront(journalTidyMax);
+    });
+    return committed.then(async () => {
+      await this.root.flushed;
+    });
+  }
+
+  /** Deletes up to `max` journal records below purgeBelow from the front. */
+  private purgeFront(max: number): void {
     if (this.purgedTo >= this.purgeBelow) return;
-    const purged = purgeFront(this.journalDb, this.purgedTo, this.purgeBelow, journalPurgeMax);
+    const purged = purgeFront(this.journalDb, this.purgedTo, this.purgeBelow, max);
     this.stats.journalPurged += purged.deleted;
     this.purgedTo = purged.front;
   }

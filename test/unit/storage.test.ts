@@ -544,6 +544,55 @@ describe("the journal (every range's log in one tree, in write order)", () => {
   });
 });
 
+describe('tidy (what the turns left of the journal, deleted while the node is idle)', () => {
+  it('deletes what a pause made deletable, and keeps what a range still holds', async () => {
+    const dir = tempDir();
+    let store = openStore(dir);
+    const ids = [1, 2, 3, 4, 5, 6, 7, 8];
+    for (const id of ids) await store.createRange(descriptor(id, `r${id}`, `r${id}z`), config);
+    await store.createRange(descriptor(9, 's', 't'), config);
+    // A load: eight ranges append and apply 300 entries each, in interleaved turns.
+    const drivers = ids.map((id) => new RangeDriver(store, id));
+    for (let round = 0; round < 10; round++) {
+      for (const d of drivers) await d.run(...Array.from({ length: 30 }, () => 'noop' as const));
+    }
+    // Range 9 writes last and keeps its entries (not compacted, as a range still awake).
+    const r9 = new RangeDriver(store, 9);
+    await r9.run('noop', 'noop', 'noop');
+    // The pause: every other range compacts its whole log in one turn (quiescence).
+    const pause = store.beginTurn();
+    for (const d of drivers) pause.compact(d.rangeId, { index: d.next - 1, term: 1, config });
+    await pause.commit().durable;
+    const before = store.inspectJournal().length;
+    const purgedBefore = store.stats.journalPurged;
+    // The turns deleted some as they went (twice what they appended), far from all.
+    expect(before).toBeGreaterThan(1_000);
+    expect(store.tidyDue()).toBe(true);
+    let tidies = 0;
+    while (store.tidyDue() && tidies < 10) {
+      await store.tidy();
+      tidies++;
+    }
+    expect(store.tidyDue()).toBe(false);
+    const after = store.inspectJournal();
+    expect(after.map((r) => [r.rangeId, r.index])).toEqual([
+      [9, 1],
+      [9, 2],
+      [9, 3],
+    ]);
+    expect(store.stats.journalPurged - purgedBefore).toBe(before - 3);
+    // Nothing left to do: another tidy deletes nothing.
+    await store.tidy();
+    expect(store.inspectJournal()).toHaveLength(3);
+    store = await reopen(store, dir);
+    for (const d of drivers) {
+      expect(store.loadRange(d.rangeId)!.state.entries).toEqual([]);
+      expect(store.loadRange(d.rangeId)!.state.snapshot.index).toBe(300);
+    }
+    expect(store.loadRange(9)!.state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
+  });
+});
+
 describe('state machine', () => {
   async function range(window?: number): Promise<RangeDriver> {
     const store = openStore(tempDir(), window);
