@@ -38,6 +38,8 @@ export interface NodeStatus {
   /** Ranges this node leads (all of them, also those left out of `ranges`). */
   leadersTotal?: number;
   stats?: Record<string, number>;
+  /** Each LMDB tree's records (entries), pages and depth (Store.trees). */
+  trees?: Record<string, { entries: number; pages: number; depth: number }>;
   /** process.memoryUsage() of the node, in bytes. */
   memory?: { rss: number; heapTotal: number; heapUsed: number; external: number };
 }

@@ -973,8 +973,12 @@ export class Store {
   private purgeBelow = 1;
   /** nextSeq at the last scan for the purge point (none yet: the first turn scans). */
   private scannedAtSeq = Number.NEGATIVE_INFINITY;
-  /** A turn changed some range's log since the last scan of the journal (tidyDue). */
+  /**
+   * A turn changed some range's log since the last scan of the journal (tidyDue): set once
+   * the turn's states are the committed ones (turnChangedLogs: the running turn's).
+   */
   private journalChanged = false;
+  private turnChangedLogs = false;
   private readonly dataDb: Database<Buffer, Buffer>;
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
@@ -2210,6 +2214,9 @@ export class Store {
       }
     }
     for (const [rangeId, s] of dirty) this.rangeStates.set(rangeId, s);
+    // Only now: a scan in this turn (purgeJournal) read the states from before it.
+    if (this.turnChangedLogs) this.journalChanged = true;
+    this.turnChangedLogs = false;
     return results;
   }
 
@@ -2236,7 +2243,7 @@ export class Store {
     const first = entries[0]!;
     const seq = this.nextSeq;
     // Records of a replaced suffix are no range's now.
-    if (first.index <= s.log.last) this.journalChanged = true;
+    if (first.index <= s.log.last) this.turnChangedLogs = true;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
       assert(e.index === first.index + i, 'written entries are contiguous');
@@ -2612,7 +2619,7 @@ export class Store {
     assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
     // The records stay in the journal until purgeJournal (or tidy) reaches them.
     s.log = s.log.compact(meta.index);
-    this.journalChanged = true;
+    this.turnChangedLogs = true;
     s.snapshot = meta;
   }
 
@@ -2661,7 +2668,7 @@ export class Store {
     s.eventsFloor = data.oldestRetained;
     // The whole log goes: its records in the journal are fenced off.
     s.log = LogSeqs.empty(snapshot.meta.index);
-    this.journalChanged = true;
+    this.turnChangedLogs = true;
     s.logFromSeq = this.nextSeq;
     s.applied = snapshot.meta.index;
     s.appliedTerm = snapshot.meta.term;

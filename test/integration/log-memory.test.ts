@@ -7,7 +7,7 @@
 // leader no longer counts the killed follower live (a follower that stops answering holds
 // the leader's log for up to a liveness interval, 1 s). The restarted follower catches up
 // on every range (the leaders' logs were trimmed past it meanwhile); every write reads
-// back.
+// back. Then, idle, every node deletes its journal's dead front (Store.tidy).
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { entryMemoryOverheadBytes } from '../../ranges/core/log.ts';
@@ -38,6 +38,8 @@ const concurrency = 50;
 /** A turn over the budget trims within a tick; idle ranges then truncate their whole log. */
 const trimmedMsMax = 10_000;
 const caughtUpMsMax = 60_000;
+/** Ranges quiesce after 10 idle ticks; a node then tidies one transaction a tick. */
+const tidiedMsMax = 20_000;
 
 let cluster: Cluster;
 let client: Client;
@@ -90,6 +92,8 @@ async function waitForNodes(
           node: n.node,
           logMemoryBytes: n.stats?.logMemoryBytes,
           logTrims: n.stats?.logTrims,
+          journal: n.trees?.journal?.entries,
+          tidies: n.stats?.tidies,
           ranges: n.ranges.map((r) => [r.rangeId, r.role, r.commit, r.applied, r.snapshotIndex]),
         }));
         return `last status ${JSON.stringify(shown)}\n${nodeLogs(cluster, 20)}`;
@@ -196,5 +200,18 @@ describe('log memory budget', () => {
       });
     }
     expect(wrong).toEqual([]);
+
+    // Idle, every range quiesces and truncates its log: each node then deletes its
+    // journal's dead front in transactions of its own (Store.tidy), as no turn comes.
+    const tidied = await waitForNodes(
+      cluster.nodeIds,
+      'an empty journal, tidied while idle',
+      (nodes) => nodes.every((n) => n.trees?.journal?.entries === 0 && (n.stats?.tidies ?? 0) > 0),
+      tidiedMsMax,
+    );
+    console.log(
+      'log memory: tidies per node while idle ' +
+        JSON.stringify(tidied.map((n) => [n.node, n.stats?.tidies])),
+    );
   });
 });

@@ -547,7 +547,9 @@ describe("the journal (every range's log in one tree, in write order)", () => {
 describe('tidy (what the turns left of the journal, deleted while the node is idle)', () => {
   it('deletes what a pause made deletable, and keeps what a range still holds', async () => {
     const dir = tempDir();
-    let store = openStore(dir);
+    // A scan for the purge point every 64 records: the pause's own turn scans too.
+    let store = Store.open(dir, { journalScanRecords: 64 });
+    stores.push(store);
     const ids = [1, 2, 3, 4, 5, 6, 7, 8];
     for (const id of ids) await store.createRange(descriptor(id, `r${id}`, `r${id}z`), config);
     await store.createRange(descriptor(9, 's', 't'), config);
@@ -556,12 +558,17 @@ describe('tidy (what the turns left of the journal, deleted while the node is id
     for (let round = 0; round < 10; round++) {
       for (const d of drivers) await d.run(...Array.from({ length: 30 }, () => 'noop' as const));
     }
-    // Range 9 writes last and keeps its entries (not compacted, as a range still awake).
-    const r9 = new RangeDriver(store, 9);
-    await r9.run('noop', 'noop', 'noop');
-    // The pause: every other range compacts its whole log in one turn (quiescence).
+    // The pause: every range compacts its whole log in one turn (quiescence), in which
+    // range 9 appends 100 entries that it keeps (as a range still awake would). The turn
+    // scans for the purge point, from the states before it.
     const pause = store.beginTurn();
     for (const d of drivers) pause.compact(d.rangeId, { index: d.next - 1, term: 1, config });
+    pause.write(9, {
+      id: 1,
+      hardState: { term: 1, vote: 1, commit: 0 },
+      entries: Array.from({ length: 100 }, (_, i) => entry(i + 1, 1, b(`keep${i + 1}`))),
+      snapshot: null,
+    });
     await pause.commit().durable;
     const before = store.inspectJournal().length;
     const purgedBefore = store.stats.journalPurged;
@@ -575,21 +582,21 @@ describe('tidy (what the turns left of the journal, deleted while the node is id
     }
     expect(store.tidyDue()).toBe(false);
     const after = store.inspectJournal();
-    expect(after.map((r) => [r.rangeId, r.index])).toEqual([
-      [9, 1],
-      [9, 2],
-      [9, 3],
-    ]);
-    expect(store.stats.journalPurged - purgedBefore).toBe(before - 3);
+    expect(after.map((r) => [r.rangeId, r.index])).toEqual(
+      Array.from({ length: 100 }, (_, i) => [9, i + 1]),
+    );
+    expect(store.stats.journalPurged - purgedBefore).toBe(before - 100);
     // Nothing left to do: another tidy deletes nothing.
     await store.tidy();
-    expect(store.inspectJournal()).toHaveLength(3);
+    expect(store.inspectJournal()).toHaveLength(100);
     store = await reopen(store, dir);
     for (const d of drivers) {
       expect(store.loadRange(d.rangeId)!.state.entries).toEqual([]);
       expect(store.loadRange(d.rangeId)!.state.snapshot.index).toBe(300);
     }
-    expect(store.loadRange(9)!.state.entries.map((e) => e.index)).toEqual([1, 2, 3]);
+    expect(store.loadRange(9)!.state.entries.map((e) => s(e.data))).toEqual(
+      Array.from({ length: 100 }, (_, i) => `keep${i + 1}`),
+    );
   });
 });
 
