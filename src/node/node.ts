@@ -2988,7 +2988,6 @@ function opError(c: { code: string; msg: string; limit?: string }): WireResult {
   return { ok: false, code: c.code, msg: c.msg, ...(c.limit ? { limit: c.limit } : {}) };
 }
 
-/** Approximate encoded size of a message, to keep NATS payloads under the limit. */
 /**
  * Whether a step or a tick left h something its next turn handles: something ready, or a
  * role or quiescence other than before it (`role`, `quiescent`).
@@ -2998,6 +2997,7 @@ function leftWork(h: RangeHost, role: Lifecycle, quiescent: boolean): boolean {
   return r.hasReady() || r.role() !== role || r.quiescent() !== quiescent;
 }
 
+/** Approximate encoded size of a message, to keep NATS payloads under the limit. */
 function messageBytes(m: Message): number {
   if (m.type === 'append') {
     let n = 96;

@@ -974,11 +974,10 @@ export class Store {
   /** nextSeq at the last scan for the purge point (none yet: the first turn scans). */
   private scannedAtSeq = Number.NEGATIVE_INFINITY;
   /**
-   * A turn changed some range's log since the last scan of the journal (tidyDue): set once
-   * the turn's states are the committed ones (turnChangedLogs: the running turn's).
+   * A turn changed some range's log since tidy last scanned the journal (tidyDue). Only
+   * tidy clears it: a turn's own scan reads the states from before the turn.
    */
   private journalChanged = false;
-  private turnChangedLogs = false;
   private readonly dataDb: Database<Buffer, Buffer>;
   private readonly requestsDb: Database<Buffer, Buffer>;
   private readonly expiryDb: Database<Buffer, Buffer>;
@@ -2214,9 +2213,6 @@ export class Store {
       }
     }
     for (const [rangeId, s] of dirty) this.rangeStates.set(rangeId, s);
-    // Only now: a scan in this turn (purgeJournal) read the states from before it.
-    if (this.turnChangedLogs) this.journalChanged = true;
-    this.turnChangedLogs = false;
     return results;
   }
 
@@ -2243,7 +2239,7 @@ export class Store {
     const first = entries[0]!;
     const seq = this.nextSeq;
     // Records of a replaced suffix are no range's now.
-    if (first.index <= s.log.last) this.turnChangedLogs = true;
+    if (first.index <= s.log.last) this.journalChanged = true;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i]!;
       assert(e.index === first.index + i, 'written entries are contiguous');
@@ -2619,7 +2615,7 @@ export class Store {
     assert(stored !== undefined && entryTerm(stored) === meta.term, 'compact meta matches log');
     // The records stay in the journal until purgeJournal (or tidy) reaches them.
     s.log = s.log.compact(meta.index);
-    this.turnChangedLogs = true;
+    this.journalChanged = true;
     s.snapshot = meta;
   }
 
@@ -2668,7 +2664,7 @@ export class Store {
     s.eventsFloor = data.oldestRetained;
     // The whole log goes: its records in the journal are fenced off.
     s.log = LogSeqs.empty(snapshot.meta.index);
-    this.turnChangedLogs = true;
+    this.journalChanged = true;
     s.logFromSeq = this.nextSeq;
     s.applied = snapshot.meta.index;
     s.appliedTerm = snapshot.meta.term;
@@ -2750,7 +2746,6 @@ export class Store {
     stateOf?: (rangeId: number) => Mutable<RangeState>,
   ): void {
     this.scannedAtSeq = this.nextSeq;
-    this.journalChanged = false;
     // The committed states: a range's oldest held entry only gets newer, and what this
     // turn wrote is at turnFirstSeq or after.
     let below = turnFirstSeq;
@@ -2775,8 +2770,8 @@ export class Store {
 
   /**
    * Whether the journal may hold records no range needs that the turns did not delete
-   * (tidy): a turn changed some range's log since the last scan, or the last scan found
-   * more than the turns deleted.
+   * (tidy): a turn changed some range's log since tidy last scanned, or a scan found more
+   * than the turns and tidies deleted.
    */
   tidyDue(): boolean {
     return this.journalChanged || this.purgedTo < this.purgeBelow;
@@ -2792,7 +2787,10 @@ export class Store {
   tidy(): Promise<void> {
     assert(!this.closed, 'the store is open');
     const committed = this.root.childTransaction(() => {
-      if (this.journalChanged) this.scanJournal(this.nextSeq);
+      if (this.journalChanged) {
+        this.journalChanged = false;
+        this.scanJournal(this.nextSeq);
+      }
       this.purgeFront(journalTidyMax);
     });
     return committed.then(async () => {

@@ -44,9 +44,9 @@ export interface RaftEnvelope {
 /**
  * The envelope as msgpack, written by hand (what msgpackr makes of the compact form, but
  * for the envelope's map header: a fixmap where msgpackr writes a map 16): no array per
- * message on the way, which at 256
- * busy ranges, one message per range and turn, was a tenth of the allocation per put at a
- * leader. Map-form messages (the rare types) are packed by msgpackr into the same buffer.
+ * message on the way, which at 256 busy ranges, one message per range and turn, was a
+ * tenth of the allocation per put at a leader. Map-form messages (the rare types) are
+ * packed by msgpackr into the same buffer.
  */
 export function encodeEnvelope(env: RaftEnvelope): Uint8Array {
   begin();
