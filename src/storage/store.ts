@@ -401,6 +401,18 @@ function readBytes(
 }
 
 /**
+ * Resolves once the LMDB write transaction that the last write queued (a childTransaction
+ * just called) is on disk. lmdb-js's `flushed` names the transaction being assembled when
+ * its `then` is called, so it is called here, at once. Called once the queued transaction
+ * had committed, it named whatever transaction was being assembled by then: under load a
+ * later one, whose fsync a turn then waited for as well (docs/architecture.md, "A turn
+ * waits for its own flush").
+ */
+function flushOfLastWrite(root: RootDatabase): Promise<void> {
+  return root.flushed.then(() => {});
+}
+
+/**
  * Deletes the records of a tree keyed like the journal ([seq u64 BE]...) with a sequence
  * number in [from, below), at most `max` of them (inside the caller's write transaction).
  * Returns how many went and the new front: `below`, or past the last one deleted.
@@ -1855,11 +1867,12 @@ export class Store {
         this.stats.txnBodyMs += bodyEndMs - bodyStartMs;
       }
     });
+    const flushed = flushOfLastWrite(this.root);
     const durable = committed.then(() => {
       this.stats.commits++;
       this.dropPending(drops);
       // The transaction's promise resolves once it is committed; flushed once it is on disk.
-      return this.root.flushed.then(() => {
+      return flushed.then(() => {
         this.stats.flushes++;
         this.stats.turnCommits++;
         this.stats.txnSyncMs += performance.now() - bodyEndMs;
@@ -2793,9 +2806,8 @@ export class Store {
       }
       this.purgeFront(journalTidyMax);
     });
-    return committed.then(async () => {
-      await this.root.flushed;
-    });
+    const flushed = flushOfLastWrite(this.root);
+    return committed.then(() => flushed);
   }
 
   /** Deletes up to `max` journal records below purgeBelow from the front. */
