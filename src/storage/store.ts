@@ -409,7 +409,11 @@ function readBytes(
  * waits for its own flush").
  */
 function flushOfLastWrite(root: RootDatabase): Promise<void> {
-  return root.flushed.then(() => {});
+  const flushed = root.flushed.then(() => {});
+  // A failed commit is reported by the transaction's own promise, which its caller awaits
+  // first: this one may then never be awaited.
+  flushed.catch(() => {});
+  return flushed;
 }
 
 /**

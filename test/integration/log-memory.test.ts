@@ -38,6 +38,7 @@ const writeCount = 20_000;
  * writes a second, against up to 1.99 MiB at about 14,600).
  */
 const sampledTicks = 2;
+/** The nodes' default --tick-ms. */
 const tickMs = 100;
 /** After a kill -9, the leader counts the node live for up to 1 s (10 ticks of 100 ms). */
 const livenessLapseMs = 2000;
