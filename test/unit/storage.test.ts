@@ -1556,6 +1556,8 @@ describe('durability', () => {
     // until the turn is durable, or 2 s: waiting for it would hold the turn until then.
     const store = openStore(tempDir());
     await store.createRange(descriptor(1, '', null), config);
+    // The store's own environment (private): the store has no API for a transaction that
+    // stays open, and the test needs one after the turn's.
     const root = (store as unknown as { root: RootDatabase }).root;
     const turn = store.beginTurn();
     turn.write(1, {
