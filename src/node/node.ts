@@ -830,7 +830,7 @@ export class Node {
       () => {
         this.tidying = false;
       },
-      (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
+      (err: Error) => this.storageFailed(err),
     );
   }
 
@@ -1671,7 +1671,7 @@ export class Node {
             }
           }
         },
-        (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
+        (err: Error) => this.storageFailed(err),
       );
       durable.then(
         () => {
@@ -1708,7 +1708,7 @@ export class Node {
           }
           this.scheduleTurn();
         },
-        (err: Error) => this.fatal(`storage failed: ${err.stack ?? err.message}`),
+        (err: Error) => this.storageFailed(err),
       );
     }
     for (const h of paced) {
@@ -2887,6 +2887,11 @@ export class Node {
   private fatal(why: string): void {
     this.log.error(`fatal: ${why}`);
     process.exit(1);
+  }
+
+  /** A turn's or a tidy's transaction failed: the node stops (its supervisor restarts it). */
+  private storageFailed(err: Error): void {
+    this.fatal(`storage failed: ${err.stack ?? err.message}`);
   }
 
   // ------------------------------------------------------------------ admin

@@ -176,6 +176,8 @@ describe('log memory budget', () => {
       `log memory: ${samples.length} samples during the writes; peak per node ` +
         JSON.stringify([...peak]),
     );
+    // An entry's memory (entryMemoryBytes): its data, a set command, is the value plus about
+    // 32 bytes of key, 16-byte request id and framing (35 for these keys: the bound errs low).
     const entryBytes = entryMemoryOverheadBytes + valueFor(writeCount).length + 32;
     const sampledMax = budget + ((ratePerS * sampledTicks * tickMs) / 1000) * entryBytes;
     console.log(

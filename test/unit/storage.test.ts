@@ -28,7 +28,12 @@ import {
   keyBytesMax,
   packr,
 } from '../../src/storage/commands.ts';
-import { type RangeDescriptor, Store, StoreLockedError } from '../../src/storage/store.ts';
+import {
+  type RangeDescriptor,
+  Store,
+  StoreLockedError,
+  type StoreOptions,
+} from '../../src/storage/store.ts';
 
 const config: Configuration = { voters: [1, 2, 3], outgoing: [], learners: [] };
 const text = new TextEncoder();
@@ -99,7 +104,12 @@ function tempDir(): string {
 }
 
 function openStore(dir: string, window?: number): Store {
-  const store = Store.open(dir, window === undefined ? {} : { dedupWindowEntries: window });
+  return openStoreWith(dir, window === undefined ? {} : { dedupWindowEntries: window });
+}
+
+/** A store with these options, closed after the test. */
+function openStoreWith(dir: string, options: StoreOptions): Store {
+  const store = Store.open(dir, options);
   stores.push(store);
   return store;
 }
@@ -513,8 +523,7 @@ describe("the journal (every range's log in one tree, in write order)", () => {
 
   it('deletes records no range needs from the front, and rewrites a range that holds it back', async () => {
     const dir = tempDir();
-    let store = Store.open(dir, { journalLagMax: 100, journalScanRecords: 64 });
-    stores.push(store);
+    let store = openStoreWith(dir, { journalLagMax: 100, journalScanRecords: 64 });
     await store.createRange(descriptor(1, 'a', 'b'), config);
     await store.createRange(descriptor(2, 'b', 'c'), config);
     // Range 1 keeps three entries for good (never compacted); range 2 writes and compacts.
@@ -548,8 +557,7 @@ describe('tidy (what the turns left of the journal, deleted while the node is id
   it('deletes what a pause made deletable, and keeps what a range still holds', async () => {
     const dir = tempDir();
     // A scan for the purge point every 64 records: the pause's own turn scans too.
-    let store = Store.open(dir, { journalScanRecords: 64 });
-    stores.push(store);
+    let store = openStoreWith(dir, { journalScanRecords: 64 });
     const ids = [1, 2, 3, 4, 5, 6, 7, 8];
     for (const id of ids) await store.createRange(descriptor(id, `r${id}`, `r${id}z`), config);
     await store.createRange(descriptor(9, 's', 't'), config);
