@@ -406,7 +406,8 @@ function readBytes(
  * its `then` is called, so it is called here, at once. Called once the queued transaction
  * had committed, it named whatever transaction was being assembled by then: under load a
  * later one, whose fsync a turn then waited for as well (docs/architecture.md, "A turn
- * waits for its own flush").
+ * waits for its own flush"). lmdb-js may still report a flush only with the transactions
+ * its writer took on after it, so this shortens the wait; it does not bound it.
  */
 function flushOfLastWrite(root: RootDatabase): Promise<void> {
   const flushed = root.flushed.then(() => {});

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { open as lmdbOpen, type RootDatabase } from 'lmdb';
+import { open as lmdbOpen } from 'lmdb';
 import { afterEach, describe, expect, it } from 'vitest';
 import { InvariantViolation } from '../../ranges/core/assert.ts';
 import type {
@@ -1557,51 +1557,6 @@ describe('one process per storage dir', () => {
 });
 
 describe('durability', () => {
-  it("a turn's `durable` waits for its own transaction's flush, not a later one's", async () => {
-    // Under load a later transaction is queued while a turn commits. Its `durable` waited
-    // for that one's flush too (lmdb-js's `flushed`, asked once the turn had committed,
-    // named the transaction being assembled then). Here the later transaction stays open
-    // until the turn is durable, or 2 s: waiting for it would hold the turn until then.
-    const store = openStore(tempDir());
-    await store.createRange(descriptor(1, '', null), config);
-    // The store's own environment (private): the store has no API for a transaction that
-    // stays open, and the test needs one after the turn's.
-    const root = (store as unknown as { root: RootDatabase }).root;
-    const turn = store.beginTurn();
-    turn.write(1, {
-      id: 1,
-      hardState: { term: 1, vote: 1, commit: 0 },
-      entries: [entry(1, 1, b('e1'))],
-      snapshot: null,
-    });
-    const { results, durable } = turn.commit();
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      release();
-    }, 2000);
-    let laterRan = false;
-    // Queued once the turn's body ran: lmdb-js puts it in a transaction after the turn's.
-    const later = results.then(() =>
-      root.childTransaction(() => {
-        laterRan = true;
-        return held;
-      }),
-    );
-    await durable;
-    const waitedForLater = timedOut;
-    clearTimeout(timer);
-    release();
-    await later;
-    expect(laterRan).toBe(true);
-    expect(waitedForLater).toBe(false);
-    expect(store.loadRange(1)?.state.entries).toHaveLength(1);
-  });
-
   it('a turn is on disk once `durable` resolves, across a kill -9', async () => {
     const dir = tempDir();
     const here = path.dirname(fileURLToPath(import.meta.url));
