@@ -2411,8 +2411,7 @@ export class Node {
       done({ ok: true, after: h.applied, descriptors: [descriptorToWire(h.descriptor)] });
       return;
     }
-    const rec = this.store.get(op.key);
-    done({ ok: true, value: rec?.value ?? null });
+    done({ ok: true, value: this.store.getValue(op.key) ?? null });
   }
 
   /**

@@ -683,6 +683,19 @@ export function decodeRecord(bytes: Uint8Array): DataRecord {
   return record;
 }
 
+/**
+ * The value of a record this store wrote, copied out of `bytes` (lmdb-js's shared read
+ * buffer, say): a get needs nothing else, so the record's inline requests are not decoded.
+ */
+export function decodeRecordValue(bytes: Uint8Array): Uint8Array {
+  if (!isBinary(bytes)) return Buffer.from(decodeRecord(bytes).value);
+  const r = new Reader(bytes);
+  r.u64();
+  const value = r.bytes32Copy();
+  assert(r.ok, 'a stored data record decodes');
+  return value;
+}
+
 export function encodeRequest(request: RequestRecord): Uint8Array {
   return packr.pack({ index: request.index, result: request.result });
 }

@@ -157,6 +157,7 @@ import {
   decodeCommand,
   decodeRangeCommand,
   decodeRecord,
+  decodeRecordValue,
   decodeRequest,
   dedupWindowEntries,
   encodeRecord,
@@ -1423,6 +1424,18 @@ export class Store {
   get(key: Uint8Array): DataRecord | undefined {
     const bytes = this.dataDb.get(asBuffer(key));
     return bytes === undefined ? undefined : decodeRecord(bytes);
+  }
+
+  /**
+   * The latest committed value of a user key (a buffer of its own), or undefined if absent:
+   * a get's read. It reads lmdb-js's shared buffer and copies the value alone, where get()
+   * copies the whole record into a new ArrayBuffer (about 0.4 us more) and decodes its
+   * inline requests.
+   */
+  getValue(key: Uint8Array): Uint8Array | undefined {
+    assert(!this.closed, 'the store is open');
+    const bytes = this.dataDb.getBinaryFast(asBuffer(key)) as Buffer | undefined;
+    return bytes === undefined ? undefined : decodeRecordValue(bytes);
   }
 
   /**

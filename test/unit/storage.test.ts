@@ -626,6 +626,24 @@ describe('state machine', () => {
     expect(r.store.get(b('other'))).toBeUndefined();
   });
 
+  it("a get's value is a copy of its own, whatever the reads after it", async () => {
+    const r = await range();
+    const big = 'x'.repeat(300_000);
+    await r.run(set('a', 'value of a', 'i1'), set('b', 'bb', 'i2'), set('c', big, 'i3'));
+    // getValue reads lmdb-js's shared buffer, which the next read reuses.
+    const a = r.store.getValue(b('a'));
+    const c = r.store.getValue(b('c'));
+    const b2 = r.store.getValue(b('b'));
+    expect(s(a)).toBe('value of a');
+    expect(s(c)).toBe(big);
+    expect(s(b2)).toBe('bb');
+    expect(r.store.getValue(b('absent'))).toBeUndefined();
+    // The record's inline request (its set's id) stays in the record: get() still sees it.
+    expect(r.store.get(b('a'))?.requests).toHaveLength(1);
+    expect(await r.one(set('a', '', 'i4'))).toEqual({ ok: true });
+    expect(s(r.store.getValue(b('a')))).toBe('');
+  });
+
   it('cas succeeds on a match and returns the current value on a mismatch', async () => {
     const r = await range();
     await r.run(set('k', 'v1', 'a'));
