@@ -243,6 +243,8 @@ interface Call {
   lastError: unknown;
   deadlineTimer: NodeJS.Timeout | undefined;
   onAbort: (() => void) | undefined;
+  /** Its position in the client's `live` while unsettled, else -1. */
+  liveAt: number;
 }
 
 export class Client {
@@ -274,8 +276,15 @@ export class Client {
   private directoryLoadedAtMs = Number.NEGATIVE_INFINITY;
   private directoryLoading = false;
   private flushHandle: NodeJS.Immediate | undefined;
-  /** Every unsettled call, so close() can settle them. */
-  private readonly live = new Set<Call>();
+  /**
+   * Every unsettled call, so close() can settle them; a call leaves by taking the last
+   * one's place (Call.liveAt). Not a Set: V8 links a Set's replaced hash table to the one
+   * that replaces it, so once one of those tables had been promoted to the old generation,
+   * every call added after it survived the young generation's collections: about 2.5 MB a
+   * scavenge at 64 gets in flight against 0.13 MB now (docs/architecture.md, "The
+   * client's live calls").
+   */
+  private readonly live: Call[] = [];
   private readonly backoffTimers = new Set<NodeJS.Timeout>();
   private closed = false;
   private clusterIdSeen: string | undefined;
@@ -829,13 +838,14 @@ export class Client {
         lastError: undefined,
         deadlineTimer: undefined,
         onAbort: undefined,
+        liveAt: this.live.length,
       };
       call.deadlineTimer = setTimeout(() => this.expire(call), timeoutMs);
       if (signal) {
         call.onAbort = () => this.abort(call);
         signal.addEventListener('abort', call.onAbort, { once: true });
       }
-      this.live.add(call);
+      this.live.push(call);
       this.enqueue(call);
     });
   }
@@ -850,7 +860,12 @@ export class Client {
   private settle(call: Call): boolean {
     if (call.settled) return false;
     call.settled = true;
-    this.live.delete(call);
+    const last = this.live.pop()!;
+    if (last !== call) {
+      this.live[call.liveAt] = last;
+      last.liveAt = call.liveAt;
+    }
+    call.liveAt = -1;
     clearTimeout(call.deadlineTimer);
     if (call.onAbort) call.signal?.removeEventListener('abort', call.onAbort);
     return true;

@@ -649,6 +649,36 @@ describe('client: deadlines, aborts and errors', () => {
     expect(err.message).toMatch(/outcome is unknown/);
   });
 
+  it('close fails exactly the calls still in flight, whatever order the others settled in', async () => {
+    const { c, range } = await newClient();
+    const fake = new FakeKv();
+    // Keys a* are answered 30 ms late, b* never: each call goes alone, so they settle out of
+    // the order they were made in, while later ones are in flight.
+    await serve(range, (ops, msg) => {
+      if (Buffer.from(ops[0]!.key).toString()[0] === 'a') {
+        const body = { v: protocolVersion, cid, res: ops.map((op) => fake.apply(op)) };
+        setTimeout(() => msg.respond(encode(body)), 30);
+      }
+      return undefined;
+    });
+    const keys = ['b0', 'a1', 'a2', 'b3', 'a4', 'b5', 'b6', 'a7', 'a8', 'b9'];
+    const calls = new Map<string, Promise<unknown>>();
+    for (const k of keys) {
+      const call = c.get(k, { timeoutMs: 10_000 });
+      // Settled or not, a call's outcome is read below (no unhandled rejection meanwhile).
+      call.catch(() => {});
+      calls.set(k, call);
+      await sleep(5);
+    }
+    for (const k of keys.filter((k) => k[0] === 'a')) expect(await calls.get(k)).toBeNull();
+    await c.close();
+    for (const k of keys.filter((k) => k[0] === 'b')) {
+      const err = await rejection(calls.get(k)!);
+      expect(err).toBeInstanceOf(ClientClosedError);
+      expect(err.message).toMatch(/before get completed/);
+    }
+  });
+
   it('close fails calls in flight and refuses new ones', async () => {
     const { c, range } = await newClient();
     await serve(range, silent);
