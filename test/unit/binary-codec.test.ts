@@ -13,6 +13,7 @@ import {
   decodeCommand,
   decodeRangeCommand,
   decodeRecord,
+  decodeRecordValue,
   encodeCommand,
   encodeRangeCommand,
   encodeRecord,
@@ -155,6 +156,12 @@ describe('data records', () => {
         record.requests === undefined ? { value: record.value, revision: record.revision } : record,
       );
       expect(decodeRecord(old)).toEqual(record);
+      // A get's read: the value alone, a copy (the source is overwritten after it).
+      for (const form of [bytes, old]) {
+        const value = decodeRecordValue(form);
+        form.fill(0xee);
+        expect(Buffer.from(value)).toEqual(Buffer.from(record.value));
+      }
     }
   });
 
@@ -171,6 +178,8 @@ describe('data records', () => {
   it('a damaged record is an invariant failure, not a wrong value', () => {
     const bytes = Buffer.from(encodeRecord(records[2]!));
     expect(() => decodeRecord(bytes.subarray(0, bytes.length - 1))).toThrow(/decodes/);
+    // Cut inside the value: a get's read fails the same way.
+    expect(() => decodeRecordValue(bytes.subarray(0, 20))).toThrow(/decodes/);
   });
 });
 
