@@ -3,7 +3,13 @@
 
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { type CachedRange, RangeCache } from '../../src/client/range-cache.ts';
-import { inSpan, PackedSpans, packSpansEveryMs, Repacked } from '../../src/storage/descriptor.ts';
+import {
+  findSpan,
+  inSpan,
+  PackedSpans,
+  packSpansEveryMs,
+  Repacked,
+} from '../../src/storage/descriptor.ts';
 
 const k = (s: string) => Buffer.from(s);
 const r = (
@@ -182,6 +188,44 @@ describe('range cache', () => {
     held.invalidate();
     expect(held.get()).toBe(3);
     expect(made).toBe(3);
+  });
+
+  it('packed spans find the span of any binary key as findSpan does', () => {
+    // Keys of 0-12 bytes over 0x00, 0x01, 0x61 and 0xff: many share their first 8 bytes,
+    // end in zero bytes or are prefixes of others (the cases find's 8-byte words must
+    // leave to the full compare).
+    const rand = lcg(11);
+    const alphabet = [0x00, 0x01, 0x61, 0xff];
+    const key = () => {
+      const prefix = rand(3) === 0 ? [0x61, 0x61, 0x61, 0x61, 0x61, 0x61, 0x61] : [];
+      const rest = Array.from({ length: rand(13 - prefix.length) }, () => alphabet[rand(4)]!);
+      return Buffer.from([...prefix, ...rest]);
+    };
+    for (let run = 0; run < 100; run++) {
+      const bounds = [
+        ...new Map(
+          Array.from({ length: 1 + rand(40) }, () => key()).map((b) => [b.toString('hex'), b]),
+        ).values(),
+      ].sort(Buffer.compare);
+      const spans = bounds
+        .map((b, i) => ({
+          start: i === 0 && rand(2) === 0 ? Buffer.alloc(0) : b,
+          end:
+            i + 1 < bounds.length
+              ? bounds[i + 1]!
+              : rand(2) === 0
+                ? null
+                : Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        }))
+        .filter((x) => x.end === null || Buffer.compare(x.start, x.end) < 0);
+      const packed = new PackedSpans(spans);
+      for (let q = 0; q < 300; q++) {
+        const k = q < bounds.length ? bounds[q]! : key();
+        const want = findSpan(spans, k, (x) => x);
+        const i = packed.find(k);
+        expect(i < 0 ? undefined : spans[i]).toBe(want);
+      }
+    }
   });
 
   it("packed spans say whether each span holds a key as inSpan does (the node's check)", () => {
