@@ -173,19 +173,6 @@ export class Reader {
     return this.bytes(this.u32());
   }
 
-  /**
-   * bytes32, copied into a buffer of its own (from Node's pool): still valid once `bytes`
-   * is reused, as lmdb-js reuses its shared read buffer at the next read.
-   */
-  bytes32Copy(): Buffer {
-    const n = this.u32();
-    if (!this.need(n)) return emptyBuffer;
-    const out = Buffer.allocUnsafe(n);
-    this.b.copy(out, 0, this.o, this.o + n);
-    this.o += n;
-    return out;
-  }
-
   /** Whether every read succeeded and consumed the input exactly. */
   end(): boolean {
     return this.ok && this.o === this.b.length;

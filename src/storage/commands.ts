@@ -684,16 +684,17 @@ export function decodeRecord(bytes: Uint8Array): DataRecord {
 }
 
 /**
- * The value of a record this store wrote, copied out of `bytes` (lmdb-js's shared read
- * buffer, say): a get needs nothing else, so the record's inline requests are not decoded.
+ * The value of a record this store wrote, copied (into Node's buffer pool) out of `bytes`,
+ * which may be lmdb-js's shared read buffer, reused at its next read: a get needs nothing
+ * else, so the record's inline requests are not decoded.
  */
 export function decodeRecordValue(bytes: Uint8Array): Uint8Array {
   if (!isBinary(bytes)) return Buffer.from(decodeRecord(bytes).value);
   const r = new Reader(bytes);
   r.u64();
-  const value = r.bytes32Copy();
+  const value = r.bytes32();
   assert(r.ok, 'a stored data record decodes');
-  return value;
+  return Buffer.from(value);
 }
 
 export function encodeRequest(request: RequestRecord): Uint8Array {

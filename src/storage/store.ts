@@ -2861,8 +2861,7 @@ export class Store {
 
   private readRecord(key: Uint8Array): DataRecord | undefined {
     this.stats.applyReads++;
-    const bytes = this.dataDb.get(asBuffer(key));
-    return bytes === undefined ? undefined : decodeRecord(bytes);
+    return this.get(key);
   }
 
   private syncInFlight = false;
