@@ -44,6 +44,7 @@ import { Prng } from '../lib/prng.ts';
 import {
   checkOp,
   checkRequest,
+  compactOp,
   decode,
   encode,
   frameRequest,
@@ -439,6 +440,11 @@ export class Node {
     /** Sets answered when their entry committed; those left to their apply by a span change. */
     setsAnsweredAtCommit: 0,
     setsHeldForSpan: 0,
+    /**
+     * Reads a leader could not serve at once under its lease (none held, or not applied
+     * that far yet): each waited for a read index (a round of heartbeats) or an apply.
+     */
+    readsWaited: 0,
     /** trimLogs rounds that found the logs over --log-memory-max. */
     logTrims: 0,
     /** Store.tidy transactions run while every range was quiescent (tidyStore). */
@@ -1277,7 +1283,7 @@ export class Node {
       for (const d of done) d(r);
     };
     const payload = frameRequest(
-      ops.map((op) => encode(op)),
+      ops.map((op) => encode(compactOp(op))),
       this.clusterId || undefined,
     );
     this.nc
@@ -1424,6 +1430,7 @@ export class Node {
         return;
       }
       this.touch(h);
+      this.stats.readsWaited++;
       h.readWaitedAtMs = nowMs;
       const id = this.nextReadId++;
       if (h.replica.read(id)) {

@@ -5,7 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RangeStatus } from '../../src/cli/status.ts';
 import type { Client } from '../../src/client/index.ts';
 import { type Cluster, runRasputin } from './harness.ts';
-import { clusterStartMsMax, connectClient, startServingCluster, waitForStatus } from './helpers.ts';
+import {
+  clusterStartMsMax,
+  connectClient,
+  startServingCluster,
+  statsSum,
+  statusOf,
+  waitForStatus,
+} from './helpers.ts';
 
 let cluster: Cluster;
 let client: Client;
@@ -59,6 +66,16 @@ describe('the seed README client example', () => {
       });
     const before = await waitForStatus(cluster.natsUrl, 'quiescent with an empty log', idle);
     const last = before.get(nodes[0]!)!.lastIndex;
+    // A quiescent leader holds no lease: the first read waits for a read index, and the
+    // nodes count it (readsWaited, docs/operations.md).
+    const readsWaited = async () => {
+      const all = await statusOf(cluster.natsUrl, 1000);
+      expect(all.length).toBe(nodes.length);
+      return statsSum(all, 'readsWaited');
+    };
+    const waitedBefore = await readsWaited();
+    expect((await client.get('idle-7'))?.value.toString()).toBe('v7');
+    expect(await readsWaited()).toBeGreaterThan(waitedBefore);
     // The log goes on from its compaction point.
     await client.set('idle-after', 'again');
     expect((await client.get('idle-after'))?.value.toString()).toBe('again');
